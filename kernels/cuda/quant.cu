@@ -1,0 +1,160 @@
+// CUDA kernels of the pilot quantize op. Results are bit-identical to the CPU backend:
+// IEEE division (__fdiv_rn) and round-half-to-even (__float2int_rn).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "quant_cuda.hpp"
+
+namespace pyperfcore {
+namespace cuda {
+namespace {
+
+template <class T>
+__device__ __forceinline__ float load_f(const T* p);
+template <>
+__device__ __forceinline__ float load_f<float>(const float* p) { return *p; }
+template <>
+__device__ __forceinline__ float load_f<__half>(const __half* p) { return __half2float(*p); }
+
+// grid: (channels, blocks over outer*inner). amax stored as the bit pattern of a non-negative
+// float, so integer atomicMax orders them correctly.
+template <class T>
+__global__ void amax_kernel(const T* __restrict__ x, int64_t outer, int64_t inner, int64_t s_o, int64_t s_c,
+                            int64_t s_i, unsigned int* __restrict__ amax_bits, unsigned int* __restrict__ bad) {
+  const int64_t c = blockIdx.x;
+  const int64_t n = outer * inner;
+  float m = 0.f;
+  bool b = false;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+    const int64_t o = idx / inner, i = idx % inner;
+    float a = fabsf(load_f(x + o * s_o + c * s_c + i * s_i));
+    if (!(a <= 3.402823466e38f)) b = true;
+    else m = fmaxf(m, a);
+  }
+  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_down_sync(0xffffffffu, m, off));
+  __shared__ float warp_max[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_max[warp] = m;
+  if (b) atomicOr(bad, 1u);
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < (blockDim.x + 31) / 32 ? warp_max[lane] : 0.f;
+    for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_down_sync(0xffffffffu, m, off));
+    if (lane == 0) atomicMax(amax_bits + c, __float_as_uint(m));
+  }
+}
+
+__global__ void scale_kernel(const unsigned int* __restrict__ amax_bits, float* __restrict__ scales, int64_t channels) {
+  int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < channels) {
+    float a = __uint_as_float(amax_bits[c]);
+    scales[c] = a > 0.f ? __fdiv_rn(a, 127.f) : 1.f;
+  }
+}
+
+template <class T>
+__global__ void quant_kernel(const T* __restrict__ x, int64_t outer, int64_t channels, int64_t inner, int64_t s_o,
+                             int64_t s_c, int64_t s_i, const float* __restrict__ scales, int8_t* __restrict__ q) {
+  const int64_t n = outer * channels * inner;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx % inner, c = (idx / inner) % channels, o = idx / (inner * channels);
+    float v = __fdiv_rn(load_f(x + o * s_o + c * s_c + i * s_i), scales[c]);
+    v = fminf(fmaxf(v, -127.f), 127.f);
+    q[idx] = static_cast<int8_t>(__float2int_rn(v));
+  }
+}
+
+__global__ void dequant_kernel(const int8_t* __restrict__ q, const float* __restrict__ scales, int64_t n,
+                               int64_t channels, int64_t inner, float* __restrict__ out) {
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[idx] = static_cast<float>(q[idx]) * scales[(idx / inner) % channels];
+}
+
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t g = (n + threads - 1) / threads;
+  return static_cast<unsigned>(g < 65535 * 8 ? (g > 0 ? g : 1) : 65535 * 8);
+}
+
+}  // namespace
+
+int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int64_t inner, int64_t s_o, int64_t s_c,
+                  int64_t s_i, int8_t* q, float* scales, void* stream_ptr, int* nonfinite) {
+  *nonfinite = 0;
+  if (channels <= 0) return 0;
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const int64_t n = outer * inner;
+  unsigned int* ws = nullptr;
+  cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&ws), sizeof(unsigned int) * (channels + 1), stream);
+  if (err != cudaSuccess) return err;
+  cudaMemsetAsync(ws, 0, sizeof(unsigned int) * (channels + 1), stream);
+  const int threads = 256;
+  if (n > 0) {
+    int64_t per_channel_blocks = (n + threads * 8 - 1) / (threads * 8);
+    dim3 grid(static_cast<unsigned>(channels), static_cast<unsigned>(per_channel_blocks < 1024 ? per_channel_blocks : 1024));
+    if (dtype == 0)
+      amax_kernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), outer, inner, s_o, s_c, s_i, ws, ws + channels);
+    else
+      amax_kernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), outer, inner, s_o, s_c, s_i, ws, ws + channels);
+  }
+  scale_kernel<<<grid_for(channels, threads), threads, 0, stream>>>(ws, scales, channels);
+  unsigned int flag = 0;
+  cudaMemcpyAsync(&flag, ws + channels, sizeof(unsigned int), cudaMemcpyDeviceToHost, stream);
+  err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) {
+    cudaFreeAsync(ws, stream);
+    return err;
+  }
+  if (flag) {
+    *nonfinite = 1;
+    cudaFreeAsync(ws, stream);
+    return 0;
+  }
+  if (n > 0) {
+    const int64_t total = n * channels;
+    if (dtype == 0)
+      quant_kernel<float><<<grid_for(total, threads), threads, 0, stream>>>(static_cast<const float*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q);
+    else
+      quant_kernel<__half><<<grid_for(total, threads), threads, 0, stream>>>(static_cast<const __half*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q);
+  }
+  cudaFreeAsync(ws, stream);
+  return cudaGetLastError();
+}
+
+int dequantize_int8(const int8_t* q, const float* scales, int64_t outer, int64_t channels, int64_t inner, float* out,
+                    void* stream_ptr) {
+  const int64_t n = outer * channels * inner;
+  if (n <= 0) return 0;
+  const int threads = 256;
+  dequant_kernel<<<grid_for(n, threads), threads, 0, static_cast<cudaStream_t>(stream_ptr)>>>(q, scales, n, channels, inner, out);
+  return cudaGetLastError();
+}
+
+int runtime_version() {
+  int v = 0;
+  cudaRuntimeGetVersion(&v);
+  return v;
+}
+
+int device_count(int* count) {
+  *count = 0;
+  return cudaGetDeviceCount(count);
+}
+
+const char* error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
+
+int device_name(int index, char* buf, int len) {
+  cudaDeviceProp prop;
+  cudaError_t err = cudaGetDeviceProperties(&prop, index);
+  if (err != cudaSuccess) return err;
+  std::strncpy(buf, prop.name, static_cast<size_t>(len - 1));
+  buf[len - 1] = 0;
+  return 0;
+}
+
+}  // namespace cuda
+}  // namespace pyperfcore

@@ -1,0 +1,36 @@
+// CUDA bindings of the quantize op. Pointers arrive as integers (torch's data_ptr()); the
+// stream is the caller's current stream.
+#include <pybind11/pybind11.h>
+
+#include "bind.hpp"
+#include "quant_cuda.hpp"
+
+namespace py = pybind11;
+
+namespace pyperfcore {
+namespace cuda {
+
+void bind_cuda_quant(py::module_& m) {
+  m.def("quantize_int8", [](uintptr_t x, int dtype, int64_t o, int64_t c, int64_t i, int64_t so, int64_t sc, int64_t si,
+                            uintptr_t q, uintptr_t scales, uintptr_t stream) {
+    require_device();
+    int bad = 0;
+    {
+      py::gil_scoped_release nogil;
+      check(quantize_int8(reinterpret_cast<const void*>(x), dtype, o, c, i, so, sc, si, reinterpret_cast<int8_t*>(q),
+                          reinterpret_cast<float*>(scales), reinterpret_cast<void*>(stream), &bad),
+            "quantize_int8");
+    }
+    if (bad) throw py::value_error("quantize: input contains NaN or infinity; INT8 quantization needs finite values");
+  });
+  m.def("dequantize_int8", [](uintptr_t q, uintptr_t scales, int64_t o, int64_t c, int64_t i, uintptr_t out, uintptr_t stream) {
+    require_device();
+    py::gil_scoped_release nogil;
+    check(dequantize_int8(reinterpret_cast<const int8_t*>(q), reinterpret_cast<const float*>(scales), o, c, i,
+                          reinterpret_cast<float*>(out), reinterpret_cast<void*>(stream)),
+          "dequantize_int8");
+  });
+}
+
+}  // namespace cuda
+}  // namespace pyperfcore

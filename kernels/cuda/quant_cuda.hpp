@@ -1,0 +1,24 @@
+// Host launchers of the CUDA kernels (no CUDA headers needed by includers).
+#pragma once
+#include <cstdint>
+
+namespace pyperfcore {
+namespace cuda {
+
+// Returns a cudaError_t as int (0 = success). `stream` is a cudaStream_t.
+// dtype: 0 float32, 1 float16. x is a strided [outer, channels, inner] view (element strides).
+// `workspace` must hold `channels` uint32 values (amax bits) plus one flag; on return
+// *nonfinite is nonzero if x held NaN or inf (the call synchronizes the stream to read it).
+int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int64_t inner, int64_t s_o, int64_t s_c,
+                  int64_t s_i, int8_t* q, float* scales, void* stream, int* nonfinite);
+int dequantize_int8(const int8_t* q, const float* scales, int64_t outer, int64_t channels, int64_t inner, float* out,
+                    void* stream);
+
+int runtime_version();
+// 0 and a device count, or a cudaError_t explaining why no device can be used.
+int device_count(int* count);
+const char* error_string(int err);
+int device_name(int index, char* buf, int len);
+
+}  // namespace cuda
+}  // namespace pyperfcore
