@@ -7,6 +7,7 @@
 namespace pyperfcore {
 namespace cuda {
 void bind_cuda_quant(pybind11::module_& m);
+void bind_cuda_prepost(pybind11::module_& m);
 // Raises RuntimeError with the reason if no CUDA device can be used (no GPU, no driver,
 // a driver too old for this runtime).
 void require_device();

@@ -76,4 +76,5 @@ PYBIND11_MODULE(_cuda, m) {
     return std::string(buf);
   }, py::arg("index") = 0);
   bind_cuda_quant(m);
+  bind_cuda_prepost(m);
 }
