@@ -1,0 +1,369 @@
+"""Audit log: chain, checkpoints, tamper detection, durability, concurrency, schema versions."""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyperfcore.ops import AccessPolicy, AuditLog, SchemaTooNew
+from pyperfcore.ops.audit import SEGMENT, leaf_hash, merkle_root, node_hash, segment_leaves
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tamper(path, sql, args=()):
+    """What an attacker with write access does: drop the append-only triggers and edit."""
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
+    conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+    conn.execute("DROP INDEX IF EXISTS audit_by_subject")  # else malformed JSON is refused
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = AuditLog(tmp_path / "audit.db", checkpoint_every=16)
+    lg.append_many([{"kind": "k", "subject": f"s{i % 3}", "actor": "a", "i": i}
+                    for i in range(100)])
+    return lg
+
+
+def test_rfc6962_hashing_matches_definition():
+    # RFC 6962 section 2.1: MTH({}) = SHA-256(); leaf 0x00 prefix; node 0x01 prefix.
+    assert merkle_root([]) == hashlib.sha256(b"").digest()
+    a, b, c = (leaf_hash(x) for x in (b"a", b"b", b"c"))
+    assert a == hashlib.sha256(b"\x00a").digest()
+    assert merkle_root([a, b, c]) == node_hash(node_hash(a, b), c)
+    assert node_hash(a, b) == hashlib.sha256(b"\x01" + a + b).digest()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 63, 64, 65, 127, 128, 129, 300])
+def test_incremental_checkpoints_match_recursive_oracle(tmp_path, n):
+    lg = AuditLog(tmp_path / "a.db", checkpoint_every=7)
+    for i in range(0, n, 5):  # several transactions, so the stored frontier is reused
+        lg.append_many([{"i": j} for j in range(i, min(n, i + 5))])
+    hashes = [bytes.fromhex(r["hash"]) for r in lg.records()]
+    cps = lg.checkpoints()
+    assert [c["tree_size"] for c in cps] == list(range(7, n + 1, 7))
+    for c in cps:
+        assert bytes.fromhex(c["root"]) == merkle_root(segment_leaves(hashes[:c["tree_size"]]))
+    res = lg.verify()
+    assert res.ok, res.problems
+    assert bytes.fromhex(res.root) == merkle_root(segment_leaves(hashes))
+    assert lg.export_checkpoints()[-1]["tree_size"] == n
+
+
+def test_chain_links_each_record_to_the_previous(log):
+    recs = log.records()
+    assert [r["seq"] for r in recs] == list(range(1, 101))
+    conn = sqlite3.connect(log.path)
+    rows = conn.execute("SELECT seq, prev, body, hash FROM audit_records ORDER BY seq").fetchall()
+    prev = bytes(32)
+    for seq, p, body, h in rows:
+        assert p == prev
+        assert h == hashlib.sha256(b"\x00" + seq.to_bytes(8, "big") + p + body).digest()
+        prev = h
+    assert json.loads(rows[4][2])["record"]["i"] == 4
+
+
+def test_verify_ok_and_append_only_triggers(log):
+    assert log.verify().ok
+    conn = sqlite3.connect(log.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_records SET hash = x'00' WHERE seq = 3")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_records WHERE seq = 3")
+
+
+def test_edit_is_detected_and_located(log):
+    conn = sqlite3.connect(log.path)
+    body = conn.execute("SELECT body FROM audit_records WHERE seq=40").fetchone()[0]
+    conn.close()
+    _tamper(log.path, "UPDATE audit_records SET body=? WHERE seq=40",
+            (body.replace(b'"i":39', b'"i":99'),))
+    res = log.verify()
+    assert not res.ok
+    assert [(p.seq, p.kind) for p in res.problems if p.kind == "edited"] == [(40, "edited")]
+
+
+def test_edit_with_recomputed_hash_is_detected(log):
+    conn = sqlite3.connect(log.path)
+    prev, body = conn.execute("SELECT prev, body FROM audit_records WHERE seq=40").fetchone()
+    conn.close()
+    body = body.replace(b'"i":39', b'"i":77')
+    h = hashlib.sha256(b"\x00" + (40).to_bytes(8, "big") + prev + body).digest()
+    _tamper(log.path, "UPDATE audit_records SET body=?, hash=? WHERE seq=40", (body, h))
+    res = log.verify()
+    assert not res.ok
+    assert any(p.seq == 40 and p.kind == "edited" for p in res.problems), res.problems
+
+
+def test_deletion_is_detected(log):
+    _tamper(log.path, "DELETE FROM audit_records WHERE seq IN (50, 51)")
+    res = log.verify()
+    assert not res.ok
+    dels = [p for p in res.problems if p.kind == "deleted"]
+    assert dels and dels[0].seq == 52 and "50..51" in dels[0].message
+
+
+def test_tail_truncation_is_detected(log):
+    _tamper(log.path, "DELETE FROM audit_records WHERE seq > 90")
+    res = log.verify()
+    assert not res.ok
+    assert any(p.kind in ("head", "truncated") for p in res.problems)
+
+
+def test_reorder_is_detected(log):
+    conn = sqlite3.connect(log.path)
+    r10 = conn.execute("SELECT prev, body, hash FROM audit_records WHERE seq=10").fetchone()
+    r11 = conn.execute("SELECT prev, body, hash FROM audit_records WHERE seq=11").fetchone()
+    conn.close()
+    _tamper(log.path, "UPDATE audit_records SET prev=?, body=?, hash=? WHERE seq=10", r11)
+    _tamper(log.path, "UPDATE audit_records SET prev=?, body=?, hash=? WHERE seq=11", r10)
+    res = log.verify()
+    assert not res.ok
+    assert {p.seq for p in res.problems if p.kind == "reordered"} == {10, 11}
+
+
+def test_insertion_is_detected(log):
+    # Shift records 61.. up by one and forge a well-formed record 61 linked to record 60.
+    conn = sqlite3.connect(log.path)
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("DROP TRIGGER audit_no_delete")
+    for seq in range(100, 60, -1):
+        conn.execute("UPDATE audit_records SET seq=? WHERE seq=?", (seq + 1, seq))
+    prev = conn.execute("SELECT hash FROM audit_records WHERE seq=60").fetchone()[0]
+    body = b'{"record":{"forged":true},"seq":61,"ts":1.0}'
+    h = hashlib.sha256(b"\x00" + (61).to_bytes(8, "big") + prev + body).digest()
+    conn.execute("INSERT INTO audit_records(seq, prev, body, hash) VALUES (61,?,?,?)",
+                 (prev, body, h))
+    conn.commit()
+    conn.close()
+    res = log.verify()
+    assert not res.ok
+    ins = [p for p in res.problems if p.kind == "inserted"]
+    assert ins and ins[0].seq == 62 and "this is record 61" in ins[0].message
+
+
+def test_full_rewrite_is_caught_only_by_external_checkpoints(tmp_path, log):
+    ext = tmp_path / "cps.jsonl"
+    log.export_checkpoints(ext)
+    # The attacker rebuilds a completely consistent log with one record changed.
+    recs = log.records()
+    recs[20]["record"]["i"] = -1
+    os.remove(log.path)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(log.path + suffix):
+            os.remove(log.path + suffix)
+    forged = AuditLog(log.path, checkpoint_every=16)
+    for r in recs:
+        forged.append(r["record"], ts=r["ts"])
+    assert forged.verify().ok  # internally consistent...
+    res = forged.verify(checkpoints=ext)  # ...but not the log the auditor saw
+    assert not res.ok
+    assert all(p.kind == "checkpoint" for p in res.problems)
+    assert res.problems[0].seq == 32  # the first checkpoint covering record 21
+
+
+def test_index_columns_cannot_hide_records(log):
+    # subject is derived from the hashed body, so there is no unhashed copy to edit.
+    conn = sqlite3.connect(log.path)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("UPDATE audit_records SET subject='other' WHERE seq=1")
+    conn.close()
+    assert len(log.export_subject("s0")) == 34
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_any_single_byte_edit_is_detected(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("hyp") / "a.db"
+    lg = AuditLog(path, checkpoint_every=4)
+    n = data.draw(st.integers(1, 12))
+    # fixed timestamp: the stored bytes (and so the drawn positions) must not depend on time
+    lg.append_many([{"kind": "x", "v": data.draw(st.text(max_size=8))} for _ in range(n)],
+                   ts=1000.5)
+    seq = data.draw(st.integers(1, n))
+    col = data.draw(st.sampled_from(["prev", "body", "hash"]))
+    conn = sqlite3.connect(path)
+    blob = bytearray(conn.execute(f"SELECT {col} FROM audit_records WHERE seq=?",
+                                  (seq,)).fetchone()[0])
+    conn.close()
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    delta = data.draw(st.integers(1, 255))
+    blob[pos] = (blob[pos] + delta) % 256
+    _tamper(path, f"UPDATE audit_records SET {col}=? WHERE seq=?", (bytes(blob), seq))
+    res = lg.verify()
+    assert not res.ok
+    assert any(p.seq in (seq, seq + 1) for p in res.problems), res.problems
+
+
+def test_append_many_is_all_or_nothing(tmp_path):
+    lg = AuditLog(tmp_path / "a.db")
+    lg.append({"ok": 1})
+    with pytest.raises(TypeError):
+        lg.append_many([{"ok": 2}, {"bad": object()}])
+    with pytest.raises(TypeError):
+        lg.append_many([{"ok": 2}, "not a mapping"])
+    assert len(lg) == 1
+    assert lg.append_many([]) == []
+    assert lg.append_many([{"a": 1}, {"a": 2}]) == [2, 3]
+    assert lg.verify().ok
+
+
+def test_subject_export_and_decision_sampling(tmp_path):
+    lg = AuditLog(tmp_path / "a.db")
+    for i in range(200):
+        lg.log_decision(model="m", version=1, inputs={"x": i}, output=i % 2,
+                        subject=f"user-{i % 10}", explanation={"top": "x"}, sample_rate=0.5)
+    n = len(lg)
+    assert 60 < n < 140  # deterministic hash sampling near the rate
+    # the same input is always (or never) sampled
+    again = lg.log_decision(model="m", version=1, inputs={"x": 0}, output=0, sample_rate=0.5)
+    first = lg.log_decision(model="m", version=1, inputs={"x": 0}, output=0, sample_rate=0.5)
+    assert (again is None) == (first is None)
+    out = tmp_path / "subject.jsonl"
+    recs = lg.export_subject("user-3", out)
+    assert recs and all(r["record"]["subject"] == "user-3" for r in recs)
+    assert all("input_sha256" in r["record"] and "x" not in r["record"] for r in recs)
+    assert len(out.read_text().splitlines()) == len(recs)
+    assert lg.export_subject("nobody") == []
+
+
+def test_access_policy_redacts_hashes_and_filters(tmp_path):
+    pol = AccessPolicy(pii={"email": "redact", "user.id": "hash", "ssn": "drop"},
+                       roles={"analyst": ["score"], "auditor": "*"}, key=b"k" * 32)
+    lg = AuditLog(tmp_path / "a.db", policy=pol)
+    lg.append({"kind": "decision", "email": "a@b.c", "user": {"id": 42}, "ssn": "1",
+               "score": 0.3})
+    lg.append({"kind": "decision", "email": "x@y.z", "user": {"id": 42}, "score": 0.5})
+    raw = Path(lg.path).read_bytes() + Path(lg.path + "-wal").read_bytes()
+    assert b"a@b.c" not in raw
+    full = lg.records(role="auditor")
+    assert full[0]["record"]["email"] == "[REDACTED]" and "ssn" not in full[0]["record"]
+    h = full[0]["record"]["user"]["id"]
+    assert h.startswith("hmac-sha256:") and h == full[1]["record"]["user"]["id"]
+    assert lg.records(role="analyst")[0]["record"] == {"kind": "decision", "score": 0.3}
+    with pytest.raises(PermissionError):
+        lg.records(role="intern")
+    with pytest.raises(ValueError):
+        AccessPolicy(pii={"x": "hash"})
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from pyperfcore.ops import AuditLog
+    log = AuditLog(sys.argv[1], checkpoint_every=10)
+    i = 0
+    while True:
+        seqs = log.append_many([{"kind": "w", "i": i + k, "pad": "x" * 200} for k in range(7)])
+        print(seqs[-1], flush=True)
+        i += 7
+""")
+
+
+def test_sigkill_mid_write_loses_no_committed_record(tmp_path):
+    path = tmp_path / "a.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for round_ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)],
+                                stdout=subprocess.PIPE, env=env, text=True)
+        acked = 0
+        deadline = time.monotonic() + 30
+        while acked < 200 * (round_ + 1) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert acked > 0
+        lg = AuditLog(path)
+        res = lg.verify()
+        assert res.ok, res.problems
+        assert len(lg) >= acked  # every acknowledged record survived
+        assert len(lg) % 7 == 0  # batches are whole: none was half-written
+        lg.close()
+
+
+def test_concurrent_threads(tmp_path):
+    lg = AuditLog(tmp_path / "a.db", checkpoint_every=50)
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(60):
+                lg.append({"kind": "t", "thread": t, "i": i})
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    assert len(lg) == 240
+    res = lg.verify()
+    assert res.ok and res.checkpoints_checked == 4
+
+
+def _proc_writer(args):
+    path, w = args
+    lg = AuditLog(path, checkpoint_every=50)
+    for i in range(0, 80, 4):
+        lg.append_many([{"kind": "p", "w": w, "i": i + k} for k in range(4)])
+    return w
+
+
+def test_concurrent_processes(tmp_path):
+    path = str(tmp_path / "a.db")
+    AuditLog(path)
+    # spawn, not fork: an SQLite connection must never be inherited across fork()
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as ex:
+        assert sorted(ex.map(_proc_writer, [(path, w) for w in range(3)])) == [0, 1, 2]
+    lg = AuditLog(path)
+    assert len(lg) == 240
+    assert lg.verify().ok
+    per = {}
+    for r in lg.records():
+        per.setdefault(r["record"]["w"], []).append(r["record"]["i"])
+    assert all(v == list(range(80)) for v in per.values())  # each writer's order preserved
+
+
+def test_newer_schema_is_a_clear_error(tmp_path):
+    path = tmp_path / "a.db"
+    AuditLog(path).append({"x": 1})
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE pyperfcore_schema SET version=99 WHERE store='audit'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="version 99.*newer.*upgrade pyperfcore"):
+        AuditLog(path)
+
+
+def test_rejects_bad_input(tmp_path):
+    lg = AuditLog(tmp_path / "a.db")
+    with pytest.raises(TypeError):
+        lg.append(None)
+    with pytest.raises(ValueError):
+        lg.append({"x": float("nan")})
+    with pytest.raises(ValueError):
+        AuditLog(tmp_path / "b.db", checkpoint_every=0)
+    with pytest.raises(ValueError, match="unsupported"):
+        AuditLog("mysql://host/db")
+    assert len(lg) == 0 and lg.verify().ok
