@@ -1,8 +1,176 @@
-// Python bindings of the batching capability (filled in by its issue).
+// Python bindings of the batching core (private: pyperfcore.batching is the public API).
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
 #include "../bindings/bind.hpp"
+#include "batching.hpp"
+#include "batching_bench.hpp"
 
 namespace pyperfcore {
 
-void bind_batching(pybind11::module_& m) { (void)m; }
+namespace py = pybind11;
+using batching::BatchQueue;
+using batching::Completions;
+using batching::Config;
+using batching::Poll;
+
+namespace {
+
+py::tuple poll_tuple(const Poll& p) {
+  // (ids, key, reason, expired, dropped, next_wake_ns, finished, oldest_enqueue_ns, cost)
+  return py::make_tuple(py::cast(p.ids), p.key, static_cast<int>(p.reason), py::cast(p.expired),
+                        py::cast(p.dropped), p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost);
+}
+
+Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred, int64_t max_batch_cost,
+                   int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
+  Config c;
+  c.max_batch_size = max_batch_size;
+  c.max_delay_ns = max_delay_ns;
+  c.preferred_batch_sizes = std::move(preferred);
+  c.max_batch_cost = max_batch_cost;
+  c.max_queue_size = max_queue_size;
+  c.max_concurrent_batches = max_concurrent;
+  c.starvation_ns = starvation_ns;
+  std::string err = batching::validate(c);
+  if (!err.empty()) throw py::value_error(err);
+  return c;
+}
+
+}  // namespace
+
+void bind_batching(py::module_& m) {
+  m.def("batching_now_ns", &BatchQueue::now_ns, "The steady clock the native queue waits on (CLOCK_MONOTONIC).");
+
+  py::class_<BatchQueue>(m, "BatchQueue")
+      .def(py::init([](int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred,
+                       int64_t max_batch_cost, int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
+             return new BatchQueue(make_config(max_batch_size, max_delay_ns, std::move(preferred), max_batch_cost,
+                                               max_queue_size, max_concurrent, starvation_ns));
+           }),
+           py::arg("max_batch_size"), py::arg("max_delay_ns"), py::arg("preferred") = std::vector<int64_t>{},
+           py::arg("max_batch_cost") = 0, py::arg("max_queue_size") = 10000, py::arg("max_concurrent_batches") = 1,
+           py::arg("starvation_ns") = 0)
+      .def(
+          "push",
+          [](BatchQueue& q, uint64_t id, int64_t key, int32_t prio, int64_t cost, int64_t deadline, int64_t now) {
+            return static_cast<int>(q.push(id, key, prio, cost, deadline, now));
+          },
+          py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"), py::arg("deadline_ns"),
+          py::arg("now_ns"))
+      .def(
+          "push_many",
+          [](BatchQueue& q, uint64_t first, int64_t n, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
+             int64_t now) { return static_cast<int>(q.push_many(first, n, key, prio, cost, deadline, now)); },
+          py::arg("first_id"), py::arg("n"), py::arg("key"), py::arg("priority"), py::arg("cost"),
+          py::arg("deadline_ns"), py::arg("now_ns"))
+      .def("cancel", &BatchQueue::cancel, py::arg("id"))
+      .def(
+          "poll",
+          [](BatchQueue& q, int64_t now) {
+            Poll p;
+            q.poll(now, p);
+            return poll_tuple(p);
+          },
+          py::arg("now_ns"),
+          "Non-blocking: (ids, key, reason, expired, dropped, next_wake_ns, finished, oldest_enqueue_ns, cost).")
+      .def(
+          "wait",
+          [](BatchQueue& q, int64_t timeout_ns) {
+            Poll p;
+            {
+              py::gil_scoped_release nogil;
+              q.wait(timeout_ns, p);
+            }
+            return poll_tuple(p);
+          },
+          py::arg("timeout_ns"), "Blocking poll on the steady clock with the GIL released (timeout < 0: none).")
+      .def("batch_done", &BatchQueue::batch_done)
+      .def("close", &BatchQueue::close, py::arg("drain"))
+      .def(
+          "set_policy",
+          [](BatchQueue& q, int64_t mbs, int64_t delay) {
+            try {
+              q.set_policy(mbs, delay);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          py::arg("max_batch_size"), py::arg("max_delay_ns"))
+      .def("interrupt", &BatchQueue::interrupt)
+      .def("size", &BatchQueue::size)
+      .def("in_flight", &BatchQueue::in_flight)
+      .def("closed", &BatchQueue::closed)
+      .def("config",
+           [](const BatchQueue& q) {
+             Config c = q.config();
+             py::dict d;
+             d["max_batch_size"] = c.max_batch_size;
+             d["max_delay_ns"] = c.max_delay_ns;
+             d["preferred_batch_sizes"] = c.preferred_batch_sizes;
+             d["max_batch_cost"] = c.max_batch_cost;
+             d["max_queue_size"] = c.max_queue_size;
+             d["max_concurrent_batches"] = c.max_concurrent_batches;
+             d["starvation_ns"] = c.starvation_ns;
+             return d;
+           })
+      .def("counters", [](const BatchQueue& q) {
+        batching::Counters c = q.counters();
+        py::dict d;
+        d["pushed"] = c.pushed;
+        d["rejected_full"] = c.rejected_full;
+        d["rejected_closed"] = c.rejected_closed;
+        d["rejected_cost"] = c.rejected_cost;
+        d["expired"] = c.expired;
+        d["cancelled"] = c.cancelled;
+        d["dropped"] = c.dropped;
+        d["batches"] = c.batches;
+        d["batched_requests"] = c.batched_requests;
+        d["sent_full"] = c.by_reason[1];
+        d["sent_preferred"] = c.by_reason[2];
+        d["sent_delay"] = c.by_reason[3];
+        d["sent_drain"] = c.by_reason[4];
+        return d;
+      });
+
+  py::class_<Completions>(m, "Completions")
+      .def(py::init<>())
+      .def("expect", &Completions::expect, py::arg("id"))
+      .def(
+          "complete",
+          [](Completions& c, const std::vector<uint64_t>& ids) {
+            py::gil_scoped_release nogil;
+            c.complete(ids.data(), ids.size());
+          },
+          py::arg("ids"))
+      .def(
+          "wait",
+          [](Completions& c, uint64_t id, int64_t timeout_ns) {
+            py::gil_scoped_release nogil;
+            return c.wait(id, timeout_ns);
+          },
+          py::arg("id"), py::arg("timeout_ns"), "Waits with the GIL released; False on timeout.")
+      .def("forget", &Completions::forget, py::arg("id"))
+      .def("size", &Completions::size);
+
+  m.def(
+      "batching_bench_engine",
+      [](int producers, int64_t in_flight, int64_t per_producer, int64_t max_batch_size, int64_t max_delay_ns) {
+        py::gil_scoped_release nogil;
+        return batching::bench_engine(producers, in_flight, per_producer, max_batch_size, max_delay_ns);
+      },
+      py::arg("producers"), py::arg("in_flight"), py::arg("per_producer"), py::arg("max_batch_size"),
+      py::arg("max_delay_ns"),
+      "C++ producers through the Engine with a no-op model: (round trips/s, mean batch size).");
+  m.def(
+      "batching_bench_mutex_queue",
+      [](int producers, int64_t per_producer, int64_t max_batch_size) {
+        py::gil_scoped_release nogil;
+        return batching::bench_mutex_queue(producers, per_producer, max_batch_size);
+      },
+      py::arg("producers"), py::arg("per_producer"), py::arg("max_batch_size"),
+      "Baseline: blocking producers through a plain mutex + condition variable queue (round trips/s).");
+}
 
 }  // namespace pyperfcore

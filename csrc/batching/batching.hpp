@@ -1,0 +1,196 @@
+// Dynamic batching core: a request queue that forms batches for a model, usable from C++
+// without Python. Requests are opaque 64-bit ids; the caller keeps the payloads.
+//
+// What must hold (the Python layer and its tests rely on it):
+//  - a batch is formed only while fewer than max_concurrent_batches are in flight;
+//  - a batch never mixes keys and never exceeds max_batch_size or max_batch_cost;
+//  - the delay clock of a key is the age of its oldest queued request;
+//  - an expired request is removed (and reported) while waiting, even if the model is busy;
+//  - every pushed id leaves exactly once: in a batch, as expired, as dropped, or by cancel().
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace pyperfcore {
+namespace batching {
+
+constexpr int64_t kNoDeadline = INT64_MAX;
+
+struct Config {
+  int64_t max_batch_size = 32;
+  int64_t max_delay_ns = 5000000;
+  std::vector<int64_t> preferred_batch_sizes;  // each in [1, max_batch_size]
+  int64_t max_batch_cost = 0;                  // 0: no cost limit
+  int64_t max_queue_size = 10000;              // 0: unbounded
+  int64_t max_concurrent_batches = 1;
+  int64_t starvation_ns = 0;  // > 0: a request waiting this long outranks every priority
+};
+
+// Empty string if cfg is valid, else what is wrong.
+std::string validate(const Config& cfg);
+
+enum class Push : int { ok = 0, full = 1, closed = 2, too_costly = 3, duplicate = 4 };
+enum class Reason : int { none = 0, full = 1, preferred = 2, delay = 3, drain = 4 };
+
+// Result of one poll()/wait().
+struct Poll {
+  std::vector<uint64_t> ids;  // the batch, in the order the model should see it; empty: none
+  int64_t key = 0;
+  int64_t cost = 0;
+  Reason reason = Reason::none;
+  int64_t oldest_enqueue_ns = 0;       // enqueue time of the oldest request in the batch
+  std::vector<uint64_t> expired;       // removed because their deadline passed
+  std::vector<uint64_t> dropped;       // removed by close(drain=false)
+  int64_t next_wake_ns = kNoDeadline;  // when polling again may give something new
+  bool finished = false;               // closed and nothing left to hand out
+  void clear() {
+    ids.clear();
+    expired.clear();
+    dropped.clear();
+    key = cost = oldest_enqueue_ns = 0;
+    reason = Reason::none;
+    next_wake_ns = kNoDeadline;
+    finished = false;
+  }
+  bool has_work() const { return !ids.empty() || !expired.empty() || !dropped.empty() || finished; }
+};
+
+struct Counters {
+  uint64_t pushed = 0, rejected_full = 0, rejected_closed = 0, rejected_cost = 0;
+  uint64_t expired = 0, cancelled = 0, dropped = 0, batches = 0, batched_requests = 0;
+  uint64_t by_reason[5] = {0, 0, 0, 0, 0};
+};
+
+class BatchQueue {
+ public:
+  explicit BatchQueue(const Config& cfg);  // throws std::invalid_argument
+  BatchQueue(const BatchQueue&) = delete;
+  BatchQueue& operator=(const BatchQueue&) = delete;
+
+  // Adds one request. deadline_ns is absolute on the same clock as now_ns (kNoDeadline: none).
+  Push push(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns, int64_t now_ns);
+  // Adds ids first_id .. first_id+n-1 with the same attributes; all or nothing.
+  Push push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
+                 int64_t now_ns);
+  // Removes a queued request; false if it is not queued (already batched, expired or unknown).
+  bool cancel(uint64_t id);
+  // Non-blocking: removes expired requests and, if a model slot is free and a batch is due at
+  // now_ns, takes it (the slot stays taken until batch_done()).
+  void poll(int64_t now_ns, Poll& out);
+  // Blocking on the steady clock (now_ns()): returns as soon as poll() has something to hand
+  // out, or after timeout_ns.
+  void wait(int64_t timeout_ns, Poll& out);
+  // Frees the slot taken by a batch.
+  void batch_done();
+  // No more pushes. drain: queued requests are still sent (without waiting for the delay);
+  // otherwise they are handed back as `dropped` by the next poll/wait.
+  void close(bool drain);
+  // Changes the size cap and the delay at run time (SLO-aware policy).
+  void set_policy(int64_t max_batch_size, int64_t max_delay_ns);
+  // Wakes every waiter (their wait() returns, possibly with nothing).
+  void interrupt();
+
+  size_t size() const;
+  int64_t in_flight() const;
+  bool closed() const;
+  Counters counters() const;
+  Config config() const;
+  static int64_t now_ns();
+
+ private:
+  struct Req {
+    int64_t key;
+    int64_t cost;
+    int64_t enq;
+    int64_t deadline;
+    int32_t priority;
+  };
+  struct KeyQueue {
+    std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> levels;  // priority -> FIFO
+    int64_t count = 0;
+    int64_t cost = 0;
+  };
+
+  Push check_push_locked(int64_t n, int64_t cost, uint64_t first_id) const;
+  void insert_locked(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline, int64_t now);
+  void remove_live_locked(std::unordered_map<uint64_t, Req>::iterator it);
+  void poll_locked(int64_t now, Poll& out);
+  // Drops stale (cancelled/expired) ids at the fronts of a key's levels; false if key is empty.
+  bool clean_fronts_locked(KeyQueue& kq);
+  int64_t oldest_locked(KeyQueue& kq);
+  void take_locked(int64_t key, KeyQueue& kq, int64_t limit, int64_t now, Poll& out);
+  void compact_locked();
+  void maybe_notify_locked(int64_t due_ns);
+
+  Config cfg_;
+  mutable std::mutex m_;
+  std::condition_variable cv_;
+  std::unordered_map<uint64_t, Req> live_;
+  std::unordered_map<int64_t, KeyQueue> keys_;
+  std::vector<std::pair<int64_t, uint64_t>> deadlines_;  // min-heap (deadline, id); lazily cleaned
+  std::vector<uint64_t> dropped_;
+  int64_t stale_ = 0;  // ids left in level deques after cancel/expiry
+  int64_t in_flight_ = 0;
+  bool closed_ = false;
+  bool drain_ = false;
+  int waiters_ = 0;
+  int64_t sleep_until_ = INT64_MIN;  // INT64_MIN: unknown, every push notifies a waiter
+  uint64_t interrupts_ = 0;
+  Counters counters_;
+};
+
+// Thread callers wait here for their request to be answered (the payload travels elsewhere).
+class Completions {
+ public:
+  // Registers an id before it is pushed, so a completion can never be missed.
+  void expect(uint64_t id);
+  void complete(const uint64_t* ids, size_t n);
+  // true when id was completed; false after timeout_ns (< 0: no timeout). The entry is
+  // removed either way.
+  bool wait(uint64_t id, int64_t timeout_ns);
+  // Forgets an expected id that will never be waited on.
+  void forget(uint64_t id);
+  size_t size() const;
+
+ private:
+  static constexpr int kStripes = 64;
+  mutable std::mutex m_;
+  std::condition_variable cv_[kStripes];
+  std::unordered_map<uint64_t, bool> state_;  // id -> done
+};
+
+// Embedding API for C++ services: worker threads run `model` on each batch; producers submit
+// and wait. model(ids, n, key) must answer every id (payloads live with the caller).
+class Engine {
+ public:
+  using Model = std::function<void(const uint64_t* ids, size_t n, int64_t key)>;
+  Engine(const Config& cfg, Model model);
+  ~Engine();  // drains and joins
+  // Returns the first id of n consecutive ids, or throws std::runtime_error (full/closed).
+  uint64_t submit(int64_t n, int64_t key = 0, int32_t priority = 0, int64_t cost = 1,
+                  int64_t deadline_ns = kNoDeadline);
+  // Waits until ids first..first+n-1 are answered (or expired); false on timeout.
+  bool wait(uint64_t first, int64_t n, int64_t timeout_ns = -1);
+  void close(bool drain = true);
+  BatchQueue& queue() { return q_; }
+
+ private:
+  void run();
+  BatchQueue q_;
+  Completions done_;
+  Model model_;
+  std::vector<std::thread> workers_;
+  std::mutex id_m_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace batching
+}  // namespace pyperfcore
