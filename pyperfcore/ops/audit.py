@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,7 @@ MIGRATIONS = [_schema_v1]
 class Problem:
     """One thing :meth:`AuditLog.verify` found wrong, and where."""
     seq: int | None
-    kind: str  # edited | deleted | inserted | reordered | checkpoint | truncated | head
+    kind: str  # edited|deleted|inserted|reordered|checkpoint|truncated|head|corrupt
     message: str
 
     def __str__(self) -> str:
@@ -407,6 +408,15 @@ class AuditLog:
 
         report = _Report()
 
+        try:
+            return self._verify(external, problems, report)
+        except sqlite3.DatabaseError as e:
+            # A damaged file is a failed verification, never an exception or a silent pass.
+            problems.append(Problem(None, "corrupt", f"the database cannot be read: {e}"))
+            return VerifyResult(ok=False, records=0, checkpoints_checked=0, root="",
+                                problems=problems)
+
+    def _verify(self, external, problems, report) -> VerifyResult:
         with self._db.read() as conn:
             conn.execute("BEGIN")  # one consistent snapshot while writers go on
             try:
@@ -414,7 +424,8 @@ class AuditLog:
                     "SELECT tree_size, root FROM audit_checkpoints")}
                 head_seq, head_hash, head_frontier, head_tail = conn.execute(
                     "SELECT seq, hash, frontier, tail FROM audit_head WHERE id=1").fetchone()
-                rows = conn.execute("SELECT seq, body, hash FROM audit_records ORDER BY seq")
+                rows = conn.execute("SELECT seq, prev, body, hash FROM audit_records "
+                                    "ORDER BY seq")
                 count, prev_h, tree, roots = self._scan(
                     rows, stored_cps, external, report, conn)
             finally:
@@ -450,9 +461,8 @@ class AuditLog:
     @staticmethod
     def _scan(rows, stored_cps, external, report, conn):
         # The hot loop of verify(): one SHA-256 per record for the chain, one per 64 records
-        # for the Merkle leaf, rows fetched in blocks. ``prev`` is not read: the hash is checked
-        # against the previous row's hash, so an edit, gap or move fails it and the record goes
-        # to _diagnose, which reads the full row and says what happened.
+        # for the Merkle leaf, rows fetched in blocks. Anything that fails goes to _diagnose,
+        # which reads the full row and says what happened.
         sha = _sha256
         pk = _SEQ
         want = set(stored_cps) | set(external)
@@ -466,8 +476,9 @@ class AuditLog:
             block = rows.fetchmany(4096)
             if not block:
                 break
-            for seq, body, h in block:
-                if sha(b"\x00" + pk(seq) + prev_h + body).digest() != h or seq != expect:
+            for seq, prev, body, h in block:
+                if (prev != prev_h or seq != expect
+                        or sha(b"\x00" + pk(seq) + prev + body).digest() != h):
                     _diagnose(conn, report, seq, body, h, prev_h, expect)
                 count += 1
                 tail.append(h)
