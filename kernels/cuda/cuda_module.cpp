@@ -1,6 +1,7 @@
 // pyperfcore._cuda: thin bindings over the CUDA launchers. Pointers arrive as integers
 // (torch's data_ptr()); the stream is the caller's current stream. Importing this module
 // never touches a GPU: the driver is first asked when an op or status() is called.
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -20,12 +21,28 @@ constexpr int kErrNoDevice = 100;            // cudaErrorNoDevice
 constexpr int kErrInsufficientDriver = 35;   // cudaErrorInsufficientDriver
 constexpr int kErrNotPermitted = 800;        // cudaErrorNotPermitted (e.g. sandboxed)
 
+// Tells "no driver" from "driver too old" by asking the driver library directly.
+std::string driver_problem() {
+  const std::string rt = std::to_string(runtime_version() / 1000) + "." + std::to_string(runtime_version() % 1000 / 10);
+  void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (!lib) return "no NVIDIA driver is installed (libcuda.so.1 not found); CUDA ops need a GPU and its driver";
+  using GetVersion = int (*)(int*);
+  auto get = reinterpret_cast<GetVersion>(dlsym(lib, "cuDriverGetVersion"));
+  int v = 0;
+  std::string out;
+  if (get && get(&v) == 0)
+    out = "the NVIDIA driver supports CUDA " + std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) +
+          ", older than the CUDA " + rt + " runtime this module was built with; update the driver";
+  else
+    out = "the NVIDIA driver is too old for the CUDA " + rt + " runtime this module was built with";
+  dlclose(lib);
+  return out;
+}
+
 std::string describe(int err) {
   std::string base = error_string(err);
   if (err == kErrNoDevice) return "no CUDA GPU is visible on this machine (" + base + ")";
-  if (err == kErrInsufficientDriver)
-    return "the NVIDIA driver is missing or too old for the CUDA " + std::to_string(runtime_version() / 1000) +
-           " runtime this module was built with (" + base + ")";
+  if (err == kErrInsufficientDriver) return driver_problem() + " (" + base + ")";
   if (err == 34 /* cudaErrorStubLibrary */) return "no NVIDIA driver is installed (" + base + ")";
   return base;
 }
