@@ -298,7 +298,7 @@ class SLOTracker:
         self._good = np.zeros(self.nb, dtype=np.float64)
         self._total = np.zeros(self.nb, dtype=np.float64)
         self._head: int | None = None  # absolute index of the newest bucket
-        self._first: int | None = None  # absolute index of the first bucket with data
+        self._init_running()
         self.clock = clock
         self._lock = threading.Lock()
         self._firing: dict = {}
@@ -307,9 +307,19 @@ class SLOTracker:
         self._sources: list = []
 
     # ------------------------------------------------------------------ ingestion
+    # Running sums are kept for every tier window and the period, so evaluate() is O(windows)
+    # however fine the resolution; other windows are summed from the ring on demand.
+    def _init_running(self) -> None:
+        ws = {t.long_window_s for t in self.slo.tiers} | {t.short_window_s for t in self.slo.tiers}
+        ws.add(self.slo.period_s)
+        self._run = {self._nbuckets(w): [0.0, 0.0] for w in ws}
+
+    def _nbuckets(self, window_s: float) -> int:
+        return min(self.nb, max(1, int(math.ceil(window_s / self.res - 1e-9))))
+
     def _advance(self, b: int) -> None:
         if self._head is None:
-            self._head = self._first = b
+            self._head = b
             return
         if b <= self._head:
             return
@@ -317,7 +327,16 @@ class SLOTracker:
         if gap >= self.nb:
             self._good[:] = 0
             self._total[:] = 0
+            for acc in self._run.values():
+                acc[0] = acc[1] = 0.0
         else:
+            for n, acc in self._run.items():
+                # buckets head-n+1 .. b-n leave a window of n buckets ending at b
+                lo, hi = self._head - n + 1, min(b - n, self._head)
+                if hi >= lo:
+                    idx = np.arange(lo, hi + 1) % self.nb
+                    acc[0] -= float(self._good[idx].sum())
+                    acc[1] -= float(self._total[idx].sum())
             idx = np.arange(self._head + 1, b + 1) % self.nb
             self._good[idx] = 0
             self._total[idx] = 0
@@ -345,10 +364,13 @@ class SLOTracker:
             self._advance(b)
             if b <= self._head - self.nb + 1:
                 return  # older than the period: outside every window
-            self._first = min(self._first, b)
             i = b % self.nb
             self._good[i] += good
             self._total[i] += total
+            for n, acc in self._run.items():
+                if b > self._head - n:
+                    acc[0] += good
+                    acc[1] += total
 
     def record_errors(self, errors, total, t: float | None = None) -> None:
         """Availability convenience: ``errors`` bad out of ``total``."""
@@ -440,9 +462,14 @@ class SLOTracker:
     # ------------------------------------------------------------------ queries
     def _window(self, window_s: float, t: float) -> tuple:
         b = int(math.floor(t / self.res))
-        n = min(self.nb, max(1, int(math.ceil(window_s / self.res - 1e-9))))
+        n = self._nbuckets(window_s)
         with self._lock:
             self._advance(b)
+            if b < self._head:
+                raise ValueError(f"cannot evaluate at t={t}: the tracker has moved past it")
+            acc = self._run.get(n)
+            if acc is not None:
+                return max(0.0, acc[0]), max(0.0, acc[1])
             lo = b - n + 1
             idx = np.arange(lo, b + 1) % self.nb
             return float(self._good[idx].sum()), float(self._total[idx].sum())
@@ -643,6 +670,9 @@ def to_openslo(slo: SLO) -> dict:
         ann[_PYP + "metric"] = slo.metric
     if slo.selector:
         ann[_PYP + "selector"] = slo.selector
+    if slo.error_query is not None:  # keep the {{.window}} templates for a lossless round trip
+        ann[_PYP + "error-query"] = slo.error_query
+        ann[_PYP + "total-query"] = slo.total_query
     if slo.tiers != DEFAULT_TIERS:
         ann[_PYP + "tiers"] = ";".join(
             f"{t.name},{t.severity},{format_duration(t.long_window_s)},"
@@ -716,7 +746,9 @@ def from_openslo(doc: Mapping) -> SLO:
             n, sev, lw, sw, frac = part.split(",")
             tiers.append(BurnTier.make(n, sev, lw, float(frac), sw))
         kw["tiers"] = tuple(tiers)
-    if _PYP + "metric" not in ann:
+    if _PYP + "error-query" in ann:
+        kw["error_query"], kw["total_query"] = ann[_PYP + "error-query"], ann[_PYP + "total-query"]
+    elif _PYP + "metric" not in ann:
         ratio = ((spec.get("indicator") or {}).get("spec") or {}).get("ratioMetric")
         if ratio:
             def query(part):
