@@ -1,0 +1,1318 @@
+"""Dynamic batching inside your own serving process.
+
+Many threads or asyncio tasks call a model one request at a time; a :class:`Batcher` groups
+those requests into batches for the model and hands each caller its own result. The queue and
+batch formation are native (``csrc/batching``): priorities, deadlines, keys that never mix,
+back-pressure, and batches formed only when a model slot is free. Thread callers wait in native
+code with the GIL released; for asyncio callers batches are formed and results delivered on the
+event loop's own thread.
+
+Example
+-------
+>>> b = Batcher(lambda xs: [x * 2 for x in xs], max_batch_size=32, max_delay_ms=2)
+>>> b(21)
+42
+>>> b.close()
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import bisect
+import concurrent.futures as cf
+import functools
+import inspect
+import itertools
+import math
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+from ._errors import PyperfcoreError
+from ._runtime import _core
+
+__all__ = [
+    "Batcher",
+    "batched",
+    "BatcherClosed",
+    "QueueFull",
+    "RequestTooLarge",
+    "BatchResultError",
+    "Histogram",
+    "pad_batch",
+    "bucket_for",
+    "DEFAULT_MAX_QUEUE_SIZE",
+]
+
+#: Requests a Batcher queues before ``submit`` raises :class:`QueueFull` (``None``: unbounded).
+DEFAULT_MAX_QUEUE_SIZE = 10_000
+
+_NO_DEADLINE = 2**63 - 1
+_REASONS = ("none", "full", "preferred", "delay", "drain")
+
+
+class BatcherClosed(PyperfcoreError, RuntimeError):
+    """The batcher was closed: it takes no new requests (or dropped this one at close)."""
+
+
+class QueueFull(PyperfcoreError, RuntimeError):
+    """The queue holds ``max_queue_size`` requests; raised at once by submit/infer/call."""
+
+
+class RequestTooLarge(PyperfcoreError, ValueError):
+    """A request's ``cost`` exceeds ``max_batch_cost`` and no ``splitter`` was given."""
+
+
+class BatchResultError(PyperfcoreError, RuntimeError):
+    """The model function returned something that cannot be matched to the batch's callers."""
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Histogram:
+    """A cumulative-bucket histogram (Prometheus style) of seconds or sizes.
+
+    ``observe`` is a bisect and two additions; read it with :meth:`snapshot` (``buckets``:
+    list of ``(upper_bound, cumulative_count)`` ending with ``inf``; ``sum``; ``count``) or
+    :meth:`quantile` (bucket upper bound, an over-estimate within one bucket).
+    """
+
+    __slots__ = ("bounds", "_counts", "sum", "count", "max")
+
+    def __init__(self, bounds: Sequence[float]):
+        b = sorted(float(x) for x in bounds)
+        if not b or any(math.isnan(x) for x in b):
+            raise ValueError("Histogram needs at least one finite bucket bound")
+        self.bounds = b
+        self._counts = [0] * (len(b) + 1)
+        self.sum = 0.0
+        self.count = 0
+        self.max = 0.0
+
+    def observe(self, value: float, n: int = 1) -> None:
+        self._counts[bisect.bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+        self.count += n
+        if value > self.max:
+            self.max = value
+
+    def snapshot(self) -> dict[str, Any]:
+        cum = list(itertools.accumulate(self._counts))
+        return {"buckets": list(zip(self.bounds + [math.inf], cum)), "sum": self.sum, "count": self.count,
+                "max": self.max}
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile q (0 when empty; ``max`` in the last bucket)."""
+        if self.count == 0:
+            return 0.0
+        target = q * self.count
+        acc = 0
+        for i, c in enumerate(self._counts):
+            acc += c
+            if acc >= target and c:
+                return self.bounds[i] if i < len(self.bounds) else self.max
+        return self.max
+
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else 0.0
+
+
+# Seconds buckets: fine below 1 ms (where batching delays live), Prometheus-like above.
+_TIME_BUCKETS = [25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+                 500e-3, 1.0, 2.5, 5.0, 10.0]
+
+
+def _size_buckets(max_batch_size: int) -> list[float]:
+    b = {1.0, float(max_batch_size)}
+    p = 2
+    while p < max_batch_size:
+        b.add(float(p))
+        p *= 2
+    return sorted(b)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket >= length (a good ``key=`` for sequence-length bucketing).
+
+    ValueError when length exceeds the largest bucket or buckets is empty.
+    """
+    if not buckets:
+        raise ValueError("bucket_for: buckets must not be empty")
+    bs = sorted(int(b) for b in buckets)
+    i = bisect.bisect_left(bs, int(length))
+    if i == len(bs):
+        raise ValueError(f"bucket_for: length {length} exceeds the largest bucket {bs[-1]}")
+    return bs[i]
+
+
+def pad_batch(items: Sequence[Any], buckets: Sequence[int] | None = None, value: float = 0) -> tuple[Any, Any]:
+    """Pads numpy arrays or torch tensors of different lengths (axis 0) into one batch.
+
+    Returns ``(batch, mask)``: batch has shape ``[n, L, *rest]`` where ``L`` is the smallest
+    bucket that holds the longest item (the longest length if ``buckets`` is None), and mask is
+    a boolean ``[n, L]`` that is True on real positions. All items must share dtype and trailing
+    shape. Empty ``items`` gives an empty batch.
+    """
+    import numpy as np
+
+    if len(items) == 0:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=bool)
+    is_torch = type(items[0]).__module__.startswith("torch")
+    shapes = [tuple(it.shape) for it in items]
+    if any(len(s) == 0 for s in shapes):
+        raise ValueError("pad_batch: items must have at least one dimension (the padded length)")
+    rest = shapes[0][1:]
+    if any(s[1:] != rest for s in shapes):
+        raise ValueError(f"pad_batch: items differ in trailing shape: {sorted(set(s[1:] for s in shapes))}")
+    longest = max(s[0] for s in shapes)
+    length = bucket_for(longest, buckets) if buckets is not None else longest
+    n = len(items)
+    if is_torch:
+        import torch
+
+        dtypes = {it.dtype for it in items}
+        if len(dtypes) != 1:
+            raise TypeError(f"pad_batch: items have different dtypes {dtypes}")
+        batch = torch.full((n, length, *rest), value, dtype=items[0].dtype, device=items[0].device)
+        mask = torch.zeros((n, length), dtype=torch.bool, device=items[0].device)
+    else:
+        items = [np.asarray(it) for it in items]
+        dtypes = {it.dtype for it in items}
+        if len(dtypes) != 1:
+            raise TypeError(f"pad_batch: items have different dtypes {sorted(map(str, dtypes))}")
+        batch = np.full((n, length, *rest), value, dtype=items[0].dtype)
+        mask = np.zeros((n, length), dtype=bool)
+    for i, it in enumerate(items):
+        m = it.shape[0]
+        batch[i, :m] = it
+        mask[i, :m] = True
+    return batch, mask
+
+
+def _stack(inputs: list[Any]) -> Any:
+    first = inputs[0]
+    if type(first).__module__.startswith("torch"):
+        import torch
+
+        return torch.stack(inputs)
+    import numpy as np
+
+    return np.stack([np.asarray(x) for x in inputs])
+
+
+def _check_pos_int(name: str, v: Any, minimum: int = 1, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+
+
+def _check_nonneg_number(name: str, v: Any, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    if not (v >= 0) or math.isinf(v):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+
+
+# --------------------------------------------------------------------------- requests
+
+# Where a request's outcome goes.
+_K_CF, _K_WAIT, _K_AIO = 0, 1, 2
+
+
+class _Req:
+    __slots__ = ("x", "kind", "sink", "loop", "ok", "value", "ckey", "followers", "rid")
+
+    def __init__(self, x: Any, kind: int, sink: Any, loop: Any = None):
+        self.x = x
+        self.kind = kind
+        self.sink = sink  # cf.Future | asyncio.Future | None (native waiter)
+        self.loop = loop
+        self.ok = True
+        self.value: Any = None
+        self.ckey: Any = None
+        self.followers: list[_Req] | None = None
+        self.rid = 0
+
+    def cancelled(self) -> bool:
+        return self.kind != _K_WAIT and self.sink.done()
+
+
+_live_batchers: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+# Native objects of a parent process, kept alive in a forked child: their mutexes may be held
+# by threads that do not exist there, so they are never touched or destroyed again.
+_fork_leftovers: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for b in list(_live_batchers):
+        b._reset_after_fork()
+
+
+def _close_all_at_exit() -> None:
+    for b in list(_live_batchers):
+        try:
+            b.close(drain=True, timeout=5.0)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
+
+
+# --------------------------------------------------------------------------- the batcher
+
+
+class Batcher:
+    """Groups single requests into batches for ``fn`` and gives each caller its own result.
+
+    Parameters
+    ----------
+    fn
+        ``fn(requests) -> results``: takes a list of requests (or, with ``stack=True``, one
+        stacked numpy array / torch tensor) and returns one result per request, in order. May be
+        an ``async def`` (then it runs on the event loop of the asyncio callers).
+    max_batch_size
+        Most requests in one batch (>= 1).
+    max_delay_ms
+        How long the oldest queued request may wait for a batch to fill before whatever is
+        queued is sent (only while a model slot is free).
+    preferred_batch_sizes
+        Sizes that are sent at once as soon as the queue fills them (the largest that fits).
+    max_batch_cost
+        Limit on the sum of ``cost=`` in one batch (e.g. tokens); ``None``: no cost limit. A
+        request costlier than this raises :class:`RequestTooLarge` unless ``splitter`` is given.
+    max_queue_size
+        Queued requests before submit raises :class:`QueueFull` (default 10,000; ``None``: unbounded).
+    max_concurrent_batches
+        Model slots: batches in flight at once (default 1). A batch is formed only when one is free.
+    starvation_ms
+        With priorities: a request that has waited this long is served before higher priorities.
+    stack
+        Pass the model one stacked array/tensor and split its output along axis 0.
+    cache
+        A :class:`pyperfcore.cache.RequestCache`: identical requests are answered from it and
+        concurrent identical requests are computed once.
+    splitter, merger
+        ``splitter(x, max_cost) -> [(part, cost), ...]`` splits an oversized request;
+        ``merger(results) -> result`` joins the parts' results (default: the list).
+    target_p99_ms
+        SLO-aware batching: learn the model's batch time online and shorten the delay so that
+        queue + model latency stays under this p99 target at the current arrival rate.
+    clock
+        Injected clock (seconds, monotonic). The batcher then runs no thread: call :meth:`step`
+        to form and run the batches due at ``clock()`` (deterministic tests of timing policy).
+    driver
+        ``"auto"`` (asyncio if first used from ``await infer()``, else a worker thread),
+        ``"thread"``, ``"asyncio"`` or ``"manual"`` (the default with ``clock``).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        max_batch_size: int = 32,
+        max_delay_ms: float = 5.0,
+        *,
+        preferred_batch_sizes: Iterable[int] | None = None,
+        max_batch_cost: int | None = None,
+        max_queue_size: int | None = DEFAULT_MAX_QUEUE_SIZE,
+        max_concurrent_batches: int = 1,
+        starvation_ms: float | None = None,
+        stack: bool = False,
+        cache: Any = None,
+        splitter: Callable[[Any, int], Sequence[tuple[Any, int]]] | None = None,
+        merger: Callable[[list[Any]], Any] | None = None,
+        target_p99_ms: float | None = None,
+        clock: Callable[[], float] | None = None,
+        driver: str = "auto",
+        name: str | None = None,
+    ):
+        if not callable(fn):
+            raise TypeError(f"Batcher: fn must be callable, got {type(fn).__name__}")
+        _check_pos_int("max_batch_size", max_batch_size)
+        _check_nonneg_number("max_delay_ms", max_delay_ms)
+        pref = [] if preferred_batch_sizes is None else list(preferred_batch_sizes)
+        for p in pref:
+            _check_pos_int("preferred_batch_sizes entries", p)
+            if p > max_batch_size:
+                raise ValueError(f"preferred batch size {p} exceeds max_batch_size {max_batch_size}")
+        _check_pos_int("max_batch_cost", max_batch_cost, allow_none=True)
+        _check_pos_int("max_queue_size", max_queue_size, allow_none=True)
+        _check_pos_int("max_concurrent_batches", max_concurrent_batches)
+        _check_nonneg_number("starvation_ms", starvation_ms, allow_none=True)
+        if target_p99_ms is not None:
+            _check_nonneg_number("target_p99_ms", target_p99_ms)
+            if target_p99_ms <= 0:
+                raise ValueError("target_p99_ms must be > 0")
+        if splitter is not None and not callable(splitter):
+            raise TypeError("splitter must be callable")
+        if merger is not None and not callable(merger):
+            raise TypeError("merger must be callable")
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be a callable returning seconds")
+        if driver not in ("auto", "thread", "asyncio", "manual"):
+            raise ValueError("driver must be 'auto', 'thread', 'asyncio' or 'manual'")
+        if clock is not None and driver not in ("auto", "manual"):
+            raise ValueError("an injected clock runs the batcher manually (driver='manual'); call step()")
+        if driver == "manual" and clock is None:
+            clock = time.monotonic
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "batcher")
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        if self._is_async and (clock is not None or driver == "thread"):
+            raise ValueError("an async fn runs on an event loop: use driver='auto' or 'asyncio'")
+        self.max_batch_size = max_batch_size
+        self.max_delay_ms = float(max_delay_ms)
+        self.max_batch_cost = max_batch_cost
+        self.max_queue_size = max_queue_size
+        self.max_concurrent_batches = max_concurrent_batches
+        self.stack = bool(stack)
+        self.cache = cache
+        self.splitter = splitter
+        self.merger = merger
+        self.target_p99_ms = target_p99_ms
+        self._clock = clock
+        self._cfg = dict(
+            max_batch_size=max_batch_size,
+            max_delay_ns=int(self.max_delay_ms * 1e6),
+            preferred=sorted(set(pref)),
+            max_batch_cost=max_batch_cost or 0,
+            max_queue_size=max_queue_size or 0,
+            max_concurrent_batches=max_concurrent_batches,
+            starvation_ns=int((starvation_ms or 0) * 1e6),
+        )
+        self._driver = "manual" if clock is not None else driver
+        self._new_native()
+        self._lock = threading.Lock()  # guards driver start-up, close and the cache's in-flight table
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id: int | None = None
+        self._drive_scheduled = False
+        # Loop fast path: default-attribute requests of one loop iteration are pushed together.
+        self._buf: list[_Req] = []
+        self._depth_hint = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_ns = _NO_DEADLINE
+        self._closed = False
+        self._ids = itertools.count(1)  # single requests (next() is atomic under the GIL)
+        self._bulk_next = 1 << 62  # contiguous ranges for push_many, a disjoint id space
+        self._key_ids: dict[Hashable, int] = {None: 0}
+        self._cache_inflight: dict[Any, _Req] = {}
+        self._pid = os.getpid()
+        self._init_stats()
+        self._slo = _SloPolicy(self) if target_p99_ms is not None else None
+        _live_batchers.add(self)
+
+    # ----------------------------------------------------------------- set-up
+
+    def _new_native(self) -> None:
+        c = self._cfg
+        self._q = _core().BatchQueue(c["max_batch_size"], c["max_delay_ns"], c["preferred"], c["max_batch_cost"],
+                                     c["max_queue_size"], c["max_concurrent_batches"], c["starvation_ns"])
+        self._waits = _core().Completions()
+        self._pending: dict[int, _Req] = {}
+
+    def _init_stats(self) -> None:
+        self._batch_sizes = Histogram(_size_buckets(self.max_batch_size))
+        self._queue_wait = Histogram(_TIME_BUCKETS)
+        self._model_time = Histogram(_TIME_BUCKETS)
+        self._failures: dict[str, int] = {}
+        self._py_counts = {"timeouts": 0, "cancellations": 0, "cache_hits": 0, "cache_joined": 0, "executions": 0,
+                           "inferences": 0, "rejected_full": 0, "rejected_closed": 0, "rejected_cost": 0}
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the parent's worker threads and waiters do not exist here."""
+        _fork_leftovers.extend([self._q, self._waits])
+        self._new_native()
+        self._lock = threading.Lock()
+        self._threads = []
+        self._loop = None
+        self._loop_thread_id = None
+        self._drive_scheduled = False
+        self._buf = []
+        self._depth_hint = 0
+        self._timer = None
+        self._timer_ns = _NO_DEADLINE
+        self._cache_inflight = {}
+        self._pid = os.getpid()
+        if self._driver in ("thread", "asyncio") and self._clock is None:
+            self._driver = "auto"
+        if self._closed:  # a closed batcher stays closed in the child
+            self._q.close(False)
+
+    def _now_ns(self) -> int:
+        if self._clock is not None:
+            return int(self._clock() * 1e9)
+        return time.monotonic_ns()
+
+    def _ensure_driver(self, want_loop: asyncio.AbstractEventLoop | None) -> None:
+        """Starts the driver on first use: the caller's event loop, or worker threads."""
+        if self._driver in ("thread", "manual") and (self._threads or self._driver == "manual"):
+            return
+        if self._driver == "asyncio" and self._loop is not None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._driver == "auto":
+                self._driver = "asyncio" if want_loop is not None else "thread"
+            if self._driver == "asyncio" and self._loop is None:
+                if want_loop is None:
+                    raise RuntimeError(
+                        "this Batcher is driven by an event loop (driver='asyncio'); make the first call with "
+                        "`await batcher.infer(x)` from that loop")
+                self._loop = want_loop
+                self._loop_thread_id = threading.get_ident()
+            elif self._driver == "thread" and not self._threads:
+                # One more thread than model slots, so expired requests are answered promptly
+                # even while every slot is busy with the model.
+                for i in range(self.max_concurrent_batches + 1):
+                    t = threading.Thread(target=self._thread_main, name=f"pyperfcore-batcher-{self.name}-{i}",
+                                         daemon=True)
+                    t.start()
+                    self._threads.append(t)
+
+    # ----------------------------------------------------------------- submission
+
+    def _key_id(self, key: Hashable) -> int:
+        kid = self._key_ids.get(key)
+        if kid is None:
+            try:
+                hash(key)
+            except TypeError:
+                raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
+            with self._lock:
+                kid = self._key_ids.setdefault(key, len(self._key_ids))
+        return kid
+
+    def _check_attrs(self, timeout: float | None, priority: int, cost: int) -> None:
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
+                raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+            if timeout < 0:
+                raise ValueError(f"timeout must be >= 0, got {timeout}")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
+            raise TypeError(f"priority must be a 32-bit int, got {priority!r}")
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
+            raise ValueError(f"cost must be an int >= 0, got {cost!r}")
+
+    def _raise_push(self, st: int, cost: int) -> None:
+        if st == 1:
+            self._py_counts["rejected_full"] += 1
+            raise QueueFull(f"batcher {self.name!r}: queue holds max_queue_size={self.max_queue_size} requests")
+        if st == 2:
+            self._py_counts["rejected_closed"] += 1
+            raise BatcherClosed(f"batcher {self.name!r} is closed")
+        if st == 3:
+            self._py_counts["rejected_cost"] += 1
+            raise RequestTooLarge(f"request cost {cost} exceeds max_batch_cost={self.max_batch_cost}; pass "
+                                  "splitter= to split such requests")
+        raise RuntimeError(f"native queue refused a request (status {st})")  # pragma: no cover
+
+    def _enqueue(self, req: _Req, key: Hashable, priority: int, cost: int, timeout: float | None) -> int:
+        """Registers req and pushes it natively; raises QueueFull/BatcherClosed/RequestTooLarge."""
+        if self._closed:
+            self._py_counts["rejected_closed"] += 1
+            raise BatcherClosed(f"batcher {self.name!r} is closed")
+        if os.getpid() != self._pid:  # fork without the at-fork hook (should not happen)
+            self._reset_after_fork()
+        kid = self._key_id(key)
+        now = self._now_ns()
+        deadline = _NO_DEADLINE if timeout is None else now + int(timeout * 1e9)
+        rid = next(self._ids)
+        req.rid = rid
+        self._pending[rid] = req
+        if req.kind == _K_WAIT:
+            self._waits.expect(rid)
+        st = self._q.push(rid, kid, priority, cost, deadline, now)
+        if st:
+            self._pending.pop(rid, None)
+            if req.kind == _K_WAIT:
+                self._waits.forget(rid)
+            self._raise_push(st, cost)
+        return rid
+
+    def _reserve_ids(self, n: int) -> int:
+        with self._lock:
+            first = self._bulk_next
+            self._bulk_next += n
+        return first
+
+    def _cache_lookup(self, x: Any, req: _Req) -> bool:
+        """True if req was answered from the cache or joined an identical request in flight."""
+        c = self.cache
+        ckey = c.key_for(x)
+        hit, value = c.get_key(ckey)
+        if hit:
+            self._py_counts["cache_hits"] += 1
+            req.value = value
+            self._deliver_now(req)
+            return True
+        with self._lock:
+            leader = self._cache_inflight.get(ckey)
+            if leader is not None:
+                if leader.followers is None:
+                    leader.followers = []
+                leader.followers.append(req)
+                self._py_counts["cache_joined"] += 1
+                c._count_joined()
+                return True
+            self._cache_inflight[ckey] = req
+        req.ckey = ckey
+        return False
+
+    def _deliver_now(self, req: _Req) -> None:
+        if req.kind == _K_CF:
+            _set_cf(req.sink, req.ok, req.value)
+        elif req.kind == _K_AIO:
+            _set_aio(req.sink, req.ok, req.value)
+
+    def _split_submit(self, x: Any, key: Hashable, priority: int, cost: int, timeout: float | None) -> cf.Future:
+        parts = list(self.splitter(x, self.max_batch_cost))
+        if not parts:
+            raise ValueError("splitter returned no parts")
+        for p in parts:
+            if not (isinstance(p, tuple) and len(p) == 2):
+                raise TypeError("splitter must return a list of (part, cost) pairs")
+            if p[1] > self.max_batch_cost:
+                raise RequestTooLarge(f"splitter produced a part of cost {p[1]} > max_batch_cost={self.max_batch_cost}")
+        futs = [self.submit(part, timeout=timeout, priority=priority, key=key, cost=pc) for part, pc in parts]
+        out: cf.Future = cf.Future()
+        merger = self.merger or list
+        left = [len(futs)]
+        lock = threading.Lock()
+
+        def done(_f: cf.Future) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if not last or out.done():
+                return
+            errs = [f for f in futs if f.cancelled() or f.exception() is not None]
+            if errs:
+                f = errs[0]
+                _set_cf(out, False, cf.CancelledError() if f.cancelled() else f.exception())
+                return
+            try:
+                _set_cf(out, True, merger([f.result() for f in futs]))
+            except Exception as exc:
+                _set_cf(out, False, exc)
+
+        for f in futs:
+            f.add_done_callback(done)
+        return out
+
+    def submit(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+               cost: int = 1) -> cf.Future:
+        """Queues one request; returns a ``concurrent.futures.Future`` of its result.
+
+        Raises :class:`QueueFull`, :class:`BatcherClosed` or :class:`RequestTooLarge` at once
+        (never as a failed future). If the request waits past ``timeout`` seconds it never
+        reaches the model and the future fails with ``TimeoutError``. Cancelling the future
+        removes the request from the queue.
+        """
+        self._check_attrs(timeout, priority, cost)
+        if self.max_batch_cost is not None and cost > self.max_batch_cost and self.splitter is not None:
+            return self._split_submit(x, key, priority, cost, timeout)
+        fut: cf.Future = cf.Future()
+        req = _Req(x, _K_CF, fut)
+        if self.cache is not None and self._cache_lookup(x, req):
+            return fut
+        if self._driver != "asyncio":
+            self._ensure_driver(None)
+        try:
+            rid = self._enqueue(req, key, priority, cost, timeout)
+        except BaseException:
+            self._abandon_cache(req)
+            raise
+        fut.add_done_callback(functools.partial(self._on_cf_done, rid))
+        self._kick()
+        return fut
+
+    def submit_many(self, xs: Sequence[Any], *, timeout: float | None = None, priority: int = 0,
+                    key: Hashable = None, cost: int = 1) -> list[cf.Future]:
+        """Queues many requests with one native call (all or nothing against max_queue_size)."""
+        self._check_attrs(timeout, priority, cost)
+        xs = list(xs)
+        if not xs:
+            return []
+        if self._closed:
+            self._py_counts["rejected_closed"] += len(xs)
+            raise BatcherClosed(f"batcher {self.name!r} is closed")
+        if self.cache is not None or (self.max_batch_cost is not None and cost > self.max_batch_cost):
+            return [self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost) for x in xs]
+        if self._driver != "asyncio":
+            self._ensure_driver(None)
+        kid = self._key_id(key)
+        now = self._now_ns()
+        deadline = _NO_DEADLINE if timeout is None else now + int(timeout * 1e9)
+        n = len(xs)
+        first = self._reserve_ids(n)
+        futs = [cf.Future() for _ in range(n)]
+        reqs = [_Req(x, _K_CF, f) for x, f in zip(xs, futs)]
+        for i, r in enumerate(reqs):
+            r.rid = first + i
+        self._pending.update(zip(range(first, first + n), reqs))
+        st = self._q.push_many(first, n, kid, priority, cost, deadline, now)
+        if st:
+            for i in range(first, first + n):
+                self._pending.pop(i, None)
+            self._raise_push(st, cost)
+        for i, f in enumerate(futs):
+            f.add_done_callback(functools.partial(self._on_cf_done, first + i))
+        self._kick()
+        return futs
+
+    def __call__(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+                 cost: int = 1) -> Any:
+        """Runs one request and returns its result; the thread waits in native code (GIL released).
+
+        Raises the model's exception, ``TimeoutError`` after ``timeout`` seconds, or
+        QueueFull/BatcherClosed/RequestTooLarge at once.
+        """
+        if self._driver in ("manual", "asyncio") or self.cache is not None or (
+                self.splitter is not None and self.max_batch_cost is not None and cost > self.max_batch_cost):
+            if self._driver == "asyncio" and self._loop_thread_id == threading.get_ident():
+                raise RuntimeError("batcher(x) would block its own event loop; use `await batcher.infer(x)`")
+            return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
+        self._check_attrs(timeout, priority, cost)
+        self._ensure_driver(None)
+        if self._driver != "thread":  # another thread made it loop-driven meanwhile
+            return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
+        req = _Req(x, _K_WAIT, None)
+        rid = self._enqueue(req, key, priority, cost, timeout)
+        if self._waits.wait(rid, -1 if timeout is None else int(timeout * 1e9)):
+            if req.ok:
+                return req.value
+            raise req.value
+        # Timed out while queued or in the model: whoever pops the request first owns it.
+        if self._pending.pop(rid, None) is not None:
+            self._q.cancel(rid)
+        self._py_counts["timeouts"] += 1
+        raise TimeoutError(f"batcher {self.name!r}: no result within {timeout} s")
+
+    async def infer(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+                    cost: int = 1) -> Any:
+        """``await`` one request from asyncio. Batches are formed and results delivered on this
+        event loop's thread. Cancelling the task removes the request from the queue."""
+        loop = asyncio.get_running_loop()
+        if (self._loop is loop and timeout is None and priority == 0 and key is None and cost == 1
+                and self.cache is None and not self._closed):
+            buf = self._buf
+            if self.max_queue_size is None or len(buf) + self._depth_hint < self.max_queue_size:
+                fut = loop.create_future()
+                req = _Req(x, _K_AIO, fut, loop)
+                buf.append(req)
+                if not self._drive_scheduled:
+                    self._drive_scheduled = True
+                    loop.call_soon(self._drive)
+                try:
+                    return await fut
+                except asyncio.CancelledError:
+                    if req.rid and self._pending.pop(req.rid, None) is not None:
+                        self._q.cancel(req.rid)
+                    self._py_counts["cancellations"] += 1
+                    raise
+        self._check_attrs(timeout, priority, cost)
+        if self._driver != "asyncio" or self._loop is not loop:
+            if self._driver in ("auto", "asyncio"):
+                self._ensure_driver(loop)
+            if self._loop is not loop or self.splitter is not None and self.max_batch_cost is not None and \
+                    cost > self.max_batch_cost:
+                # Driven by threads or by another loop: bridge the concurrent future.
+                return await asyncio.wrap_future(self.submit(x, timeout=timeout, priority=priority, key=key,
+                                                             cost=cost))
+        fut = loop.create_future()
+        req = _Req(x, _K_AIO, fut, loop)
+        if self.cache is not None and self._cache_lookup(x, req):
+            return await fut
+        try:
+            rid = self._enqueue(req, key, priority, cost, timeout)
+        except BaseException:
+            self._abandon_cache(req)
+            raise
+        if not self._drive_scheduled:
+            self._drive_scheduled = True
+            loop.call_soon(self._drive)
+        if timeout is not None:
+            loop.call_later(timeout, _expire_aio, fut, self, timeout)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if self._pending.pop(rid, None) is not None:
+                self._q.cancel(rid)
+                self._abandon_cache(req)
+            self._py_counts["cancellations"] += 1
+            raise
+
+    # ----------------------------------------------------------------- cancellation
+
+    def _on_cf_done(self, rid: int, fut: cf.Future) -> None:
+        if fut.cancelled():
+            req = self._pending.pop(rid, None)
+            if req is not None:
+                self._q.cancel(rid)
+                self._abandon_cache(req)
+            self._py_counts["cancellations"] += 1
+
+    def _abandon_cache(self, req: _Req) -> None:
+        """A cache leader that will not run hands its followers to a fresh request."""
+        if req.ckey is None:
+            return
+        with self._lock:
+            if self._cache_inflight.get(req.ckey) is req:
+                del self._cache_inflight[req.ckey]
+        followers, req.followers = req.followers or [], None
+        for f in followers:
+            if f.kind == _K_AIO and f.loop is not None:
+                f.loop.call_soon_threadsafe(_resubmit_aio, self, f)
+            else:
+                try:
+                    self._resubmit(f)
+                except Exception as exc:
+                    f.ok, f.value = False, exc
+                    self._deliver_now(f)
+
+    def _resubmit(self, f: _Req) -> None:
+        g = self.submit(f.x)
+        if f.kind == _K_CF:
+            g.add_done_callback(lambda gf, tgt=f.sink: _chain_cf(gf, tgt))
+
+    # ----------------------------------------------------------------- drivers
+
+    def _kick(self) -> None:
+        """After a thread push into a loop-driven batcher: make the loop look at the queue."""
+        if self._driver == "asyncio" and self._loop is not None and threading.get_ident() != self._loop_thread_id:
+            try:
+                self._loop.call_soon_threadsafe(self._drive)
+            except RuntimeError:  # loop closed: the requests stay queued until close()
+                pass
+        elif self._driver == "asyncio" and self._loop is not None and not self._drive_scheduled:
+            self._drive_scheduled = True
+            self._loop.call_soon(self._drive)
+
+    def _thread_main(self) -> None:
+        q = self._q
+        while True:
+            ids, key, reason, expired, dropped, _wake, finished, oldest, _cost = q.wait(-1)
+            if expired or dropped:
+                self._answer_gone(expired, dropped)
+            if ids:
+                self._run_batch(ids, reason, oldest)
+            if finished:
+                q.interrupt()  # let the sibling threads see it too
+                return
+
+    def _drive(self) -> None:
+        """One pass of the loop driver: hand out everything that is due, then arm a timer."""
+        self._drive_scheduled = False
+        q = self._q
+        loop = self._loop
+        if self._buf:
+            self._flush_buf()
+        while True:
+            now = time.monotonic_ns()
+            ids, key, reason, expired, dropped, wake, finished, oldest, _cost = q.poll(now)
+            if expired or dropped:
+                self._answer_gone(expired, dropped)
+            if not ids:
+                break
+            if self._is_async:
+                loop.create_task(self._run_batch_async(ids, reason, oldest))
+            else:
+                self._run_batch(ids, reason, oldest)
+        self._depth_hint = q.size()
+        if wake < _NO_DEADLINE and loop is not None and (self._timer is None or wake < self._timer_ns):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_ns = wake
+            self._timer = loop.call_at(loop.time() + max(0, wake - now) / 1e9, self._on_timer)
+
+    def _flush_buf(self) -> None:
+        """Pushes the loop's buffered requests with one native call (cancelled ones dropped)."""
+        buf = [r for r in self._buf if not r.sink.done()]
+        self._buf = []
+        n = len(buf)
+        if not n:
+            return
+        first = self._reserve_ids(n)
+        for i, r in enumerate(buf, first):
+            r.rid = i
+        self._pending.update(zip(range(first, first + n), buf))
+        st = self._q.push_many(first, n, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns())
+        if st:
+            for r in buf:
+                self._pending.pop(r.rid, None)
+                try:
+                    self._raise_push(st, 1)
+                except Exception as exc:
+                    _set_aio(r.sink, False, exc)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_ns = _NO_DEADLINE
+        self._drive()
+
+    def step(self) -> int:
+        """Manual driver (injected clock): forms and runs every batch due at ``clock()``.
+
+        Returns the number of batches run. Expired requests get TimeoutError here.
+        """
+        if self._driver != "manual":
+            raise RuntimeError("step() drives a batcher made with clock= (or driver='manual')")
+        n = 0
+        while True:
+            ids, key, reason, expired, dropped, _w, _f, oldest, _c = self._q.poll(self._now_ns())
+            if expired or dropped:
+                self._answer_gone(expired, dropped)
+            if not ids:
+                return n
+            self._run_batch(ids, reason, oldest)
+            n += 1
+
+    def next_wake(self) -> float | None:
+        """Manual driver: the clock() time at which step() may have something new (None: never)."""
+        w = self._q.poll(self._now_ns())
+        if w[3] or w[4]:
+            self._answer_gone(w[3], w[4])
+        if w[0]:  # pragma: no cover - poll took a batch: run it rather than lose it
+            self._run_batch(w[0], w[2], w[7])
+            return self._now_ns() / 1e9
+        return None if w[5] >= _NO_DEADLINE else w[5] / 1e9
+
+    # ----------------------------------------------------------------- running a batch
+
+    def _answer_gone(self, expired: list[int], dropped: list[int]) -> None:
+        waits = []
+        for rid in expired:
+            req = self._pending.pop(rid, None)
+            if req is None:
+                continue
+            self._py_counts["timeouts"] += 1
+            req.ok, req.value = False, TimeoutError(f"batcher {self.name!r}: request expired in the queue")
+            self._finish(req, waits)
+        for rid in dropped:
+            req = self._pending.pop(rid, None)
+            if req is None:
+                continue
+            req.ok, req.value = False, BatcherClosed(f"batcher {self.name!r} was closed without draining")
+            self._finish(req, waits)
+        if waits:
+            self._waits.complete(waits)
+
+    def _take(self, ids: list[int]) -> list[_Req]:
+        pend = self._pending
+        reqs = []
+        for rid in ids:
+            r = pend.pop(rid, None)
+            if r is not None and not r.cancelled():
+                reqs.append(r)
+        return reqs
+
+    def _prepare(self, reqs: list[_Req], oldest: int, t0: int) -> Any:
+        n = len(reqs)
+        self._batch_sizes.observe(n)
+        self._py_counts["executions"] += 1
+        self._py_counts["inferences"] += n
+        self._queue_wait.observe(max(0, t0 - oldest) / 1e9)
+        inputs = [r.x for r in reqs]
+        if self.stack:
+            inputs = _stack(inputs)
+        return inputs
+
+    def _run_batch(self, ids: list[int], reason: int, oldest: int) -> None:
+        try:
+            reqs = self._take(ids)
+            if not reqs:
+                return
+            t0 = self._now_ns()
+            try:
+                inputs = self._prepare(reqs, oldest, t0)
+                out, ok = self.fn(inputs), True
+            except Exception as exc:
+                out, ok = exc, False
+            self._complete(reqs, ok, out, t0)
+        finally:
+            self._q.batch_done()
+
+    async def _run_batch_async(self, ids: list[int], reason: int, oldest: int) -> None:
+        try:
+            reqs = self._take(ids)
+            if not reqs:
+                return
+            t0 = self._now_ns()
+            try:
+                inputs = self._prepare(reqs, oldest, t0)
+                out, ok = await self.fn(inputs), True
+            except Exception as exc:
+                out, ok = exc, False
+            self._complete(reqs, ok, out, t0)
+        finally:
+            self._q.batch_done()
+            if not self._drive_scheduled:  # a slot is free: form the next batch now
+                self._drive_scheduled = True
+                asyncio.get_running_loop().call_soon(self._drive)
+
+    def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int) -> None:
+        t1 = self._now_ns()
+        self._model_time.observe((t1 - t0) / 1e9)
+        n = len(reqs)
+        if ok:
+            try:
+                results = _split_results(out, n)
+            except BatchResultError as exc:
+                ok, out = False, exc
+        if not ok:
+            reason = "model_error" if not isinstance(out, BatchResultError) else "result_count"
+            self._failures[reason] = self._failures.get(reason, 0) + 1
+        if self._slo is not None:
+            self._slo.observe(n, (t1 - t0) / 1e9)
+        waits: list[int] = []
+        by_loop: dict[Any, list[_Req]] = {}
+        if ok and self._loop is not None and threading.get_ident() == self._loop_thread_id:
+            # Fast path: plain asyncio callers of this loop are answered directly.
+            loop = self._loop
+            rest = []
+            for r, v in zip(reqs, results):
+                if r.kind == _K_AIO and r.loop is loop and r.ckey is None:
+                    f = r.sink
+                    if not f.done():
+                        f.set_result(v)
+                else:
+                    r.ok, r.value = True, v
+                    self._finish(r, waits, by_loop)
+            reqs = rest
+        for i, r in enumerate(reqs):
+            if ok:
+                r.ok, r.value = True, results[i]
+            else:
+                r.ok, r.value = False, out
+            self._finish(r, waits, by_loop)
+        if waits:
+            self._waits.complete(waits)
+        for loop, rs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_aio_many, rs)
+            except RuntimeError:  # that loop is closed: nobody is left to answer
+                pass
+
+    def _finish(self, r: _Req, waits: list[int], by_loop: dict | None = None) -> None:
+        """Routes r's outcome to its caller (and its cache followers)."""
+        if r.ckey is not None:
+            with self._lock:
+                if self._cache_inflight.get(r.ckey) is r:
+                    del self._cache_inflight[r.ckey]
+            if r.ok:
+                self.cache.put_key(r.ckey, r.value)
+        group = [r] if not r.followers else [r, *r.followers]
+        for g in group:
+            if g is not r:
+                g.ok, g.value = r.ok, r.value
+            if g.kind == _K_CF:
+                _set_cf(g.sink, g.ok, g.value)
+            elif g.kind == _K_WAIT:
+                waits.append(self._wait_id(g))
+            elif g.loop is self._loop and threading.get_ident() == self._loop_thread_id:
+                _set_aio(g.sink, g.ok, g.value)
+            elif by_loop is not None:
+                by_loop.setdefault(g.loop, []).append(g)
+            else:
+                try:
+                    g.loop.call_soon_threadsafe(_deliver_aio_many, [g])
+                except RuntimeError:
+                    pass
+
+    @staticmethod
+    def _wait_id(r: _Req) -> int:
+        return r.rid
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stops taking requests. ``drain=True`` sends everything still queued (at once, without
+        waiting for the delay) and, for thread-driven batchers, waits up to ``timeout`` seconds
+        for the workers; ``drain=False`` fails queued requests with :class:`BatcherClosed`.
+        Idempotent."""
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+        if first or not drain:
+            self._q.close(bool(drain))
+        if self._driver == "manual":
+            self.step()
+        elif self._driver == "asyncio" and self._loop is not None:
+            if threading.get_ident() == self._loop_thread_id:
+                self._drive()
+            else:
+                try:
+                    self._loop.call_soon_threadsafe(self._drive)
+                except RuntimeError:
+                    pass
+        elif self._driver == "auto":
+            # Never driven: nothing can be queued, but answer anything left to be safe.
+            self._answer_gone(*self._q.poll(self._now_ns())[3:5])
+        if self._driver == "thread" and threading.current_thread() not in self._threads:
+            end = None if timeout is None else time.monotonic() + timeout
+            for t in self._threads:
+                t.join(None if end is None else max(0.0, end - time.monotonic()))
+        if self._timer is not None and self._q.size() == 0 and self._q.in_flight() == 0:
+            self._timer.cancel()
+            self._timer = None
+        _live_batchers.discard(self)
+
+    async def aclose(self, drain: bool = True) -> None:
+        """close() for loop-driven batchers: returns once every queued request is answered."""
+        self.close(drain=drain)
+        while self._q.size() or self._q.in_flight():
+            await asyncio.sleep(0.001)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Batcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(drain=True)
+
+    async def __aenter__(self) -> "Batcher":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose(drain=True)
+
+    def __del__(self) -> None:  # pragma: no cover - safety net; close() is the API
+        try:
+            if not self._closed:
+                self._q.close(False)
+        except Exception:
+            pass
+
+    # ----------------------------------------------------------------- observability
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and histograms, cheap enough to read every second (plain Python values).
+
+        ``queue_depth``, ``in_flight``, ``submitted``, ``executions`` (batches run) and
+        ``inferences`` (requests in them; their ratio is the mean batch size), ``sent`` (why each
+        batch left: full / preferred / delay / drain), ``rejected`` (full / closed / cost),
+        ``timeouts``, ``cancellations``, ``failures`` by reason (model_error / result_count),
+        ``cache_hits``, and histograms ``batch_size``, ``queue_wait_s`` (the oldest request of each
+        batch), ``model_time_s``.
+        """
+        c = self._q.counters()
+        p = self._py_counts
+        out = {
+            "queue_depth": self._q.size(),
+            "in_flight": self._q.in_flight(),
+            "submitted": c["pushed"],
+            "executions": p["executions"],
+            "inferences": p["inferences"],
+            "mean_batch_size": p["inferences"] / p["executions"] if p["executions"] else 0.0,
+            "sent": {"full": c["sent_full"], "preferred": c["sent_preferred"], "delay": c["sent_delay"],
+                     "drain": c["sent_drain"]},
+            "rejected": {"full": p["rejected_full"], "closed": p["rejected_closed"], "cost": p["rejected_cost"]},
+            "timeouts": p["timeouts"],
+            "cancellations": p["cancellations"],
+            "failures": dict(self._failures),
+            "cache_hits": p["cache_hits"],
+            "cache_joined": p["cache_joined"],
+            "batch_size": self._batch_sizes.snapshot(),
+            "queue_wait_s": self._queue_wait.snapshot(),
+            "model_time_s": self._model_time.snapshot(),
+            "max_delay_ms": self._q.config()["max_delay_ns"] / 1e6,
+        }
+        if self._slo is not None:
+            out["slo"] = self._slo.state()
+        return out
+
+    def histograms(self) -> dict[str, Histogram]:
+        """The live Histogram objects (for exporters)."""
+        return {"batch_size": self._batch_sizes, "queue_wait_s": self._queue_wait, "model_time_s": self._model_time}
+
+    def __repr__(self) -> str:
+        return (f"Batcher({self.name!r}, max_batch_size={self.max_batch_size}, max_delay_ms={self.max_delay_ms}, "
+                f"driver={self._driver!r}, closed={self._closed})")
+
+
+# --------------------------------------------------------------------------- outcome helpers
+
+
+def _set_cf(f: cf.Future, ok: bool, value: Any) -> None:
+    try:
+        if ok:
+            f.set_result(value)
+        else:
+            f.set_exception(value)
+    except cf.InvalidStateError:  # cancelled (or expired) meanwhile
+        pass
+
+
+def _set_aio(f: asyncio.Future, ok: bool, value: Any) -> None:
+    if f.done():
+        return
+    if ok:
+        f.set_result(value)
+    else:
+        f.set_exception(value)
+
+
+def _deliver_aio_many(reqs: list[_Req]) -> None:
+    for r in reqs:
+        _set_aio(r.sink, r.ok, r.value)
+
+
+def _chain_cf(src: cf.Future, dst: cf.Future) -> None:
+    if src.cancelled():
+        dst.cancel()
+    elif src.exception() is not None:
+        _set_cf(dst, False, src.exception())
+    else:
+        _set_cf(dst, True, src.result())
+
+
+def _resubmit_aio(b: Batcher, f: _Req) -> None:
+    if f.sink.done():
+        return
+    try:
+        g = b.submit(f.x)
+    except Exception as exc:
+        _set_aio(f.sink, False, exc)
+        return
+    asyncio.futures._chain_future(g, f.sink)  # type: ignore[attr-defined]
+
+
+def _expire_aio(fut: asyncio.Future, b: Batcher, timeout: float) -> None:
+    if not fut.done():
+        b._py_counts["timeouts"] += 1
+        fut.set_exception(TimeoutError(f"batcher {b.name!r}: no result within {timeout} s"))
+
+
+def _split_results(out: Any, n: int) -> list[Any]:
+    if out is None:
+        raise BatchResultError(f"the model returned None for a batch of {n}; it must return one result per request")
+    try:
+        m = len(out)
+    except TypeError:
+        raise BatchResultError(f"the model returned {type(out).__name__}, which has no length; it must return "
+                               f"one result per request ({n})") from None
+    if m != n:
+        raise BatchResultError(f"the model returned {m} results for a batch of {n} requests")
+    return out if isinstance(out, list) else list(out)
+
+
+# --------------------------------------------------------------------------- SLO-aware policy
+
+
+class _SloPolicy:
+    """Learns model time ~ a*n + b online and picks the delay that keeps p99 under target.
+
+    The latency of a request is at most: the delay it waits for its batch to fill, plus one
+    batch already running ahead of it, plus its own batch's model time. With arrival rate r the
+    batch that forms within a delay d has about n = min(max, 1 + r*d) requests, so we choose the
+    largest d <= max_delay with d + 2*(a*n + b) <= target * margin.
+    """
+
+    def __init__(self, b: Batcher, margin: float = 0.8, forget: float = 0.98):
+        self.b = b
+        self.margin = margin
+        self.forget = forget
+        # Recursive least squares on (n, t) with forgetting.
+        self.sw = self.sn = self.st = self.snn = self.snt = 0.0
+        self.rate = 0.0
+        self._last_t = None
+        self._last_count = 0
+        self.delay_ms = b.max_delay_ms
+        self.a = self.bcoef = 0.0
+
+    def observe(self, n: int, secs: float) -> None:
+        f = self.forget
+        self.sw = self.sw * f + 1
+        self.sn = self.sn * f + n
+        self.st = self.st * f + secs
+        self.snn = self.snn * f + n * n
+        self.snt = self.snt * f + n * secs
+        var = self.snn * self.sw - self.sn * self.sn
+        if var > 1e-9 * max(1.0, self.sw * self.snn):
+            self.a = max(0.0, (self.snt * self.sw - self.sn * self.st) / var)
+            self.bcoef = max(0.0, (self.st - self.a * self.sn) / self.sw)
+        else:
+            self.a, self.bcoef = 0.0, self.st / max(self.sw, 1e-12) / max(self.sn / max(self.sw, 1e-12), 1)
+            self.a = self.bcoef
+            self.bcoef = 0.0
+        now = time.monotonic()
+        count = self.b._py_counts["inferences"] + self.b._q.size()
+        if self._last_t is None:
+            self._last_t, self._last_count = now, count
+        elif now - self._last_t >= 0.05:
+            inst = (count - self._last_count) / (now - self._last_t)
+            self.rate = inst if self.rate == 0 else 0.7 * self.rate + 0.3 * inst
+            self._last_t, self._last_count = now, count
+        self._update()
+
+    def model_time(self, n: float) -> float:
+        return self.a * n + self.bcoef
+
+    def _update(self) -> None:
+        target = self.b.target_p99_ms / 1e3 * self.margin
+        mx = self.b.max_batch_size
+        lo, hi = 0.0, self.b.max_delay_ms / 1e3
+        for _ in range(20):  # bisection on d: the latency bound grows with d
+            d = (lo + hi) / 2
+            n = min(mx, 1 + self.rate * d)
+            if d + 2 * self.model_time(n) <= target:
+                lo = d
+            else:
+                hi = d
+        d = lo
+        self.delay_ms = d * 1e3
+        self.b._q.set_policy(mx, int(d * 1e9))
+
+    def state(self) -> dict[str, float]:
+        return {"target_p99_ms": self.b.target_p99_ms, "delay_ms": self.delay_ms, "arrival_rate": self.rate,
+                "model_ms_per_item": self.a * 1e3, "model_ms_fixed": self.bcoef * 1e3}
+
+
+# --------------------------------------------------------------------------- decorator
+
+
+def batched(fn: Callable | None = None, /, **batcher_kwargs: Any) -> Any:
+    """Decorator: turns a batch function into a single-request function served by a Batcher.
+
+    ``@batched(max_batch_size=32, max_delay_ms=2)`` over ``def model(xs: list) -> list``
+    gives ``model(x) -> result`` (callable from many threads); over ``async def`` it gives
+    ``async def model(x)``. The Batcher is at ``model.batcher`` (``submit``, ``stats``,
+    ``close``).
+    """
+
+    def wrap(f: Callable) -> Any:
+        b = Batcher(f, **batcher_kwargs)
+        if b._is_async:
+            @functools.wraps(f)
+            async def one(x: Any, **kw: Any) -> Any:
+                return await b.infer(x, **kw)
+        else:
+            @functools.wraps(f)
+            def one(x: Any, **kw: Any) -> Any:
+                return b(x, **kw)
+        one.batcher = b  # type: ignore[attr-defined]
+        one.submit = b.submit  # type: ignore[attr-defined]
+        one.infer = b.infer  # type: ignore[attr-defined]
+        return one
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
