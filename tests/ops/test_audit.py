@@ -189,7 +189,7 @@ def test_index_columns_cannot_hide_records(log):
     assert len(log.export_subject("s0")) == 34
 
 
-@settings(max_examples=40)
+@settings(max_examples=40, deadline=None)  # each example builds a database
 @given(data=st.data())
 def test_any_single_byte_edit_is_detected(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("hyp") / "a.db"

@@ -109,3 +109,14 @@ def test_demo_stage_with_given_models(tmp_path):
     ctx = SimpleNamespace(workdir=tmp_path / "w", log=lambda s: None, models=paths)
     out = stage_ops.run(ctx)
     assert out["registered"] == {"fp32": "demo-model:1", "int8": "demo-model:2"}
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+    code = ("import sys, pyperfcore.ops; bad = [m for m in ('torch', 'triton', 'mlflow', "
+            "'psycopg', 'safetensors', 'jinja2', 'pandas') if m in sys.modules]; "
+            "assert not bad, bad")
+    env_path = str(Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
