@@ -1,7 +1,11 @@
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "../bindings/bind.hpp"
 #include "../common/buffers.hpp"
+#include "linear.hpp"
 #include "quant.hpp"
 
 namespace pyperfcore {
@@ -52,6 +56,72 @@ py::array_t<float> dequantize_int8_py(const py::array_t<int8_t, py::array::c_sty
   return out;
 }
 
+
+// ------------------------------------------------------------------ quantized linear layers
+quant::Activation parse_activation(const std::string& name) {
+  if (name == "none" || name.empty()) return quant::Activation::none;
+  if (name == "relu") return quant::Activation::relu;
+  if (name == "gelu") return quant::Activation::gelu;
+  if (name == "gelu_tanh") return quant::Activation::gelu_tanh;
+  if (name == "silu") return quant::Activation::silu;
+  throw py::value_error("unknown activation '" + name + "'; use none, relu, gelu, gelu_tanh or silu");
+}
+
+// A float32 2-D array whose rows are contiguous (any row stride); returns its row stride.
+int64_t rows_f32(const py::array& a, const char* what, int64_t cols) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != 2) throw py::value_error(std::string(what) + " must be 2-D");
+  if (cols >= 0 && a.shape(1) != cols)
+    throw py::value_error(std::string(what) + " has " + std::to_string(a.shape(1)) + " columns, expected " +
+                          std::to_string(cols));
+  if (a.shape(1) > 1 && a.strides(1) != 4) throw py::value_error(std::string(what) + ": rows must be contiguous");
+  if (a.shape(0) > 1 && (a.strides(0) < 0 || a.strides(0) % 4 != 0))
+    throw py::value_error(std::string(what) + ": unsupported row stride");
+  return a.shape(0) > 1 ? a.strides(0) / 4 : a.shape(1);
+}
+
+const float* opt_vec(const py::object& o, int64_t n, const char* what, py::array* keep) {
+  if (o.is_none()) return nullptr;
+  *keep = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(o);
+  if (!keep->ptr()) throw py::type_error(std::string(what) + " must be a float array");
+  if (keep->ndim() != 1 || keep->shape(0) != n)
+    throw py::value_error(std::string(what) + " must have shape (" + std::to_string(n) + ",)");
+  return static_cast<const float*>(keep->data());
+}
+
+py::array_t<int8_t> packed_data_i8(const quant::PackedInt8& p) {
+  py::array_t<int8_t> a(static_cast<py::ssize_t>(p.data.size()));
+  std::memcpy(a.mutable_data(), p.data.data(), p.data.size());
+  return a;
+}
+
+struct LinearArgs {
+  const float* x;
+  int64_t m, ldx;
+  quant::Epilogue ep;
+  py::array bias_keep, res_keep;
+};
+
+LinearArgs linear_args(const py::array& x, int64_t k, int64_t n, const py::object& bias, const std::string& act,
+                       const py::object& residual) {
+  LinearArgs a;
+  a.ldx = rows_f32(x, "x", k);
+  a.x = static_cast<const float*>(x.data());
+  a.m = x.shape(0);
+  a.ep.bias = opt_vec(bias, n, "bias", &a.bias_keep);
+  a.ep.act = parse_activation(act);
+  if (!residual.is_none()) {
+    a.res_keep = py::array::ensure(residual);
+    if (!a.res_keep.ptr()) throw py::type_error("residual must be a float32 array");
+    int64_t ldr = rows_f32(a.res_keep, "residual", n);
+    if (a.res_keep.shape(0) != a.m) throw py::value_error("residual must have shape (m, out_features)");
+    a.ep.residual = static_cast<const float*>(a.res_keep.data());
+    a.ep.ld_residual = ldr;
+  }
+  return a;
+}
+
 }  // namespace
 
 void bind_quant(py::module_& m) {
@@ -61,6 +131,167 @@ void bind_quant(py::module_& m) {
         "ValueError on NaN or inf.");
   m.def("dequantize_int8", &dequantize_int8_py, py::arg("q"), py::arg("scales"), py::arg("target") = py::none(),
         "float32 q * scales[channel] for q as [outer, channels, inner].");
+
+  py::class_<quant::PackedInt8>(m, "PackedInt8", "INT8 weights packed for the W8A8 GEMM (see linear.hpp).")
+      .def_static(
+          "from_int8",
+          [](const py::array_t<int8_t, py::array::c_style>& w, const py::array_t<float, py::array::c_style | py::array::forcecast>& s) {
+            if (w.ndim() != 2) throw py::value_error("weights must be 2-D [out_features, in_features]");
+            if (s.ndim() != 1 || s.shape(0) != w.shape(0)) throw py::value_error("scales must have one entry per output row");
+            quant::PackedInt8 p;
+            const int8_t* wp = w.data();
+            const float* sp = s.data();
+            const int64_t n = w.shape(0), k = w.shape(1);
+            {
+              py::gil_scoped_release nogil;
+              quant::pack_int8(wp, k, sp, n, k, &p);
+            }
+            return p;
+          },
+          py::arg("w"), py::arg("scales"))
+      .def_static(
+          "from_packed",
+          [](int64_t n, int64_t k, const py::array_t<int8_t, py::array::c_style>& data,
+             const py::array_t<float, py::array::c_style | py::array::forcecast>& s) {
+            quant::PackedInt8 p;
+            p.n = n;
+            p.k = k;
+            p.np = (n + quant::kPanel - 1) / quant::kPanel * quant::kPanel;
+            p.kp = (std::max<int64_t>(k, 1) + 3) / 4 * 4;
+            if (data.ndim() != 1 || s.ndim() != 1) throw py::value_error("packed data and scales must be 1-D");
+            p.data.assign(data.data(), data.data() + data.shape(0));
+            p.scales.assign(s.data(), s.data() + s.shape(0));
+            quant::unpack_check_int8(&p);
+            return p;
+          },
+          py::arg("n"), py::arg("k"), py::arg("data"), py::arg("scales"))
+      .def_readonly("n", &quant::PackedInt8::n)
+      .def_readonly("k", &quant::PackedInt8::k)
+      .def_readonly("kp", &quant::PackedInt8::kp)
+      .def_property_readonly("data", &packed_data_i8)
+      .def_property_readonly("scales", [](const quant::PackedInt8& p) { return py::array_t<float>(p.scales.size(), p.scales.data()); })
+      .def_property_readonly("colsum", [](const quant::PackedInt8& p) { return py::array_t<int32_t>(p.colsum.size(), p.colsum.data()); })
+      .def_property_readonly("nbytes", [](const quant::PackedInt8& p) { return p.data.size() + 8 * p.scales.size(); });
+
+  py::class_<quant::PackedHalf>(m, "PackedHalf", "FP16/BF16 weights packed in 64-column panels (see linear.hpp).")
+      .def_static(
+          "from_float",
+          [](const py::array_t<float, py::array::c_style | py::array::forcecast>& w, const std::string& type) {
+            if (w.ndim() != 2) throw py::value_error("weights must be 2-D [out_features, in_features]");
+            if (type != "float16" && type != "bfloat16") throw py::value_error("type must be 'float16' or 'bfloat16'");
+            quant::PackedHalf p;
+            const float* wp = w.data();
+            const int64_t n = w.shape(0), k = w.shape(1);
+            const auto t = type == "float16" ? quant::HalfType::f16 : quant::HalfType::bf16;
+            {
+              py::gil_scoped_release nogil;
+              quant::pack_half(wp, k, n, k, t, &p);
+            }
+            return p;
+          },
+          py::arg("w"), py::arg("type"))
+      .def_static(
+          "from_packed",
+          [](int64_t n, int64_t k, const std::string& type, const py::array_t<uint16_t, py::array::c_style>& data) {
+            if (type != "float16" && type != "bfloat16") throw py::value_error("type must be 'float16' or 'bfloat16'");
+            quant::PackedHalf p;
+            p.n = n;
+            p.k = k;
+            p.np = (n + quant::kPanel - 1) / quant::kPanel * quant::kPanel;
+            p.type = type == "float16" ? quant::HalfType::f16 : quant::HalfType::bf16;
+            if (data.ndim() != 1) throw py::value_error("packed data must be 1-D");
+            p.data.assign(data.data(), data.data() + data.shape(0));
+            quant::unpack_check_half(p);
+            return p;
+          },
+          py::arg("n"), py::arg("k"), py::arg("type"), py::arg("data"))
+      .def_readonly("n", &quant::PackedHalf::n)
+      .def_readonly("k", &quant::PackedHalf::k)
+      .def_property_readonly("type", [](const quant::PackedHalf& p) { return p.type == quant::HalfType::f16 ? "float16" : "bfloat16"; })
+      .def_property_readonly("data", [](const quant::PackedHalf& p) { return py::array_t<uint16_t>(p.data.size(), p.data.data()); })
+      .def_property_readonly("nbytes", [](const quant::PackedHalf& p) { return p.data.size() * 2; });
+
+  m.def(
+      "quantize_rows_u8",
+      [](const py::array& x, bool symmetric, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        const int64_t ldx = rows_f32(x, "x", -1), mm = x.shape(0), k = x.shape(1);
+        const int64_t kp = (std::max<int64_t>(k, 1) + 3) / 4 * 4;
+        py::array_t<uint8_t> q({mm, kp});
+        py::array_t<float> s(mm);
+        py::array_t<int32_t> z(mm);
+        const float* xp = static_cast<const float*>(x.data());
+        uint8_t* qp = q.mutable_data();
+        float* sp = s.mutable_data();
+        int32_t* zp = z.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::quantize_rows_u8(xp, mm, k, ldx, qp, kp, sp, zp, symmetric, t, 0);
+        }
+        return py::make_tuple(q, s, z);
+      },
+      py::arg("x"), py::arg("symmetric") = false, py::arg("target") = py::none(),
+      "Per-token uint8 quantization of float32 [m, k]: (q uint8 [m, round_up(k, 4)], scales [m], zero points [m]).");
+  m.def(
+      "gemm_u8s8",
+      [](const py::array_t<uint8_t, py::array::c_style>& a, const quant::PackedInt8& w, const py::object& target, int threads) {
+        const CpuTarget t = resolve_target(target);
+        if (a.ndim() != 2 || a.shape(1) != w.kp) throw py::value_error("a must be uint8 [m, kp] with kp = round_up(k, 4)");
+        const int64_t mm = a.shape(0);
+        py::array_t<int32_t> c({mm, w.n});
+        const uint8_t* ap = a.data();
+        int32_t* cp = c.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::gemm_u8s8(ap, mm, w.kp, w, cp, w.n, t, threads);
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("w"), py::arg("target") = py::none(), py::arg("threads") = 0,
+      "INT32 c = a @ w^T for uint8 activations a [m, kp] and packed INT8 weights.");
+  m.def(
+      "linear_w8a8",
+      [](const py::array& x, const quant::PackedInt8& w, const py::object& bias, const std::string& act,
+         const py::object& residual, bool symmetric, int threads, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        LinearArgs a = linear_args(x, w.k, w.n, bias, act, residual);
+        py::array_t<float> y({a.m, w.n});
+        float* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::linear_w8a8(a.x, a.m, a.ldx, w, symmetric, a.ep, yp, w.n, t, threads);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = "none",
+      py::arg("residual") = py::none(), py::arg("symmetric_act") = false, py::arg("threads") = 0,
+      py::arg("target") = py::none(),
+      "W8A8 linear: per-token uint8 activations x INT8 weights, fused dequant + bias + activation + residual.");
+  m.def(
+      "linear_half",
+      [](const py::array& x, const quant::PackedHalf& w, const py::object& bias, const std::string& act,
+         const py::object& residual, int threads, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        LinearArgs a = linear_args(x, w.k, w.n, bias, act, residual);
+        py::array_t<float> y({a.m, w.n});
+        float* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::linear_half(a.x, a.m, a.ldx, w, a.ep, yp, w.n, t, threads);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = "none",
+      py::arg("residual") = py::none(), py::arg("threads") = 0, py::arg("target") = py::none(),
+      "FP16/BF16-weight linear computed in fp32 with the fused epilogue.");
+  m.def("apply_activation",
+        [](const py::array_t<float, py::array::c_style | py::array::forcecast>& v, const std::string& act) {
+          py::array_t<float> out(v.size());
+          const auto a = parse_activation(act);
+          for (py::ssize_t i = 0; i < v.size(); ++i) out.mutable_data()[i] = quant::apply_activation(v.data()[i], a);
+          return out;
+        },
+        py::arg("v"), py::arg("activation"), "The scalar epilogue activation (for tests).");
 }
 
 }  // namespace pyperfcore

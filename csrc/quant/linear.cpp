@@ -1,0 +1,303 @@
+#include "linear.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../common/threads.hpp"
+#include "linear_kernels.hpp"
+#include "quant.hpp"
+
+namespace pyperfcore {
+namespace quant {
+
+namespace {
+using detail::LinearKernels;
+using detail::kMaxRows;
+
+const LinearKernels& lin_kernels(CpuTarget t) {
+  switch (t) {
+    case CpuTarget::avx512_vnni: return detail::kLinAvx512Vnni;
+    case CpuTarget::avx512: return detail::kLinAvx512;
+    case CpuTarget::avx2: return detail::kLinAvx2;
+    default: return detail::kLinScalar;
+  }
+}
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Runs fn(begin, end) over [0, n) in at most `threads` contiguous chunks (<= 0: the pool size).
+template <class F>
+void run_chunks(int64_t n, int threads, int64_t min_per_chunk, F&& fn) {
+  if (n <= 0) return;
+  if (threads <= 0) threads = get_num_threads();
+  int64_t chunks = std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_chunk)));
+  if (chunks <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) fn(c * n / chunks, (c + 1) * n / chunks);
+  });
+}
+
+void check_dims(int64_t m, int64_t k, int64_t ld, const char* what) {
+  if (m < 0 || k < 0) throw std::invalid_argument(std::string(what) + ": negative dimension");
+  if (ld < k && m > 1) throw std::invalid_argument(std::string(what) + ": row stride smaller than the row length");
+}
+}  // namespace
+
+float apply_activation(float v, Activation act) { return detail::scalar_activation(v, act); }
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t ax = x & 0x7FFFFFFFu;
+  if (ax >= 0x7F800000u) return static_cast<uint16_t>(sign | 0x7C00u | (ax > 0x7F800000u ? 0x200u : 0u));
+  if (ax >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // rounds past 65504
+  if (ax < 0x38800000u) {  // subnormal half (or zero): value / 2^-24, rounded to nearest even
+    float af;
+    std::memcpy(&af, &ax, 4);
+    float q = std::nearbyint(af * 16777216.f);  // exact scaling by 2^24
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(q));
+  }
+  uint32_t mant = ax & 0x7FFFFFu, exp = (ax >> 23) - 127 + 15;
+  uint32_t h = (exp << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into the exponent correctly
+  return static_cast<uint16_t>(sign | h);
+}
+
+uint16_t float_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
+  x += 0x7FFFu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+float bf16_to_float(uint16_t h) {
+  uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// ------------------------------------------------------------------ packing
+void pack_int8(const int8_t* w, int64_t ldw, const float* scales, int64_t n, int64_t k, PackedInt8* out) {
+  check_dims(n, k, ldw, "pack_int8");
+  if (k > kMaxK) throw std::invalid_argument("pack_int8: in_features > 65536 could overflow the INT32 accumulator");
+  for (int64_t j = 0; j < n; ++j)
+    if (!(scales[j] > 0.f && scales[j] <= FLT_MAX))
+      throw std::invalid_argument("pack_int8: weight scales must be finite and > 0");
+  PackedInt8& p = *out;
+  p.n = n;
+  p.k = k;
+  p.np = round_up(n, kPanel);
+  p.kp = round_up(std::max<int64_t>(k, 1), 4);
+  p.data.assign(static_cast<size_t>(p.np * p.kp), 0);
+  p.scales.assign(scales, scales + n);
+  p.colsum.assign(static_cast<size_t>(n), 0);
+  const int64_t groups = p.kp / 4;
+  for (int64_t j = 0; j < n; ++j) {
+    const int8_t* row = w + j * ldw;
+    const int64_t panel = j / kPanel, c = j % kPanel;
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      if (row[kk] == -128) throw std::invalid_argument("pack_int8: weights must lie in [-127, 127] (symmetric INT8)");
+      s += row[kk];
+      p.data[static_cast<size_t>(((panel * groups + kk / 4) * kPanel + c) * 4 + kk % 4)] = row[kk];
+    }
+    p.colsum[static_cast<size_t>(j)] = s;
+  }
+}
+
+void unpack_check_int8(PackedInt8* p) {
+  if (p->n < 0 || p->k < 0 || p->k > kMaxK || p->np != round_up(p->n, kPanel) ||
+      p->kp != round_up(std::max<int64_t>(p->k, 1), 4) || static_cast<int64_t>(p->data.size()) != p->np * p->kp ||
+      static_cast<int64_t>(p->scales.size()) != p->n)
+    throw std::invalid_argument("packed INT8 weights: sizes do not match [n, k]");
+  for (float s : p->scales)
+    if (!(s > 0.f && s <= FLT_MAX)) throw std::invalid_argument("packed INT8 weights: scales must be finite and > 0");
+  const int64_t groups = p->kp / 4;
+  p->colsum.assign(static_cast<size_t>(p->n), 0);
+  for (int64_t panel = 0; panel < p->np / kPanel; ++panel)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t c = 0; c < kPanel; ++c)
+        for (int64_t b = 0; b < 4; ++b) {
+          const int8_t v = p->data[static_cast<size_t>(((panel * groups + g) * kPanel + c) * 4 + b)];
+          const int64_t j = panel * kPanel + c, kk = g * 4 + b;
+          if (v == -128) throw std::invalid_argument("packed INT8 weights: value -128 is outside [-127, 127]");
+          if (j >= p->n || kk >= p->k) {
+            if (v != 0) throw std::invalid_argument("packed INT8 weights: padding must be zero");
+          } else {
+            p->colsum[static_cast<size_t>(j)] += v;
+          }
+        }
+}
+
+void pack_half(const float* w, int64_t ldw, int64_t n, int64_t k, HalfType type, PackedHalf* out) {
+  check_dims(n, k, ldw, "pack_half");
+  PackedHalf& p = *out;
+  p.n = n;
+  p.k = k;
+  p.np = round_up(n, kPanel);
+  p.type = type;
+  p.data.assign(static_cast<size_t>(p.np * k), 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const float v = w[j * ldw + kk];
+      if (!(std::fabs(v) <= FLT_MAX)) throw std::invalid_argument("pack_half: weights contain NaN or infinity");
+      uint16_t h = type == HalfType::f16 ? float_to_half(v) : float_to_bf16(v);
+      if (type == HalfType::f16 && (h & 0x7C00u) == 0x7C00u)
+        throw std::invalid_argument("pack_half: a weight exceeds the float16 range (|w| > 65504); use bfloat16");
+      p.data[static_cast<size_t>(((j / kPanel) * k + kk) * kPanel + j % kPanel)] = h;
+    }
+}
+
+void unpack_check_half(const PackedHalf& p) {
+  if (p.n < 0 || p.k < 0 || p.np != round_up(p.n, kPanel) || static_cast<int64_t>(p.data.size()) != p.np * p.k)
+    throw std::invalid_argument("packed half weights: sizes do not match [n, k]");
+  for (uint16_t h : p.data) {
+    bool bad = p.type == HalfType::f16 ? (h & 0x7C00u) == 0x7C00u : (h & 0x7F80u) == 0x7F80u;
+    if (bad) throw std::invalid_argument("packed half weights: NaN or infinity");
+  }
+}
+
+// ------------------------------------------------------------------ activation quantization
+namespace {
+void quant_one_row(const LinearKernels& kr, const float* x, int64_t k, int64_t kp, uint8_t* q, float* scale,
+                   int32_t* zp, bool symmetric, bool* bad) {
+  float lo, hi;
+  kr.minmax(x, k, &lo, &hi, bad);
+  if (*bad) return;
+  float s, inv, z, qmin, qmax;
+  if (symmetric) {
+    const float amax = std::max(-lo, hi);
+    s = amax > 0.f ? amax / 127.f : 1.f;
+    inv = 1.f / s;
+    z = 128.f;
+    qmin = 1.f;
+    qmax = 255.f;
+  } else {
+    const float range = hi - lo;
+    s = range > 0.f ? range / 255.f : 1.f;
+    inv = 1.f / s;
+    z = std::min(std::max(std::nearbyint(-lo * inv), 0.f), 255.f);
+    qmin = 0.f;
+    qmax = 255.f;
+  }
+  kr.quant_row(x, k, inv, z, qmin, qmax, q);
+  std::memset(q + k, static_cast<int>(z), static_cast<size_t>(kp - k));
+  *scale = s;
+  *zp = static_cast<int32_t>(z);
+}
+[[noreturn]] void throw_nonfinite() {
+  throw std::invalid_argument("linear: activations contain NaN or infinity");
+}
+}  // namespace
+
+void quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales,
+                      int32_t* zps, bool symmetric, CpuTarget target, int threads) {
+  check_dims(m, k, ldx, "quantize_rows_u8");
+  const int64_t kp = round_up(std::max<int64_t>(k, 1), 4);
+  if (ldq < kp && m > 1) throw std::invalid_argument("quantize_rows_u8: ldq < round_up(k, 4)");
+  const LinearKernels& kr = lin_kernels(target);
+  std::atomic<bool> bad{false};
+  run_chunks(m, threads, 8, [&](int64_t b, int64_t e) {
+    bool lbad = false;
+    for (int64_t r = b; r < e && !lbad; ++r)
+      quant_one_row(kr, x + r * ldx, k, kp, q + r * ldq, scales + r, zps + r, symmetric, &lbad);
+    if (lbad) bad.store(true);
+  });
+  if (bad.load()) throw_nonfinite();
+}
+
+// ------------------------------------------------------------------ GEMM and fused linear
+namespace {
+// Work item t covers panel t / mblocks and rows [mb * kMaxRows, ...) of block t % mblocks:
+// consecutive items reuse one weight panel (kept in L2) across row blocks.
+template <class TileFn>
+void for_tiles(int64_t m, int64_t np, int threads, TileFn&& fn) {
+  const int64_t mblocks = (m + kMaxRows - 1) / kMaxRows, panels = np / kPanel;
+  run_chunks(mblocks * panels, threads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t p = t / mblocks, mb = t % mblocks;
+      const int64_t r0 = mb * kMaxRows;
+      fn(p, r0, static_cast<int>(std::min<int64_t>(kMaxRows, m - r0)));
+    }
+  });
+}
+}  // namespace
+
+void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, int32_t* c, int64_t ldc,
+               CpuTarget target, int threads) {
+  if (m <= 0 || w.n == 0) return;
+  const LinearKernels& kr = lin_kernels(target);
+  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+    alignas(64) int32_t tile[kMaxRows * kPanel];
+    kr.gemm_tile(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    const int64_t nc = std::min(kPanel, w.n - p * kPanel);
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(c + (r0 + r) * ldc + p * kPanel, tile + r * kPanel, static_cast<size_t>(nc) * 4);
+  });
+}
+
+void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
+                 const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads) {
+  check_dims(m, w.k, ldx, "linear_w8a8");
+  if (m == 0 || w.n == 0) return;
+  const LinearKernels& kr = lin_kernels(target);
+  std::vector<uint8_t> qa(static_cast<size_t>(m * w.kp));
+  std::vector<float> sa(static_cast<size_t>(m));
+  std::vector<int32_t> zp(static_cast<size_t>(m));
+  quantize_rows_u8(x, m, w.k, ldx, qa.data(), w.kp, sa.data(), zp.data(), symmetric_act, target, threads);
+  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+    alignas(64) int32_t tile[kMaxRows * kPanel];
+    kr.gemm_tile(qa.data() + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
+    for (int r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r;
+      kr.epi_i8(tile + r * kPanel, nc, sa[static_cast<size_t>(row)], zp[static_cast<size_t>(row)], w.scales.data() + j0,
+                w.colsum.data() + j0, ep.bias ? ep.bias + j0 : nullptr, ep.act,
+                ep.residual ? ep.residual + row * ep.ld_residual + j0 : nullptr, y + row * ldy + j0);
+    }
+  });
+}
+
+void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, const Epilogue& ep, float* y,
+                 int64_t ldy, CpuTarget target, int threads) {
+  check_dims(m, w.k, ldx, "linear_half");
+  if (m == 0 || w.n == 0) return;
+  const LinearKernels& kr = lin_kernels(target);
+  std::atomic<bool> bad{false};
+  run_chunks(m, threads, 8, [&](int64_t b, int64_t e) {
+    bool lbad = false;
+    for (int64_t r = b; r < e && !lbad; ++r) {
+      float lo, hi;
+      kr.minmax(x + r * ldx, w.k, &lo, &hi, &lbad);
+    }
+    if (lbad) bad.store(true);
+  });
+  if (bad.load()) throw_nonfinite();
+  const bool bf16 = w.type == HalfType::bf16;
+  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+    alignas(64) float tile[kMaxRows * kPanel];
+    kr.half_tile(x + r0 * ldx, ldx, rows, w.data.data() + p * kPanel * w.k, w.k, bf16, tile);
+    const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
+    for (int r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r;
+      kr.epi_f(tile + r * kPanel, nc, ep.bias ? ep.bias + j0 : nullptr, ep.act,
+               ep.residual ? ep.residual + row * ep.ld_residual + j0 : nullptr, y + row * ldy + j0);
+    }
+  });
+}
+
+}  // namespace quant
+}  // namespace pyperfcore

@@ -1,0 +1,38 @@
+// Internal: per-ISA tile kernels of the quantized linear layers (see linear.hpp).
+#pragma once
+#include <cstdint>
+
+#include "linear.hpp"
+
+namespace pyperfcore {
+namespace quant {
+namespace detail {
+
+constexpr int kMaxRows = 6;  // rows of one GEMM tile (24 zmm accumulators on AVX-512)
+
+struct LinearKernels {
+  // lo = min(x), hi = max(x) over k contiguous floats; *bad set if any is NaN or +-inf.
+  void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* bad);
+  // q[j] = clip(rne(x[j] * inv) + zp, qmin, qmax) as uint8.
+  void (*quant_row)(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q);
+  // c[r, 0:64] = sum over kp of a[r, :] * panel, for r < rows <= kMaxRows (INT32, exact).
+  void (*gemm_tile)(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
+  // y[j] = finish(float(acc[j] - zp * colsum[j]) * (sa * sw[j])) for j < ncols <= 64.
+  void (*epi_i8)(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
+                 const float* bias, Activation act, const float* res, float* y);
+  // c[r, 0:64] = sum over k of x[r, kk] * float(panel[kk, :]) (fp32), rows <= kMaxRows.
+  void (*half_tile)(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c);
+  // y[j] = finish(acc[j]) for j < ncols <= 64.
+  void (*epi_f)(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y);
+};
+
+float scalar_activation(float v, Activation act);
+
+extern const LinearKernels kLinScalar;
+extern const LinearKernels kLinAvx2;
+extern const LinearKernels kLinAvx512;
+extern const LinearKernels kLinAvx512Vnni;
+
+}  // namespace detail
+}  // namespace quant
+}  // namespace pyperfcore

@@ -1,0 +1,593 @@
+// SIMD variants of the quantized-linear tile kernels. Every function carries its own target
+// attribute; nothing here is compiled for a whole-file ISA, so the binary runs on any x86-64.
+//
+// INT8 GEMM: activations are uint8 (per-token zero point), weights int8 in [-127, 127].
+//   avx512_vnni: VPDPBUSD (u8 x s8 -> s32, no intermediate saturation).
+//   avx512/avx2: VPMADDUBSW saturates its int16 pair sums (255 * 127 * 2 > 32767), so each
+//     activation byte is split as a = 2h + l (h <= 127, l <= 1); both partial products fit in
+//     int16 and VPMADDWD widens them, which keeps every target exact and bit-identical in INT32.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "linear_kernels.hpp"
+#include "quant.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace pyperfcore {
+namespace quant {
+namespace detail {
+
+namespace {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+// Clamped so exp() and the GELU tail stay normal floats (denormals cost ~100 cycles each).
+constexpr float kExpLo = -80.f, kExpHi = 88.3f;
+// Abramowitz & Stegun 7.1.26: erfc(a) ~ t * P(t) * exp(-a^2), t = 1 / (1 + p a), |err| < 1.5e-7.
+constexpr float kErfP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
+                kA4 = -1.453152027f, kA5 = 1.061405429f;
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+// erfc(6) = 2e-17: beyond it GELU's tail is below float resolution, and clamping keeps exp()
+// far from denormals.
+constexpr float kErfClamp = 6.f;
+constexpr float kGeluTanhC = 0.79788456080286536f;  // sqrt(2 / pi)
+constexpr float kGeluTanhB = 0.044715f;
+
+inline int32_t ld_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---------------------------------------------------------------- scalar (always built)
+inline float s_exp(float x) {
+  x = std::min(std::max(x, kExpLo), kExpHi);
+  float n = std::nearbyint(x * kLog2e);
+  float r = x - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  float p = 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  int32_t e = (static_cast<int32_t>(n) + 127) << 23;
+  float s;
+  std::memcpy(&s, &e, 4);
+  return p * s;
+}
+}  // namespace
+
+float scalar_activation(float v, Activation act) {
+  switch (act) {
+    case Activation::relu: return v > 0.f ? v : 0.f;
+    case Activation::gelu: {
+      float a = std::min(std::fabs(v) * kInvSqrt2, kErfClamp);
+      float t = 1.f / (1.f + kErfP * a);
+      float poly = ((((kA5 * t + kA4) * t + kA3) * t + kA2) * t + kA1) * t;
+      float ec = poly * s_exp(-a * a);  // erfc(|v| / sqrt 2)
+      return 0.5f * v * (v < 0.f ? ec : 2.f - ec);
+    }
+    case Activation::gelu_tanh: {
+      float u = kGeluTanhC * (v + kGeluTanhB * v * v * v);
+      return v / (1.f + s_exp(-2.f * u));
+    }
+    case Activation::silu: return v / (1.f + s_exp(-v));
+    default: return v;
+  }
+}
+
+namespace {
+inline float s_finish(float v, int64_t j, const float* bias, Activation act, const float* res) {
+  if (bias) v += bias[j];
+  v = scalar_activation(v, act);
+  if (res) v += res[j];
+  return v;
+}
+
+void s_minmax(const float* x, int64_t k, float* lo, float* hi, bool* bad) {
+  float mn = 0.f, mx = 0.f;
+  bool b = false;
+  for (int64_t i = 0; i < k; ++i) {
+    float v = x[i];
+    b |= !(std::fabs(v) <= FLT_MAX);
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  if (b) *bad = true;
+  *lo = mn;
+  *hi = mx;
+}
+
+void s_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+  for (int64_t i = 0; i < k; ++i) {
+    float v = std::nearbyint(x[i] * inv) + zp;
+    v = std::min(std::max(v, qmin), qmax);
+    q[i] = static_cast<uint8_t>(static_cast<int>(v));
+  }
+}
+
+void s_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  for (int r = 0; r < rows; ++r) {
+    int32_t acc[kPanel] = {0};
+    const uint8_t* ar = a + r * lda;
+    for (int64_t g = 0; g < kp / 4; ++g) {
+      const int8_t* w = panel + g * kPanel * 4;
+      const int32_t a0 = ar[4 * g], a1 = ar[4 * g + 1], a2 = ar[4 * g + 2], a3 = ar[4 * g + 3];
+      for (int j = 0; j < kPanel; ++j)
+        acc[j] += a0 * w[4 * j] + a1 * w[4 * j + 1] + a2 * w[4 * j + 2] + a3 * w[4 * j + 3];
+    }
+    std::memcpy(c + r * kPanel, acc, sizeof(acc));
+  }
+}
+
+void s_epi_i8(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
+              const float* bias, Activation act, const float* res, float* y) {
+  for (int64_t j = 0; j < ncols; ++j) {
+    float s = sa * sw[j];
+    float v = static_cast<float>(acc[j] - zp * colsum[j]) * s;
+    y[j] = s_finish(v, j, bias, act, res);
+  }
+}
+
+inline float bf16f(uint16_t h) {
+  uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+void s_half_tile(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c) {
+  float wf[kPanel];
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < kPanel; ++j) c[r * kPanel + j] = 0.f;
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const uint16_t* w = panel + kk * kPanel;
+    for (int j = 0; j < kPanel; ++j) wf[j] = bf16 ? bf16f(w[j]) : half_to_float(w[j]);
+    for (int r = 0; r < rows; ++r) {
+      const float xv = x[r * ldx + kk];
+      for (int j = 0; j < kPanel; ++j) c[r * kPanel + j] += xv * wf[j];
+    }
+  }
+}
+
+void s_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
+  for (int64_t j = 0; j < ncols; ++j) y[j] = s_finish(acc[j], j, bias, act, res);
+}
+}  // namespace
+
+const LinearKernels kLinScalar = {s_minmax, s_quant_row, s_gemm_tile, s_epi_i8, s_half_tile, s_epi_f};
+
+#if defined(__x86_64__)
+// ---------------------------------------------------------------- AVX2 + FMA + F16C
+#define PFC_AVX2 __attribute__((target("avx2,fma,f16c")))
+namespace {
+PFC_AVX2 inline __m256 a2_exp(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+PFC_AVX2 inline __m256 a2_act(__m256 v, Activation act) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  switch (act) {
+    case Activation::relu: return _mm256_max_ps(v, _mm256_setzero_ps());
+    case Activation::gelu: {
+      __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), v), _mm256_set1_ps(kInvSqrt2)), _mm256_set1_ps(kErfClamp));
+      __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(kErfP), a, one));
+      __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kA5), t, _mm256_set1_ps(kA4));
+      poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA3));
+      poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA2));
+      poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA1));
+      poly = _mm256_mul_ps(poly, t);
+      __m256 ec = _mm256_mul_ps(poly, a2_exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a))));
+      __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+      __m256 f = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.f), ec), ec, neg);
+      return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), f);
+    }
+    case Activation::gelu_tanh: {
+      __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+      __m256 u = _mm256_mul_ps(_mm256_set1_ps(kGeluTanhC), _mm256_fmadd_ps(_mm256_set1_ps(kGeluTanhB), v3, v));
+      return _mm256_div_ps(v, _mm256_add_ps(one, a2_exp(_mm256_mul_ps(_mm256_set1_ps(-2.f), u))));
+    }
+    case Activation::silu:
+      return _mm256_div_ps(v, _mm256_add_ps(one, a2_exp(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+    default: return v;
+  }
+}
+
+PFC_AVX2 void a2_minmax(const float* x, int64_t k, float* lo, float* hi, bool* bad) {
+  __m256 mn = _mm256_setzero_ps(), mx = _mm256_setzero_ps(), badv = _mm256_setzero_ps();
+  const __m256 big = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.f);
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    badv = _mm256_or_ps(badv, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), big, _CMP_NLE_UQ));
+    mn = _mm256_min_ps(mn, v);
+    mx = _mm256_max_ps(mx, v);
+  }
+  alignas(32) float tn[8], tx[8];
+  _mm256_store_ps(tn, mn);
+  _mm256_store_ps(tx, mx);
+  float l, h;
+  s_minmax(x + i, k - i, &l, &h, bad);
+  for (int j = 0; j < 8; ++j) {
+    l = std::min(l, tn[j]);
+    h = std::max(h, tx[j]);
+  }
+  if (_mm256_movemask_ps(badv)) *bad = true;
+  *lo = l;
+  *hi = h;
+}
+
+PFC_AVX2 void a2_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+  const __m256 vi = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zp), vlo = _mm256_set1_ps(qmin), vhi = _mm256_set1_ps(qmax);
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), vlo), vhi);
+    __m256i r = _mm256_cvtps_epi32(v);
+    __m256i w = _mm256_packus_epi32(r, r);
+    __m256i b = _mm256_packus_epi16(w, w);
+    __m128i o = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), o);
+  }
+  s_quant_row(x + i, k - i, inv, zp, qmin, qmax, q + i);
+}
+
+PFC_AVX2 void a2_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  const __m256i m7f = _mm256_set1_epi8(0x7F), m01 = _mm256_set1_epi8(1);
+  const __m256i ones = _mm256_set1_epi16(1), twos = _mm256_set1_epi16(2);
+  for (int r = 0; r < rows; ++r) {
+    __m256i acc[8];
+    for (auto& v : acc) v = _mm256_setzero_si256();
+    const uint8_t* ar = a + r * lda;
+    for (int64_t g = 0; g < kp / 4; ++g) {
+      __m256i b = _mm256_set1_epi32(ld_i32(ar + 4 * g));
+      __m256i h = _mm256_and_si256(_mm256_srli_epi16(b, 1), m7f), l = _mm256_and_si256(b, m01);
+      const int8_t* w = panel + g * kPanel * 4;
+      for (int j = 0; j < 8; ++j) {
+        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * j));
+        __m256i t1 = _mm256_madd_epi16(_mm256_maddubs_epi16(h, wv), twos);
+        __m256i t2 = _mm256_madd_epi16(_mm256_maddubs_epi16(l, wv), ones);
+        acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(t1, t2));
+      }
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * kPanel + 8 * j), acc[j]);
+  }
+}
+
+PFC_AVX2 void a2_epi_i8(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
+                        const float* bias, Activation act, const float* res, float* y) {
+  const __m256 vsa = _mm256_set1_ps(sa);
+  const __m256i vzp = _mm256_set1_epi32(zp);
+  int64_t j = 0;
+  for (; j + 8 <= ncols; j += 8) {
+    __m256 s = _mm256_mul_ps(vsa, _mm256_loadu_ps(sw + j));
+    __m256i ai = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j)),
+                                  _mm256_mullo_epi32(vzp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + j))));
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(ai), s);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+    v = a2_act(v, act);
+    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + j));
+    _mm256_storeu_ps(y + j, v);
+  }
+  if (j < ncols)
+    s_epi_i8(acc + j, ncols - j, sa, zp, sw + j, colsum + j, bias ? bias + j : nullptr, act, res ? res + j : nullptr, y + j);
+}
+
+template <bool BF>
+PFC_AVX2 inline __m256 a2_ld_half(const uint16_t* p) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+template <bool BF>
+PFC_AVX2 void a2_half_tile_t(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, float* c) {
+  for (int r = 0; r < rows; ++r) {
+    __m256 acc[8];
+    for (auto& v : acc) v = _mm256_setzero_ps();
+    const float* xr = x + r * ldx;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      __m256 xb = _mm256_set1_ps(xr[kk]);
+      const uint16_t* w = panel + kk * kPanel;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(xb, a2_ld_half<BF>(w + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(c + r * kPanel + 8 * j, acc[j]);
+  }
+}
+PFC_AVX2 void a2_half_tile(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c) {
+  if (bf16)
+    a2_half_tile_t<true>(x, ldx, rows, panel, k, c);
+  else
+    a2_half_tile_t<false>(x, ldx, rows, panel, k, c);
+}
+
+PFC_AVX2 void a2_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
+  int64_t j = 0;
+  for (; j + 8 <= ncols; j += 8) {
+    __m256 v = _mm256_loadu_ps(acc + j);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+    v = a2_act(v, act);
+    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + j));
+    _mm256_storeu_ps(y + j, v);
+  }
+  if (j < ncols) s_epi_f(acc + j, ncols - j, bias ? bias + j : nullptr, act, res ? res + j : nullptr, y + j);
+}
+}  // namespace
+
+const LinearKernels kLinAvx2 = {a2_minmax, a2_quant_row, a2_gemm_tile, a2_epi_i8, a2_half_tile, a2_epi_f};
+
+// ---------------------------------------------------------------- AVX-512 (F, BW, VL, DQ)
+#define PFC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define PFC_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+// Accumulators are named variables, not an array: GCC keeps arrays of vectors in memory.
+#define PFC_DECL4(T, r, z) T c##r##0 = z, c##r##1 = z, c##r##2 = z, c##r##3 = z;
+#define PFC_DECL_ALL(T, z) PFC_DECL4(T, 0, z) PFC_DECL4(T, 1, z) PFC_DECL4(T, 2, z) PFC_DECL4(T, 3, z) PFC_DECL4(T, 4, z) PFC_DECL4(T, 5, z)
+#define PFC_FOR_ROWS(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define PFC_ST_ROW(r)                                     \
+  if (R > r) {                                            \
+    _mm512_storeu_si512(c + r * kPanel, c##r##0);         \
+    _mm512_storeu_si512(c + r * kPanel + 16, c##r##1);    \
+    _mm512_storeu_si512(c + r * kPanel + 32, c##r##2);    \
+    _mm512_storeu_si512(c + r * kPanel + 48, c##r##3);    \
+  }
+
+namespace {
+inline __mmask16 mask_n(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+
+PFC_AVX512 inline __m512 a5_exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+// 1 / d with one Newton step on the 14-bit estimate (about 1 ulp; d >= 1 here).
+PFC_AVX512 inline __m512 a5_rcp(__m512 d) {
+  __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+}
+PFC_AVX512 inline __m512 a5_act(__m512 v, Activation act) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  switch (act) {
+    case Activation::relu: return _mm512_max_ps(v, _mm512_setzero_ps());
+    case Activation::gelu: {
+      __m512 a = _mm512_min_ps(_mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(kInvSqrt2)), _mm512_set1_ps(kErfClamp));
+      __m512 t = a5_rcp(_mm512_fmadd_ps(_mm512_set1_ps(kErfP), a, one));
+      __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kA5), t, _mm512_set1_ps(kA4));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA3));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA2));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA1));
+      poly = _mm512_mul_ps(poly, t);
+      __m512 ec = _mm512_mul_ps(poly, a5_exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))));
+      __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+      __m512 f = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.f), ec), ec);
+      return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), f);
+    }
+    case Activation::gelu_tanh: {
+      __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+      __m512 u = _mm512_mul_ps(_mm512_set1_ps(kGeluTanhC), _mm512_fmadd_ps(_mm512_set1_ps(kGeluTanhB), v3, v));
+      return _mm512_div_ps(v, _mm512_add_ps(one, a5_exp(_mm512_mul_ps(_mm512_set1_ps(-2.f), u))));
+    }
+    case Activation::silu:
+      return _mm512_div_ps(v, _mm512_add_ps(one, a5_exp(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+    default: return v;
+  }
+}
+PFC_AVX512 inline void a5_finish(__m512 v, int64_t j, __mmask16 m, const float* bias, Activation act,
+                                 const float* res, float* y) {
+  if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+  v = a5_act(v, act);
+  if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + j));
+  _mm512_mask_storeu_ps(y + j, m, v);
+}
+
+PFC_AVX512 void a5_minmax(const float* x, int64_t k, float* lo, float* hi, bool* bad) {
+  __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
+  const __m512 big = _mm512_set1_ps(FLT_MAX);
+  __mmask16 b = 0;
+  for (int64_t i = 0; i < k; i += 16) {
+    __mmask16 m = mask_n(k - i);
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    b |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), big, _CMP_NLE_UQ);
+    mn = _mm512_min_ps(mn, v);
+    mx = _mm512_max_ps(mx, v);
+  }
+  if (b) *bad = true;
+  *lo = _mm512_reduce_min_ps(mn);
+  *hi = _mm512_reduce_max_ps(mx);
+}
+
+PFC_AVX512 void a5_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+  const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), vlo = _mm512_set1_ps(qmin), vhi = _mm512_set1_ps(qmax);
+  for (int64_t i = 0; i < k; i += 16) {
+    __mmask16 m = mask_n(k - i);
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), vlo), vhi);
+    _mm_mask_storeu_epi8(q + i, m, _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v)));
+  }
+}
+
+template <int R>
+PFC_AVX512 void a5_gemm_rows(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t kp, int32_t* c) {
+  const __m512i m7f = _mm512_set1_epi8(0x7F), m01 = _mm512_set1_epi8(1);
+  const __m512i ones = _mm512_set1_epi16(1), twos = _mm512_set1_epi16(2);
+  const __m512i z = _mm512_setzero_si512();
+  PFC_DECL_ALL(__m512i, z)
+  for (int64_t g = 0; g < kp / 4; ++g) {
+    const int8_t* w = panel + g * kPanel * 4;
+    const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64), w2 = _mm512_loadu_si512(w + 128),
+                  w3 = _mm512_loadu_si512(w + 192);
+#define PFC_MAC(acc, h, l, wv)                                                         \
+  acc = _mm512_add_epi32(acc, _mm512_add_epi32(                                        \
+                                  _mm512_madd_epi16(_mm512_maddubs_epi16(h, wv), twos), \
+                                  _mm512_madd_epi16(_mm512_maddubs_epi16(l, wv), ones)));
+#define PFC_A5_ROW(r)                                                                       \
+  if (R > r) {                                                                              \
+    const __m512i b = _mm512_set1_epi32(ld_i32(a + r * lda + 4 * g));                      \
+    const __m512i h = _mm512_and_si512(_mm512_srli_epi16(b, 1), m7f), l = _mm512_and_si512(b, m01); \
+    PFC_MAC(c##r##0, h, l, w0) PFC_MAC(c##r##1, h, l, w1) PFC_MAC(c##r##2, h, l, w2) PFC_MAC(c##r##3, h, l, w3) \
+  }
+    PFC_FOR_ROWS(PFC_A5_ROW)
+#undef PFC_A5_ROW
+#undef PFC_MAC
+  }
+  PFC_FOR_ROWS(PFC_ST_ROW)
+}
+PFC_AVX512 void a5_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  for (int r = 0; r < rows;) {
+    int n = std::min(rows - r, 3);  // 3 rows x 4 accumulators + temporaries fit in 32 zmm
+    if (n == 3)
+      a5_gemm_rows<3>(a + r * lda, lda, panel, kp, c + r * kPanel);
+    else if (n == 2)
+      a5_gemm_rows<2>(a + r * lda, lda, panel, kp, c + r * kPanel);
+    else
+      a5_gemm_rows<1>(a + r * lda, lda, panel, kp, c + r * kPanel);
+    r += n;
+  }
+}
+
+PFC_AVX512 void a5_epi_i8(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
+                          const float* bias, Activation act, const float* res, float* y) {
+  const __m512 vsa = _mm512_set1_ps(sa);
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  for (int64_t j = 0; j < ncols; j += 16) {
+    __mmask16 m = mask_n(ncols - j);
+    __m512 s = _mm512_mul_ps(vsa, _mm512_maskz_loadu_ps(m, sw + j));
+    __m512i ai = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j),
+                                  _mm512_mullo_epi32(vzp, _mm512_maskz_loadu_epi32(m, colsum + j)));
+    a5_finish(_mm512_mul_ps(_mm512_cvtepi32_ps(ai), s), j, m, bias, act, res, y);
+  }
+}
+
+template <bool BF>
+PFC_AVX512 inline __m512 a5_ld_half(const uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if (BF) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+template <int R, bool BF>
+PFC_AVX512 void a5_half_rows(const float* x, int64_t ldx, const uint16_t* panel, int64_t k, float* c) {
+  const __m512 z = _mm512_setzero_ps();
+  PFC_DECL_ALL(__m512, z)
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const uint16_t* w = panel + kk * kPanel;
+    const __m512 w0 = a5_ld_half<BF>(w), w1 = a5_ld_half<BF>(w + 16), w2 = a5_ld_half<BF>(w + 32),
+                 w3 = a5_ld_half<BF>(w + 48);
+#define PFC_HF_ROW(r)                                 \
+  if (R > r) {                                        \
+    const __m512 b = _mm512_set1_ps(x[r * ldx + kk]); \
+    c##r##0 = _mm512_fmadd_ps(b, w0, c##r##0);        \
+    c##r##1 = _mm512_fmadd_ps(b, w1, c##r##1);        \
+    c##r##2 = _mm512_fmadd_ps(b, w2, c##r##2);        \
+    c##r##3 = _mm512_fmadd_ps(b, w3, c##r##3);        \
+  }
+    PFC_FOR_ROWS(PFC_HF_ROW)
+#undef PFC_HF_ROW
+  }
+#define PFC_STF_ROW(r)                               \
+  if (R > r) {                                       \
+    _mm512_storeu_ps(c + r * kPanel, c##r##0);       \
+    _mm512_storeu_ps(c + r * kPanel + 16, c##r##1);  \
+    _mm512_storeu_ps(c + r * kPanel + 32, c##r##2);  \
+    _mm512_storeu_ps(c + r * kPanel + 48, c##r##3);  \
+  }
+  PFC_FOR_ROWS(PFC_STF_ROW)
+#undef PFC_STF_ROW
+}
+template <bool BF>
+PFC_AVX512 void a5_half_tile_t(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, float* c) {
+  switch (rows) {
+    case 6: a5_half_rows<6, BF>(x, ldx, panel, k, c); break;
+    case 5: a5_half_rows<5, BF>(x, ldx, panel, k, c); break;
+    case 4: a5_half_rows<4, BF>(x, ldx, panel, k, c); break;
+    case 3: a5_half_rows<3, BF>(x, ldx, panel, k, c); break;
+    case 2: a5_half_rows<2, BF>(x, ldx, panel, k, c); break;
+    default: a5_half_rows<1, BF>(x, ldx, panel, k, c); break;
+  }
+}
+PFC_AVX512 void a5_half_tile(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c) {
+  if (bf16)
+    a5_half_tile_t<true>(x, ldx, rows, panel, k, c);
+  else
+    a5_half_tile_t<false>(x, ldx, rows, panel, k, c);
+}
+
+PFC_AVX512 void a5_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
+  for (int64_t j = 0; j < ncols; j += 16) {
+    __mmask16 m = mask_n(ncols - j);
+    a5_finish(_mm512_maskz_loadu_ps(m, acc + j), j, m, bias, act, res, y);
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512 VNNI
+template <int R>
+PFC_VNNI void vn_gemm_rows(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t kp, int32_t* c) {
+  const __m512i z = _mm512_setzero_si512();
+  PFC_DECL_ALL(__m512i, z)
+  const int64_t groups = kp / 4;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int8_t* w = panel + g * kPanel * 4;
+    const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64), w2 = _mm512_loadu_si512(w + 128),
+                  w3 = _mm512_loadu_si512(w + 192);
+#define PFC_VN_ROW(r)                                                  \
+  if (R > r) {                                                         \
+    const __m512i b = _mm512_set1_epi32(ld_i32(a + r * lda + 4 * g)); \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, b, w0);                     \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, b, w1);                     \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, b, w2);                     \
+    c##r##3 = _mm512_dpbusd_epi32(c##r##3, b, w3);                     \
+  }
+    PFC_FOR_ROWS(PFC_VN_ROW)
+#undef PFC_VN_ROW
+  }
+  PFC_FOR_ROWS(PFC_ST_ROW)
+}
+PFC_VNNI void vn_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  switch (rows) {
+    case 6: vn_gemm_rows<6>(a, lda, panel, kp, c); break;
+    case 5: vn_gemm_rows<5>(a, lda, panel, kp, c); break;
+    case 4: vn_gemm_rows<4>(a, lda, panel, kp, c); break;
+    case 3: vn_gemm_rows<3>(a, lda, panel, kp, c); break;
+    case 2: vn_gemm_rows<2>(a, lda, panel, kp, c); break;
+    default: vn_gemm_rows<1>(a, lda, panel, kp, c); break;
+  }
+}
+}  // namespace
+
+const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
+const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
+#else
+const LinearKernels kLinAvx2 = kLinScalar;
+const LinearKernels kLinAvx512 = kLinScalar;
+const LinearKernels kLinAvx512Vnni = kLinScalar;
+#endif
+
+}  // namespace detail
+}  // namespace quant
+}  // namespace pyperfcore
