@@ -54,3 +54,51 @@ def test_floor_copyto(benchmark, axis):
     benchmark.group = f"quantize 4096x4096 f32 {axis=}"
     benchmark(np.copyto, _OUT, _X, casting="unsafe")
     _gbs(benchmark, _X.nbytes + _X.size)
+
+
+# ---------------------------------------------------------------- GPU (device check only)
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no GPU")
+    return torch
+
+
+def _synced(torch, fn, *args):
+    def run():
+        out = fn(*args)
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _torch_quantize(torch, x, axis):
+    # The same computation in eager torch: amax per channel, IEEE division, round half to even.
+    amax = x.abs().amax(dim=1 - axis, keepdim=True) if axis is not None else x.abs().amax()
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    return torch.clamp(torch.round(x / scale), -127, 127).to(torch.int8), scale
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton", "torch", "floor_copy"])
+@pytest.mark.parametrize("axis", [0, 1], ids=["axis0", "axis1"])
+def test_gpu_quantize(benchmark, impl, axis):
+    torch = _torch_cuda()
+    benchmark.group = f"GPU quantize 8192x8192 f32 {axis=}"
+    x = torch.randn(8192, 8192, device="cuda")
+    if impl in ("cuda", "triton"):
+        if impl == "cuda" and not pyperfcore.build_info()["cuda"]:
+            pytest.skip("_cuda not built")
+        q, s = quant.quantize(x, axis=axis, backend=impl)
+        qt, st = _torch_quantize(torch, x, axis)
+        assert torch.equal(q, qt) and torch.equal(s.reshape(-1), st.reshape(-1))
+        fn = _synced(torch, quant.quantize, x, axis, "int8", impl)
+    elif impl == "torch":
+        fn = _synced(torch, _torch_quantize, torch, x, axis)
+    else:
+        out = torch.empty(x.shape, dtype=torch.int8, device="cuda")
+        fn = _synced(torch, out.copy_, x)
+    fn()
+    benchmark.pedantic(fn, rounds=30, iterations=1, warmup_rounds=3)
+    benchmark.extra_info["GB/s (read+write)"] = (x.numel() * 5) / benchmark.stats.stats.median / 1e9

@@ -22,9 +22,12 @@ if not _HAS_NVIDIA_DEVICE:
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("ci", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("repro", deadline=None, derandomize=True, max_examples=60)
-settings.register_profile("thorough", deadline=None, max_examples=500)
+# Fixtures used beside @given (cpu_target, triton_device) are constant for a test, so reusing
+# them across examples is intended.
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", deadline=None, max_examples=60, suppress_health_check=_SUPPRESS)
+settings.register_profile("repro", deadline=None, derandomize=True, max_examples=60, suppress_health_check=_SUPPRESS)
+settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -85,3 +88,9 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def triton_device() -> str:
+    """Device for Triton kernel tests: the GPU when there is one, else CPU under TRITON_INTERPRET=1."""
+    return "cuda" if _HAS_NVIDIA_DEVICE and _gpu_reason() is None else "cpu"

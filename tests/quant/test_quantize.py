@@ -178,12 +178,12 @@ def test_torch_cpu_tensors(data):
 
 
 @pytest.mark.triton
-@given(inputs())
-def test_triton_matches_reference(data):
+@given(data=inputs())
+def test_triton_matches_reference(triton_device, data):
     t = _torch()
     x, axis = data
     assume(x.size <= 2000)
-    xt = t.from_numpy(x.copy())
+    xt = t.from_numpy(x.copy()).to(triton_device)
     q, s = quant.quantize(xt, axis=axis, backend="triton")
     q_ref, s_ref = ref.quantize_int8(x, None if axis is None else axis % x.ndim)
     np.testing.assert_array_equal(q.cpu().numpy(), q_ref)
@@ -193,9 +193,9 @@ def test_triton_matches_reference(data):
 
 
 @pytest.mark.triton
-def test_triton_nonfinite_raises():
+def test_triton_nonfinite_raises(triton_device):
     t = _torch()
-    x = t.randn(4, 70)
+    x = t.randn(4, 70, device=triton_device)
     x[2, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         quant.quantize(x, axis=0, backend="triton")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device check on a machine with an NVIDIA GPU: builds with CUDA for sm_90, runs the
+# GPU-marked tests and GPU benchmarks, and prints a short table last. Full logs go to $OUT.
+#   bash benchmarks/device_check.sh            (OUT defaults to /tmp/pyperfcore-device)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/pyperfcore-device}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+# Build requirements the machine may lack (no network there): carried as wheels in .whl/.
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/pfc-site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/pfc-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+
+echo "=== build (PYPERFCORE_CUDA=ON, sm_90)"
+start=$(date +%s)
+PYPERFCORE_CUDA=ON PYPERFCORE_CUDA_ARCHS=90 $PY -m pip install -q --no-build-isolation --no-deps \
+  -C build-dir=build/gpu -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "built in $(( $(date +%s) - start )) s"
+$PY -m pyperfcore info | tee "$OUT/info.txt"
+
+echo "=== GPU tests"
+$PY -m pytest tests -m "cuda or gpu or triton" -q -p no:cacheprovider -x --no-header -rs \
+  2>&1 | tee "$OUT/tests.log" | tail -25
+tests_rc=${PIPESTATUS[0]}
+
+echo "=== GPU benchmarks"
+$PY -m pytest benchmarks -m "gpu or cuda" --benchmark-only -q -p no:cacheprovider --no-header \
+  --benchmark-json="$OUT/bench.json" >"$OUT/bench.log" 2>&1
+bench_rc=$?
+tail -5 "$OUT/bench.log"
+
+echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
+$PY benchmarks/device_table.py "$OUT/bench.json"
+echo "tests rc=$tests_rc bench rc=$bench_rc"
+exit $(( tests_rc != 0 || bench_rc != 0 ))
