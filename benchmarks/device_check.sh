@@ -24,7 +24,7 @@ echo "built in $(( $(date +%s) - start )) s"
 $PY -m pyperfcore info | tee "$OUT/info.txt"
 
 echo "=== GPU tests"
-$PY -m pytest tests -m "cuda or gpu or triton" -q -p no:cacheprovider -x --no-header -rs \
+$PY -m pytest tests -m "cuda or gpu or triton" -q -p no:cacheprovider --maxfail=10 --no-header -rs \
   2>&1 | tee "$OUT/tests.log" | tail -25
 tests_rc=${PIPESTATUS[0]}
 
