@@ -1,0 +1,221 @@
+#include "kll.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace pyperfcore {
+namespace sketches {
+namespace {
+constexpr int kM = 8;
+constexpr uint8_t kKllVersion = 1;
+[[noreturn]] void bad(const std::string& why) { throw std::invalid_argument("KLL image: " + why); }
+}  // namespace
+
+Kll::Kll(int k, uint64_t seed) : k_(k), rng_(seed | 1) {
+  if (k < kM || k > 65535) throw std::invalid_argument("k must be in [8, 65535], got " + std::to_string(k));
+  levels_.resize(1);
+}
+
+uint64_t Kll::next_random() {
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  return rng_;
+}
+
+uint32_t Kll::capacity(size_t level) const {
+  const size_t depth = levels_.size() - level - 1;
+  const double c = std::round(k_ * std::pow(2.0 / 3.0, static_cast<double>(depth)));
+  return static_cast<uint32_t>(std::max<double>(kM, c));
+}
+
+uint64_t Kll::total_capacity() const {
+  uint64_t t = 0;
+  for (size_t h = 0; h < levels_.size(); ++h) t += capacity(h);
+  return t;
+}
+
+size_t Kll::num_retained() const {
+  size_t t = 0;
+  for (const auto& l : levels_) t += l.size();
+  return t;
+}
+
+void Kll::compress() {
+  // Compact the lowest level that is at or over capacity, until the whole sketch fits.
+  while (num_retained() > total_capacity()) {
+    size_t h = 0;
+    while (h < levels_.size() && levels_[h].size() < capacity(h)) ++h;
+    if (h == levels_.size()) h = 0;
+    if (h + 1 == levels_.size()) levels_.emplace_back();
+    auto& cur = levels_[h];
+    if (h == 0) std::sort(cur.begin(), cur.end());
+    double keep = 0;
+    const bool odd = cur.size() % 2 == 1;
+    if (odd) { keep = cur.front(); cur.erase(cur.begin()); }
+    const size_t off = next_random() & 1;
+    std::vector<double> half;
+    half.reserve(cur.size() / 2);
+    for (size_t i = off; i < cur.size(); i += 2) half.push_back(cur[i]);
+    auto& up = levels_[h + 1];
+    std::vector<double> merged(up.size() + half.size());
+    std::merge(up.begin(), up.end(), half.begin(), half.end(), merged.begin());
+    up.swap(merged);
+    cur.clear();
+    if (odd) cur.push_back(keep);
+  }
+}
+
+template <class T>
+void Kll::update_impl(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(x[i]);
+    if (std::isnan(v)) continue;
+    if (n_ == 0) { min_ = max_ = v; }
+    else { if (v < min_) min_ = v; if (v > max_) max_ = v; }
+    ++n_;
+    levels_[0].push_back(v);
+    if (levels_[0].size() >= capacity(0) && num_retained() > total_capacity()) compress();
+  }
+}
+
+void Kll::update(const double* x, int64_t n) { update_impl(x, n); }
+void Kll::update(const float* x, int64_t n) { update_impl(x, n); }
+
+void Kll::merge(const Kll& o) {
+  if (o.n_ == 0) return;
+  if (n_ == 0) { min_ = o.min_; max_ = o.max_; }
+  else { min_ = std::min(min_, o.min_); max_ = std::max(max_, o.max_); }
+  n_ += o.n_;
+  if (o.levels_.size() > levels_.size()) levels_.resize(o.levels_.size());
+  levels_[0].insert(levels_[0].end(), o.levels_[0].begin(), o.levels_[0].end());
+  for (size_t h = 1; h < o.levels_.size(); ++h) {
+    std::vector<double> merged(levels_[h].size() + o.levels_[h].size());
+    std::merge(levels_[h].begin(), levels_[h].end(), o.levels_[h].begin(), o.levels_[h].end(), merged.begin());
+    levels_[h].swap(merged);
+  }
+  compress();
+}
+
+void Kll::sorted_view(std::vector<double>& v, std::vector<uint64_t>& cum) const {
+  std::vector<std::pair<double, uint64_t>> items;
+  items.reserve(num_retained());
+  for (size_t h = 0; h < levels_.size(); ++h)
+    for (double x : levels_[h]) items.emplace_back(x, uint64_t(1) << h);
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  v.resize(items.size());
+  cum.resize(items.size());
+  uint64_t c = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    v[i] = items[i].first;
+    c += items[i].second;
+    cum[i] = c;
+  }
+}
+
+void Kll::quantiles(const double* q, int64_t n, double* out) const {
+  if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
+  std::vector<double> v;
+  std::vector<uint64_t> cum;
+  sorted_view(v, cum);
+  const uint64_t total = cum.back();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(q[i] >= 0.0 && q[i] <= 1.0)) throw std::invalid_argument("quantile ranks must be in [0, 1]");
+    if (q[i] == 0.0) { out[i] = min_; continue; }
+    if (q[i] == 1.0) { out[i] = max_; continue; }
+    const double want = std::ceil(q[i] * static_cast<double>(total));
+    const auto it = std::lower_bound(cum.begin(), cum.end(), static_cast<uint64_t>(want));
+    out[i] = it == cum.end() ? max_ : v[static_cast<size_t>(it - cum.begin())];
+  }
+}
+
+void Kll::ranks(const double* x, int64_t n, double* out) const {
+  if (n_ == 0) throw std::invalid_argument("rank on an empty sketch");
+  std::vector<double> v;
+  std::vector<uint64_t> cum;
+  sorted_view(v, cum);
+  const double total = static_cast<double>(cum.back());
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) throw std::invalid_argument("rank of NaN");
+    const auto it = std::upper_bound(v.begin(), v.end(), x[i]);
+    const size_t j = static_cast<size_t>(it - v.begin());
+    out[i] = j == 0 ? 0.0 : static_cast<double>(cum[j - 1]) / total;
+  }
+}
+
+// Image: 'PKLL' u8 version, u8 levels, u16 k, u64 n, u64 rng, f64 min, f64 max,
+// u32 size per level, then the items level by level (float64, little-endian).
+std::vector<uint8_t> Kll::serialize() const {
+  const size_t nl = levels_.size();
+  std::vector<uint8_t> out(4 + 1 + 1 + 2 + 8 + 8 + 16 + 4 * nl + 8 * num_retained());
+  uint8_t* p = out.data();
+  std::memcpy(p, "PKLL", 4);
+  p[4] = kKllVersion;
+  p[5] = static_cast<uint8_t>(nl);
+  const uint16_t k = static_cast<uint16_t>(k_);
+  std::memcpy(p + 6, &k, 2);
+  std::memcpy(p + 8, &n_, 8);
+  std::memcpy(p + 16, &rng_, 8);
+  std::memcpy(p + 24, &min_, 8);
+  std::memcpy(p + 32, &max_, 8);
+  size_t o = 40;
+  for (const auto& l : levels_) {
+    const uint32_t s = static_cast<uint32_t>(l.size());
+    std::memcpy(p + o, &s, 4);
+    o += 4;
+  }
+  for (const auto& l : levels_) {
+    if (!l.empty()) std::memcpy(p + o, l.data(), 8 * l.size());
+    o += 8 * l.size();
+  }
+  return out;
+}
+
+Kll Kll::deserialize(const uint8_t* d, size_t len) {
+  if (len < 40) bad("shorter than its 40-byte header");
+  if (std::memcmp(d, "PKLL", 4) != 0) bad("missing 'PKLL' magic");
+  if (d[4] != kKllVersion) bad("unsupported version " + std::to_string(d[4]));
+  const size_t nl = d[5];
+  if (nl < 1 || nl > 61) bad("level count out of range");
+  uint16_t k;
+  std::memcpy(&k, d + 6, 2);
+  if (k < kM) bad("k below 8");
+  Kll s(k);
+  std::memcpy(&s.n_, d + 8, 8);
+  std::memcpy(&s.rng_, d + 16, 8);
+  s.rng_ |= 1;
+  std::memcpy(&s.min_, d + 24, 8);
+  std::memcpy(&s.max_, d + 32, 8);
+  if (len < 40 + 4 * nl) bad("truncated level sizes");
+  s.levels_.assign(nl, {});
+  size_t total = 0;
+  std::vector<uint32_t> sizes(nl);
+  for (size_t h = 0; h < nl; ++h) {
+    std::memcpy(&sizes[h], d + 40 + 4 * h, 4);
+    if (sizes[h] > 2u * 65535u + 16) bad("level larger than any valid sketch holds");
+    total += sizes[h];
+  }
+  if (len != 40 + 4 * nl + 8 * total) bad("length does not match the level sizes");
+  const uint8_t* p = d + 40 + 4 * nl;
+  unsigned __int128 weight = 0;
+  for (size_t h = 0; h < nl; ++h) {
+    auto& l = s.levels_[h];
+    l.resize(sizes[h]);
+    if (sizes[h]) std::memcpy(l.data(), p, 8 * sizes[h]);
+    p += 8 * sizes[h];
+    for (double x : l)
+      if (std::isnan(x) || x < s.min_ || x > s.max_) bad("item outside [min, max] or NaN");
+    if (h > 0 && !std::is_sorted(l.begin(), l.end())) bad("level " + std::to_string(h) + " is not sorted");
+    weight += static_cast<unsigned __int128>(sizes[h]) << h;
+  }
+  if (weight != s.n_) bad("item weights do not add up to n");
+  if (s.n_ > 0 && !(s.min_ <= s.max_)) bad("min above max");
+  if (s.num_retained() > s.total_capacity() + 1) bad("more items than the capacity allows");
+  return s;
+}
+
+}  // namespace sketches
+}  // namespace pyperfcore

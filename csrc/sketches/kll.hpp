@@ -1,0 +1,45 @@
+// KLL quantile sketch (Karnin, Lang, Liberty 2016) for float64, with DataSketches' capacity rule
+// (level capacity max(m, round(k * (2/3)^depth)), m = 8) and lazy compaction. NaN is ignored.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace pyperfcore {
+namespace sketches {
+
+class Kll {
+ public:
+  explicit Kll(int k = 200, uint64_t seed = 0x9e3779b97f4a7c15ULL);  // throws std::invalid_argument
+  int k() const { return k_; }
+  uint64_t n() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  double min() const { return min_; }
+  double max() const { return max_; }
+  size_t num_retained() const;
+  void update(const double* x, int64_t n);
+  void update(const float* x, int64_t n);
+  void merge(const Kll& other);
+  // Inclusive rank / quantile (DataSketches' default search criterion).
+  void quantiles(const double* q, int64_t n, double* out) const;
+  void ranks(const double* x, int64_t n, double* out) const;
+  std::vector<uint8_t> serialize() const;
+  static Kll deserialize(const uint8_t* d, size_t len);  // throws std::invalid_argument
+
+ private:
+  template <class T> void update_impl(const T* x, int64_t n);
+  uint32_t capacity(size_t level) const;
+  uint64_t total_capacity() const;
+  void compress();
+  void sorted_view(std::vector<double>& v, std::vector<uint64_t>& cum) const;
+  uint64_t next_random();
+
+  int k_;
+  uint64_t n_ = 0;
+  double min_ = 0, max_ = 0;
+  uint64_t rng_;
+  std::vector<std::vector<double>> levels_;  // level 0 unsorted, higher levels sorted
+};
+
+}  // namespace sketches
+}  // namespace pyperfcore
