@@ -18,7 +18,8 @@ def main(path: str) -> None:
         print(f"{group}")
         best = min(m for _, m, _ in rows)
         for name, med, extra in sorted(rows, key=lambda r: r[1]):
-            gbs = next((f"{v:8.1f} {k.split()[0]}" for k, v in extra.items() if isinstance(v, (int, float))), "")
+            rates = [(k, v) for k, v in extra.items() if isinstance(v, (int, float)) and "/s" in k]
+            gbs = f"{rates[0][1]:10.1f} {rates[0][0].split()[0]}" if rates else ""
             print(f"  {name:<48} {med * 1e3:10.3f} ms  x{med / best:6.2f}  {gbs}")
 
 
