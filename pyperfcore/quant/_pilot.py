@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
-from ._arrays import as_numpy, normalize_axis, numpy_view3, torch_view3
-from ._backends import is_torch_tensor, register
-from ._runtime import _core, _cuda_module
+from .. import _backends
+from .._arrays import as_numpy, normalize_axis, numpy_view3, torch_view3
+from .._backends import is_torch_tensor, register
+from .._runtime import _core, _cuda_module
 
 __all__ = ["quantize", "dequantize"]
 
@@ -213,7 +213,7 @@ def _dequantize_cuda(q: Any, scale: Any, axis: int | None) -> Any:
 # ------------------------------------------------------------------ triton (kernels/triton)
 @register("quantize", "triton", ("cuda",))
 def _quantize_triton(x: Any, axis: int | None) -> tuple[Any, Any]:
-    from .kernels import quant as tq
+    from ..kernels import quant as tq
 
     x3 = torch_view3(x, axis)
     q, scales = tq.quantize_int8(x3)
@@ -224,7 +224,7 @@ def _quantize_triton(x: Any, axis: int | None) -> tuple[Any, Any]:
 def _dequantize_triton(q: Any, scale: Any, axis: int | None) -> Any:
     import torch
 
-    from .kernels import quant as tq
+    from ..kernels import quant as tq
 
     qc = q.contiguous()
     s = scale.to(device=q.device, dtype=torch.float32).reshape(-1).contiguous()

@@ -1,0 +1,60 @@
+"""INT8 / FP16 inference: quantization ops, quantized linear layers, model optimization.
+
+- :func:`quantize` / :func:`dequantize`: symmetric INT8 quantization per channel or per tensor
+  (the pilot op; every backend gives identical results).
+- :class:`QuantizedLinear`: a linear layer with INT8 weights and per-token INT8 activations (W8A8),
+  or FP16/BF16 weights computed in fp32, with a fused epilogue (bias, ReLU/GELU/SiLU, residual);
+  built from numpy or torch weights, no torch needed.
+- :mod:`~pyperfcore.quant.calibration`: activation ranges (min-max, percentile, entropy/KL, MSE)
+  and SmoothQuant smoothing factors.
+- :func:`optimize`: replaces a torch module's ``nn.Linear`` layers in place (needs torch).
+- :func:`save` / :func:`load`: packed weights as safetensors plus JSON.
+- :func:`accuracy_report`: output-equivalence metrics of a candidate against a reference.
+
+``import pyperfcore.quant`` never imports torch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ._pilot import dequantize, quantize
+from .calibration import SmoothQuant, calibrate, smooth_factors
+from .linear import ACTIVATIONS, QuantizedLinear, quantize_activations
+from .report import AccuracyReport, accuracy_report
+
+__all__ = [
+    "quantize",
+    "dequantize",
+    "QuantizedLinear",
+    "ACTIVATIONS",
+    "quantize_activations",
+    "calibrate",
+    "smooth_factors",
+    "SmoothQuant",
+    "optimize",
+    "save",
+    "load",
+    "accuracy_report",
+    "AccuracyReport",
+]
+
+
+def optimize(module: Any, dtype: str = "int8", **kwargs: Any) -> Any:
+    """Replace a torch module's ``nn.Linear`` layers in place; see :func:`pyperfcore.quant.torch_ops.optimize`."""
+    from .torch_ops import optimize as _optimize
+
+    return _optimize(module, dtype=dtype, **kwargs)
+
+
+def save(module: Any, path: Any) -> None:
+    """Write an optimized module's packed weights (safetensors) and configuration (JSON)."""
+    from .io import save as _save
+
+    _save(module, path)
+
+
+def load(module: Any, path: Any) -> Any:
+    """Load packed weights written by :func:`save` into ``module`` (its float layers are replaced)."""
+    from .io import load as _load
+
+    return _load(module, path)

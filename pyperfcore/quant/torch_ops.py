@@ -1,0 +1,272 @@
+"""torch integration: custom ops (``torch.library``), the ``QLinear`` module and :func:`optimize`.
+
+The ops ``pyperfcore::w8a8_linear`` and ``pyperfcore::half_linear`` take plain tensors (the
+module's int8 weight [out, in], its scales, optional bias and residual), so ``torch.export`` and
+``torch.compile`` see them as opaque ops with a shape function. On CPU they run the native
+kernels (weights packed once per weight tensor and cached); on CUDA the Triton kernels, on the
+caller's current stream.
+"""
+from __future__ import annotations
+
+import fnmatch
+import weakref
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._runtime import _core
+from .linear import ACT_QUANT, ACTIVATIONS, QuantizedLinear
+
+__all__ = ["QLinear", "optimize", "quantized_layers"]
+
+# Packed native weights per weight tensor: id -> (weakref, version, packed). A dead weakref or a
+# changed version (in-place update) forces a repack, so a stale packing is never used.
+_PACK_CACHE: dict[int, tuple[Any, int, Any]] = {}
+
+
+def _packed_for(w: torch.Tensor, build: Any) -> Any:
+    key = id(w)
+    hit = _PACK_CACHE.get(key)
+    if hit is not None and hit[0]() is w and hit[1] == w._version:
+        return hit[2]
+    packed = build()
+    _PACK_CACHE[key] = (weakref.ref(w, lambda _r, k=key: _PACK_CACHE.pop(k, None)), w._version, packed)
+    return packed
+
+
+def _threads() -> int:
+    return int(torch.get_num_threads())
+
+
+@torch.library.custom_op("pyperfcore::w8a8_linear", mutates_args=())
+def w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor, bias: Optional[torch.Tensor],
+                residual: Optional[torch.Tensor], activation: str, symmetric: bool) -> torch.Tensor:
+    """W8A8 linear on float32 x [m, k]; qweight int8 [n, k], wscale float32 [n]."""
+    if x.is_cuda:
+        from ..kernels import quant_gemm as tg
+
+        colsum = _packed_for(qweight, lambda: qweight.sum(dim=1, dtype=torch.int32))
+        return tg.linear_w8a8(x, qweight, wscale, colsum, bias, activation, residual, symmetric=symmetric)
+    packed = _packed_for(qweight, lambda: _core().PackedInt8.from_int8(qweight.numpy(), wscale.numpy()))
+    y = _core().linear_w8a8(x.numpy(), packed, None if bias is None else bias.numpy(), activation,
+                            None if residual is None else residual.numpy(), symmetric, _threads())
+    return torch.from_numpy(y)
+
+
+@w8a8_linear.register_fake
+def _(x, qweight, wscale, bias, residual, activation, symmetric):
+    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("pyperfcore::half_linear", mutates_args=())
+def half_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
+                activation: str) -> torch.Tensor:
+    """Linear with float16/bfloat16 weight [n, k], fp32 math, fused epilogue."""
+    if x.is_cuda:
+        from ..kernels import quant_gemm as tg
+
+        return tg.linear_half(x, weight, bias, activation, residual)
+    kind = "float16" if weight.dtype == torch.float16 else "bfloat16"
+    packed = _packed_for(weight, lambda: _core().PackedHalf.from_float(weight.float().numpy(), kind))
+    y = _core().linear_half(x.numpy(), packed, None if bias is None else bias.numpy(), activation,
+                            None if residual is None else residual.numpy(), _threads())
+    return torch.from_numpy(y)
+
+
+@half_linear.register_fake
+def _(x, weight, bias, residual, activation):
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+
+
+class QLinear(nn.Module):
+    """Drop-in for ``nn.Linear`` (inference only) running pyperfcore's INT8 or FP16/BF16 kernels.
+
+    ``activation`` is applied inside the kernel's epilogue (set by :func:`optimize` when it fuses
+    a following GELU/ReLU/SiLU). ``forward(x, residual=None)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, dtype: str = "int8", activation: str = "none",
+                 act_quant: str = "asymmetric", has_bias: bool = True, has_smooth: bool = False) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS or act_quant not in ACT_QUANT or dtype not in ("int8", "float16", "bfloat16"):
+            raise ValueError(f"bad QLinear configuration: dtype={dtype} activation={activation} act_quant={act_quant}")
+        self.in_features, self.out_features = in_features, out_features
+        self.dtype, self.activation, self.act_quant = dtype, activation, act_quant
+        if dtype == "int8":
+            self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+            self.register_buffer("wscale", torch.ones(out_features, dtype=torch.float32))
+        else:
+            self.register_buffer("weight", torch.zeros(out_features, in_features,
+                                                       dtype=torch.float16 if dtype == "float16" else torch.bfloat16))
+        self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        self.register_buffer("inv_smooth", torch.ones(in_features) if has_smooth else None)
+
+    @classmethod
+    def from_quantized(cls, layer: QuantizedLinear) -> "QLinear":
+        m = cls(layer.in_features, layer.out_features, dtype=layer.dtype, activation=layer.activation,
+                act_quant=layer.act_quant, has_bias=layer.bias is not None, has_smooth=layer.inv_smooth is not None)
+        st = layer.state_dict()
+        with torch.no_grad():
+            if layer.dtype == "int8":
+                m.qweight.copy_(torch.from_numpy(st["qweight"]))
+                m.wscale.copy_(torch.from_numpy(st["wscale"]))
+            else:
+                m.weight.copy_(torch.from_numpy(st["weight"]).to(m.weight.dtype))
+            if m.bias is not None:
+                m.bias.copy_(torch.from_numpy(st["bias"]))
+            if m.inv_smooth is not None:
+                m.inv_smooth.copy_(torch.from_numpy(st["inv_smooth"]))
+        return m
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}, "
+                f"activation={self.activation}, bias={self.bias is not None}")
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).float()
+        if self.inv_smooth is not None:
+            x2 = x2 * self.inv_smooth
+        x2 = x2.contiguous()
+        r2 = None if residual is None else residual.reshape(-1, self.out_features).float().contiguous()
+        if self.dtype == "int8":
+            y = w8a8_linear(x2, self.qweight, self.wscale, self.bias, r2, self.activation, self.act_quant == "symmetric")
+        else:
+            y = half_linear(x2, self.weight, self.bias, r2, self.activation)
+        y = y.reshape(*shape[:-1], self.out_features)
+        return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+_ACT_MODULES = {nn.ReLU: "relu", nn.SiLU: "silu"}
+
+
+def _activation_name(mod: Any) -> str | None:
+    if isinstance(mod, nn.GELU):
+        return "gelu_tanh" if mod.approximate == "tanh" else "gelu"
+    for t, name in _ACT_MODULES.items():
+        if isinstance(mod, t):
+            return name
+    # Hugging Face's GELUActivation (erf GELU) without importing transformers.
+    if type(mod).__name__ == "GELUActivation" and getattr(mod, "act", None) in (nn.functional.gelu,):
+        return "gelu"
+    return None
+
+
+def quantized_layers(module: nn.Module) -> dict[str, QLinear]:
+    return {n: m for n, m in module.named_modules() if isinstance(m, QLinear)}
+
+
+def _excluded(name: str, exclude: Iterable[str]) -> bool:
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+@torch.no_grad()
+def _collect_input_amax(module: nn.Module, names: list[str], calibration: Iterable[Any]) -> dict[str, np.ndarray]:
+    amax: dict[str, np.ndarray] = {}
+    hooks = []
+    for name in names:
+        def hook(mod: nn.Module, args: tuple, name: str = name) -> None:
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            if not torch.isfinite(x).all():
+                raise ValueError(f"calibration activations of {name} contain NaN or infinity")
+            m = x.abs().amax(dim=0).cpu().numpy()
+            amax[name] = m if name not in amax else np.maximum(amax[name], m)
+
+        hooks.append(module.get_submodule(name).register_forward_pre_hook(hook))
+    seen = 0
+    try:
+        for batch in calibration:
+            seen += 1
+            if isinstance(batch, dict):
+                module(**batch)
+            elif isinstance(batch, (tuple, list)):
+                module(*batch)
+            else:
+                module(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    if seen == 0:
+        raise ValueError("the calibration set is empty; pass at least one batch (or calibration=None)")
+    return amax
+
+
+@torch.no_grad()
+def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[Any] | None = None,
+             exclude: Iterable[str] = (), smooth_alpha: float | None = None, act_quant: str = "asymmetric",
+             fuse_activations: bool = True) -> nn.Module:
+    """Replace the ``nn.Linear`` layers of ``module`` in place with :class:`QLinear` and return it.
+
+    Parameters
+    ----------
+    dtype : ``"int8"`` (W8A8: per-channel INT8 weights, per-token INT8 activations), ``"fp16"``
+        (``"float16"``) or ``"bf16"`` (``"bfloat16"``): half-size weights, fp32 math.
+    calibration : iterable of inputs to ``module`` (tensors, tuples or kwargs dicts), used for
+        SmoothQuant (``smooth_alpha``). Without it, the defaults need no data.
+    exclude : layer names or fnmatch patterns (``"encoder.layer.*.output.dense"``) kept in fp32.
+    smooth_alpha : SmoothQuant migration strength in [0, 1]; needs ``calibration``.
+    fuse_activations : fuse an activation that directly follows a linear layer (the next module
+        of an ``nn.Sequential``, or Hugging Face's ``dense`` + ``intermediate_act_fn`` pair) into
+        the kernel's epilogue, replacing the activation module with ``nn.Identity``.
+
+    The module keeps its class and methods; it is put in eval mode. Layers whose weights are not
+    finite raise ``ValueError``; an empty calibration set raises ``ValueError``.
+    """
+    kind = {"int8": "int8", "fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}.get(dtype)
+    if kind is None:
+        raise ValueError(f"dtype must be 'int8', 'fp16' or 'bf16', got {dtype!r}")
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"optimize expects a torch.nn.Module, got {type(module).__name__}")
+    if smooth_alpha is not None and (calibration is None or kind != "int8"):
+        raise ValueError("smooth_alpha needs calibration data and dtype='int8'")
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    exclude = tuple(exclude)
+    module.eval()
+    targets = [n for n, m in module.named_modules() if type(m) is nn.Linear and not _excluded(n, exclude)]
+    if isinstance(module, nn.Linear) and "" in targets:
+        raise TypeError("optimize replaces layers inside a module; wrap a bare nn.Linear in nn.Sequential")
+    # Which activation follows each linear layer (fusable into its epilogue).
+    fused: dict[str, tuple[nn.Module, str, str]] = {}
+    if fuse_activations:
+        for pname, parent in module.named_modules():
+            prefix = f"{pname}." if pname else ""
+            if isinstance(parent, nn.Sequential):
+                kids = list(parent.named_children())
+                for (a, ma), (b, mb) in zip(kids, kids[1:]):
+                    act = _activation_name(mb)
+                    if act and f"{prefix}{a}" in targets:
+                        fused[f"{prefix}{a}"] = (parent, b, act)
+            dense, fn = getattr(parent, "dense", None), getattr(parent, "intermediate_act_fn", None)
+            if isinstance(dense, nn.Linear) and isinstance(fn, nn.Module) and f"{prefix}dense" in targets:
+                act = _activation_name(fn)
+                if act:
+                    fused[f"{prefix}dense"] = (parent, "intermediate_act_fn", act)
+    smooth: dict[str, np.ndarray] = {}
+    if smooth_alpha is not None:
+        from .calibration import smooth_factors
+
+        amax = _collect_input_amax(module, targets, calibration)  # type: ignore[arg-type]
+        for name in targets:
+            if name in amax:
+                smooth[name] = smooth_factors(amax[name], module.get_submodule(name).weight.detach().float().numpy(), smooth_alpha)
+    for name in targets:
+        lin = module.get_submodule(name)
+        act = fused[name][2] if name in fused else "none"
+        try:
+            q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant, smooth=smooth.get(name))
+        except ValueError as exc:
+            raise ValueError(f"layer {name!r}: {exc}") from exc
+        _set_child(module, name, QLinear.from_quantized(q).to(lin.weight.device))
+        if name in fused:
+            parent, attr, _ = fused[name]
+            setattr(parent, attr, nn.Identity())
+    return module
