@@ -47,6 +47,28 @@ __global__ void amax_kernel(const T* __restrict__ x, int64_t outer, int64_t inne
   }
 }
 
+// Channels along the last, contiguous dimension (x[o, c], inner == 1, s_c == 1): each thread
+// owns one channel and walks a slice of the rows, so neighbouring threads read neighbouring
+// addresses (the per-channel kernel above would read with a stride of a whole row).
+template <class T>
+__global__ void amax_columns_kernel(const T* __restrict__ x, int64_t outer, int64_t channels, int64_t s_o,
+                                    int64_t rows_per_block, unsigned int* __restrict__ amax_bits,
+                                    unsigned int* __restrict__ bad) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= channels) return;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_block;
+  const int64_t r1 = r0 + rows_per_block < outer ? r0 + rows_per_block : outer;
+  float m = 0.f;
+  bool b = false;
+  for (int64_t o = r0; o < r1; ++o) {
+    float a = fabsf(load_f(x + o * s_o + c));
+    if (!(a <= 3.402823466e38f)) b = true;
+    else m = fmaxf(m, a);
+  }
+  if (b) atomicOr(bad, 1u);
+  atomicMax(amax_bits + c, __float_as_uint(m));
+}
+
 __global__ void scale_kernel(const unsigned int* __restrict__ amax_bits, float* __restrict__ scales, int64_t channels) {
   int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < channels) {
@@ -93,7 +115,20 @@ int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(ws, 0, sizeof(unsigned int) * (channels + 1), stream);
   const int threads = 256;
-  if (n > 0) {
+  if (n > 0 && inner == 1 && s_c == 1 && channels > 1) {
+    const int64_t col_blocks = (channels + threads - 1) / threads;
+    // Enough row slices to fill the GPU (a few hundred blocks), at least 16 rows each.
+    int64_t slices = (1024 + col_blocks - 1) / col_blocks;
+    if (slices > (outer + 15) / 16) slices = (outer + 15) / 16;
+    if (slices < 1) slices = 1;
+    if (slices > 65535) slices = 65535;
+    const int64_t rows_per = (outer + slices - 1) / slices;
+    dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(slices));
+    if (dtype == 0)
+      amax_columns_kernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), outer, channels, s_o, rows_per, ws, ws + channels);
+    else
+      amax_columns_kernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), outer, channels, s_o, rows_per, ws, ws + channels);
+  } else if (n > 0) {
     int64_t per_channel_blocks = (n + threads * 8 - 1) / (threads * 8);
     dim3 grid(static_cast<unsigned>(channels), static_cast<unsigned>(per_channel_blocks < 1024 ? per_channel_blocks : 1024));
     if (dtype == 0)

@@ -35,6 +35,30 @@ def _amax_scale_kernel(
 
 
 @triton.jit
+def _amax_scale_columns_kernel(
+    x_ptr, scale_ptr, bad_ptr, OUTER, C, s_o, s_c, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    # Channels along the last dimension (inner == 1): one program owns BLOCK_C neighbouring
+    # channels and walks all rows, so each load is a contiguous run of channels.
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C).to(tl.int64)
+    cmask = cols < C
+    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+    bad = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.int32)
+    for r0 in range(0, OUTER, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R).to(tl.int64)
+        m = (rows[:, None] < OUTER) & cmask[None, :]
+        v = tl.load(x_ptr + rows[:, None] * s_o + cols[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
+        a = tl.abs(v)
+        finite = a <= _FLT_MAX
+        bad = tl.maximum(bad, tl.where(m & ~finite, 1, 0))
+        acc = tl.maximum(acc, tl.where(finite, a, 0.0))
+    amax = tl.max(acc, axis=0)
+    scale = tl.where(amax > 0.0, tl.math.div_rn(amax, 127.0), 1.0)
+    tl.store(scale_ptr + cols, scale, mask=cmask)
+    tl.store(bad_ptr + cols, tl.max(bad, axis=0), mask=cmask)
+
+
+@triton.jit
 def _rne(v):
     # Round half to even, exact for |v| <= 2**22.
     f = tl.floor(v)
@@ -94,7 +118,13 @@ def quantize_int8(x3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bad = torch.zeros((chans,), dtype=torch.int32, device=x3.device)
     so, sc, si = x3.stride()
     block = _block(n)
-    _amax_scale_kernel[(chans,)](x3, scales, bad, outer, inner, so, sc, si, BLOCK=block)
+    if inner == 1 and chans > 1:
+        block_c = 64
+        _amax_scale_columns_kernel[(triton.cdiv(chans, block_c),)](
+            x3, scales, bad, outer, chans, so, sc, BLOCK_R=16, BLOCK_C=block_c
+        )
+    else:
+        _amax_scale_kernel[(chans,)](x3, scales, bad, outer, inner, so, sc, si, BLOCK=block)
     if bool(bad.any()):
         raise ValueError("quantize: input contains NaN or infinity; INT8 quantization needs finite values")
     _quantize_kernel[(chans, triton.cdiv(n, block))](x3, scales, q, outer, chans, inner, so, sc, si, BLOCK=block)
