@@ -1,0 +1,233 @@
+"""Classification post-processing: softmax top-k, softmax / log-softmax, argmax with labels,
+multi-label thresholds in logit space; int8 logits are dequantized in the same pass.
+
+Ordering rule everywhere: descending value, ties broken by the lower class index (numpy's
+``argmax`` rule extended to k > 1).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _backends
+from .._backends import register
+from .._runtime import _core
+from ._common import check_logits, dequantized, like, scale_arg, to_numpy
+
+__all__ = ["softmax_topk", "softmax", "log_softmax", "argmax", "sigmoid_threshold"]
+
+
+def _rows(x: Any) -> tuple[Any, bool]:
+    return (x.reshape(1, -1), True) if x.ndim == 1 else (x, False)
+
+
+def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = None) -> tuple[Any, Any]:
+    """The k most probable classes of each row with their full-softmax probabilities.
+
+    Parameters
+    ----------
+    logits : float32 / float16 [rows, classes] or [classes], or int8 with ``scale``
+    k : int, 0 <= k <= classes
+    scale : float or [classes] float, only for int8 logits (``logit = q * scale``)
+
+    Returns
+    -------
+    (values float32 [rows, k], indices int64 [rows, k]), descending, ties by lower index;
+    ``values = exp(logit - logsumexp(row))``. 1-D input gives 1-D results.
+
+    Raises
+    ------
+    ValueError
+        k out of range, NaN or +inf logits, a row that is all -inf, int8 without scale.
+    """
+    check_logits(logits, "softmax_topk")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"softmax_topk: k must be an int, got {type(k).__name__}")
+    ncls = logits.shape[-1]
+    if not 0 <= k <= ncls:
+        raise ValueError(f"softmax_topk: k = {k} but the logits have {ncls} classes (need 0 <= k <= {ncls})")
+    s = scale_arg(logits, scale, "softmax_topk")
+    x, flat = _rows(logits)
+    v, i = _backends.select("softmax_topk", x, backend)(x, int(k), s, True)
+    return (v[0], i[0]) if flat else (v, i)
+
+
+def softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
+    """Row-wise softmax as float32 (int8 logits dequantized by ``scale`` first)."""
+    check_logits(logits, "softmax")
+    s = scale_arg(logits, scale, "softmax")
+    x, flat = _rows(logits)
+    out = _backends.select("softmax", x, backend)(x, s, False)
+    return out[0] if flat else out
+
+
+def log_softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
+    """Row-wise ``x - logsumexp(x)`` as float32."""
+    check_logits(logits, "log_softmax")
+    s = scale_arg(logits, scale, "log_softmax")
+    x, flat = _rows(logits)
+    out = _backends.select("softmax", x, backend)(x, s, True)
+    return out[0] if flat else out
+
+
+def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale: Any = None,
+           backend: str | None = None) -> Any:
+    """Index of the largest logit of each row (first on ties), or its label when ``labels`` is given.
+
+    ``labels`` has one entry per class; the result is ``np.asarray(labels)[indices]``.
+    """
+    check_logits(logits, "argmax")
+    if logits.shape[-1] == 0:
+        raise ValueError("argmax: logits have no classes")
+    if labels is not None and len(labels) != logits.shape[-1]:
+        raise ValueError(f"argmax: {len(labels)} labels for {logits.shape[-1]} classes")
+    s = scale_arg(logits, scale, "argmax")
+    x, flat = _rows(logits)
+    _, idx = _backends.select("softmax_topk", x, backend)(x, 1, s, False)
+    idx = idx[:, 0]
+    if labels is not None:
+        return np.asarray(labels)[to_numpy(idx)][0] if flat else np.asarray(labels)[to_numpy(idx)]
+    return idx[0] if flat else idx
+
+
+def sigmoid_threshold(logits: Any, threshold: float = 0.5, scale: Any = None, backend: str | None = None) -> Any:
+    """Multi-label decision ``sigmoid(logit) > threshold`` as a bool mask, decided in logit space
+    (``logit > log(t / (1 - t))``) so no sigmoid is computed. ``threshold`` in [0, 1]."""
+    check_logits(logits, "sigmoid_threshold")
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"sigmoid_threshold: threshold must be in [0, 1], got {threshold}")
+    lt = -math.inf if t == 0.0 else (math.inf if t == 1.0 else math.log(t) - math.log1p(-t))
+    s = scale_arg(logits, scale, "sigmoid_threshold")
+    x, flat = _rows(logits)
+    out = _backends.select("sigmoid_threshold", x, backend)(x, lt, s)
+    return out[0] if flat else out
+
+
+# ------------------------------------------------------------------ reference (numpy)
+def _ref_rows(x: Any, s: np.ndarray | None) -> np.ndarray:
+    v = dequantized(to_numpy(x), s)
+    if np.isnan(v).any():
+        raise ValueError("logits contain NaN")
+    return v
+
+
+def _ref_lse(v: np.ndarray) -> np.ndarray:
+    if (v == np.inf).any():
+        raise ValueError("logits contain +inf; softmax is undefined")
+    if v.shape[1] and (v.max(axis=1, initial=-np.inf) == -np.inf).any():
+        raise ValueError("a row of logits is all -inf; softmax is undefined")
+    m = v.max(axis=1, keepdims=True, initial=-np.inf).astype(np.float64)
+    return m + np.log(np.exp(v - m).sum(axis=1, keepdims=True))
+
+
+@register("softmax_topk", "reference", ("cpu",))
+def _topk_reference(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    v = _ref_rows(x, s)
+    if (v == np.inf).any():
+        raise ValueError("logits contain +inf")
+    order = np.argsort(-v, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(v, order, axis=1)
+    if soft and v.shape[0]:
+        top = np.exp(top - _ref_lse(v)).astype(np.float32)
+    return like(x, top.astype(np.float32), order.astype(np.int64))
+
+
+@register("softmax", "reference", ("cpu",))
+def _softmax_reference(x: Any, s: np.ndarray | None, log: bool) -> Any:
+    v = _ref_rows(x, s)
+    if v.size == 0:
+        return like(x, v.astype(np.float32))[0]
+    lse = _ref_lse(v)
+    out = (v - lse) if log else np.exp(v - lse)
+    return like(x, out.astype(np.float32))[0]
+
+
+@register("sigmoid_threshold", "reference", ("cpu",))
+def _sigmoid_reference(x: Any, lt: float, s: np.ndarray | None) -> Any:
+    v = _ref_rows(x, s)
+    return like(x, v.astype(np.float64) > lt)[0]
+
+
+# ------------------------------------------------------------------ cpu (C++)
+def _cpu_in(x: Any) -> np.ndarray:
+    a = to_numpy(x)
+    if a.shape[1] > 1 and a.strides[1] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+@register("softmax_topk", "cpu", ("cpu",))
+def _topk_cpu(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    v, i = _core().prepost_topk(_cpu_in(x), k, soft, None if s is None else s.tolist())
+    return like(x, v, i)
+
+
+@register("softmax", "cpu", ("cpu",))
+def _softmax_cpu(x: Any, s: np.ndarray | None, log: bool) -> Any:
+    return like(x, _core().prepost_softmax(_cpu_in(x), log, None if s is None else s.tolist()))[0]
+
+
+@register("sigmoid_threshold", "cpu", ("cpu",))
+def _sigmoid_cpu(x: Any, lt: float, s: np.ndarray | None) -> Any:
+    return like(x, _core().prepost_sigmoid_threshold(_cpu_in(x), lt, None if s is None else s.tolist()))[0]
+
+
+# ------------------------------------------------------------------ GPU
+def _scale_tensor(x: Any, s: np.ndarray | None) -> Any:
+    import torch
+
+    if s is None:
+        return None
+    return torch.from_numpy(s).to(x.device)
+
+
+@register("softmax_topk", "triton", ("cuda",))
+def _topk_triton(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    from ..kernels import prepost_classify as tk
+
+    return tk.topk(x, k, _scale_tensor(x, s), soft)
+
+
+@register("softmax", "triton", ("cuda",))
+def _softmax_triton(x: Any, s: np.ndarray | None, log: bool) -> Any:
+    from ..kernels import prepost_classify as tk
+
+    return tk.softmax(x, _scale_tensor(x, s), log)
+
+
+@register("sigmoid_threshold", "triton", ("cuda",))
+def _sigmoid_triton(x: Any, lt: float, s: np.ndarray | None) -> Any:
+    from ..kernels import prepost_classify as tk
+
+    return tk.sigmoid_threshold(x, lt, _scale_tensor(x, s))
+
+
+@register("softmax_topk", "cuda", ("cuda",))
+def _topk_cuda(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    import torch
+
+    from .._runtime import _cuda_module
+
+    cuda = _cuda_module()
+    xc = x.contiguous()
+    if xc.dtype == torch.int8:
+        st = torch.from_numpy(s).to(x.device)
+        code, sp, ns = 2, st.data_ptr(), st.numel()
+    else:
+        code, sp, ns = (0 if xc.dtype == torch.float32 else 1), 0, 0
+    rows, cols = xc.shape
+    v = torch.empty((rows, k), dtype=torch.float32, device=x.device)
+    i = torch.empty((rows, k), dtype=torch.int64, device=x.device)
+    bad = torch.zeros((1,), dtype=torch.int32, device=x.device)
+    with torch.cuda.device(x.device):
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        cuda.prepost_topk(xc.data_ptr(), code, rows, cols, sp, ns, k, soft, v.data_ptr(), i.data_ptr(),
+                          bad.data_ptr(), stream)
+    why = int(bad.item())
+    if why:
+        raise ValueError({1: "logits contain NaN", 2: "logits contain +inf; softmax is undefined"}.get(
+            why, "a row of logits is all -inf; softmax is undefined"))
+    return v, i

@@ -1,0 +1,79 @@
+"""Detection post-processing: batched (per-class) non-maximum suppression."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _backends
+from .._backends import register
+from .._runtime import _core
+from ._common import dtype_name, like, to_numpy
+
+__all__ = ["batched_nms"]
+
+
+def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float, backend: str | None = None) -> Any:
+    """Non-maximum suppression per category, as ``torchvision.ops.batched_nms`` defines it.
+
+    Parameters
+    ----------
+    boxes : float32 [n, 4] as (x1, y1, x2, y2)
+    scores : float32 [n]
+    idxs : integer [n], the category of each box; boxes of different categories never
+        suppress each other.
+    iou_threshold : float; a box is discarded when its IoU with a kept box of its category is
+        strictly greater.
+
+    Returns
+    -------
+    int64 indices of the kept boxes, by decreasing score (ties: lower index first; torchvision
+    leaves tie order unspecified). IoU is computed in float32 with torchvision's expression.
+    """
+    for name, v in (("boxes", boxes), ("scores", scores), ("idxs", idxs)):
+        if v is None or not hasattr(v, "shape"):
+            raise TypeError(f"batched_nms: {name} must be an array or tensor")
+    if dtype_name(boxes) != "float32" or dtype_name(scores) != "float32":
+        raise TypeError("batched_nms: boxes and scores must be float32")
+    if not dtype_name(idxs).startswith(("int", "uint")):
+        raise TypeError(f"batched_nms: idxs must be integers, got {dtype_name(idxs)}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"batched_nms: boxes must be [n, 4], got {tuple(boxes.shape)}")
+    n = boxes.shape[0]
+    if tuple(scores.shape) != (n,) or tuple(idxs.shape) != (n,):
+        raise ValueError("batched_nms: scores and idxs must be 1-D with one entry per box")
+    if not np.isfinite(iou_threshold) and not np.isinf(iou_threshold):
+        raise ValueError("batched_nms: iou_threshold is NaN")
+    return _backends.select("batched_nms", boxes, backend)(boxes, scores, idxs, float(iou_threshold))
+
+
+@register("batched_nms", "reference", ("cpu",))
+def _nms_reference(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
+    b, s, c = to_numpy(boxes), to_numpy(scores), to_numpy(idxs).astype(np.int64)
+    if not np.isfinite(b).all() or np.isnan(s).any():
+        raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
+    order = np.lexsort((np.arange(len(s)), -s))
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep: list[int] = []
+    for i in order:
+        ok = True
+        for j in keep:
+            if c[j] != c[i]:
+                continue
+            w = max(np.float32(0), min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
+            h = max(np.float32(0), min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
+            inter = np.float32(w * h)
+            if np.float32(inter / np.float32(area[j] + area[i] - inter)) > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(int(i))
+    return like(boxes, np.asarray(keep, dtype=np.int64))[0]
+
+
+@register("batched_nms", "cpu", ("cpu",))
+def _nms_cpu(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
+    b = np.ascontiguousarray(to_numpy(boxes))
+    s = np.ascontiguousarray(to_numpy(scores))
+    c = np.ascontiguousarray(to_numpy(idxs), dtype=np.int64)
+    return like(boxes, _core().prepost_batched_nms(b, s, c, thr))[0]

@@ -1,0 +1,106 @@
+"""Embedding post-processing: L2 normalization and INT8 compression (one scale per row)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _backends
+from .._backends import register
+from .._runtime import _core
+from ._common import dtype_name, like, to_numpy
+
+__all__ = ["l2_normalize", "compress_embeddings", "decompress_embeddings"]
+
+
+def _check(x: Any, what: str) -> None:
+    if x is None:
+        raise TypeError(f"{what}: x is None")
+    if not hasattr(x, "ndim") or dtype_name(x) != "float32":
+        raise TypeError(f"{what}: embeddings must be a float32 array or tensor, got "
+                        f"{dtype_name(x) if hasattr(x, 'dtype') else type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{what}: embeddings must be 2-D [rows, dim], got {x.ndim}-D")
+
+
+def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None) -> Any:
+    """``x / max(||x||_2, eps)`` per row (``torch.nn.functional.normalize`` semantics), float32.
+    ValueError on NaN or infinity."""
+    _check(x, "l2_normalize")
+    if not eps >= 0:
+        raise ValueError("l2_normalize: eps must be >= 0")
+    return _backends.select("l2_normalize", x, backend)(x, float(eps))
+
+
+def compress_embeddings(x: Any, normalize: bool = True, eps: float = 1e-12,
+                        backend: str | None = None) -> tuple[Any, Any]:
+    """Optionally L2-normalize each row, then quantize it to int8 with one scale per row.
+
+    Returns ``(q int8 [rows, dim], scales float32 [rows])``: ``scale = amax / 127`` (1 for a zero
+    row), ``q = clip(round_half_even(v / scale), -127, 127)``. Inner products of compressed
+    unit vectors stay within about 1% of the float ones at dim >= 64.
+    """
+    _check(x, "compress_embeddings")
+    return _backends.select("compress_embeddings", x, backend)(x, bool(normalize), float(eps))
+
+
+def decompress_embeddings(q: Any, scales: Any) -> Any:
+    """float32 ``q * scales[:, None]``."""
+    qn = to_numpy(q)
+    if qn.dtype != np.int8 or qn.ndim != 2:
+        raise TypeError("decompress_embeddings: q must be int8 [rows, dim]")
+    s = np.asarray(to_numpy(scales), dtype=np.float32).reshape(-1)
+    if s.size != qn.shape[0]:
+        raise ValueError(f"decompress_embeddings: {s.size} scales for {qn.shape[0]} rows")
+    return like(q, qn.astype(np.float32) * s[:, None])[0]
+
+
+def _ref_in(x: Any, what: str) -> np.ndarray:
+    a = to_numpy(x).astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: embeddings contain NaN or infinity")
+    return a
+
+
+@register("l2_normalize", "reference", ("cpu",))
+def _l2_reference(x: Any, eps: float) -> Any:
+    a = _ref_in(x, "l2_normalize")
+    n = np.sqrt((a.astype(np.float64) ** 2).sum(axis=1, keepdims=True)).astype(np.float32)
+    return like(x, (a / np.maximum(n, np.float32(eps))).astype(np.float32))[0]
+
+
+@register("compress_embeddings", "reference", ("cpu",))
+def _compress_reference(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
+    a = _ref_in(x, "compress_embeddings")
+    if normalize:
+        n = np.sqrt((a.astype(np.float64) ** 2).sum(axis=1, keepdims=True)).astype(np.float32)
+        a = (a / np.maximum(n, np.float32(eps))).astype(np.float32)
+    amax = np.max(np.abs(a), axis=1, initial=np.float32(0)).astype(np.float32)
+    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(a / s[:, None]), -127, 127).astype(np.int8)
+    return like(x, q, s)
+
+
+def _cpu_in(x: Any) -> np.ndarray:
+    a = to_numpy(x)
+    if a.shape[1] > 1 and a.strides[1] != 4:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+@register("l2_normalize", "cpu", ("cpu",))
+def _l2_cpu(x: Any, eps: float) -> Any:
+    return like(x, _core().prepost_l2_normalize(_cpu_in(x), eps))[0]
+
+
+@register("compress_embeddings", "cpu", ("cpu",))
+def _compress_cpu(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
+    q, s = _core().prepost_compress_embeddings(_cpu_in(x), normalize, eps)
+    return like(x, q, s)
+
+
+@register("l2_normalize", "triton", ("cuda",))
+def _l2_triton(x: Any, eps: float) -> Any:
+    from ..kernels import prepost_classify as tk
+
+    return tk.l2_normalize(x, eps)
