@@ -14,7 +14,7 @@ from pyperfcore.ops import incident as I
 def test_simulation_matches_md1_theory():
     rng = np.random.default_rng(0)
     D, lam = 0.010, 70.0  # rho = 0.7
-    arr = C.poisson_arrivals(lam, 3000, rng)
+    arr = C.poisson_arrivals(lam, 1200, rng)
     res = C.simulate(arr, lambda b: D, max_batch_size=1, max_delay_s=0, replicas=1)
     rho = lam * D
     want = D + rho * D / (2 * (1 - rho))  # Pollaczek-Khinchine, deterministic service
