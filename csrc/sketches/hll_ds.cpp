@@ -612,7 +612,20 @@ DsHll DsHll::deserialize(const uint8_t* d, size_t len) {
       n_in = size_t(1) << lg_arr;
     }
     if (len < start + 4 * n_in) bad("truncated coupon array (" + std::to_string(len) + " bytes)");
-    if (set) { s.mode_ = HllMode::set; s.lg_arr_ = kLgInitSet; s.coupons_.assign(1u << kLgInitSet, 0); }
+    if (set) {
+      // As DataSketches: start from the stored table size so the table order is reproduced.
+      int lg = d[4];
+      if (lg < kLgInitSet || lg > lg_k - 3) {
+        uint32_t p2 = 1;
+        while (p2 < count) p2 <<= 1;
+        if (4ull * count > 3ull * p2) p2 <<= 1;
+        lg = kLgInitSet;
+        while ((1u << lg) < p2 && lg < lg_k - 3) ++lg;
+      }
+      s.mode_ = HllMode::set;
+      s.lg_arr_ = static_cast<uint8_t>(lg);
+      s.coupons_.assign(1u << lg, 0);
+    }
     uint32_t seen = 0;
     for (size_t i = 0; i < n_in; ++i) {
       const uint32_t c = get<uint32_t>(d + start + 4 * i);
