@@ -44,7 +44,6 @@ def test_evaluate_every_second_of_a_stream(benchmark, impl):
                 thr = tier.burn_rate(slo.period_s)
                 ok = True
                 for w in (tier.long_window_s, tier.short_window_s):
-                    m = ts > (np.floor(t / 60) - np.ceil(w / 60)) * 60 + 59.999999
                     m = (np.floor(ts / 60) > np.floor(t / 60) - np.ceil(w / 60))
                     r = bs[m].mean() / slo.error_budget if m.any() else 0.0
                     ok &= r > thr
@@ -54,7 +53,6 @@ def test_evaluate_every_second_of_a_stream(benchmark, impl):
     want = naive()
     assert ours() == want
     fn = ours if impl == "tracker" else naive
-    benchmark.extra_info["events_per_s"] = None
     res = benchmark.pedantic(fn, rounds=3, iterations=1)
     benchmark.extra_info["events_per_s"] = times.size / benchmark.stats.stats.median
     assert res == want

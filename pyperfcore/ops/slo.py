@@ -330,16 +330,28 @@ class SLOTracker:
             for acc in self._run.values():
                 acc[0] = acc[1] = 0.0
         else:
+            g, tot, nb = self._good, self._total, self.nb
             for n, acc in self._run.items():
                 # buckets head-n+1 .. b-n leave a window of n buckets ending at b
                 lo, hi = self._head - n + 1, min(b - n, self._head)
-                if hi >= lo:
-                    idx = np.arange(lo, hi + 1) % self.nb
-                    acc[0] -= float(self._good[idx].sum())
-                    acc[1] -= float(self._total[idx].sum())
-            idx = np.arange(self._head + 1, b + 1) % self.nb
-            self._good[idx] = 0
-            self._total[idx] = 0
+                if hi < lo:
+                    continue
+                if hi - lo < 16:  # the common case: a few steps; plain indexing is cheaper
+                    for j in range(lo, hi + 1):
+                        acc[0] -= g[j % nb]
+                        acc[1] -= tot[j % nb]
+                else:
+                    idx = np.arange(lo, hi + 1) % nb
+                    acc[0] -= float(g[idx].sum())
+                    acc[1] -= float(tot[idx].sum())
+            if gap < 16:
+                for j in range(self._head + 1, b + 1):
+                    g[j % nb] = 0.0
+                    tot[j % nb] = 0.0
+            else:
+                idx = np.arange(self._head + 1, b + 1) % nb
+                g[idx] = 0
+                tot[idx] = 0
         self._head = b
 
     def _now(self, t):
