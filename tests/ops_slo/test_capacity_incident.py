@@ -164,3 +164,19 @@ def test_cli_gate_and_diagnose(tmp_path, capsys):
     (tmp_path / "broken.jsonl").write_text("{]\n")
     with pytest.raises(ValueError, match="not JSON"):
         ops_cli.read_replay(tmp_path / "broken.jsonl")
+
+
+def test_bench_model_drives_the_real_batcher():
+    from pyperfcore.ops.bench import SCHEMA, bench_model
+
+    def model(xs):
+        return [x * 2 for x in xs]
+    r = bench_model(model, [1, 2, 3], profiles=("steady", "spike"), rps=200, duration_s=0.5,
+                    hourly_price=1.0)
+    assert r["schema"] == SCHEMA and set(r["profiles"]) == {"steady", "spike"}
+    for p in r["profiles"].values():
+        assert p["errors"] == 0 and p["requests"] > 0
+        assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+        assert p["mean_batch_size"] >= 1 and p["cost_per_1k"] > 0
+    with pytest.raises(ValueError):
+        bench_model(model, [])
