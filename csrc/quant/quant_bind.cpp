@@ -75,6 +75,7 @@ int64_t rows_f32(const py::array& a, const char* what, int64_t cols) {
   if (cols >= 0 && a.shape(1) != cols)
     throw py::value_error(std::string(what) + " has " + std::to_string(a.shape(1)) + " columns, expected " +
                           std::to_string(cols));
+  if (a.size() == 0) return a.shape(1);  // nothing is read: strides do not matter
   if (a.shape(1) > 1 && a.strides(1) != 4) throw py::value_error(std::string(what) + ": rows must be contiguous");
   if (a.shape(0) > 1 && (a.strides(0) < 0 || a.strides(0) % 4 != 0))
     throw py::value_error(std::string(what) + ": unsupported row stride");

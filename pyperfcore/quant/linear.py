@@ -258,8 +258,9 @@ class QuantizedLinear:
                 raise ValueError(f"residual must have shape {lead + (self.out_features,)}, got {tuple(residual.shape)}")
         op = "linear_w8a8" if self.dtype == "int8" else "linear_half"
         impl = _backends.select(op, x, backend)
-        x2 = x.reshape(-1, self.in_features)
-        r2 = None if residual is None else residual.reshape(-1, self.out_features)
+        rows = math.prod(lead)
+        x2 = x.reshape(rows, self.in_features)
+        r2 = None if residual is None else residual.reshape(rows, self.out_features)
         y = impl(self, x2, r2, threads)
         return y.reshape(lead + (self.out_features,))
 

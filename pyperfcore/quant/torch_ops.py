@@ -102,6 +102,7 @@ class QLinear(nn.Module):
                                                        dtype=torch.float16 if dtype == "float16" else torch.bfloat16))
         self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
         self.register_buffer("inv_smooth", torch.ones(in_features) if has_smooth else None)
+        self.fused_from = ""  # dotted path of the activation module folded into this layer, if any
 
     @classmethod
     def from_quantized(cls, layer: QuantizedLinear) -> "QLinear":
@@ -235,7 +236,7 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
     if isinstance(module, nn.Linear) and "" in targets:
         raise TypeError("optimize replaces layers inside a module; wrap a bare nn.Linear in nn.Sequential")
     # Which activation follows each linear layer (fusable into its epilogue).
-    fused: dict[str, tuple[nn.Module, str, str]] = {}
+    fused: dict[str, tuple[nn.Module, str, str, str]] = {}
     if fuse_activations:
         for pname, parent in module.named_modules():
             prefix = f"{pname}." if pname else ""
@@ -244,12 +245,12 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
                 for (a, ma), (b, mb) in zip(kids, kids[1:]):
                     act = _activation_name(mb)
                     if act and f"{prefix}{a}" in targets:
-                        fused[f"{prefix}{a}"] = (parent, b, act)
+                        fused[f"{prefix}{a}"] = (parent, b, act, f"{prefix}{b}")
             dense, fn = getattr(parent, "dense", None), getattr(parent, "intermediate_act_fn", None)
             if isinstance(dense, nn.Linear) and isinstance(fn, nn.Module) and f"{prefix}dense" in targets:
                 act = _activation_name(fn)
                 if act:
-                    fused[f"{prefix}dense"] = (parent, "intermediate_act_fn", act)
+                    fused[f"{prefix}dense"] = (parent, "intermediate_act_fn", act, f"{prefix}intermediate_act_fn")
     smooth: dict[str, np.ndarray] = {}
     if smooth_alpha is not None:
         from .calibration import smooth_factors
@@ -265,8 +266,10 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
             q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant, smooth=smooth.get(name))
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from exc
-        _set_child(module, name, QLinear.from_quantized(q).to(lin.weight.device))
+        new = QLinear.from_quantized(q).to(lin.weight.device)
+        _set_child(module, name, new)
         if name in fused:
-            parent, attr, _ = fused[name]
+            parent, attr, _, path = fused[name]
             setattr(parent, attr, nn.Identity())
+            new.fused_from = path  # the activation module it replaced (save/load restores this)
     return module

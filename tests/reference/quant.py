@@ -1,7 +1,9 @@
 """Oracle for symmetric INT8 quantization, written element by element from the definition."""
+import math
+
 import numpy as np
 
-__all__ = ["quantize_int8", "dequantize_int8"]
+__all__ = ["quantize_int8", "dequantize_int8", "quantize_rows_u8", "activation", "linear_w8a8", "linear_half"]
 
 
 def quantize_int8(x, axis):
@@ -37,3 +39,72 @@ def dequantize_int8(q, scale, axis):
         shape[axis] = -1
         s = s.reshape(shape)
     return (q * s).astype(np.float32)
+
+
+def quantize_rows_u8(x, symmetric):
+    """Per-row uint8 quantization, row by row in float32 scalars (see linear.hpp for the rules)."""
+    x = np.asarray(x, dtype=np.float32)
+    m, k = x.shape
+    kp = max(4, -(-k // 4) * 4)
+    f = np.float32
+    q = np.zeros((m, kp), dtype=np.uint8)
+    scales = np.zeros(m, dtype=np.float32)
+    zps = np.zeros(m, dtype=np.int32)
+    for r in range(m):
+        lo, hi = f(0), f(0)
+        for v in x[r]:
+            lo, hi = min(lo, f(v)), max(hi, f(v))
+        if symmetric:
+            amax = max(-lo, hi)
+            s = f(amax / f(127)) if amax > 0 else f(1)
+            inv = f(f(1) / s)
+            zp, qmin, qmax = 128.0, 1.0, 255.0
+        else:
+            s = f(f(hi - lo) / f(255)) if hi - lo > 0 else f(1)
+            inv = f(f(1) / s)
+            zp, qmin, qmax = float(min(max(np.rint(f(-lo * inv)), 0.0), 255.0)), 0.0, 255.0
+        for j in range(k):
+            q[r, j] = int(min(max(float(np.rint(f(x[r, j] * inv))) + zp, qmin), qmax))
+        q[r, k:] = int(zp)
+        scales[r], zps[r] = s, int(zp)
+    return q, scales, zps
+
+
+def activation(v, act):
+    """The epilogue activations from their definitions, in float64."""
+    v = np.asarray(v, dtype=np.float64)
+    if act == "relu":
+        return np.maximum(v, 0.0)
+    if act == "gelu":
+        return np.vectorize(lambda t: 0.5 * t * (1.0 + math.erf(t / math.sqrt(2.0))))(v) if v.size else v
+    if act == "gelu_tanh":
+        return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+    if act == "silu":
+        return v / (1.0 + np.exp(-np.clip(v, -700, 700)))
+    return v
+
+
+def linear_w8a8(x, qweight, wscale, bias=None, act="none", residual=None, symmetric=False):
+    """y = act(sa * sw * (sum qa * qw - zp * sum qw) + bias) + residual, integer sums exact."""
+    x = np.asarray(x, dtype=np.float32)
+    q, sa, zp = quantize_rows_u8(x, symmetric)
+    k = x.shape[1]
+    acc = q[:, :k].astype(np.int64) @ np.asarray(qweight, dtype=np.int64).T
+    acc = acc - zp.astype(np.int64)[:, None] * np.asarray(qweight, dtype=np.int64).sum(axis=1)[None, :]
+    v = acc.astype(np.float64) * (sa.astype(np.float64)[:, None] * np.asarray(wscale, np.float64)[None, :])
+    if bias is not None:
+        v = v + np.asarray(bias, np.float64)[None, :]
+    v = activation(v, act)
+    if residual is not None:
+        v = v + np.asarray(residual, np.float64)
+    return v
+
+
+def linear_half(x, weight_rounded, bias=None, act="none", residual=None):
+    v = np.asarray(x, np.float64) @ np.asarray(weight_rounded, np.float64).T
+    if bias is not None:
+        v = v + np.asarray(bias, np.float64)[None, :]
+    v = activation(v, act)
+    if residual is not None:
+        v = v + np.asarray(residual, np.float64)
+    return v

@@ -1,0 +1,231 @@
+"""W8A8 and FP16/BF16 linear layers: every CPU target and backend against the numpy oracle."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyperfcore
+from pyperfcore import BackendUnavailable, quant
+from pyperfcore._runtime import _core
+from tests import reference as ref
+
+ACTS = list(quant.ACTIVATIONS)
+TARGETS = pyperfcore.build_info()["cpu_targets_supported"]
+
+
+def _tol(expected: np.ndarray) -> dict:
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    return {"rtol": 2e-5, "atol": 3e-6 * scale}
+
+
+def _noncontiguous(rng, m: int, k: int, kind: str) -> np.ndarray:
+    base = (rng.standard_normal((m * 2 + 1, k + 5)) * rng.uniform(0.1, 20)).astype(np.float32)
+    if kind == "rows":  # every other row: row stride != k
+        return base[::2][:m, :k]
+    if kind == "cols":  # a column window of a wider matrix
+        return base[:m, 3 : 3 + k]
+    return np.ascontiguousarray(base[:m, :k])
+
+
+@st.composite
+def problems(draw):
+    m = draw(st.sampled_from([0, 1, 2, 3, 5, 6, 7, 13]))
+    k = draw(st.integers(1, 70))
+    n = draw(st.integers(1, 140))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return m, k, n, seed, draw(st.sampled_from(ACTS)), draw(st.booleans()), draw(st.booleans()), \
+        draw(st.booleans()), draw(st.sampled_from(["contig", "rows", "cols"]))
+
+
+@given(problems())
+def test_w8a8_every_target_matches_oracle(p):
+    m, k, n, seed, act, has_bias, has_res, symmetric, layout = p
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32) * np.float32(rng.uniform(0.01, 3))
+    bias = rng.standard_normal(n).astype(np.float32) if has_bias else None
+    x = _noncontiguous(rng, m, k, layout)
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    layer = quant.QuantizedLinear(w, bias, activation=act, act_quant="symmetric" if symmetric else "asymmetric")
+    expected = ref.linear_w8a8(x, layer.qweight, layer.wscale, bias, act, res, symmetric)
+    for target in TARGETS:
+        with pyperfcore.cpu_target(target):
+            y = layer(x, residual=res, backend="cpu")
+        assert y.shape == (m, n) and y.dtype == np.float32
+        np.testing.assert_allclose(y, expected, err_msg=f"target={target}", **_tol(expected))
+    y = layer(x, residual=res, backend="reference")
+    np.testing.assert_allclose(y, expected, **_tol(expected))
+
+
+@given(st.integers(1, 20), st.integers(1, 300), st.integers(1, 200), st.integers(0, 2**32 - 1))
+def test_int8_gemm_exact_every_target(m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
+    a = rng.integers(0, 256, (m, packed.kp), dtype=np.uint8)
+    expected = a[:, :k].astype(np.int64) @ wq.T.astype(np.int64)
+    for target in TARGETS:
+        c = _core().gemm_u8s8(a, packed, target)
+        np.testing.assert_array_equal(c, expected, err_msg=f"target={target}")
+
+
+def test_int8_gemm_extreme_values_do_not_saturate(cpu_target):
+    # 255 * 127 in every product: the worst case for VPMADDUBSW's int16 pair sums.
+    k, n = 1536, 70
+    wq = np.full((n, k), 127, np.int8)
+    wq[1::2] = -127
+    packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
+    a = np.full((3, packed.kp), 255, np.uint8)
+    c = _core().gemm_u8s8(a, packed)
+    np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64))
+
+
+@given(st.integers(0, 9), st.integers(0, 77), st.booleans(), st.integers(0, 2**32 - 1), st.floats(1e-3, 1e3))
+def test_activation_quantization_exact(m, k, symmetric, seed, spread):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, k)) * spread + rng.uniform(-1, 1) * spread).astype(np.float32)
+    eq, es, ez = ref.quantize_rows_u8(x, symmetric)
+    for target in TARGETS:
+        with pyperfcore.cpu_target(target):
+            q, s, z = quant.quantize_activations(x, symmetric=symmetric, backend="cpu")
+        np.testing.assert_array_equal(q, eq, err_msg=target)
+        np.testing.assert_array_equal(s, es)
+        np.testing.assert_array_equal(z, ez)
+    q, s, z = quant.quantize_activations(x, symmetric=symmetric, backend="reference")
+    np.testing.assert_array_equal(q, eq)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@given(m=st.sampled_from([0, 1, 4, 7]), k=st.integers(1, 60), n=st.integers(1, 130), seed=st.integers(0, 2**32 - 1),
+       act=st.sampled_from(ACTS), has_res=st.booleans())
+@settings(max_examples=25)
+def test_half_every_target_matches_oracle(dtype, m, k, n, seed, act, has_res):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = _noncontiguous(rng, m, k, "cols")
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    layer = quant.QuantizedLinear(w, b, activation=act, dtype=dtype)
+    expected = ref.linear_half(x, layer.weight_rounded, b, act, res)
+    bound = np.abs(x).astype(np.float64) @ np.abs(layer.weight_rounded).T.astype(np.float64) + 1
+    for target in TARGETS:
+        with pyperfcore.cpu_target(target):
+            y = layer(x, residual=res)
+        assert np.all(np.abs(y - expected) <= 1e-5 * bound + 1e-5), target
+
+
+def test_half_weights_round_to_nearest_even():
+    w = np.array([[1.0 + 2**-11, 1.0 + 3 * 2**-11, 65504.0, -2.0**-24 * 0.75]], np.float32)
+    l16 = quant.QuantizedLinear(w, dtype="float16")
+    np.testing.assert_array_equal(l16.weight_rounded, w.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(_core().PackedHalf.from_float(w, "float16").data[[0, 64, 128, 192]],
+                                  w.astype(np.float16).view(np.uint16)[0])
+    with pytest.raises(ValueError, match="float16 range"):
+        quant.QuantizedLinear(np.array([[7e4]], np.float32), dtype="float16")
+
+
+def test_scalar_activations_match_definitions():
+    v = np.linspace(-30, 30, 20001).astype(np.float32)
+    for act in ACTS:
+        got = _core().apply_activation(v, act)
+        exp = ref.activation(v, act)
+        # A&S 7.1.26 erf: |error| < 1.5e-7, so GELU's is below 0.5 * 1.5e-7 * |v|.
+        bound = 2e-6 * np.abs(exp) + 1e-7 * np.maximum(1.0, np.abs(v))
+        assert np.all(np.abs(got - exp) <= bound), act
+
+
+def test_leading_dims_and_torch_tensors(rng):
+    torch = pytest.importorskip("torch")
+    w = rng.standard_normal((24, 16)).astype(np.float32)
+    layer = quant.QuantizedLinear(torch.from_numpy(w), torch.zeros(24), activation="relu")
+    x = rng.standard_normal((2, 3, 16)).astype(np.float32)
+    y_np = layer(x)
+    y_t = layer(torch.from_numpy(x))
+    assert y_np.shape == (2, 3, 24) and isinstance(y_t, torch.Tensor)
+    np.testing.assert_array_equal(y_np, y_t.numpy())
+    np.testing.assert_array_equal(layer(x.astype(np.float16)), layer(x.astype(np.float16).astype(np.float32)))
+
+
+def test_w8a8_is_close_to_float(rng):
+    w = (rng.standard_normal((256, 384)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((64, 384)).astype(np.float32)
+    y = quant.QuantizedLinear(w)(x)
+    exact = x @ w.T
+    rel = np.linalg.norm(y - exact) / np.linalg.norm(exact)
+    assert rel < 0.02
+    # Asymmetric activations beat symmetric ones on post-GELU-like (mostly positive) inputs.
+    xp = np.abs(x) - 0.1
+    e_asym = np.linalg.norm(quant.QuantizedLinear(w)(xp) - xp @ w.T)
+    e_sym = np.linalg.norm(quant.QuantizedLinear(w, act_quant="symmetric")(xp) - xp @ w.T)
+    assert e_asym < e_sym
+
+
+def test_smoothquant_layer_equals_float_math(rng):
+    w = rng.standard_normal((32, 48)).astype(np.float32)
+    x = rng.standard_normal((10, 48)).astype(np.float32)
+    x[:, 5] *= 60  # an outlier channel
+    s = quant.smooth_factors(np.abs(x).max(0), w, 0.5)
+    plain = quant.QuantizedLinear(w)
+    smooth = quant.QuantizedLinear(w, smooth=s)
+    e_plain = np.linalg.norm(plain(x) - x @ w.T)
+    e_smooth = np.linalg.norm(smooth(x) - x @ w.T)
+    assert e_smooth < e_plain
+    np.testing.assert_allclose(smooth.dequantized_weight(), w, atol=np.abs(w).max() / 50)
+    exp = ref.linear_w8a8((x * smooth.inv_smooth).astype(np.float32), smooth.qweight, smooth.wscale)
+    np.testing.assert_allclose(smooth(x), exp, **_tol(exp))
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_inputs_raise_clear_errors(rng):
+    w = rng.standard_normal((8, 5)).astype(np.float32)
+    layer = quant.QuantizedLinear(w)
+    with pytest.raises(ValueError, match="5"):
+        layer(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        layer(np.zeros((2, 5), np.int32))
+    with pytest.raises(TypeError):
+        layer(None)
+    with pytest.raises(ValueError, match="residual"):
+        layer(np.zeros((2, 5), np.float32), residual=np.zeros((2, 7), np.float32))
+    for backend in ("cpu", "reference"):
+        bad = np.zeros((3, 5), np.float32)
+        bad[1, 2] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            layer(bad, backend=backend)
+        bad[1, 2] = np.inf
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            layer(bad, backend=backend)
+    w_bad = w.copy()
+    w_bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quant.QuantizedLinear(w_bad)
+    with pytest.raises(ValueError, match="bias"):
+        quant.QuantizedLinear(w, np.zeros(3))
+    with pytest.raises(ValueError, match="activation"):
+        quant.QuantizedLinear(w, activation="tanh")
+    with pytest.raises(ValueError, match="dtype"):
+        quant.QuantizedLinear(w, dtype="int4")
+    with pytest.raises(ValueError, match="-127, 127"):
+        _core().PackedInt8.from_int8(np.full((2, 3), -128, np.int8), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="scales"):
+        _core().PackedInt8.from_int8(np.ones((2, 3), np.int8), np.array([1, 0], np.float32))
+    with pytest.raises(BackendUnavailable):
+        layer(np.zeros((1, 5), np.float32), backend="cuda")
+
+
+def test_empty_inputs(cpu_target, rng):
+    layer = quant.QuantizedLinear(rng.standard_normal((9, 6)).astype(np.float32), np.ones(9), activation="gelu")
+    assert layer(np.zeros((0, 6), np.float32)).shape == (0, 9)
+    assert layer(np.zeros((2, 0, 6), np.float32)).shape == (2, 0, 9)
+    # in_features = 0: x @ W^T is all zeros, so the output is act(bias).
+    empty_k = quant.QuantizedLinear(np.zeros((4, 0), np.float32), np.arange(4, dtype=np.float32), activation="relu")
+    np.testing.assert_array_equal(empty_k(np.zeros((2, 0), np.float32)), np.tile(np.arange(4, dtype=np.float32), (2, 1)))
+
+
+def test_thread_counts_agree(rng):
+    layer = quant.QuantizedLinear(rng.standard_normal((300, 200)).astype(np.float32), activation="silu")
+    x = rng.standard_normal((50, 200)).astype(np.float32)
+    base = layer(x, threads=1)
+    for t in (2, 3, 8):
+        np.testing.assert_array_equal(layer(x, threads=t), base)
