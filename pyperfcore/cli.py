@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 # Capabilities contribute subcommands through a module with ``register(subparsers)``.
-_SUBCOMMAND_MODULES = ("pyperfcore.ops.cli",)
+_SUBCOMMAND_MODULES = ("pyperfcore.ops.cli", "pyperfcore.ops_cli")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -23,6 +23,15 @@ T = TypeVar("T")
 STAGES: list[tuple[str, str]] = [
     ("stage_build", "build and machine"),
     ("stage_quant_pilot", "INT8 quantization of a real model's weights"),
+    ("stage_scenario", "the model and its traffic: a digits classifier, a spike and a drift"),
+    ("stage_prepost", "fused pre- and post-processing"),
+    ("stage_quant", "INT8 inference with its accuracy report"),
+    ("stage_batching", "dynamic batching with request cache under a traffic spike"),
+    ("stage_sketches", "distinct users, latency histograms and quantiles"),
+    ("stage_drift", "drift injected mid-run, and detected"),
+    ("stage_slo", "SLOs and burn-rate alerts on a traffic spike"),
+    ("stage_ops", "registry, approvals, audit trail, model card and cost"),
+    ("stage_release", "canary rollback, CI gate and diagnose"),
 ]
 
 
