@@ -1,0 +1,253 @@
+"""optimize() on torch modules, torch.library ops under torch.export/compile, save/load,
+calibration and the accuracy report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyperfcore import quant
+from tests import reference as ref
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def _mlp(seed: int = 0, act: nn.Module | None = None) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(48, 96), act or nn.GELU(), nn.Linear(96, 48))
+
+
+class Block(nn.Module):
+    """A module with its own method and a Hugging Face-style dense + intermediate_act_fn pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(32, 64)
+        self.intermediate_act_fn = nn.GELU()
+        self.out = nn.Linear(64, 32)
+
+    def forward(self, x):
+        return self.out(self.intermediate_act_fn(self.dense(x))) + x
+
+    def encode(self, x):
+        return self.forward(x).sum(-1)
+
+
+def test_optimize_replaces_in_place_and_fuses(rng):
+    m = _mlp()
+    x = torch.from_numpy(rng.standard_normal((7, 48)).astype(np.float32))
+    with torch.no_grad():
+        expected = m(x)
+    out = quant.optimize(m)
+    assert out is m
+    assert isinstance(m[0], quant.torch_ops.QLinear) and m[0].activation == "gelu"
+    assert isinstance(m[1], nn.Identity) and isinstance(m[2], quant.torch_ops.QLinear)
+    with torch.no_grad():
+        y = m(x)
+    rep = quant.accuracy_report(expected, y)
+    assert rep.cosine_min > 0.999
+    # Exactly the kernel math: layer 0 (GELU fused) then layer 2 from its own oracle.
+    h = ref.linear_w8a8(x.numpy(), m[0].qweight.numpy(), m[0].wscale.numpy(), m[0].bias.numpy(), "gelu")
+    y_ref = ref.linear_w8a8(h.astype(np.float32), m[2].qweight.numpy(), m[2].wscale.numpy(), m[2].bias.numpy())
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_keeps_class_methods_exclude_and_hf_pattern(rng):
+    b = Block()
+    x = torch.from_numpy(rng.standard_normal((3, 5, 32)).astype(np.float32))
+    with torch.no_grad():
+        e = b.encode(x)
+    quant.optimize(b, exclude=["out"])
+    assert isinstance(b, Block) and type(b.out) is nn.Linear
+    assert b.dense.activation == "gelu" and isinstance(b.intermediate_act_fn, nn.Identity)
+    with torch.no_grad():
+        np.testing.assert_allclose(b.encode(x).numpy(), e.numpy(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_optimize_half(dtype, rng):
+    m = _mlp(act=nn.SiLU())
+    x = torch.from_numpy(rng.standard_normal((4, 48)).astype(np.float32))
+    with torch.no_grad():
+        e = m(x)
+        quant.optimize(m, dtype=dtype)
+        y = m(x)
+    assert m[0].weight.dtype == (torch.float16 if dtype == "fp16" else torch.bfloat16)
+    np.testing.assert_allclose(y.numpy(), e.numpy(), rtol=2e-2, atol=1e-2)
+
+
+def test_optimize_errors():
+    with pytest.raises(ValueError, match="dtype"):
+        quant.optimize(_mlp(), dtype="int4")
+    with pytest.raises(TypeError):
+        quant.optimize(np.zeros(3))
+    with pytest.raises(ValueError, match="empty"):
+        quant.optimize(_mlp(), calibration=[], smooth_alpha=0.5)
+    with pytest.raises(ValueError, match="calibration"):
+        quant.optimize(_mlp(), smooth_alpha=0.5)
+    m = _mlp()
+    with torch.no_grad():
+        m[2].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="2"):
+        quant.optimize(m)
+
+
+def test_smoothquant_calibration_reduces_error(rng):
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Linear(64, 64))
+    xs = rng.standard_normal((64, 64)).astype(np.float32)
+    xs[:, 3] *= 80
+    x = torch.from_numpy(xs)
+    with torch.no_grad():
+        e = m(x)
+    m_plain = nn.Sequential(nn.Linear(64, 64))
+    m_plain.load_state_dict(m.state_dict())
+    quant.optimize(m_plain)
+    quant.optimize(m, calibration=[x[:32], x[32:]], smooth_alpha=0.5)
+    assert m[0].inv_smooth is not None
+    with torch.no_grad():
+        err_smooth = (m(x) - e).norm()
+        err_plain = (m_plain(x) - e).norm()
+    assert err_smooth < err_plain
+
+
+def test_torch_export_and_custom_op(rng):
+    m = quant.optimize(_mlp())
+    x = torch.from_numpy(rng.standard_normal((5, 48)).astype(np.float32))
+    with torch.no_grad():
+        y = m(x)
+    ep = torch.export.export(m, (x,))
+    assert "pyperfcore.w8a8_linear" in ep.graph_module.code
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), y, rtol=0, atol=0)
+    torch.library.opcheck(torch.ops.pyperfcore.w8a8_linear.default,
+                          (x, m[0].qweight, m[0].wscale, m[0].bias, None, "gelu", False))
+
+
+@pytest.mark.slow
+def test_torch_compile(rng):
+    m = quant.optimize(_mlp())
+    x = torch.from_numpy(rng.standard_normal((5, 48)).astype(np.float32))
+    with torch.no_grad():
+        y = m(x)
+        yc = torch.compile(m, fullgraph=True)(x)
+    torch.testing.assert_close(yc, y, rtol=0, atol=0)
+
+
+def test_pack_cache_follows_in_place_weight_updates(rng):
+    m = quant.optimize(_mlp())
+    x = torch.from_numpy(rng.standard_normal((2, 48)).astype(np.float32))
+    with torch.no_grad():
+        before = m(x)
+        m[2].qweight.mul_(0)  # bumps the tensor version: the packed copy must be rebuilt
+        after = m(x)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, m[2].bias.expand(2, -1))
+
+
+def test_save_load_roundtrip(tmp_path, rng):
+    m = quant.optimize(_mlp(3), calibration=[torch.randn(4, 48)], smooth_alpha=0.6)
+    fresh = _mlp(3)
+    quant.save(m, tmp_path)
+    meta = json.loads((tmp_path / "quant.json").read_text())
+    assert meta["layers"]["0"]["fused_from"] == "1"
+    quant.load(fresh, tmp_path)
+    x = torch.from_numpy(rng.standard_normal((6, 48)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+    layers = quant.io.load_layers(tmp_path)  # torch-free path
+    np.testing.assert_array_equal(layers["0"].qweight, m[0].qweight.numpy())
+
+
+def test_save_load_half_and_mismatch(tmp_path):
+    m = quant.optimize(_mlp(), dtype="bf16")
+    quant.save(m, tmp_path)
+    other = nn.Sequential(nn.Linear(48, 95), nn.GELU(), nn.Linear(95, 48))
+    with pytest.raises(ValueError, match="does not match"):
+        quant.load(other, tmp_path)
+    with pytest.raises(ValueError, match="no quantized layers"):
+        quant.save(_mlp(), tmp_path / "x")
+
+
+@given(st.data())
+@settings(max_examples=40)
+def test_malformed_files_are_rejected(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("q")
+    layer = quant.QuantizedLinear(np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32), np.ones(5))
+    quant.io.save_layers({"l": layer}, d)
+    which = data.draw(st.sampled_from(["quant.safetensors", "quant.json"]))
+    raw = bytearray((d / which).read_bytes())
+    n = data.draw(st.integers(1, 8))
+    for _ in range(n):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    (d / which).write_bytes(bytes(raw))
+    try:
+        layers = quant.io.load_layers(d)
+    except ValueError:
+        return
+    # Whatever still loads is a valid layer that computes without error.
+    for lay in layers.values():
+        assert np.isfinite(lay(np.ones((2, lay.in_features), np.float32))).all()
+
+
+# ------------------------------------------------------------------ calibration
+def test_calibration_methods(rng):
+    x = rng.standard_normal(200_000).astype(np.float32)
+    x[:5] = 40.0  # a few outliers
+    batches = [x[:100_000], x[100_000:]]
+    assert quant.calibrate(batches, "minmax") == pytest.approx(40.0)
+    p = quant.calibrate(batches, "percentile", percentile=99.9)
+    assert p == pytest.approx(np.percentile(np.abs(x), 99.9), rel=1e-6)
+    t = quant.calibrate(batches, "entropy")
+    assert 2.0 < t < 20.0, t  # clips the outliers, keeps the Gaussian bulk
+    t = quant.calibrate(batches, "mse")
+
+    def mse(th):
+        s = th / 127
+        return float(np.mean((x - np.clip(np.rint(x / s), -127, 127) * s) ** 2))
+
+    assert t < 40.0 and mse(t) <= mse(40.0) * 1.01
+    assert mse(t) <= min(mse(th) for th in np.linspace(2, 40, 39)) * 1.05  # near the best threshold
+
+
+def test_calibration_errors():
+    with pytest.raises(ValueError, match="empty"):
+        quant.calibrate([], "minmax")
+    with pytest.raises(ValueError, match="empty"):
+        quant.calibrate([np.zeros(0)], "entropy")
+    with pytest.raises(ValueError, match="NaN"):
+        quant.calibrate([np.array([1.0, np.nan])])
+    with pytest.raises(ValueError, match="method"):
+        quant.calibrate([np.ones(3)], "kl")
+    assert quant.calibrate([np.zeros(10)], "mse") == 0.0
+
+
+def test_smooth_factors_formula(rng):
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    xa = np.array([1.0, 50.0, 0.0, 3.0], np.float32)
+    s = quant.smooth_factors(xa, w, alpha=0.5)
+    wa = np.abs(w).max(0)
+    np.testing.assert_allclose(s[[0, 1, 3]], np.sqrt(xa[[0, 1, 3]]) / np.sqrt(wa[[0, 1, 3]]), rtol=1e-6)
+    assert s[2] == 1.0
+    with pytest.raises(ValueError):
+        quant.smooth_factors(xa, w, alpha=1.5)
+
+
+def test_accuracy_report(tmp_path, rng):
+    r = rng.standard_normal((20, 16))
+    c = r + 0.01 * rng.standard_normal((20, 16))
+    rep = quant.accuracy_report(r, c, layers={"fc": (r[:, :4], c[:, :4])}, speedup=3.0)
+    assert 0.999 < rep.cosine_mean <= 1.0 and rep.nn_agreement == 1.0 and rep.meets()
+    assert "fc" in rep.table() and "cosine" in rep.table()
+    assert json.loads(rep.to_json(tmp_path / "r.json"))["layers"]["fc"]["cosine_min"] > 0.99
+    bad = quant.accuracy_report(r, -r)
+    assert bad.cosine_mean == pytest.approx(-1.0) and not bad.meets()
+    with pytest.raises(ValueError, match="shape"):
+        quant.accuracy_report(r, r[:3])
