@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "../bindings/bind.hpp"
 #include "../common/buffers.hpp"
 #include "prepost.hpp"
@@ -124,7 +126,7 @@ LogitsArg logits_arg(const py::array& x, const py::object& scales, const char* w
     dt = 2;
   else
     throw py::type_error(std::string(what) + ": logits must be float32, float16 or int8, got " + dtype_name(x));
-  if (x.shape(1) > 1 && x.strides(1) != x.itemsize())
+  if (x.shape(0) > 0 && x.shape(1) > 1 && x.strides(1) != x.itemsize())
     throw py::value_error(std::string(what) + ": classes must be contiguous");
   LogitsArg a;
   if (dt == 2) {
@@ -133,7 +135,8 @@ LogitsArg logits_arg(const py::array& x, const py::object& scales, const char* w
   } else if (!scales.is_none()) {
     throw py::value_error(std::string(what) + ": scale= applies to int8 logits only");
   }
-  a.l = prepost::Logits{x.data(), dt, x.shape(0), x.shape(1), elem_stride(x.strides(0), x.itemsize(), what),
+  const int64_t rs = x.shape(0) > 0 ? elem_stride(x.strides(0), x.itemsize(), what) : 0;
+  a.l = prepost::Logits{x.data(), dt, x.shape(0), x.shape(1), rs,
                         a.scales.empty() ? nullptr : a.scales.data(), static_cast<int64_t>(a.scales.size())};
   return a;
 }
@@ -182,7 +185,7 @@ py::array sigmoid_threshold_py(const py::array& x, double logit_t, const py::obj
 
 void check_rows(const py::array_t<float>& x, const char* what) {
   if (x.ndim() != 2) throw py::value_error(std::string(what) + ": embeddings must be 2-D [rows, dim]");
-  if (x.shape(1) > 1 && x.strides(1) != 4) throw py::value_error(std::string(what) + ": dim must be contiguous");
+  if (x.shape(0) > 0 && x.shape(1) > 1 && x.strides(1) != 4) throw py::value_error(std::string(what) + ": dim must be contiguous");
 }
 
 py::array_t<float> l2_normalize_py(const py::array_t<float>& x, float eps, const py::object& target) {
@@ -191,7 +194,7 @@ py::array_t<float> l2_normalize_py(const py::array_t<float>& x, float eps, const
   py::array_t<float> out({x.shape(0), x.shape(1)});
   const float* xp = x.data();
   float* op = out.mutable_data();
-  const int64_t rs = elem_stride(x.strides(0), 4, "l2_normalize");
+  const int64_t rs = x.shape(0) > 0 ? elem_stride(x.strides(0), 4, "l2_normalize") : 0;
   run_nogil([&] { prepost::l2_normalize(xp, x.shape(0), x.shape(1), rs, eps, op, t); });
   return out;
 }
@@ -204,7 +207,7 @@ py::tuple compress_py(const py::array_t<float>& x, bool normalize, float eps, co
   const float* xp = x.data();
   int8_t* qp = q.mutable_data();
   float* sp = s.mutable_data();
-  const int64_t rs = elem_stride(x.strides(0), 4, "compress_embeddings");
+  const int64_t rs = x.shape(0) > 0 ? elem_stride(x.strides(0), 4, "compress_embeddings") : 0;
   run_nogil([&] { prepost::compress_embeddings(xp, x.shape(0), x.shape(1), rs, normalize, eps, qp, sp, t); });
   return py::make_tuple(q, s);
 }

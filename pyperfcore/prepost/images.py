@@ -304,6 +304,9 @@ def _preprocess_reference(plan: _Plan) -> Any:
 
 @register("preprocess_images", "cpu", ("cpu",))
 def _preprocess_cpu(plan: _Plan) -> Any:
+    if plan.n == 0:
+        np_dt = {"bfloat16": np.uint16}.get(plan.dtype, plan.dtype)
+        return _wrap(plan, np.empty(plan.out_shape(), dtype=np_dt))
     if plan.batch is not None:
         b = to_numpy(plan.batch)
         if b.strides[3] != 1 or b.strides[2] != plan.channels:

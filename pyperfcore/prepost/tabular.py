@@ -143,7 +143,10 @@ def encode_tabular(data: Mapping[str, Any], schema: TabularSchema, backend: str 
             specs.append((1 if isinstance(c, OneHot) else 2, codes, c.width, 0.0, 1.0, 0.0, 0.0, fill))
         else:
             raise TypeError(f"encode_tabular: unknown column spec {type(c).__name__}")
-    return _backends.select("encode_tabular", np.empty(0), backend)(specs, rows)
+    impl = _backends.select("encode_tabular", np.empty(0), backend)
+    if rows == 0:
+        return np.zeros((0, schema.width), dtype=np.float32)
+    return impl(specs, rows)
 
 
 @register("encode_tabular", "reference", ("cpu",))
