@@ -1,4 +1,10 @@
-"""SQLite plumbing shared by the ops stores: connections, transactions, schema versions.
+"""Database plumbing shared by the ops stores: connections, transactions, schema versions.
+
+SQLite (stdlib ``sqlite3``) is the embedded default; a ``postgresql://`` URL selects
+PostgreSQL (:mod:`pyperfcore.ops._pg`, psycopg 3 imported lazily) for fleets of replicas.
+Both expose the same small interface (``read()``, ``write()``, ``snapshot()``, ``stream()``,
+``data_version()``) and the stores write SQL in SQLite's dialect with ``?`` placeholders,
+which the PostgreSQL side translates; only the schema scripts differ per dialect.
 
 Every store (audit, registry, cost) keeps its schema version in one ``pyperfcore_schema`` row
 per store name. Opening a database applies the forward migrations the code knows in one
@@ -18,7 +24,8 @@ from typing import Callable, Iterator, Sequence
 
 from .._errors import PyperfcoreError
 
-__all__ = ["SchemaTooNew", "OpsError", "Database", "canonical_json", "now", "run_script"]
+__all__ = ["SchemaTooNew", "OpsError", "Database", "SQLiteDatabase", "open_database",
+           "is_postgres_url", "canonical_json", "now", "run_script"]
 
 
 class OpsError(PyperfcoreError):
@@ -79,12 +86,32 @@ def sqlite_path(url_or_path) -> str:
     if "://" in s:
         scheme = s.split("://", 1)[0]
         raise ValueError(
-            f"unsupported store URL scheme {scheme!r}: this pyperfcore supports SQLite paths "
-            "and sqlite:/// URLs (PostgreSQL support is not built yet)")
+            f"unsupported store URL scheme {scheme!r}: use an SQLite path, a sqlite:/// URL "
+            "or a postgresql:// URL")
     return s
 
 
-class Database:
+def is_postgres_url(url_or_path) -> bool:
+    return isinstance(url_or_path, str) and url_or_path.startswith(("postgresql://",
+                                                                    "postgres://"))
+
+
+def open_database(url_or_path, *, store: str, migrations: Sequence[Migration],
+                  pg_migrations: Sequence[Migration] | None = None, **kw):
+    """An SQLite or PostgreSQL database for ``store``, migrated forward to the code's schema.
+
+    ``migrations`` are the SQLite schema steps; ``pg_migrations`` the PostgreSQL ones (same
+    count, same meaning: version ``i`` is the same schema on both).
+    """
+    if is_postgres_url(url_or_path):
+        if pg_migrations is None:
+            raise ValueError(f"the {store!r} store has no PostgreSQL schema")
+        from ._pg import PostgresDatabase
+        return PostgresDatabase(url_or_path, store=store, migrations=pg_migrations)
+    return SQLiteDatabase(url_or_path, store=store, migrations=migrations, **kw)
+
+
+class SQLiteDatabase:
     """One SQLite file shared by threads (one connection per thread) and processes.
 
     WAL journal, ``synchronous=FULL`` (a commit that returned survives power loss as well as a
@@ -104,11 +131,19 @@ class Database:
         self._local = threading.local()
         self._memory_conn = None
         self._memory_lock = threading.RLock()
-        self._migrate()
+        self._migrate(store, self._migrations)
+
+    dialect = "sqlite"
+    errors = (sqlite3.DatabaseError,)
 
     @property
     def schema_version(self) -> int:
         return len(self._migrations)
+
+    def ensure(self, store: str, migrations: Sequence[Migration],
+               pg_migrations: Sequence[Migration] | None = None) -> None:
+        """Create or migrate another store's tables in this same database."""
+        self._migrate(store, list(migrations))
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (``:memory:`` databases share one, guarded by a lock)."""
@@ -160,6 +195,28 @@ class Database:
         with lock:
             yield self.connection()
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees one consistent state while writers
+        go on (WAL readers never block writers)."""
+        with self.read() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def stream(conn, sql: str, args=(), size: int = 8192) -> Iterator[list]:
+        """Rows of a query in blocks of ``size`` (inside :meth:`snapshot` for consistency)."""
+        cur = conn.execute(sql, args)
+        fetch = cur.fetchmany
+        while True:
+            block = fetch(size)
+            if not block:
+                return
+            yield block
+
     def data_version(self) -> int:
         """Changes when *another* connection commits (``PRAGMA data_version``)."""
         with self.read() as conn:
@@ -174,26 +231,35 @@ class Database:
             self._memory_conn.close()
             self._memory_conn = None
 
-    def _migrate(self) -> None:
+    def _migrate(self, store: str, migrations: list) -> None:
         with self.write() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS pyperfcore_schema ("
                          "store TEXT PRIMARY KEY, version INTEGER NOT NULL, updated REAL)")
-            row = conn.execute("SELECT version FROM pyperfcore_schema WHERE store=?",
-                               (self.store,)).fetchone()
-            current = row[0] if row else 0
-            known = len(self._migrations)
-            if current > known:
-                raise SchemaTooNew(
-                    f"{self.path}: the {self.store!r} schema is version {current}, newer than "
-                    f"the version {known} this pyperfcore knows; upgrade pyperfcore to open it "
-                    "(it is never opened read-write by older code, so no data was changed)")
-            for v in range(current, known):
-                self._migrations[v](conn)
-            if current != known:
-                conn.execute("INSERT INTO pyperfcore_schema(store, version, updated) "
-                             "VALUES(?,?,?) ON CONFLICT(store) DO UPDATE SET "
-                             "version=excluded.version, updated=excluded.updated",
-                             (self.store, known, now()))
+            apply_migrations(conn, self.path, store, migrations)
+
+
+def apply_migrations(conn, where: str, store: str, migrations: list) -> None:
+    """Inside a write transaction: bring ``store`` from its recorded version to the code's."""
+    row = conn.execute("SELECT version FROM pyperfcore_schema WHERE store=?",
+                       (store,)).fetchone()
+    current = row[0] if row else 0
+    known = len(migrations)
+    if current > known:
+        raise SchemaTooNew(
+            f"{where}: the {store!r} schema is version {current}, newer than "
+            f"the version {known} this pyperfcore knows; upgrade pyperfcore to open it "
+            "(it is never opened read-write by older code, so no data was changed)")
+    for v in range(current, known):
+        migrations[v](conn)
+    if current != known:
+        conn.execute("INSERT INTO pyperfcore_schema(store, version, updated) "
+                     "VALUES(?,?,?) ON CONFLICT(store) DO UPDATE SET "
+                     "version=excluded.version, updated=excluded.updated",
+                     (store, known, now()))
+
+
+# Old name, kept for code that constructs an SQLite store directly.
+Database = SQLiteDatabase
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:

@@ -1,4 +1,4 @@
-"""Append-only, tamper-evident audit log on SQLite.
+"""Append-only, tamper-evident audit log on SQLite or PostgreSQL.
 
 Each record ``i`` is stored as ``(seq, prev, body, hash)`` with
 
@@ -19,20 +19,62 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from ._db import Database, OpsError, canonical_json, now, run_script
+from ._db import OpsError, canonical_json, now, open_database, run_script
 from .access import AccessPolicy
 
 __all__ = ["AuditLog", "VerifyResult", "Problem", "merkle_root", "leaf_hash", "node_hash"]
 
 _ZERO = bytes(32)
 _SEQ = struct.Struct(">Q").pack
+# 0x00 || seq (8 bytes big-endian) || prev (32 bytes): the fixed prefix of a record's leaf
+# entry, packed in one call. The caller must have checked len(prev) == 32 (32s pads).
+_ENTRY_HEAD = struct.Struct(">xQ32s").pack
 _sha256 = hashlib.sha256
+
+
+_INF = float("inf")
+
+
+def _make_record_encoder():
+    """``canonical_json`` without its per-call set-up.
+
+    ``json.JSONEncoder.encode`` builds a new C encoder object for every call; for audit
+    batches that set-up costs as much as the encoding. The C encoder built once here has the
+    same options as ``canonical_json`` (sorted keys, compact separators, UTF-8, no NaN, the same
+    ``default``), so it writes the same bytes; tests compare the two on random records.
+    """
+    from json import encoder as _je
+    from ._db import _ENCODER
+    make = getattr(_je, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - only without CPython's _json accelerator
+        return _ENCODER.encode
+    e = _ENCODER
+    state = {}
+
+    def build():
+        # markers: a fresh dict per encoder; an error mid-encode may leave entries behind, so
+        # the encoder is rebuilt after any failure.
+        state["f"] = make({}, e.default, _je.encode_basestring, None, e.key_separator,
+                          e.item_separator, e.sort_keys, e.skipkeys, e.allow_nan)
+
+    build()
+    join = "".join
+
+    def encode(obj) -> str:
+        try:
+            return join(state["f"](obj, 0))
+        except BaseException:
+            build()
+            raise
+    return encode
+
+
+_encode_record = _make_record_encoder()
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -99,6 +141,28 @@ class _Tree:
             self.nseg += 1
             self.tail = []
 
+    def extend(self, hashes: list) -> None:
+        """Add many record hashes (the verify path: whole segments joined at once)."""
+        tail = self.tail
+        i = 0
+        if tail:
+            i = min(SEGMENT - len(tail), len(hashes))
+            tail.extend(hashes[:i])
+            if len(tail) < SEGMENT:
+                return
+            _frontier_push(self.stack, self.nseg, leaf_hash(b"".join(tail)))
+            self.nseg += 1
+            self.tail = tail = []
+        n = len(hashes)
+        stack, push, join, nseg = self.stack, _frontier_push, b"".join, self.nseg
+        while i + SEGMENT <= n:
+            push(stack, nseg, _sha256(b"\x00" + join(hashes[i:i + SEGMENT])).digest())
+            nseg += 1
+            i += SEGMENT
+        self.nseg = nseg
+        if i < n:
+            self.tail = list(hashes[i:])
+
     def root(self) -> bytes:
         if not self.tail:
             return _frontier_root(self.stack)
@@ -148,6 +212,56 @@ def _schema_v1(conn) -> None:
 MIGRATIONS = [_schema_v1]
 
 
+def _pg_schema_v1(conn) -> None:
+    # Same tables as SQLite. ts/kind/subject/actor are STORED generated columns computed from
+    # the hashed body (they cannot be updated directly); json, not jsonb, so that any text the
+    # canonical encoder writes (\u0000 included) is accepted.
+    conn.script(r"""
+    CREATE FUNCTION pyperfcore_audit_field(body BYTEA, path TEXT[]) RETURNS TEXT
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    DECLARE t TEXT := convert_from(body, 'UTF8');
+    BEGIN
+        -- PostgreSQL text cannot hold NUL, and its JSON parser refuses to extract anything
+        -- from a document with a \u0000 escape: such escapes (not themselves escaped) are
+        -- read as U+FFFD for these derived columns; the hashed body is untouched.
+        IF position('\u0000' in t) > 0 THEN
+            LOOP
+                EXIT WHEN t !~ '(^|[^\\])(\\\\)*\\u0000';
+                t := regexp_replace(t, '(^|[^\\])((\\\\)*)\\u0000', '\1\2\\ufffd', 'g');
+            END LOOP;
+        END IF;
+        RETURN t::json #>> path;
+    END $$;
+    CREATE TABLE audit_records (
+        seq BIGINT PRIMARY KEY,
+        prev BYTEA NOT NULL, body BYTEA NOT NULL, hash BYTEA NOT NULL,
+        ts DOUBLE PRECISION GENERATED ALWAYS AS
+            (pyperfcore_audit_field(body, '{ts}')::double precision) STORED,
+        kind TEXT GENERATED ALWAYS AS (pyperfcore_audit_field(body, '{record,kind}')) STORED,
+        subject TEXT GENERATED ALWAYS AS
+            (pyperfcore_audit_field(body, '{record,subject}')) STORED,
+        actor TEXT GENERATED ALWAYS AS (pyperfcore_audit_field(body, '{record,actor}')) STORED);
+    CREATE INDEX audit_by_subject ON audit_records(subject);
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL, hash BYTEA NOT NULL, frontier BYTEA NOT NULL, tail BYTEA NOT NULL);
+    INSERT INTO audit_head VALUES (1, 0, decode(repeat('00', 32), 'hex'), ''::bytea, ''::bytea);
+    CREATE TABLE audit_checkpoints (
+        tree_size BIGINT PRIMARY KEY, root BYTEA NOT NULL, ts DOUBLE PRECISION NOT NULL);
+    CREATE FUNCTION pyperfcore_audit_append_only() RETURNS trigger LANGUAGE plpgsql
+        AS $$ BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$;
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION pyperfcore_audit_append_only();
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION pyperfcore_audit_append_only();
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_records
+        FOR EACH STATEMENT EXECUTE FUNCTION pyperfcore_audit_append_only();
+    """)
+
+
+PG_MIGRATIONS = [_pg_schema_v1]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing :meth:`AuditLog.verify` found wrong, and where."""
@@ -184,25 +298,29 @@ class AuditLog:
 
     Parameters
     ----------
-    path_or_url : path of an SQLite file, ``sqlite:///path`` or ``":memory:"``.
+    path_or_url : path of an SQLite file, ``sqlite:///path``, ``":memory:"`` or a
+        ``postgresql://`` URL (optionally ``?schema=NAME``; needs psycopg 3).
     checkpoint_every : a Merkle checkpoint is written each time the log reaches a multiple of it.
     policy : an :class:`AccessPolicy` applied to every record before it is written (PII redacted
         or keyed-hashed) and, with ``role=``, when records are read.
 
-    ``append`` returns once the record is committed with ``synchronous=FULL``; any number of
-    threads and processes may append to one file at the same time.
+    ``append`` returns once the record is committed (SQLite ``synchronous=FULL``; PostgreSQL
+    COMMIT); any number of threads, processes and replicas may append at the same time.
     """
 
     def __init__(self, path_or_url, *, checkpoint_every: int = 1024,
-                 policy: AccessPolicy | None = None, _db: Database | None = None):
+                 policy: AccessPolicy | None = None, _db=None):
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.checkpoint_every = int(checkpoint_every)
         self.policy = policy
-        self._db = _db or Database(path_or_url, store="audit", migrations=MIGRATIONS)
         if _db is not None:
             # Sharing another store's database: make sure our tables exist there too.
-            Database(_db.path, store="audit", migrations=MIGRATIONS).close()
+            _db.ensure("audit", MIGRATIONS, PG_MIGRATIONS)
+            self._db = _db
+        else:
+            self._db = open_database(path_or_url, store="audit", migrations=MIGRATIONS,
+                                     pg_migrations=PG_MIGRATIONS)
 
     @property
     def path(self) -> str:
@@ -221,45 +339,56 @@ class AuditLog:
         return self.append_many([record], ts=ts)[0]
 
     def append_many(self, records: Iterable[Mapping], *, ts: float | None = None) -> list:
-        """Append records in one transaction (all or none); returns their sequence numbers."""
+        """Append records in one transaction (all or none); returns their sequence numbers.
+
+        The records of one call share one timestamp (``ts`` or the time of the call).
+        """
         records = list(records)
         if not records:
             return []
-        prepared = [self._prepare(r, ts) for r in records]
         with self._db.write() as conn:
-            return self._append_in(conn, prepared)
+            return self._append_in(conn, self._prepare(records, ts))
 
-    def _prepare(self, record: Mapping, ts: float | None):
-        if not isinstance(record, Mapping):
-            raise TypeError(f"an audit record must be a mapping, got {type(record).__name__}")
-        if self.policy is not None:
-            record = self.policy.protect(record)
+    def _prepare(self, records: list, ts: float | None) -> tuple:
+        """Serialise the records outside the write lock: ``(ts, [record JSON], suffix)``.
+
+        The body of record ``seq`` is the canonical JSON ``{"record":R,"seq":seq,"ts":T}``
+        (keys sorted): R and the ``ts`` suffix are built here, the seq spliced in under the
+        lock. One timestamp per batch keeps the suffix one string for all records.
+        """
         t = now() if ts is None else float(ts)
-        if t != t or t in (float("inf"), float("-inf")):
+        if t != t or t in (_INF, -_INF):
             raise ValueError(f"audit timestamp must be finite, got {t}")
-        # The body is canonical JSON {"record":...,"seq":...,"ts":...} (keys sorted); the record
-        # part is serialised here, outside the write lock, and the seq spliced in under it.
-        body = (canonical_json(record).encode(), (',"ts":' + repr(t) + "}").encode())
-        return t, body
+        protect = self.policy.protect if self.policy is not None else None
+        enc = _encode_record
+        out = []
+        for r in records:
+            if type(r) is not dict and not isinstance(r, Mapping):
+                raise TypeError(f"an audit record must be a mapping, got {type(r).__name__}")
+            out.append(enc(protect(r) if protect is not None else r))
+        return t, out, ',"ts":' + repr(t) + "}"
 
-    def _append_in(self, conn, prepared: list) -> list:
+    def _append_in(self, conn, prepared: tuple) -> list:
         """Append inside the caller's write transaction (the registry uses this so that its
         change and the audit record commit together)."""
+        t, jsons, suffix = prepared
         seq, prev, frontier, tail = conn.execute(
             "SELECT seq, hash, frontier, tail FROM audit_head WHERE id=1").fetchone()
-        tree = _Tree(frontier, tail, seq)
-        rows, checkpoints, seqs = [], [], []
+        prev = bytes(prev)
+        tree = _Tree(bytes(frontier), bytes(tail), seq)
+        first = seq + 1
+        rows, checkpoints = [], []
         every = self.checkpoint_every
-        for t, body in prepared:
+        sha, head, add = _sha256, _ENTRY_HEAD, tree.add
+        for rj in jsons:
             seq += 1
-            body = b'{"record":' + body[0] + b',"seq":' + str(seq).encode() + body[1]
-            h = _sha256(b"\x00" + _SEQ(seq) + prev + body).digest()
+            body = ('{"record":%s,"seq":%d%s' % (rj, seq, suffix)).encode()
+            h = sha(head(seq, prev) + body).digest()
             rows.append((seq, prev, body, h))
-            tree.add(h)
-            if seq % every == 0:
+            add(h)
+            if not seq % every:
                 checkpoints.append((seq, tree.root(), t))
             prev = h
-            seqs.append(seq)
         conn.executemany("INSERT INTO audit_records(seq, prev, body, hash) VALUES (?,?,?,?)",
                          rows)
         if checkpoints:
@@ -267,14 +396,14 @@ class AuditLog:
                              checkpoints)
         conn.execute("UPDATE audit_head SET seq=?, hash=?, frontier=?, tail=? WHERE id=1",
                      (seq, prev) + tree.blobs())
-        return seqs
+        return list(range(first, seq + 1))
 
     def checkpoint(self) -> dict:
         """Write a checkpoint for the log as it is now and return it (see export_checkpoints)."""
         with self._db.write() as conn:
             seq, frontier, tail = conn.execute(
                 "SELECT seq, frontier, tail FROM audit_head WHERE id=1").fetchone()
-            root = _Tree(frontier, tail, seq).root()
+            root = _Tree(bytes(frontier), bytes(tail), seq).root()
             t = now()
             if seq:
                 conn.execute("INSERT OR IGNORE INTO audit_checkpoints(tree_size, root, ts) "
@@ -386,7 +515,8 @@ class AuditLog:
         return cps
 
     # ---------------------------------------------------------------- verifying
-    def verify(self, *, checkpoints=None, max_problems: int = 100) -> VerifyResult:
+    def verify(self, *, checkpoints=None, max_problems: int = 100,
+               progress=None) -> VerifyResult:
         """Recompute every hash, link and checkpoint; report what does not hold and where.
 
         Parameters
@@ -394,6 +524,8 @@ class AuditLog:
         checkpoints : list of dicts or a JSON Lines file from :meth:`export_checkpoints`, kept
             outside the database. Each must match the root recomputed over the stored records;
             this is what catches an attacker who rewrote the chain and the stored checkpoints.
+        progress : optional ``callable(done, total)`` called after each block of records
+            (the CLI draws a progress bar with it).
         """
         external = _load_checkpoints(checkpoints)
         problems: list = []
@@ -409,27 +541,29 @@ class AuditLog:
         report = _Report()
 
         try:
-            return self._verify(external, problems, report)
-        except sqlite3.DatabaseError as e:
+            return self._verify(external, problems, report, progress)
+        except self._db.errors as e:
             # A damaged file is a failed verification, never an exception or a silent pass.
             problems.append(Problem(None, "corrupt", f"the database cannot be read: {e}"))
             return VerifyResult(ok=False, records=0, checkpoints_checked=0, root="",
                                 problems=problems)
 
-    def _verify(self, external, problems, report) -> VerifyResult:
-        with self._db.read() as conn:
-            conn.execute("BEGIN")  # one consistent snapshot while writers go on
-            try:
-                stored_cps = {n: r for n, r in conn.execute(
-                    "SELECT tree_size, root FROM audit_checkpoints")}
-                head_seq, head_hash, head_frontier, head_tail = conn.execute(
-                    "SELECT seq, hash, frontier, tail FROM audit_head WHERE id=1").fetchone()
-                rows = conn.execute("SELECT seq, prev, body, hash FROM audit_records "
-                                    "ORDER BY seq")
-                count, prev_h, tree, roots = self._scan(
-                    rows, stored_cps, external, report, conn)
-            finally:
-                conn.execute("COMMIT")
+    def _verify(self, external, problems, report, progress=None) -> VerifyResult:
+        db = self._db
+        with db.snapshot() as conn:  # one consistent state while writers go on
+            stored_cps = {n: bytes(r) for n, r in conn.execute(
+                "SELECT tree_size, root FROM audit_checkpoints").fetchall()}
+            head_seq, head_hash, head_frontier, head_tail = (
+                v if isinstance(v, int) else bytes(v) for v in conn.execute(
+                    "SELECT seq, hash, frontier, tail FROM audit_head WHERE id=1").fetchone())
+            # SQLite columns are dynamically typed: an attacker may store text where a blob
+            # belongs, so the values are cast to blobs (a no-op for honest rows).
+            cols = ("seq, CAST(prev AS BLOB), CAST(body AS BLOB), CAST(hash AS BLOB)"
+                    if db.dialect == "sqlite" else "seq, prev, body, hash")
+            blocks = db.stream(conn, f"SELECT {cols} FROM audit_records ORDER BY seq", (),
+                               _BLOCK)
+            count, prev_h, tree, roots = _scan(blocks, set(stored_cps) | set(external),
+                                               report, conn, progress, head_seq)
         checked = 0
         for n, r in sorted(stored_cps.items()):
             if n > count:
@@ -458,38 +592,48 @@ class AuditLog:
         return VerifyResult(ok=not problems, records=count, checkpoints_checked=checked,
                             root=tree.root().hex(), problems=problems)
 
-    @staticmethod
-    def _scan(rows, stored_cps, external, report, conn):
-        # The hot loop of verify(): one SHA-256 per record for the chain, one per 64 records
-        # for the Merkle leaf, rows fetched in blocks. Anything that fails goes to _diagnose,
-        # which reads the full row and says what happened.
-        sha = _sha256
-        pk = _SEQ
-        want = set(stored_cps) | set(external)
-        roots: dict = {}
-        tree = _Tree()
-        tail = tree.tail
-        prev_h = _ZERO
-        count = 0
-        expect = 1
-        while True:
-            block = rows.fetchmany(4096)
-            if not block:
-                break
-            for seq, prev, body, h in block:
-                if (prev != prev_h or seq != expect
-                        or sha(b"\x00" + pk(seq) + prev + body).digest() != h):
-                    _diagnose(conn, report, seq, body, h, prev_h, expect)
-                count += 1
-                tail.append(h)
-                if len(tail) == SEGMENT:
-                    tree.add(tail.pop())
-                    tail = tree.tail
-                if count in want:
-                    roots[count] = tree.root()
-                prev_h = h
-                expect = seq + 1
-        return count, prev_h, tree, roots
+_BLOCK = 16384  # rows per fetch: a multiple of SEGMENT, so blocks start on segment boundaries
+
+
+def _scan(blocks, want, report, conn, progress, total):
+    """The hot loop of verify(): per record one SHA-256 over ``0x00||seq||prev||body`` and
+    three comparisons; per 64 records one Merkle leaf hash, done per block from a list of the
+    block's hashes. Anything that fails goes to :func:`_diagnose`, which reads the full row and
+    says what happened. Returns ``(count, last hash, tree, {size: root})``."""
+    sha, head = _sha256, _ENTRY_HEAD
+    roots: dict = {}
+    tree = _Tree()
+    prev_h = _ZERO
+    count = 0
+    expect = 1
+    wanted = sorted(want)
+    wi = 0
+    for block in blocks:
+        for seq, prev, body, h in block:
+            if (prev != prev_h or seq != expect
+                    or sha(head(seq, prev) + body).digest() != h):
+                _diagnose(conn, report, seq, bytes(body), bytes(h), prev_h, expect)
+            prev_h = h
+            expect = seq + 1
+        n = len(block)
+        hashes = [r[3] for r in block]
+        # Checkpoint sizes inside this block need the tree exactly at that size.
+        while wi < len(wanted) and wanted[wi] <= count + n:
+            k = wanted[wi] - count
+            if k > 0:
+                tree.extend(hashes[:k])
+                hashes = hashes[k:]
+                count += k
+                n -= k
+            roots[wanted[wi]] = tree.root()
+            wi += 1
+        tree.extend(hashes)
+        count += n
+        if progress is not None:
+            progress(count, max(total, count))
+    if not isinstance(prev_h, bytes):
+        prev_h = bytes(prev_h)
+    return count, prev_h, tree, roots
 
 
 def _diagnose(conn, report, seq, body, h, prev_h, expect_seq) -> None:
@@ -497,7 +641,8 @@ def _diagnose(conn, report, seq, body, h, prev_h, expect_seq) -> None:
     reordered. Runs only for failing records, so it may query and parse."""
     if report.full():
         return
-    prev = conn.execute("SELECT prev FROM audit_records WHERE seq = ?", (seq,)).fetchone()[0]
+    prev = bytes(conn.execute("SELECT prev FROM audit_records WHERE seq = ?",
+                              (seq,)).fetchone()[0])
     if _sha256(b"\x00" + _SEQ(seq) + prev + body).digest() != h:
         orig = _written_seq(body)
         if orig is None or orig == seq or \
