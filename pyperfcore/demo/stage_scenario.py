@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 
-def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int):
+def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, progress):
     import torch
     from torch import nn
 
@@ -30,7 +30,7 @@ def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int):
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    for _ in progress(range(epochs), "training epochs"):
         perm = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), 64):
             idx = perm[i : i + 64]
@@ -52,7 +52,7 @@ def run(ctx) -> dict:
     n_train = int(0.6 * len(x_all))
     tr, te = order[:n_train], order[n_train:]
     t0 = time.perf_counter()
-    model = _train(x_all[tr], y_all[tr], seed=7, epochs=8 if ctx.quick else 25)
+    model = _train(x_all[tr], y_all[tr], seed=7, epochs=8 if ctx.quick else 25, progress=ctx.progress)
     train_s = time.perf_counter() - t0
 
     def model_fn(x: np.ndarray) -> np.ndarray:
