@@ -26,6 +26,7 @@ def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, progress):
     from torch import nn
 
     torch.manual_seed(seed)
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: threads only add contention
     model = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 10))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -38,6 +39,7 @@ def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, progress):
             opt.zero_grad()
             nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
+    torch.set_num_threads(prev_threads)
     return model.eval()
 
 
