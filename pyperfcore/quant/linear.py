@@ -251,6 +251,13 @@ class QuantizedLinear:
                 f"dtype={self.dtype}, activation={self.activation}, bias={self.bias is not None})")
 
     def __call__(self, x: Any, residual: Any = None, backend: str | None = None, threads: int = 0) -> Any:
+        if (backend is None and residual is None and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
+                and x.shape[1] == self.in_features and x.strides[1] == 4 and self.inv_smooth is None):
+            # fast path (the cpu backend, minus the dispatch): the native call validates the rest
+            if self.dtype == "int8":
+                return _core().linear_w8a8(x, self.packed, self.bias, self.activation, None,
+                                           self.act_quant == "symmetric", int(threads))
+            return _core().linear_half(x, self.packed, self.bias, self.activation, None, int(threads))
         _check_x(x, self.in_features, "QuantizedLinear")
         lead = tuple(x.shape[:-1])
         if residual is not None:

@@ -125,6 +125,27 @@ class QLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}, "
                 f"activation={self.activation}, bias={self.bias is not None}")
 
+    def _eager_cpu(self, x2: torch.Tensor, r2: Optional[torch.Tensor]) -> torch.Tensor:
+        # Same computation as the custom op, minus ~10 us of dispatcher overhead per call: the
+        # packed weights live on the module, keyed by the weight tensor and its version.
+        w = self.qweight if self.dtype == "int8" else self.weight
+        key = (id(w), w._version, None if self.bias is None else self.bias._version)
+        cache = self.__dict__.get("_eager")
+        if cache is None or cache[0] != key:
+            if self.dtype == "int8":
+                packed = _core().PackedInt8.from_int8(w.numpy(), self.wscale.numpy())
+            else:
+                packed = _core().PackedHalf.from_float(w.float().numpy(), self.dtype)
+            cache = (key, packed, None if self.bias is None else self.bias.numpy())
+            self.__dict__["_eager"] = cache
+        core = _core()
+        rn = None if r2 is None else r2.numpy()
+        if self.dtype == "int8":
+            y = core.linear_w8a8(x2.numpy(), cache[1], cache[2], self.activation, rn, self.act_quant == "symmetric", _threads())
+        else:
+            y = core.linear_half(x2.numpy(), cache[1], cache[2], self.activation, rn, _threads())
+        return torch.from_numpy(y)
+
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).float()
@@ -132,7 +153,10 @@ class QLinear(nn.Module):
             x2 = x2 * self.inv_smooth
         x2 = x2.contiguous()
         r2 = None if residual is None else residual.reshape(-1, self.out_features).float().contiguous()
-        if self.dtype == "int8":
+        if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing() and (r2 is None or type(r2) is torch.Tensor)):
+            y = self._eager_cpu(x2, r2)
+        elif self.dtype == "int8":
             y = w8a8_linear(x2, self.qweight, self.wscale, self.bias, r2, self.activation, self.act_quant == "symmetric")
         else:
             y = half_linear(x2, self.weight, self.bias, r2, self.activation)

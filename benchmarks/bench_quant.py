@@ -1,0 +1,130 @@
+"""INT8/FP16 linear layers against torch fp32, torch.ao dynamic quantization and ONNX Runtime int8.
+
+One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
+  mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused; FP16 weights)
+  gemm-{M}x{K}x{N}: INT8 GEMM vs torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate
+      dequant/bias/GELU epilogue in torch.
+Run: python -m pytest benchmarks/bench_quant.py --benchmark-only -p no:cacheprovider
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import pyperfcore
+from pyperfcore import quant
+from pyperfcore._runtime import _core
+
+torch = pytest.importorskip("torch")
+BATCHES = (1, 8, 32, 128)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    prev_t, prev_p = torch.get_num_threads(), pyperfcore.get_num_threads()
+    torch.set_num_threads(1)
+    pyperfcore.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev_t)
+    pyperfcore.set_num_threads(prev_p)
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384)).eval()
+    return m
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    fp32 = _mlp()
+    out = {"torch_fp32": fp32}
+    out["pyperfcore_w8a8"] = quant.optimize(copy.deepcopy(fp32))
+    out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
+    out["torch_ao_dynamic"] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        d = tmp_path_factory.mktemp("onnx")
+        torch.onnx.export(fp32, (torch.zeros(1, 384),), str(d / "mlp.onnx"), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+        quantize_dynamic(str(d / "mlp.onnx"), str(d / "mlp.int8.onnx"), per_channel=True, weight_type=QuantType.QInt8)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        out["onnxruntime_int8"] = ort.InferenceSession(str(d / "mlp.int8.onnx"), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # reported as a skip of that peer only
+        out["onnxruntime_int8"] = exc
+    return out
+
+
+def _runner(name, model, x):
+    if name == "onnxruntime_int8":
+        if isinstance(model, Exception):
+            pytest.skip(f"onnxruntime unavailable: {model}")
+        xn = x.numpy()
+        return lambda: model.run(None, {"x": xn})[0]
+    def run():
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8", "pyperfcore_fp16"])
+def test_mlp(benchmark, models, name, batch):
+    benchmark.group = f"mlp-384-1536-384-b{batch}"
+    x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))
+    fn = _runner(name, models[name], x)
+    with torch.inference_mode():
+        expected = models["torch_fp32"](x).numpy()
+    y = np.asarray(fn())
+    rep = quant.accuracy_report(expected, y, embeddings=False)
+    assert rep.cosine_min > 0.99, (name, rep.cosine_min)
+    benchmark.extra_info.update(cosine_min=rep.cosine_min, max_abs_err=rep.max_abs_err,
+                                gflops_equiv=2 * batch * 2 * 384 * 1536 / 1e9)
+    benchmark(fn)
+
+
+GEMM_SHAPES = [(128, 384, 1536), (128, 1536, 384), (32, 384, 1536)]
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", ["torch_int_mm", "pyperfcore_gemm", "torch_int_mm+epilogue", "pyperfcore_fused_linear"])
+def test_gemm(benchmark, name, shape):
+    m, k, n = shape
+    benchmark.group = f"gemm-{m}x{k}x{n}"
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    scale = (rng.random(n).astype(np.float32) + 0.5) * 1e-3
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = _core().PackedInt8.from_int8(wq, scale)
+    a_u8 = rng.integers(0, 256, (m, packed.kp), dtype=np.uint8)
+    a_s8 = torch.from_numpy((a_u8[:, :k].astype(np.int16) - 128).astype(np.int8))
+    w_t = torch.from_numpy(wq.T.copy())
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    layer = quant.QuantizedLinear.from_state({"qweight": wq, "wscale": scale, "bias": bias},
+                                             {"in_features": k, "out_features": n, "activation": "gelu", "dtype": "int8"})
+    s_t, b_t, xt = torch.from_numpy(scale), torch.from_numpy(bias), torch.from_numpy(x)
+
+    def int_mm_epilogue():
+        # the unfused pipeline: per-token quantization, _int_mm, then dequant + bias + GELU
+        amax = xt.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        sa = amax / 127
+        q = torch.round(xt / sa).clamp(-127, 127).to(torch.int8)
+        acc = torch._int_mm(q, w_t)
+        return torch.nn.functional.gelu(acc.float() * sa * s_t + b_t)
+
+    fns = {
+        "torch_int_mm": lambda: torch._int_mm(a_s8, w_t),
+        "pyperfcore_gemm": lambda: _core().gemm_u8s8(a_u8, packed, None, 1),
+        "torch_int_mm+epilogue": int_mm_epilogue,
+        "pyperfcore_fused_linear": lambda: layer(x, threads=1),
+    }
+    exact = a_u8[:, :k].astype(np.int64) @ wq.T.astype(np.int64)
+    np.testing.assert_array_equal(_core().gemm_u8s8(a_u8, packed, None, 1), exact)
+    assert quant.accuracy_report(int_mm_epilogue().numpy(), layer(x), embeddings=False).cosine_min > 0.999
+    benchmark.extra_info["gop"] = 2 * m * k * n / 1e9
+    benchmark(fns[name])
