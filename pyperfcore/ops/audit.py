@@ -514,6 +514,61 @@ class AuditLog:
             os.replace(tmp, path)
         return cps
 
+    # ---------------------------------------------------------------- proofs
+    def _record_hashes(self, n: int) -> list:
+        with self._db.snapshot() as conn:
+            size = conn.execute("SELECT seq FROM audit_head WHERE id=1").fetchone()[0]
+            if not 0 < n <= size:
+                raise ValueError(f"tree size {n} is outside the log's 1..{size} records")
+            out = []
+            for block in self._db.stream(conn, "SELECT hash FROM audit_records WHERE seq <= ? "
+                                               "ORDER BY seq", (n,), _BLOCK):
+                out.extend(bytes(r[0]) for r in block)
+        if len(out) != n:
+            raise OpsError(f"the log has {len(out)} stored records up to {n}: run verify()")
+        return out
+
+    def inclusion_proof(self, seq: int, tree_size: int | None = None) -> dict:
+        """An RFC 9162 inclusion proof that record ``seq`` is in the tree of the first
+        ``tree_size`` records (default: all), for :func:`~pyperfcore.ops.merkle.
+        verify_inclusion_proof` against a checkpoint root kept elsewhere."""
+        from . import merkle
+        n = len(self) if tree_size is None else int(tree_size)
+        if not 1 <= int(seq) <= n:
+            raise ValueError(f"record {seq} is outside a tree of {n} records")
+        hashes = self._record_hashes(n)
+        leaves = segment_leaves(hashes)
+        index = (seq - 1) // SEGMENT
+        with self._db.read() as conn:
+            prev = bytes(conn.execute("SELECT prev FROM audit_records WHERE seq=?",
+                                      (seq,)).fetchone()[0])
+        return {"seq": seq, "tree_size": n, "record_hash": hashes[seq - 1].hex(),
+                "prev": prev.hex(),
+                "segment": [h.hex() for h in hashes[index * SEGMENT:(index + 1) * SEGMENT]],
+                "path": [h.hex() for h in merkle.inclusion_path(leaves, index)],
+                "root": merkle_root(leaves).hex()}
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
+        """A proof that the log of ``new_size`` records (default: all) extends the log of
+        ``old_size`` records unchanged (see :mod:`pyperfcore.ops.merkle`)."""
+        from . import merkle
+        n2 = len(self) if new_size is None else int(new_size)
+        n1 = int(old_size)
+        if not 0 < n1 <= n2:
+            raise ValueError(f"sizes must satisfy 0 < old ({n1}) <= new ({n2})")
+        hashes = self._record_hashes(n2)
+        leaves = segment_leaves(hashes)
+        out = {"old_size": n1, "new_size": n2, "new_root": merkle_root(leaves).hex()}
+        k, r = divmod(n1, SEGMENT)
+        if r == 0:
+            out["path"] = [h.hex() for h in merkle.consistency_path(leaves, k)]
+            return out
+        out["old_frontier"] = [h.hex() for h in merkle.frontier(leaves[:k])]
+        out["old_segment"] = [h.hex() for h in hashes[k * SEGMENT:n1]]
+        out["new_segment"] = [h.hex() for h in hashes[k * SEGMENT:(k + 1) * SEGMENT]]
+        out["path"] = [h.hex() for h in merkle.consistency_path(leaves, k + 1)]
+        return out
+
     # ---------------------------------------------------------------- verifying
     def verify(self, *, checkpoints=None, max_problems: int = 100,
                progress=None) -> VerifyResult:

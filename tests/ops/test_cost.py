@@ -39,9 +39,9 @@ def test_opencost_allocation_and_cost_per_1k(ledger):
     assert cost_per_request(3.6, 10, 0.5) == pytest.approx(2e-4)
 
 
-def test_budgets_alert_once_per_threshold_and_period(tmp_path):
-    log = AuditLog(tmp_path / "a.db")
-    led = CostLedger(tmp_path / "c.db", prices=[Price("cpu", hourly=1.0)], audit=log)
+def test_budgets_alert_once_per_threshold_and_period(backend):
+    log = AuditLog(backend.url("audit"))
+    led = CostLedger(backend.url("cost"), prices=[Price("cpu", hourly=1.0)], audit=log)
     led.set_budget({"team": "x"}, 10.0, period_s=100 * H, thresholds=(0.5, 1.0))
     led.record_usage(model="a", instance="cpu", start=0, end=6 * H, busy_s=H, requests=1,
                      tags={"team": "x"})
@@ -52,6 +52,10 @@ def test_budgets_alert_once_per_threshold_and_period(tmp_path):
                      requests=1, tags={"team": "x"})
     assert [a["threshold"] for a in led.check_budgets(at=12 * H)] == [1.0]
     assert len(log.records(kind="budget_alert")) == 2
+    # persisted: a fresh ledger on the same store has the usage, budget and alert history
+    again = CostLedger(led._db.path)
+    assert again.check_budgets(at=12 * H) == [] and len(again._usage()) == 2
+    assert {r["model"] for r in again.report()} == {"a"}
 
 
 def test_rightsizing_unloading_reservation_platforms():

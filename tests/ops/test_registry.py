@@ -1,5 +1,5 @@
 """Registry: artifacts, aliases and history, lifecycle, approvals, serving checks, retention,
-events/outbox, bundles, OpenLineage, schema migration."""
+events/outbox, bundles, OpenLineage, schema migration; on SQLite and PostgreSQL (``backend``)."""
 from __future__ import annotations
 
 import io
@@ -31,8 +31,9 @@ META = {"input_schema": {"x": "float32", "y": "int64"}, "feature_version": "fs-3
 
 
 @pytest.fixture
-def reg(tmp_path):
-    r = Registry(tmp_path / "reg", user="alice")
+def reg(backend):
+    r = backend.registry("reg", user="alice")
+    r.backend = backend
     r.register("m", {"w.npy": _npy(np.arange(6.0))}, metadata=META)
     return r
 
@@ -80,7 +81,7 @@ def test_load_is_memory_mapped_and_integrity_checked(reg, tmp_path):
     assert isinstance(arrs["w.npy"], np.memmap) and arrs["w.npy"].tolist() == list(range(6))
     # A second registry object with a local sha256 cache: copied once, then reused.
     cache = tmp_path / "cache"
-    r2 = Registry(reg.root, cache_dir=cache)
+    r2 = reg.backend.reopen(reg, cache_dir=cache)
     p = r2.artifact_path("m", 1)
     assert p.parent == cache and p.name == reg.get("m", 1).manifest["w.npy"]["sha256"]
     assert r2.artifact_path("m", 1) == p
@@ -89,7 +90,7 @@ def test_load_is_memory_mapped_and_integrity_checked(reg, tmp_path):
     blob.chmod(0o644)
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")
     with pytest.raises(IntegrityError, match="tampered"):
-        Registry(reg.root).load("m", 1)
+        reg.backend.reopen(reg).load("m", 1)
 
 
 def test_metadata_lineage_and_search(reg):
@@ -176,7 +177,7 @@ def test_alias_cache_sees_moves_from_another_process_connection(reg, tmp_path):
     reg.register("m", {"w.npy": _npy(np.zeros(1))}, metadata=META)
     reg.promote("m", 1)
     assert reg.resolve("m", "production") == 1
-    other = Registry(reg.root)  # stands in for another replica (own connection)
+    other = reg.backend.reopen(reg)  # stands in for another replica (own connection)
     other.promote("m", 2)
     assert reg.resolve("m", "production") == 2
     assert reg.get("m", "latest").version == 2 and reg.get("m:production").version == 2
@@ -248,7 +249,7 @@ def test_events_subscribers_and_durable_outbox(reg):
     r = reg.deliver_outbox(flaky, backoff_s=0.0)
     assert r == {"delivered": 1, "failed": 0} and reg.outbox() == []
     # the outbox survives a restart: a fresh object sees the same rows
-    assert len(Registry(reg.root).outbox(pending_only=False)) == len(pending)
+    assert len(reg.backend.reopen(reg).outbox(pending_only=False)) == len(pending)
 
 
 def test_bundle_round_trip_and_tampered_bundle(reg, tmp_path):
@@ -259,7 +260,7 @@ def test_bundle_round_trip_and_tampered_bundle(reg, tmp_path):
         doc = json.loads(t.extractfile("bundle.json").read())
     assert {"bundle.json", "card.md", "audit.jsonl", "artifacts/w.npy"} <= names
     assert doc["metadata"]["training_data"]["uri"] == "s3://bucket/snap-1"
-    other = Registry(tmp_path / "other")
+    other = reg.backend.registry("other")
     mv = other.import_bundle(path)
     assert mv.manifest["w.npy"]["sha256"] == reg.get("m", 1).manifest["w.npy"]["sha256"]
     assert mv.metadata["imported_from"]["version"] == 1
@@ -294,10 +295,27 @@ def test_openlineage_events(reg):
     json.dumps(evs)
 
 
-def test_schema_migrates_forward_and_refuses_newer(tmp_path):
+def _version_1_registry(backend, tmp_path):
+    """A version-1 registry database, as an older pyperfcore wrote it; returns a Registry
+    factory for it."""
+    if backend.is_pg:
+        import psycopg
+        from pyperfcore.ops._pg import PgConnection, split_url
+        url = backend.url("old")
+        conninfo, schema = split_url(url)
+        with psycopg.connect(conninfo, autocommit=True) as raw:
+            raw.execute(f'CREATE SCHEMA "{schema}"')
+            raw.execute(f'SET search_path TO "{schema}"')
+            raw.execute("CREATE TABLE pyperfcore_schema (store TEXT PRIMARY KEY, version "
+                        "INTEGER NOT NULL, updated DOUBLE PRECISION)")
+            with raw.transaction():
+                registry_mod._pg_v1(PgConnection(raw))
+                raw.execute("INSERT INTO reg_outbox(ts, kind, payload) VALUES "
+                            "(1, 'registered', '{}')")
+                raw.execute("INSERT INTO pyperfcore_schema VALUES ('registry', 1, 0)")
+        return url, lambda: Registry(url, objects_dir=tmp_path / "objs")
     root = tmp_path / "reg"
     root.mkdir()
-    # a version-1 database, as an older pyperfcore wrote it
     conn = sqlite3.connect(root / "registry.db", isolation_level=None)
     conn.execute("CREATE TABLE pyperfcore_schema (store TEXT PRIMARY KEY, version INTEGER "
                  "NOT NULL, updated REAL)")
@@ -307,17 +325,21 @@ def test_schema_migrates_forward_and_refuses_newer(tmp_path):
     conn.execute("INSERT INTO pyperfcore_schema VALUES ('registry', 1, 0)")
     conn.execute("COMMIT")
     conn.close()
-    r = Registry(root)
+    return str(root / "registry.db"), lambda: Registry(root)
+
+
+def test_schema_migrates_forward_and_refuses_newer(backend, tmp_path):
+    assert len(registry_mod.MIGRATIONS) == len(registry_mod.PG_MIGRATIONS)
+    db, open_registry = _version_1_registry(backend, tmp_path)
+    r = open_registry()
     assert len(r.outbox()) == 1  # old rows kept, new column filled in
     r.declare_serving("m", feature_version="f")  # table added by migration 2
-    conn = sqlite3.connect(root / "registry.db")
-    assert conn.execute("SELECT version FROM pyperfcore_schema WHERE store='registry'"
-                        ).fetchone()[0] == len(registry_mod.MIGRATIONS)
-    conn.execute("UPDATE pyperfcore_schema SET version=7 WHERE store='registry'")
-    conn.commit()
-    conn.close()
+    r.close()
+    assert backend.execute(db, "SELECT version FROM pyperfcore_schema WHERE store='registry'"
+                           ) == [(len(registry_mod.MIGRATIONS),)]
+    backend.execute(db, "UPDATE pyperfcore_schema SET version=7 WHERE store='registry'")
     with pytest.raises(SchemaTooNew, match="version 7"):
-        Registry(root)
+        open_registry()
 
 
 def test_bad_names_and_urls(tmp_path):
@@ -326,6 +348,10 @@ def test_bad_names_and_urls(tmp_path):
         with pytest.raises(ValueError):
             r.register(bad, {"a.npy": _npy(np.zeros(1))})
     with pytest.raises(ValueError, match="unsupported"):
+        Registry("mysql://localhost/db")
+    with pytest.raises(ValueError, match="objects_dir"):
         Registry("postgresql://localhost/db")
+    with pytest.raises(ValueError, match="schema name"):
+        Registry("postgresql://localhost/db?schema=a;drop", objects_dir=tmp_path / "o")
     with pytest.raises(ValueError):
         r.register("m", {})
