@@ -49,6 +49,7 @@ class ArmStats:
         self.agree = deque(maxlen=window)
         self.requests = 0
         self.errors = 0
+        self.epoch = 0  # bumped by reset(): late background results of an old step are dropped
         self._lock = threading.Lock()
 
     def add(self, latency_s: float, error: bool, agree: float | None = None) -> None:
@@ -60,10 +61,20 @@ class ArmStats:
             if agree is not None:
                 self.agree.append(float(agree))
 
+    def add_agreement(self, agree: float, epoch: int | None = None) -> bool:
+        """One agreement sample measured apart from the request (canary comparison); ignored
+        if ``epoch`` is given and the stats were reset since."""
+        with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return False
+            self.agree.append(float(agree))
+            return True
+
     def reset(self) -> None:
         with self._lock:
             self.latency.clear(), self.error.clear(), self.agree.clear()
             self.requests = self.errors = 0
+            self.epoch += 1
 
     def arrays(self) -> dict:
         with self._lock:
@@ -89,12 +100,22 @@ class Router:
     A request without ``key`` gets a random bucket. A candidate that raises is counted as an
     error and the request is served by the stable model (users are protected while the
     analysis sees the failure).
+
+    Output agreement during a canary or A/B test: with ``compare`` > 0 that share of the
+    requests the candidate serves is also given to the stable model, and
+    ``agree(stable_out, candidate_out)`` is recorded in the candidate's stats, so the judge sees
+    agreement at every step (not only in shadow mode). The comparison runs on the background
+    pool (``compare_sync=False``, the user's latency is untouched; it costs one extra stable
+    call per compared request, counted in ``compare_calls``) or inline after the candidate
+    answered (``compare_sync=True``: deterministic, for tests and batch jobs). Which requests are
+    compared is decided by the key hash (with a different salt), so it is reproducible.
     """
 
     def __init__(self, stable: Callable, candidate: Callable | None = None, *,
                  mode: str = "off", weight: float = 0.0, salt: str = "pyperfcore",
                  agree: Callable = _default_agree, shadow_workers: int = 2,
-                 shadow_queue: int = 1024, window: int = 50_000,
+                 shadow_queue: int = 1024, window: int = 50_000, compare: float = 0.0,
+                 compare_sync: bool = False,
                  clock: Callable[[], float] = time.perf_counter):
         if not callable(stable):
             raise TypeError("stable model must be callable")
@@ -102,6 +123,11 @@ class Router:
         self.salt, self.agree, self.clock = salt, agree, clock
         self.stats = {"stable": ArmStats(window), "candidate": ArmStats(window)}
         self.shadow_dropped = 0
+        if not 0.0 <= compare <= 1.0:
+            raise ValueError(f"compare is a fraction in [0, 1], got {compare}")
+        self.compare, self.compare_sync = float(compare), bool(compare_sync)
+        self.compare_calls = 0
+        self.served = 0  # requests answered, all arms
         self._pool: cf.ThreadPoolExecutor | None = None
         self._shadow_workers, self._shadow_cap = shadow_workers, shadow_queue
         self._pending = 0
@@ -140,8 +166,18 @@ class Router:
             raise
         return out, self.clock() - t
 
+    def _compared(self, key) -> bool:
+        if self.compare <= 0:
+            return False
+        if self.compare >= 1:
+            return True
+        b = hash_bucket(key, self.salt + "/compare") if key is not None \
+            else int(self._rng.integers(BUCKETS))
+        return b < self.compare * BUCKETS
+
     def __call__(self, x, key=None):
         arm = self.assign(key)
+        self.served += 1
         if arm == "candidate":
             try:
                 out, dt = self._call("candidate", self.candidate, x)
@@ -150,6 +186,8 @@ class Router:
                 self.stats["stable"].add(dt, False)
                 return out
             self.stats["candidate"].add(dt, False)
+            if self._compared(key):
+                self._compare(x, out)
             return out
         out, dt = self._call("stable", self.stable, x)
         if self.mode == "shadow":
@@ -169,6 +207,35 @@ class Router:
                 self._pool = cf.ThreadPoolExecutor(self._shadow_workers,
                                                    thread_name_prefix="pyperfcore-shadow")
         self._pool.submit(self._run_shadow, x, stable_out)
+
+    def _compare(self, x, cand_out) -> None:
+        stats = self.stats["candidate"]
+        epoch = stats.epoch
+        self.compare_calls += 1
+        if self.compare_sync:
+            self._run_compare(x, cand_out, stats, epoch, pending=False)
+            return
+        with self._lock:
+            if self._pending >= self._shadow_cap:
+                self.shadow_dropped += 1
+                return
+            self._pending += 1
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(self._shadow_workers,
+                                                   thread_name_prefix="pyperfcore-shadow")
+        self._pool.submit(self._run_compare, x, cand_out, stats, epoch, True)
+
+    def _run_compare(self, x, cand_out, stats, epoch, pending: bool) -> None:
+        try:
+            try:
+                ref = self.stable(x)
+            except Exception:
+                return  # the stable model failing is not the candidate's disagreement
+            stats.add_agreement(float(self.agree(ref, cand_out)), epoch)
+        finally:
+            if pending:
+                with self._lock:
+                    self._pending -= 1
 
     def _run_shadow(self, x, stable_out) -> None:
         try:
@@ -305,7 +372,7 @@ class CanaryController:
         self._enter_step()
 
     def _record(self, kind: str, **fields) -> None:
-        ev = {"kind": kind, "ts": time.time(), "model": self.model,
+        ev = {"kind": kind, "ts": time.time(), "served": self.router.served, "model": self.model,
               "version": self.candidate_version, "actor": self.actor,
               "subject": f"model:{self.model}:{self.candidate_version}", **fields}
         self.history.append(ev)
@@ -344,6 +411,10 @@ class CanaryController:
         cs, ss = self.router.stats["candidate"], self.router.stats["stable"]
         if cs.requests < self.min_requests or ss.requests < self.min_requests:
             return self.state
+        if self.router.compare > 0 and self.router.mode in ("canary", "ab") and \
+                len(cs.agree) < max(2 * self.interval,
+                                    int(self.min_requests * min(1.0, self.router.compare))):
+            return self.state  # agreement samples still arriving from the comparison pool
         ctl, exp = self._intervals("stable"), self._intervals("candidate")
         if "agreement" in exp:
             ctl["agreement"] = np.ones_like(exp["agreement"])  # stable agrees with itself
@@ -352,7 +423,8 @@ class CanaryController:
         step = self.steps[self.index]
         step.verdict, step.score = res.verdict, res.score
         self._record("canary_analysis", weight=step.weight, verdict=res.verdict,
-                     score=res.score, metrics=[m.to_dict() for m in res.metrics])
+                     score=res.score, metrics=[m.to_dict() for m in res.metrics],
+                     agreement_intervals=[float(v) for v in exp.get("agreement", [])])
         if res.verdict == "fail" or (res.verdict == "marginal"
                                      and self.retries >= self.max_marginal_retries):
             failed = [m.name for m in res.metrics if m.failed]

@@ -169,3 +169,57 @@ def test_kubernetes_specs():
     fl = R.flagger_canary("clf", steps=(5, 25, 50, 100))
     assert fl["spec"]["analysis"]["stepWeights"] == [5, 25, 50]
     assert fl["kind"] == "Canary" and fl["apiVersion"] == "flagger.app/v1beta1"
+
+
+def test_canary_measures_output_agreement_per_interval():
+    # same latency, but 30% of the candidate's answers differ: only agreement can catch it
+    clock = FakeClock()
+    stable, cand = make_models(clock, cand_wrong=0.3, seed=2)
+    router = R.Router(stable, cand, clock=clock, compare=1.0, compare_sync=True)
+    ctl = R.CanaryController(router, min_requests=100)
+    _drive(ctl, router, 20000)
+    assert ctl.state == "rolled_back", ctl.report()
+    assert "agreement" in ctl.steps[0].reason
+    analysis = [h for h in ctl.history if h["kind"] == "canary_analysis"][-1]
+    agree = np.asarray(analysis["agreement_intervals"])
+    assert agree.size >= 5 and 0.55 < agree.mean() < 0.85  # per interval of 20 requests
+    # every candidate-served request of the (last) step was compared (compare=1.0)
+    assert len(router.stats["candidate"].agree) == router.stats["candidate"].requests
+    assert [h["served"] for h in ctl.history] == sorted(h["served"] for h in ctl.history)
+
+    # an equal candidate passes with agreement judged at every step; compare=0.5 samples keys
+    clock = FakeClock()
+    stable, cand = make_models(clock, seed=3)
+    router = R.Router(stable, cand, clock=clock, compare=0.5, compare_sync=True)
+    ctl = R.CanaryController(router, min_requests=100, steps=(10, 50, 100))
+    _drive(ctl, router, 60000)
+    assert ctl.state == "promoted", ctl.report()
+    steps = [h for h in ctl.history if h["kind"] == "canary_analysis"]
+    assert len(steps) == 3 and all(len(h["agreement_intervals"]) >= 2 for h in steps[:2])
+    assert all(v == 1.0 for h in steps for v in h["agreement_intervals"])
+    names = {m["name"] for m in steps[0]["metrics"]}
+    assert "agreement" in names
+    with pytest.raises(ValueError, match="fraction"):
+        R.Router(stable, cand, compare=1.5)
+
+
+def test_background_comparison_leaves_the_user_answer_alone():
+    seen = []
+
+    def stable(x):
+        seen.append(x)
+        return x
+
+    r = R.Router(stable, lambda x: x + (1 if x % 4 == 0 else 0), mode="canary", weight=100,
+                 compare=1.0)
+    outs = [r(i, key=i) for i in range(200)]
+    r.drain()
+    assert outs == [i + (1 if i % 4 == 0 else 0) for i in range(200)]  # the candidate answered
+    agree = np.asarray(r.stats["candidate"].agree)
+    assert agree.size + r.shadow_dropped == 200 and agree.mean() == pytest.approx(0.75, abs=0.01)
+    # a reset (new canary step) discards comparisons still in flight for the old step
+    s = r.stats["candidate"]
+    old = s.epoch
+    s.reset()
+    assert not s.add_agreement(1.0, old) and s.add_agreement(1.0, s.epoch)
+    r.close()
