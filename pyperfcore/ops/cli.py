@@ -26,7 +26,47 @@ def _out(args, data, text: str) -> None:
 
 def _registry(args):
     from .registry import Registry
-    return Registry(args.registry, user=getattr(args, "by", None) or os.environ.get("USER"))
+    return Registry(args.registry, user=getattr(args, "by", None) or os.environ.get("USER"),
+                    objects_dir=getattr(args, "objects", None))
+
+
+class _Progress:
+    """A one-line progress display on stderr for long operations (records done, rate, ETA).
+
+    Drawn when stderr is a terminal or with ``--progress``; redrawn at most every 0.2 s.
+    """
+
+    def __init__(self, label: str, enabled: bool, stream=None):
+        self.label, self.enabled = label, enabled
+        self.stream = stream or sys.stderr
+        self.t0 = self.last = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        t = time.monotonic()
+        if t - self.last < 0.2 and done < total:
+            return
+        self.last = t
+        rate = done / max(t - self.t0, 1e-9)
+        frac = done / total if total else 1.0
+        bar = "#" * int(30 * frac)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        self.stream.write(f"\r{self.label} [{bar:<30}] {done:,}/{total:,} "
+                          f"({100 * frac:.0f}%) {rate:,.0f}/s ETA {eta:.0f}s ")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _is_url(s) -> bool:
+    from ._db import is_postgres_url
+    return is_postgres_url(s)
 
 
 def _add_common(p, registry: bool = True) -> None:
@@ -34,7 +74,11 @@ def _add_common(p, registry: bool = True) -> None:
     if registry:
         p.add_argument("--registry", default=os.environ.get("PYPERFCORE_REGISTRY",
                                                             _DEFAULT_REGISTRY),
-                       help="registry directory (default: $PYPERFCORE_REGISTRY or %(default)s)")
+                       help="registry directory or postgresql:// URL (default: "
+                            "$PYPERFCORE_REGISTRY or %(default)s)")
+        p.add_argument("--objects", default=os.environ.get("PYPERFCORE_REGISTRY_OBJECTS"),
+                       help="artifact directory (required with a postgresql:// registry; "
+                            "default $PYPERFCORE_REGISTRY_OBJECTS)")
 
 
 def _errors(fn):
@@ -149,21 +193,68 @@ def _cmd_retention(args) -> int:
 
 
 # ---------------------------------------------------------------- audit, card, cost
+def _open_audit(args):
+    from .audit import AuditLog
+    path = args.db or (args.registry if _is_url(args.registry)
+                       else os.path.join(args.registry, "registry.db"))
+    if not _is_url(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"no audit database at {path}")
+    return AuditLog(path), path
+
+
 @_errors
 def _cmd_audit_verify(args) -> int:
-    from .audit import AuditLog
-    path = args.db or os.path.join(args.registry, "registry.db")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no audit database at {path}")
-    log = AuditLog(path)
+    log, path = _open_audit(args)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty()
+                                                            and not args.json)
     if not args.json:
-        print(f"verifying {len(log)} records in {path} ...", file=sys.stderr, flush=True)
-    res = log.verify(checkpoints=args.checkpoints)
+        print(f"verifying {len(log)} records in {getattr(log._db, 'display', path)} ...",
+              file=sys.stderr, flush=True)
+    bar = _Progress("verify", show)
+    try:
+        res = log.verify(checkpoints=args.checkpoints, progress=bar)
+    finally:
+        bar.close()
     text = (f"OK: {res.records} records, {res.checkpoints_checked} checkpoints, root {res.root}"
             if res.ok else f"FAILED: {len(res.problems)} problem(s)\n" +
             "\n".join(f"  {p}" for p in res.problems))
     _out(args, res.to_dict(), text)
     return 0 if res.ok else 1
+
+
+@_errors
+def _cmd_audit_prove(args) -> int:
+    """Inclusion proof for one record, or consistency proof between two sizes; with
+    ``--root`` (and ``--old-root``) the proof is also checked against those kept roots."""
+    from .merkle import ProofError, verify_consistency_proof, verify_inclusion_proof
+    log, _ = _open_audit(args)
+    if args.seq is not None:
+        proof = log.inclusion_proof(args.seq, args.size)
+        check = (lambda: verify_inclusion_proof(proof, args.root)) if args.root else None
+    else:
+        if args.old_size is None:
+            raise ValueError("give --seq N (inclusion) or --old-size N (consistency)")
+        proof = log.consistency_proof(args.old_size, args.size)
+        if bool(args.root) != bool(args.old_root):
+            raise ValueError("checking a consistency proof needs both --old-root and --root")
+        check = ((lambda: verify_consistency_proof(proof, args.old_root, args.root))
+                 if args.root else None)
+    ok = None
+    if check is not None:
+        try:
+            ok = check()
+        except ProofError as e:
+            proof["verified"] = False
+            proof["problem"] = str(e)
+            ok = False
+        else:
+            proof["verified"] = True
+    text = json.dumps(proof, indent=2)
+    if ok is not None:
+        text += "\n" + ("proof verified against the given root(s)" if ok
+                        else f"PROOF FAILED: {proof['problem']}")
+    _out(args, proof, text)
+    return 1 if ok is False else 0
 
 
 @_errors
@@ -188,7 +279,7 @@ def _cmd_card(args) -> int:
 @_errors
 def _cmd_cost_report(args) -> int:
     from .cost import CostLedger
-    if not os.path.exists(args.db):
+    if not _is_url(args.db) and not os.path.exists(args.db):
         raise FileNotFoundError(f"no cost ledger at {args.db}")
     ledger = CostLedger(args.db)
     by = [b.strip() for b in args.by.split(",") if b.strip()]
@@ -263,7 +354,20 @@ def register(subparsers) -> None:
     _add_common(p)
     p.add_argument("--db", help="audit database (default: REGISTRY/registry.db)")
     p.add_argument("--checkpoints", help="JSON Lines of checkpoints kept outside the database")
+    p.add_argument("--progress", action="store_true", default=None,
+                   help="draw a progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_cmd_audit_verify)
+    p = asub.add_parser("prove", help="Merkle inclusion (--seq) or consistency (--old-size) "
+                                      "proof, checked against --root/--old-root if given")
+    _add_common(p)
+    p.add_argument("--db", help="audit database or URL (default: REGISTRY/registry.db)")
+    p.add_argument("--seq", type=int, help="record to prove included")
+    p.add_argument("--old-size", type=int, help="earlier tree size to prove extended")
+    p.add_argument("--size", type=int, help="tree size of the proof (default: whole log)")
+    p.add_argument("--root", help="checkpoint root at --size, kept outside the database")
+    p.add_argument("--old-root", help="checkpoint root at --old-size")
+    p.set_defaults(func=_cmd_audit_prove)
 
     p = subparsers.add_parser("card", help="model card for MODEL[:VERSION|ALIAS]")
     _add_common(p)

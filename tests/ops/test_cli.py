@@ -120,3 +120,35 @@ def test_import_is_light():
     env_path = str(Path(__file__).resolve().parents[2])
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+
+
+def test_postgres_registry_verify_progress_and_proofs(backend, tmp_path, capsys):
+    from pyperfcore.ops import Registry
+    if backend.is_pg:
+        url = backend.url("cli")
+        r = ["--registry", url, "--objects", str(tmp_path / "objs")]
+        reg = Registry(url, objects_dir=tmp_path / "objs")
+    else:
+        r = ["--registry", str(tmp_path / "reg")]
+        reg = Registry(tmp_path / "reg")
+    reg.register("m", {"a.json": b"{}"})
+    reg.audit.append_many([{"kind": "x", "i": i} for i in range(300)])
+    kept = reg.audit.export_checkpoints()
+    rc, out = run("registry", "show", "m:1", "--json", *r)
+    assert rc == 0 and json.loads(out)["version"] == 1
+    rc, out = run("audit", "verify", "--progress", *r)
+    err = capsys.readouterr().err
+    assert rc == 0 and "OK: 301 records" in out
+    assert "verify [" in err and "301/301 (100%)" in err
+    root = kept[-1]["root"]
+    rc, out = run("audit", "prove", "--seq", "17", "--root", root, "--json", *r)
+    assert rc == 0 and json.loads(out)["verified"] is True
+    rc, out = run("audit", "prove", "--old-size", "1", "--old-root", "11" * 32, "--root", root,
+                  *r)
+    assert rc == 1 and "PROOF FAILED" in out  # a wrong old root is refused
+    first = reg.audit.inclusion_proof(1, 1)["root"]
+    rc, out = run("audit", "prove", "--old-size", "1", "--old-root", first, "--root", root,
+                  "--json", *r)
+    assert rc == 0 and json.loads(out)["verified"] is True
+    rc, out = run("audit", "prove", "--seq", "17", "--root", "00" * 32, *r)
+    assert rc == 1 and "PROOF FAILED" in out
