@@ -46,11 +46,12 @@ def optimize(module: Any, dtype: str = "int8", **kwargs: Any) -> Any:
     return _optimize(module, dtype=dtype, **kwargs)
 
 
-def save(module: Any, path: Any) -> None:
-    """Write an optimized module's packed weights (safetensors) and configuration (JSON)."""
+def save(module: Any, path: Any) -> Any:
+    """Write an optimized module's quantized weights (safetensors) and configuration (JSON) to
+    directory ``path``; returns its ``pathlib.Path``."""
     from .io import save as _save
 
-    _save(module, path)
+    return _save(module, path)
 
 
 def load(module: Any, path: Any) -> Any:
