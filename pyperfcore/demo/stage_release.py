@@ -31,17 +31,37 @@ def run(ctx) -> dict:
         clock["t"] += 0.014 + rng.exponential(0.003)
         return int(x @ w_bad > 0)
 
-    router = Router(stable, candidate, clock=lambda: clock["t"])
+    # a quarter of the candidate's requests are also answered by the stable model, inline (the
+    # demo's clock is simulated), so the judge sees output agreement at every step
+    router = Router(stable, candidate, clock=lambda: clock["t"], compare=0.25, compare_sync=True)
     audit = AuditLog(str(ctx.workdir / "release-audit.db"))
     ctl = CanaryController(router, audit=audit, model="demo-classifier", candidate_version=2,
                            min_requests=100 if ctx.quick else 200)
     served = 0
+    tl = {"requests": [0], "weight": [ctl.steps[0].weight], "events": [], "agreement_x": [],
+          "agreement": []}
     for i in ctx.progress(range(len(X) * 5), "canary traffic"):
         router(X[i % len(X)], key=f"user-{i}")
         served += 1
-        if i % 50 == 0 and ctl.tick() != "running":
-            break
+        if i % 50 == 0:
+            state = ctl.tick()
+            tl["requests"].append(served)
+            tl["weight"].append(router.weight if router.mode == "canary" else 0.0)
+            if state != "running":
+                break
     router.drain()
+    step_start = 0
+    for h in ctl.history:
+        if h["kind"] in ("canary_analysis", "canary_step", "rollback", "promoted"):
+            tl["events"].append({"request": h["served"], "weight": h.get("weight", 0.0),
+                                 "kind": h["kind"], "verdict": h.get("verdict")})
+        if h["kind"] == "canary_analysis" and h.get("agreement_intervals"):
+            a = h["agreement_intervals"]
+            tl["agreement_x"] += np.linspace(step_start, h["served"], len(a) + 1)[1:].tolist()
+            tl["agreement"] += list(a)
+        if h["kind"] in ("canary_step", "canary_analysis"):
+            step_start = h["served"]
+    ctx.data["canary_timeline"] = tl
     ctx.log(f"canary: {ctl.state} after {served} requests")
     if ctl.last_result is not None:
         for line in ctl.last_result.summary().splitlines():

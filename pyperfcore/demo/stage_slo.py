@@ -36,6 +36,8 @@ def run(ctx) -> dict:
     t0 = 0.0
     per_s = 20
     timeline = []
+    minute_lat: list = []
+    minute_n = 0
     for sec in ctx.progress(range(minutes * 60), "traffic", total=minutes * 60):
         t = t0 + sec
         in_spike = spike[0] * 60 <= sec < spike[1] * 60
@@ -43,6 +45,8 @@ def run(ctx) -> dict:
         base = rng.gamma(4.0, 0.02, n)  # ~80 ms median
         lat = base + (rng.exponential(0.35, n) if in_spike else 0)  # queueing in the spike
         err = rng.random(n) < (0.03 if in_spike else 0.0003)
+        minute_lat.append(lat)
+        minute_n += n
         trackers[lat_slo.name].observe(lat, t)
         trackers[av_slo.name].observe(err, t)
         if metrics is not None and sec % 10 == 0:
@@ -50,9 +54,15 @@ def run(ctx) -> dict:
                 metrics.observe_request(float(v), code="500" if e else "200", model="demo")
         if sec % 60 == 59:
             st = {n: tr.evaluate(t) for n, tr in trackers.items()}
-            timeline.append({"minute": sec // 60 + 1,
-                             **{f"{n}:burn_1h": s.burn_rates["1h"] for n, s in st.items()},
+            ml = np.concatenate(minute_lat)
+            p50, p90, p99 = np.percentile(ml, [50, 90, 99]) * 1e3
+            timeline.append({"minute": sec // 60 + 1, "requests": minute_n,
+                             "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+                             "threshold_ms": lat_slo.threshold * 1e3,
+                             **{f"{n}:burn_{w}": s.burn_rates[w] for n, s in st.items()
+                                for w in ("5m", "1h")},
                              "alerts": sorted({a.tier for s in st.values() for a in s.alerts})})
+            minute_lat, minute_n = [], 0
     fired = [e for e in events if e["event"] == "firing"]
     for e in events:
         ctx.log(f"t={e['t_min']:6.1f} min  {e['event']:<8} {e['slo']} {e['tier']}: "
@@ -77,9 +87,12 @@ def run(ctx) -> dict:
         ctx.log(f"Prometheus exposition: {len(text.splitlines())} lines (metrics.prom)")
     ctx.data["slo_events"] = events
     ctx.data["slo_trackers"] = trackers
+    ctx.data["slo_timeline"] = timeline  # per minute, for the report's plots
+    ctx.data["slo_spike_min"] = spike
     final = {n: tr.budget(minutes * 60 - 1) for n, tr in trackers.items()}
     return {"alerts": events, "first_page_minutes_after_spike":
             None if first_page is None else first_page - spike[0],
             "budget_remaining": {n: b.remaining for n, b in final.items()},
             "rules_file": str(rules_path), "promtool_ok": checked,
-            "timeline": timeline[::10]}
+            "timeline": [{k: v for k, v in r.items() if k == "minute" or ":burn_1h" in k
+                          or k == "alerts"} for r in timeline[::10]]}
