@@ -1,7 +1,8 @@
 """Control-path operations: model registry, audit trail and governance, cost ledger.
 
-Pure Python on stdlib ``sqlite3`` and numpy; optional integrations import their packages
-lazily and say which to install.
+Pure Python on stdlib ``sqlite3`` and numpy; ``postgresql://`` URLs use PostgreSQL through
+psycopg 3, and the MLflow adapter (:mod:`pyperfcore.ops.mlflow_adapter`) uses MLflow: both are
+optional, imported lazily, and say which package to install when missing.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .audit import AuditLog, Problem, VerifyResult
 from .cards import ModelCard, model_card
 from .cost import CostLedger, Price
 from .fairness import FairnessMonitor, FairnessReport, fairness_report
+from .merkle import ProofError, verify_consistency_proof, verify_inclusion_proof
 from .registry import (ApprovalRequired, DeprecatedVersionWarning, LifecycleError, ModelVersion,
                        NotFound, Registry, SchemaMismatch)
 
@@ -19,6 +21,7 @@ __all__ = [
     "AccessDenied", "AccessPolicy", "ApprovalRequired", "AuditLog", "CostLedger",
     "DeprecatedVersionWarning", "FairnessMonitor", "FairnessReport", "IntegrityError",
     "LifecycleError", "ModelCard", "ModelVersion", "NotFound", "OpsError", "Price", "Problem",
-    "Registry", "SchemaMismatch", "SchemaTooNew", "UnsafeArtifact", "VerifyResult",
-    "fairness_report", "model_card",
+    "ProofError", "Registry", "SchemaMismatch", "SchemaTooNew", "UnsafeArtifact",
+    "VerifyResult", "fairness_report", "model_card", "verify_consistency_proof",
+    "verify_inclusion_proof",
 ]
