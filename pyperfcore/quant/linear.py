@@ -456,3 +456,20 @@ def _half_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     rt = None if r is None else _torch_input(r).float()
     y = tg.linear_half(xt, t["w"], t["bias"], layer.activation, rt)
     return y.numpy() if was_np else y
+
+
+@register("quantize_activations", "triton", ("cuda",))
+def _qa_triton(x: Any, symmetric: bool) -> tuple[Any, Any, Any]:
+    import torch
+
+    from ..kernels import quant_gemm as tg
+
+    was_np = not is_torch_tensor(x)
+    xt = _torch_input(x).float()
+    q, s, z = tg.quantize_activations(xt, symmetric)
+    k = xt.shape[1]
+    kp = max(4, (k + 3) // 4 * 4)
+    qp = torch.empty((xt.shape[0], kp), dtype=torch.uint8, device=xt.device)
+    qp[:, :k] = q
+    qp[:, k:] = z[:, None].to(torch.uint8)  # padding holds the zero point, as on the cpu backend
+    return (qp.cpu().numpy(), s.cpu().numpy(), z.cpu().numpy()) if was_np else (qp, s, z)
