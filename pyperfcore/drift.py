@@ -966,6 +966,8 @@ class DriftMonitor:
             return self._evaluate(tot)
         self._decayed.scale(0.5 ** (done.rows / self.half_life))
         self._decayed.add(done)
+        if self.rows_seen < self.size:  # warm-up: no verdicts before `size` rows were seen
+            return None
         return self._evaluate(self._decayed)
 
     # ---- evaluation

@@ -1,0 +1,69 @@
+"""Drift statistics against scipy and numpy on 1e6 vs 1e6 samples (same run, same group)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyperfcore import drift
+
+ss = pytest.importorskip("scipy.stats")
+N = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def samples():
+    rng = np.random.default_rng(7)
+    return rng.normal(0, 1, N), rng.normal(0.01, 1.05, N)
+
+
+def _numpy_psi(a, b, bins=10):
+    e = np.quantile(a, np.linspace(0, 1, bins + 1))
+    e[0], e[-1] = -np.inf, np.inf
+    p = np.histogram(a, e)[0] / a.size
+    q = np.histogram(b, e)[0] / b.size
+    p, q = np.where(p == 0, 1e-4, p), np.where(q == 0, 1e-4, q)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+@pytest.mark.benchmark(group="ks_2samp 1e6 vs 1e6")
+@pytest.mark.parametrize("impl", ["pyperfcore", "scipy"])
+def test_ks(benchmark, samples, impl):
+    a, b = samples
+    ours, ref = drift.ks_2samp(a, b), ss.ks_2samp(a, b)
+    assert ours.statistic == ref.statistic and abs(ours.pvalue - ref.pvalue) <= 1e-9 * ref.pvalue
+    fn = (lambda: drift.ks_2samp(a, b)) if impl == "pyperfcore" else (lambda: ss.ks_2samp(a, b))
+    benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.mark.benchmark(group="wasserstein 1e6 vs 1e6")
+@pytest.mark.parametrize("impl", ["pyperfcore", "scipy"])
+def test_wasserstein(benchmark, samples, impl):
+    a, b = samples
+    assert drift.wasserstein_distance(a, b) == pytest.approx(ss.wasserstein_distance(a, b), rel=1e-9)
+    fn = (lambda: drift.wasserstein_distance(a, b)) if impl == "pyperfcore" else (lambda: ss.wasserstein_distance(a, b))
+    benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.mark.benchmark(group="psi deciles 1e6 vs 1e6")
+@pytest.mark.parametrize("impl", ["pyperfcore", "numpy"])
+def test_psi(benchmark, samples, impl):
+    a, b = samples
+    assert drift.psi(a, b, 10) == pytest.approx(_numpy_psi(a, b), rel=1e-9)
+    fn = (lambda: drift.psi(a, b, 10)) if impl == "pyperfcore" else (lambda: _numpy_psi(a, b))
+    benchmark.pedantic(fn, rounds=5, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.mark.benchmark(group="histogram update 1e6 (fixed 100 reference bins)")
+@pytest.mark.parametrize("impl", ["pyperfcore", "numpy"])
+def test_hist_update(benchmark, samples, impl):
+    a, b = samples
+    e = np.quantile(a, np.linspace(0, 1, 101))
+    h = drift.Histogram(e)
+    h.update(b)
+    assert np.array_equal(h.counts[1:-2], np.histogram(b[(b >= e[0]) & (b <= e[-1])], e)[0])
+    fn = (lambda: drift.Histogram(e).update(b)) if impl == "pyperfcore" else (lambda: np.histogram(b, e))
+    benchmark.pedantic(fn, rounds=10, iterations=1)
+    benchmark.extra_info["items_per_s"] = N / benchmark.stats["median"]
