@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_BUCKETS", "latency_buckets", "Metrics", "Tracing", "InferenceLogger",
+__all__ = ["DEFAULT_BUCKETS", "read_parquet_log", "latency_buckets", "Metrics", "Tracing", "InferenceLogger",
            "Sampler", "CanaryProbe", "ProbeResult"]
 
 # prometheus_client's default histogram buckets (seconds)
@@ -393,12 +393,7 @@ class InferenceLogger:
                 self._fh.close()
                 self._fh = None
         elif self._rows:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-            rows = [{k: json.dumps(v, default=_json_default) if isinstance(v, (dict, list))
-                     or isinstance(v, np.ndarray) else v for k, v in r.items()}
-                    for r in self._rows]
-            pq.write_table(pa.Table.from_pylist(rows), self._path())
+            _write_parquet(self._rows, self._path())
             self._rows = []
         self._size = 0
 
@@ -458,12 +453,56 @@ class InferenceLogger:
         return sorted(self.dir.glob(f"{self.prefix}-*.*"))
 
     def read(self) -> list:
-        """All records in the current files (JSON lines), oldest first."""
+        """All records in the current files (JSON lines or Parquet), oldest first."""
         out = []
         for f in self.files():
             if f.suffix == ".jsonl":
                 out.extend(json.loads(line) for line in f.read_text().splitlines() if line)
+            elif f.suffix == ".parquet":
+                out.extend(read_parquet_log(f))
         return out
+
+
+_SCALARS = (bool, int, float, str)
+_JSON_COLS_KEY = b"pyperfcore.json_columns"
+
+
+def _write_parquet(rows: list, path: Path) -> None:
+    """One Parquet file; a column whose values are not all one scalar type (inputs, outputs,
+    feature maps, mixed types) is stored as JSON text, and named in the file's metadata so
+    :func:`read_parquet_log` can decode it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    json_cols = []
+    for k in keys:
+        types = {type(r[k]) for r in rows if r.get(k) is not None}
+        if types - {int, float} and not (len(types) == 1 and types <= set(_SCALARS)):
+            json_cols.append(k)
+    cols = {}
+    for k in keys:
+        vals = [r.get(k) for r in rows]
+        if k in json_cols:
+            vals = [None if v is None else json.dumps(v, default=_json_default) for v in vals]
+        cols[k] = vals
+    table = pa.table(cols).replace_schema_metadata({_JSON_COLS_KEY: json.dumps(json_cols)})
+    pq.write_table(table, path)
+
+
+def read_parquet_log(path) -> list:
+    """Records of one Parquet inference-log file, JSON columns decoded."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    json_cols = set(json.loads(meta.get(_JSON_COLS_KEY, b"[]")))
+    rows = table.to_pylist()
+    for r in rows:
+        for k in json_cols:
+            if r.get(k) is not None:
+                r[k] = json.loads(r[k])
+    return rows
 
 
 def _json_default(o):
