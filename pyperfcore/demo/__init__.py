@@ -28,7 +28,7 @@ STAGES: list[tuple[str, str]] = [
     ("stage_quant", "INT8 inference with its accuracy report"),
     ("stage_batching", "dynamic batching with request cache under a traffic spike"),
     ("stage_sketches", "distinct users, latency histograms and quantiles"),
-    ("stage_drift", "drift injected mid-run, and detected"),
+    ("stage_drift", "drift injected mid-stream and detected"),
     ("stage_slo", "SLOs and burn-rate alerts on a traffic spike"),
     ("stage_ops", "registry, approvals, audit trail, model card and cost"),
     ("stage_release", "canary rollback, CI gate and diagnose"),
