@@ -291,7 +291,8 @@ def _preprocess_reference(plan: _Plan) -> Any:
         if (rh, rw) != im.shape[:2]:
             wy = resize_weights(im.shape[0], rh, plan.antialias)[top:top + oh]
             wx = resize_weights(im.shape[1], rw, plan.antialias)[left:left + ow]
-            x = np.einsum("yh,hwc,xw->yxc", wy, x, wx)
+            x = np.tensordot(wy, x, axes=(1, 0))  # [oh, w, c]
+            x = np.einsum("xw,ywc->yxc", wx, x)
         else:
             x = x[top:top + oh, left:left + ow]
         v = (x[..., order].astype(np.float32) - plan.mean) * plan.inv_std
