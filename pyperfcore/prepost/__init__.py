@@ -7,7 +7,8 @@ Post-processing: :func:`softmax_topk`, :func:`softmax`, :func:`log_softmax`, :fu
 :func:`l2_normalize`, :func:`compress_embeddings`, :func:`batched_nms`.
 
 Every op has a ``reference`` (numpy) and a ``cpu`` (C++, SIMD chosen at run time,
-multi-threaded) backend; the main ones also ``triton`` and ``cuda`` for torch CUDA tensors.
+multi-threaded) backend. GPU (triton / cuda) backends are not written yet; asking for one raises
+BackendUnavailable.
 """
 from __future__ import annotations
 

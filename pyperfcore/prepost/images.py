@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _backends
 from .._backends import is_torch_tensor, register
-from .._runtime import _core, _cuda_module
+from .._runtime import _core
 from ._common import dtype_name, to_numpy
 
 __all__ = ["preprocess_images", "resize_weights"]
@@ -325,87 +325,3 @@ def _preprocess_cpu(plan: _Plan) -> Any:
         images, plan.geometry[:, :4], plan.channels, plan.out_h, plan.out_w, plan.antialias, plan.swap,
         plan.mean.tolist(), plan.inv_std.tolist(), _LAYOUTS[plan.layout], _DTYPES[plan.dtype], plan.scale)
     return _wrap(plan, out)
-
-
-# ------------------------------------------------------------------ GPU backends
-def _gpu_batches(plan: _Plan) -> list[tuple[Any, np.ndarray, list[int]]]:
-    """(uint8 [n, H, W, C] tensor, geometry row, image indices) groups sharing one geometry."""
-    if plan.batch is not None:
-        g = plan.geometry
-        if (g == g[0]).all():
-            return [(plan.batch, g[0], list(range(plan.n)))]
-        return [(plan.batch[i:i + 1], g[i], [i]) for i in range(plan.n)]
-    out = []
-    for i, im in enumerate(plan.items):
-        t = im if im.ndim == 3 else im.unsqueeze(-1)
-        out.append((t.unsqueeze(0), plan.geometry[i], [i]))
-    return out
-
-
-def _taps_tensors(in_size: int, out_size: int, first: int, n: int, antialias: bool, device: Any) -> tuple[Any, Any, int]:
-    import torch
-
-    start, count, w = _core().prepost_resize_taps(in_size, out_size, antialias)
-    start, w = start[first:first + n], w[first:first + n].copy()
-    k = int(count[first:first + n].max()) if n else 1
-    return (torch.from_numpy(start.astype(np.int32)).to(device),
-            torch.from_numpy(np.ascontiguousarray(w[:, :max(k, 1)])).to(device), max(k, 1))
-
-
-def _gpu_out(plan: _Plan, device: Any) -> Any:
-    import torch
-
-    tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
-           "uint8": torch.uint8}[plan.dtype]
-    return torch.empty(plan.out_shape(), dtype=tdt, device=device)
-
-
-def _check_gpu_input(plan: _Plan) -> None:
-    src = plan.batch if plan.batch is not None else (plan.items[0] if plan.items else None)
-    if src is not None and not is_torch_tensor(src):
-        raise TypeError("preprocess_images: the GPU backends take torch tensors")
-
-
-@register("preprocess_images", "triton", ("cuda",))
-def _preprocess_triton(plan: _Plan) -> Any:
-    from ..kernels import prepost_images as tk
-
-    _check_gpu_input(plan)
-    if plan.n == 0:
-        return _gpu_out(plan, "cpu" if plan.batch is None else plan.batch.device)
-    first = plan.batch if plan.batch is not None else plan.items[0]
-    out = _gpu_out(plan, first.device)
-    for t, g, idx in _gpu_batches(plan):
-        rh, rw, top, left, oh, ow = (int(v) for v in g)
-        sy, wy, ky = _taps_tensors(t.shape[1], rh, top, oh, plan.antialias, t.device)
-        sx, wx, kx = _taps_tensors(t.shape[2], rw, left, ow, plan.antialias, t.device)
-        tk.preprocess(t, out[idx[0]:idx[-1] + 1], sy, wy, ky, sx, wx, kx, plan.mean.tolist(), plan.inv_std.tolist(),
-                      plan.swap, plan.layout == "NCHW", plan.dtype, plan.scale)
-    return out
-
-
-@register("preprocess_images", "cuda", ("cuda",))
-def _preprocess_cuda(plan: _Plan) -> Any:
-    import torch
-
-    _check_gpu_input(plan)
-    cuda = _cuda_module()
-    first = plan.batch if plan.batch is not None else (plan.items[0] if plan.items else None)
-    out = _gpu_out(plan, first.device if first is not None else "cpu")
-    if plan.n == 0:
-        return out
-    for t, g, idx in _gpu_batches(plan):
-        rh, rw, top, left, oh, ow = (int(v) for v in g)
-        t = t.contiguous()
-        sy, wy, ky = _taps_tensors(t.shape[1], rh, top, oh, plan.antialias, t.device)
-        sx, wx, kx = _taps_tensors(t.shape[2], rw, left, ow, plan.antialias, t.device)
-        o = out[idx[0]:idx[-1] + 1]
-        m = plan.mean.tolist() + [0.0] * (3 - plan.channels)
-        s = plan.inv_std.tolist() + [1.0] * (3 - plan.channels)
-        with torch.cuda.device(t.device):
-            stream = torch.cuda.current_stream(t.device).cuda_stream
-            cuda.prepost_preprocess(t.data_ptr(), t.shape[0], t.shape[1], t.shape[2], plan.channels,
-                                    sy.data_ptr(), wy.data_ptr(), ky, sx.data_ptr(), wx.data_ptr(), kx, oh, ow,
-                                    m, s, plan.swap, _LAYOUTS[plan.layout], _DTYPES[plan.dtype], plan.scale,
-                                    o.data_ptr(), stream)
-    return out
