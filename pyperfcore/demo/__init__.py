@@ -24,7 +24,7 @@ STAGES: list[tuple[str, str]] = [
     ("stage_build", "build and machine"),
     ("stage_quant_pilot", "INT8 quantization of a real model's weights"),
     ("stage_scenario", "the model and its traffic: a digits classifier, a spike and a drift"),
-    ("stage_prepost", "fused pre- and post-processing"),
+    ("stage_prepost", "fused pre- and post-processing of real photos and model logits"),
     ("stage_quant", "INT8 inference with its accuracy report"),
     ("stage_batching", "dynamic batching with request cache under a traffic spike"),
     ("stage_sketches", "distinct users, latency histograms and quantiles"),
