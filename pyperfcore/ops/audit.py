@@ -22,7 +22,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ._db import OpsError, canonical_json, now, open_database, run_script
 from .access import AccessPolicy

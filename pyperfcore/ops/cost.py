@@ -144,8 +144,8 @@ class CostLedger:
             raise ValueError("busy_s and requests must be >= 0 and replicas > 0")
         self.price(instance)
         with self._db.write() as conn:
-            conn.execute("INSERT INTO cost_usage(model, version, instance, start, \"end\", replicas, "
-                         "busy_s, requests, tags) VALUES (?,?,?,?,?,?,?,?,?)",
+            conn.execute('INSERT INTO cost_usage(model, version, instance, start, "end", '
+                         "replicas, busy_s, requests, tags) VALUES (?,?,?,?,?,?,?,?,?)",
                          (model, None if version is None else str(version), instance, start, end,
                           replicas, busy_s, int(requests), canonical_json(dict(tags or {}))))
 

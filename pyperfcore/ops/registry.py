@@ -1,5 +1,5 @@
-"""Model registry on SQLite or PostgreSQL: versions, content-addressed artifacts, aliases with history,
-lifecycle, approvals, serving checks, retention, events with a durable outbox.
+"""Model registry on SQLite or PostgreSQL: versions, content-addressed artifacts, aliases
+with history, lifecycle, approvals, serving checks, retention, events with a durable outbox.
 
 Every change is written in one transaction together with its audit record and its outbox
 event, so the registry, the audit trail and the webhook queue never disagree after a crash.

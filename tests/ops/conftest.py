@@ -104,7 +104,8 @@ class Backend:
     def url(self, tag: str = "a") -> str:
         """A new, empty store location."""
         if self.is_pg:
-            return f"{self.pg_base}?schema=t{uuid.uuid4().hex[:12]}_{re.sub(r'[^a-z0-9_]', '_', tag)}"
+            safe = re.sub(r"[^a-z0-9_]", "_", tag)
+            return f"{self.pg_base}?schema=t{uuid.uuid4().hex[:12]}_{safe}"
         return str(self.tmp / f"{tag}.db")
 
     def registry(self, tag: str = "reg", **kw):

@@ -182,7 +182,8 @@ def test_index_columns_cannot_hide_records(log):
 
 
 # each example builds a fresh database (the fixture only hands out new URLs)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_single_byte_edit_is_detected(backend, data):
     path = backend.url("hyp")

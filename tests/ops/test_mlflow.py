@@ -59,7 +59,8 @@ def test_round_trip_through_mlflow(client, tmp_path):
     assert v.metadata["metrics"] == {"auc": 0.93}
     assert v.metadata["tags"] == {"team": "search", "pyperfcore.origin": "ranker:1",
                                   "pyperfcore.stage": "candidate"}
-    assert v.metadata["input_schema"] == {"x": "float32"} and v.metadata["feature_version"] == "fs-2"
+    assert v.metadata["input_schema"] == {"x": "float32"}
+    assert v.metadata["feature_version"] == "fs-2"
     assert v.metadata["imported_from"]["system"] == "mlflow"
     assert v.stage == "candidate" and v.aliases == []  # going live needs our approvals
     assert import_from_mlflow(other, "ranker", client=client) == []  # already imported
