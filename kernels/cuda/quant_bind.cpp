@@ -30,6 +30,27 @@ void bind_cuda_quant(py::module_& m) {
                           reinterpret_cast<float*>(out), reinterpret_cast<void*>(stream)),
           "dequantize_int8");
   });
+  m.def("quantize_rows_u8", [](uintptr_t x, int64_t mm, int64_t k, int64_t ldx, uintptr_t q, int64_t ldq, uintptr_t scales,
+                               uintptr_t zps, bool symmetric, uintptr_t flag, uintptr_t stream) {
+    require_device();
+    int bad = 0;
+    {
+      py::gil_scoped_release nogil;
+      check(quantize_rows_u8(reinterpret_cast<const float*>(x), mm, k, ldx, reinterpret_cast<uint8_t*>(q), ldq,
+                             reinterpret_cast<float*>(scales), reinterpret_cast<int32_t*>(zps), symmetric ? 1 : 0,
+                             reinterpret_cast<int*>(flag), reinterpret_cast<void*>(stream), &bad),
+            "quantize_rows_u8");
+    }
+    if (bad) throw py::value_error("linear: activations contain NaN or infinity");
+  });
+  m.def("dequantize_rows_u8", [](uintptr_t q, int64_t mm, int64_t k, int64_t ldq, uintptr_t scales, uintptr_t zps, uintptr_t out,
+                                 uintptr_t stream) {
+    require_device();
+    py::gil_scoped_release nogil;
+    check(dequantize_rows_u8(reinterpret_cast<const uint8_t*>(q), mm, k, ldq, reinterpret_cast<const float*>(scales),
+                             reinterpret_cast<const int32_t*>(zps), reinterpret_cast<float*>(out), reinterpret_cast<void*>(stream)),
+          "dequantize_rows_u8");
+  });
 }
 
 }  // namespace cuda

@@ -14,6 +14,16 @@ int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int
 int dequantize_int8(const int8_t* q, const float* scales, int64_t outer, int64_t channels, int64_t inner, float* out,
                     void* stream);
 
+// Per-token (per-row) uint8 quantization of float32 x [m, k] (row stride ldx) exactly as the CPU
+// kernels do it (csrc/quant/linear.hpp): q [m, ldq] with columns k..kp-1 set to the zero point
+// (kp = round_up(k, 4) <= ldq), scales [m], zero points [m]. `flag` is a device int that the
+// launcher zeroes; *nonfinite reports NaN/inf after synchronizing the stream.
+int quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales,
+                     int32_t* zps, int symmetric, int* flag, void* stream, int* nonfinite);
+// out[r, j] = (q[r, j] - zp[r]) * scale[r] for q [m, ldq], out [m, k] contiguous.
+int dequantize_rows_u8(const uint8_t* q, int64_t m, int64_t k, int64_t ldq, const float* scales, const int32_t* zps,
+                       float* out, void* stream);
+
 int runtime_version();
 // 0 and a device count, or a cudaError_t explaining why no device can be used.
 int device_count(int* count);

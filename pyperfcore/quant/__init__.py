@@ -19,7 +19,7 @@ from typing import Any
 
 from ._pilot import dequantize, quantize
 from .calibration import SmoothQuant, calibrate, smooth_factors
-from .linear import ACTIVATIONS, QuantizedLinear, quantize_activations
+from .linear import ACTIVATIONS, QuantizedLinear, dequantize_activations, quantize_activations
 from .report import AccuracyReport, accuracy_report
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "QuantizedLinear",
     "ACTIVATIONS",
     "quantize_activations",
+    "dequantize_activations",
     "calibrate",
     "smooth_factors",
     "SmoothQuant",

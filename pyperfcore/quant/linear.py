@@ -27,7 +27,7 @@ from .._arrays import as_numpy
 from .._backends import is_torch_tensor, register
 from .._runtime import _core
 
-__all__ = ["QuantizedLinear", "ACTIVATIONS", "DTYPES", "quantize_activations", "quantize_weight_int8"]
+__all__ = ["QuantizedLinear", "ACTIVATIONS", "DTYPES", "quantize_activations", "dequantize_activations", "quantize_weight_int8"]
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
 DTYPES = ("int8", "float16", "bfloat16")
@@ -473,3 +473,51 @@ def _qa_triton(x: Any, symmetric: bool) -> tuple[Any, Any, Any]:
     qp[:, :k] = q
     qp[:, k:] = z[:, None].to(torch.uint8)  # padding holds the zero point, as on the cpu backend
     return (qp.cpu().numpy(), s.cpu().numpy(), z.cpu().numpy()) if was_np else (qp, s, z)
+
+
+@register("quantize_activations", "cuda", ("cuda",))
+def _qa_cuda(x: Any, symmetric: bool) -> tuple[Any, Any, Any]:
+    import torch
+
+    from .._runtime import _cuda_module
+
+    cuda = _cuda_module()
+    xt = x.float()
+    if xt.shape[1] > 1 and xt.stride(1) != 1:
+        xt = xt.contiguous()
+    m, k = xt.shape
+    kp = max(4, (k + 3) // 4 * 4)
+    q = torch.empty((m, kp), dtype=torch.uint8, device=xt.device)
+    s = torch.empty((m,), dtype=torch.float32, device=xt.device)
+    z = torch.empty((m,), dtype=torch.int32, device=xt.device)
+    flag = torch.empty((1,), dtype=torch.int32, device=xt.device)
+    with torch.cuda.device(xt.device):
+        stream = torch.cuda.current_stream(xt.device).cuda_stream
+        cuda.quantize_rows_u8(xt.data_ptr(), m, k, max(xt.stride(0), 1), q.data_ptr(), kp, s.data_ptr(), z.data_ptr(),
+                              bool(symmetric), flag.data_ptr(), stream)
+    return q, s, z
+
+
+def dequantize_activations(q: Any, scale: Any, zero_point: Any, k: int) -> Any:
+    """float32 ``(q[:, :k] - zero_point) * scale`` (the inverse of :func:`quantize_activations`);
+    CUDA tensors use the CUDA kernel, anything else numpy."""
+    if is_torch_tensor(q) and q.is_cuda:
+        import torch
+
+        from .._runtime import _cuda_module
+
+        cuda = _cuda_module()
+        if cuda is None:
+            from .._errors import BackendUnavailable
+
+            raise BackendUnavailable("the cuda backend was not built")
+        m = q.shape[0]
+        out = torch.empty((m, k), dtype=torch.float32, device=q.device)
+        qc, sc, zc = q.contiguous(), scale.float().contiguous(), zero_point.to(torch.int32).contiguous()
+        with torch.cuda.device(q.device):
+            cuda.dequantize_rows_u8(qc.data_ptr(), m, k, qc.shape[1], sc.data_ptr(), zc.data_ptr(), out.data_ptr(),
+                                    torch.cuda.current_stream(q.device).cuda_stream)
+        return out
+    qn, sn, zn = as_numpy(q), np.asarray(as_numpy(scale), np.float32), np.asarray(as_numpy(zero_point), np.int32)
+    out = ((qn[:, :k].astype(np.int32) - zn[:, None]).astype(np.float32) * sn[:, None]).astype(np.float32)
+    return _like(q, out)

@@ -1,0 +1,56 @@
+"""CUDA activation (de)quantization kernels against the numpy oracle (needs an NVIDIA GPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyperfcore import quant
+from tests import reference as ref
+
+pytestmark = [pytest.mark.cuda, pytest.mark.gpu]
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (3, 7), (17, 384), (64, 1537), (2, 5000)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cuda_activation_quantization_exact(shape, symmetric, rng):
+    import torch
+
+    x = (rng.standard_normal(shape) * 3 + 0.5).astype(np.float32)
+    xt = torch.from_numpy(x).cuda()
+    q, s, z = quant.quantize_activations(xt, symmetric=symmetric, backend="cuda")
+    eq, es, ez = ref.quantize_rows_u8(x, symmetric)
+    np.testing.assert_array_equal(q.cpu().numpy(), eq)
+    np.testing.assert_array_equal(s.cpu().numpy(), es)
+    np.testing.assert_array_equal(z.cpu().numpy(), ez)
+    back = quant.dequantize_activations(q, s, z, shape[1]).cpu().numpy()
+    np.testing.assert_array_equal(back, quant.dequantize_activations(eq, es, ez, shape[1]))
+    if x.size:
+        assert np.abs(back - x).max() <= es.max() * 0.5 + 1e-6
+
+
+def test_cuda_nan_is_an_error():
+    import torch
+
+    x = torch.zeros((4, 9), device="cuda")
+    x[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        quant.quantize_activations(x, backend="cuda")
+
+
+def test_cuda_module_and_export(rng):
+    import torch
+
+    m = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384)).cuda().eval()
+    x = torch.randn(16, 384, device="cuda")
+    with torch.no_grad():
+        e = m(x)
+        quant.optimize(m)
+        y = m(x)
+    assert torch.nn.functional.cosine_similarity(y, e).min() > 0.999
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        m(x)
+        with torch.cuda.graph(g):
+            out = m(x)
+    g.replay()
+    torch.testing.assert_close(out, y)
