@@ -51,8 +51,17 @@ def _to_numpy(values: Any, what: str) -> Any:
     if isinstance(values, np.ndarray):
         return values
     if isinstance(values, (list, tuple)):
-        if all(isinstance(v, (str, bytes)) for v in values):
+        n_text = sum(isinstance(v, (str, bytes)) for v in values)
+        if n_text == len(values):
             return list(values)
+        if n_text:
+            raise TypeError(f"{what}: a list mixes strings/bytes with other values; "
+                            "pass one kind per call (or an array of one dtype)")
+        # numpy would silently turn [1, 2.5] into floats, and DataSketches hashes the int 1 and
+        # the float 1.0 differently: refuse rather than hash something the caller did not pass.
+        has_float = any(isinstance(v, (float, np.floating)) for v in values)
+        if has_float and any(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"{what}: a list mixes ints and floats; pass an array of one dtype")
         return np.asarray(values)
     if isinstance(values, Iterable):
         return _to_numpy(list(values), what)
@@ -287,8 +296,25 @@ class RedisHyperLogLog:
         self._s = _core()._RedisHll()
 
     def update(self, values: Any) -> "RedisHyperLogLog":
-        self._s.update(_hash_input(values, "RedisHyperLogLog.update", allow_float=False))
+        """Adds every value, as ``PFADD`` would: integers as their decimal strings, str as UTF-8,
+        bytes as given. Floats are refused (clients format them in different ways)."""
+        v = _to_numpy(values, "RedisHyperLogLog.update")
+        if isinstance(v, np.ndarray) and v.dtype.kind in "ub":
+            v = v.reshape(-1)
+            if v.dtype.kind == "u" and v.dtype.itemsize == 8 and v.size and int(v.max()) >= 2**63:
+                v = v.astype("S20")  # decimal text of the unsigned value, not its int64 wrap
+            else:
+                v = v.astype(np.int64)  # value-preserving (not DataSketches' signed reinterpretation)
+        self._s.update(_hash_input(v, "RedisHyperLogLog.update", allow_float=False))
         return self
+
+    @property
+    def registers(self) -> np.ndarray:
+        """The 16384 register values (0..51), a copy."""
+        return np.asarray(self._s.registers()).copy()
+
+    def is_empty(self) -> bool:
+        return not self.registers.any()
 
     def estimate(self) -> int:
         """Redis' cardinality estimate (Ertl's improved estimator), 0 when empty."""

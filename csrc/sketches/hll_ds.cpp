@@ -19,8 +19,10 @@ constexpr int kLgInitList = 3;
 constexpr int kLgInitSet = 5;
 // log2 of the initial exception-table size by lg_k (DataSketches' LG_AUX_ARR_INTS).
 constexpr uint8_t kLgAuxArrInts[] = {0, 2, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9, 10, 11, 12, 13};
-const double kHipRseFactor = std::sqrt(std::log(2.0));
-const double kNonHipRseFactor = std::sqrt(3.0 * std::log(2.0) - 1.0);
+// sqrt(ln 2) and sqrt(3 ln 2 - 1) as DataSketches writes them (rounded): the bounds for lg_k > 12
+// then agree to the last bit, not just to 1e-10.
+constexpr double kHipRseFactor = 0.8325546;
+constexpr double kNonHipRseFactor = 1.03896;
 constexpr double kCouponRse = 0.409 / (1 << 13);
 
 // Empirical relative-error quantiles for lg_k 4..12 (sd 1, 2, 3), DataSketches' RelativeErrorTables.
@@ -48,8 +50,7 @@ constexpr double kNonHipUB[] = {-0.256980172, -0.411905944, -0.52651057,  -0.182
 double rel_err(bool upper, bool ooo, int lg_k, int n_std) {
   if (lg_k > 12) {
     const double f = ooo ? kNonHipRseFactor : kHipRseFactor;
-    const double rse = f / std::sqrt(static_cast<double>(1u << lg_k));
-    return (upper ? -1.0 : 1.0) * n_std * rse;
+    return (upper ? -1.0 : 1.0) * (n_std * f) / std::sqrt(static_cast<double>(1u << lg_k));
   }
   const int idx = (lg_k - 4) * 3 + (n_std - 1);
   if (!ooo) return upper ? kHipUB[idx] : kHipLB[idx];
@@ -613,18 +614,34 @@ DsHll DsHll::deserialize(const uint8_t* d, size_t len) {
     }
     if (len < start + 4 * n_in) bad("truncated coupon array (" + std::to_string(len) + " bytes)");
     if (set) {
-      // As DataSketches: start from the stored table size so the table order is reproduced.
-      int lg = d[4];
-      if (lg < kLgInitSet || lg > lg_k - 3) {
-        uint32_t p2 = 1;
-        while (p2 < count) p2 <<= 1;
-        if (4ull * count > 3ull * p2) p2 <<= 1;
-        lg = kLgInitSet;
-        while ((1u << lg) < p2 && lg < lg_k - 3) ++lg;
-      }
       s.mode_ = HllMode::set;
-      s.lg_arr_ = static_cast<uint8_t>(lg);
-      s.coupons_.assign(1u << lg, 0);
+      if (!compact && !empty) {
+        // Updatable image: the table is taken as stored (DataSketches copies it), after checking
+        // that every coupon sits where a probe for it would find it (no duplicates, no holes).
+        s.lg_arr_ = static_cast<uint8_t>(lg_arr);
+        s.coupons_.assign(n_in, 0);
+        uint32_t seen = 0;
+        for (size_t i = 0; i < n_in; ++i) {
+          const uint32_t c = get<uint32_t>(d + start + 4 * i);
+          if (c == 0) continue;
+          if ((c >> 26) < 1) bad("coupon value out of range");
+          s.coupons_[i] = c;
+          ++seen;
+        }
+        if (seen != count) bad("coupon count does not match the coupons present");
+        if (4ull * count > 3ull * n_in) bad("coupon table fuller than DataSketches lets it grow");
+        for (size_t i = 0; i < n_in; ++i) {
+          const uint32_t c = s.coupons_[i];
+          if (c != 0 && s.set_find(c) != static_cast<int>(i)) bad("coupon table is not a valid hash table");
+        }
+        s.count_ = count;
+        s.ooo_ = ooo;
+        return s;
+      }
+      // Compact image: replayed into a fresh table from its initial size, as DataSketches does,
+      // so the table (and the next image) has the order DataSketches' own reload gives.
+      s.lg_arr_ = kLgInitSet;
+      s.coupons_.assign(1u << kLgInitSet, 0);
     }
     uint32_t seen = 0;
     for (size_t i = 0; i < n_in; ++i) {
