@@ -20,7 +20,7 @@ from typing import Any
 from ._pilot import dequantize, quantize
 from .calibration import SmoothQuant, calibrate, smooth_factors
 from .linear import ACTIVATIONS, QuantizedLinear, dequantize_activations, quantize_activations
-from .report import AccuracyReport, accuracy_report
+from .report import AccuracyReport, Equivalence, accuracy_report, equivalence
 
 __all__ = [
     "quantize",
@@ -33,10 +33,13 @@ __all__ = [
     "smooth_factors",
     "SmoothQuant",
     "optimize",
+    "sensitivity",
     "save",
     "load",
     "accuracy_report",
     "AccuracyReport",
+    "equivalence",
+    "Equivalence",
 ]
 
 
@@ -45,6 +48,13 @@ def optimize(module: Any, dtype: str = "int8", **kwargs: Any) -> Any:
     from .torch_ops import optimize as _optimize
 
     return _optimize(module, dtype=dtype, **kwargs)
+
+
+def sensitivity(model: Any, inputs: Any, **kwargs: Any) -> Any:
+    """Per-layer sensitivity scan; see :func:`pyperfcore.quant.sensitivity.sensitivity`."""
+    from .sensitivity import sensitivity as _sensitivity
+
+    return _sensitivity(model, inputs, **kwargs)
 
 
 def save(module: Any, path: Any) -> Any:

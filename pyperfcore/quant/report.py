@@ -10,7 +10,7 @@ import numpy as np
 
 from .._backends import is_torch_tensor
 
-__all__ = ["AccuracyReport", "accuracy_report", "compare"]
+__all__ = ["AccuracyReport", "accuracy_report", "compare", "Equivalence", "equivalence"]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -107,3 +107,36 @@ def accuracy_report(reference: Any, candidate: Any, *, layers: dict[str, tuple[A
                           max_abs_err=m["max_abs_err"], mean_abs_err=m["mean_abs_err"],
                           top1_agreement=m["top1_agreement"], nn_agreement=_nn_agreement(r2, c2) if embeddings else None,
                           layers=per_layer, extra=dict(extra))
+
+
+@dataclass
+class Equivalence:
+    """Result of :func:`equivalence`: ``ok`` and why not."""
+
+    ok: bool
+    report: AccuracyReport
+    failures: list[str]
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def equivalence(reference: Any, candidate: Any, inputs: Any, *, atol: float | None = None,
+                min_cosine: float = 0.99, min_cosine_mean: float = 0.995, min_nn_agreement: float | None = 0.95,
+                embeddings: bool = True) -> Equivalence:
+    """Run ``reference(inputs)`` and ``candidate(inputs)`` (callables returning arrays or tensors)
+    and check the declared tolerances: per-row cosine (min and mean), optional max absolute error,
+    nearest-neighbour agreement for embeddings. Returns an :class:`Equivalence` whose
+    ``failures`` name each tolerance that was exceeded."""
+    r, c = reference(inputs), candidate(inputs)
+    rep = accuracy_report(r, c, embeddings=embeddings)
+    fails = []
+    if rep.cosine_min < min_cosine:
+        fails.append(f"min cosine {rep.cosine_min:.5f} < {min_cosine}")
+    if rep.cosine_mean < min_cosine_mean:
+        fails.append(f"mean cosine {rep.cosine_mean:.5f} < {min_cosine_mean}")
+    if atol is not None and rep.max_abs_err > atol:
+        fails.append(f"max |err| {rep.max_abs_err:.4g} > atol {atol}")
+    if min_nn_agreement is not None and rep.nn_agreement is not None and rep.nn_agreement < min_nn_agreement:
+        fails.append(f"nearest-neighbour agreement {rep.nn_agreement:.3f} < {min_nn_agreement}")
+    return Equivalence(ok=not fails, report=rep, failures=fails)

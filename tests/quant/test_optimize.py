@@ -2,6 +2,7 @@
 calibration and the accuracy report."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -251,3 +252,41 @@ def test_accuracy_report(tmp_path, rng):
     assert bad.cosine_mean == pytest.approx(-1.0) and not bad.meets()
     with pytest.raises(ValueError, match="shape"):
         quant.accuracy_report(r, r[:3])
+
+
+def test_sensitivity_finds_the_outlier_layer_and_meets_budget(rng):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16))
+    with torch.no_grad():
+        m[2].weight[:, 7] *= 400  # per-output-channel scales now crush the other 63 inputs of layer 2
+    x = torch.from_numpy(rng.standard_normal((64, 32)).astype(np.float32))
+    res = quant.sensitivity(m, x, min_cosine=0.9999)
+    assert res.ranking[0] == "2"
+    assert set(res.layers) == {"0", "2", "4"}
+    assert res.met and res.excluded and res.excluded[0] == "2" and res.final["cosine_min"] >= 0.9999
+    assert type(m[2]) is nn.Linear  # the model itself is untouched
+
+
+def test_equivalence_declared_tolerances(rng):
+    w = rng.standard_normal((16, 24)).astype(np.float32)
+    x = rng.standard_normal((40, 24)).astype(np.float32)
+    layer = quant.QuantizedLinear(w)
+    ok = quant.equivalence(lambda v: v @ w.T, layer, x, atol=1.0)
+    assert ok and not ok.failures
+    bad = quant.equivalence(lambda v: v @ w.T, layer, x, atol=1e-6)
+    assert not bad and "atol" in bad.failures[0]
+    worse = quant.equivalence(lambda v: v @ w.T, lambda v: rng.standard_normal((40, 16)), x)
+    assert not worse and any("cosine" in f for f in worse.failures)
+
+
+def test_onnx_export_matches_torch_and_optimized(tmp_path, rng):
+    ort = pytest.importorskip("onnxruntime")
+    m = _mlp(5)
+    x = torch.from_numpy(rng.standard_normal((8, 48)).astype(np.float32))
+    torch.onnx.export(m, (x,), str(tmp_path / "m.onnx"), input_names=["x"], output_names=["y"], dynamo=False)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    run_onnx = lambda v: sess.run(None, {"x": v.numpy()})[0]  # noqa: E731
+    with torch.no_grad():
+        assert quant.equivalence(lambda v: m(v), run_onnx, x, atol=1e-4, min_cosine=0.99999)
+        opt = quant.optimize(copy.deepcopy(m))
+        assert quant.equivalence(run_onnx, lambda v: opt(v), x, min_cosine=0.999, embeddings=False)
