@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
 from ._errors import PyperfcoreError
 from ._runtime import _core
@@ -50,6 +50,13 @@ __all__ = [
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 
 _NO_DEADLINE = 2**63 - 1
+# Id spaces (disjoint): single requests count up from 1; loop-buffered asyncio requests
+# ("fast path") from _FAST_BASE, consecutive, so a batch of them is one run; bulk submissions
+# from _BULK_BASE.
+_FAST_BASE = 1 << 61
+_BULK_BASE = 1 << 62
+_get_running_loop = asyncio.events._get_running_loop
+_fut_done = asyncio.Future.done
 _REASONS = ("none", "full", "preferred", "delay", "drain")
 
 
@@ -123,6 +130,16 @@ class Histogram:
 # Seconds buckets: fine below 1 ms (where batching delays live), Prometheus-like above.
 _TIME_BUCKETS = [25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
                  500e-3, 1.0, 2.5, 5.0, 10.0]
+
+
+def _time_buckets(extra: Iterable[float] | None) -> list[float]:
+    """Default seconds buckets plus the caller's bounds (e.g. an SLO threshold), deduplicated."""
+    b = set(_TIME_BUCKETS)
+    for x in extra or ():
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or not (x > 0) or math.isinf(x):
+            raise ValueError(f"extra bucket bounds must be finite numbers of seconds > 0, got {x!r}")
+        b.add(float(x))
+    return sorted(b)
 
 
 def _size_buckets(max_batch_size: int) -> list[float]:
@@ -317,6 +334,9 @@ class Batcher:
     driver
         ``"auto"`` (asyncio if first used from ``await infer()``, else a worker thread),
         ``"thread"``, ``"asyncio"`` or ``"manual"`` (the default with ``clock``).
+    extra_buckets_s
+        Extra upper bounds (seconds) for the ``queue_wait_s`` and ``model_time_s`` histograms, so
+        that an SLO threshold sits exactly on a bucket edge (Prometheus style).
     """
 
     def __init__(
@@ -338,6 +358,7 @@ class Batcher:
         clock: Callable[[], float] | None = None,
         driver: str = "auto",
         name: str | None = None,
+        extra_buckets_s: Iterable[float] | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"Batcher: fn must be callable, got {type(fn).__name__}")
@@ -368,6 +389,7 @@ class Batcher:
             raise ValueError("an injected clock runs the batcher manually (driver='manual'); call step()")
         if driver == "manual" and clock is None:
             clock = time.monotonic
+        self._time_bounds = _time_buckets(extra_buckets_s)
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "batcher")
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
@@ -400,14 +422,12 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._drive_scheduled = False
-        # Loop fast path: default-attribute requests of one loop iteration are pushed together.
-        self._buf: list[_Req] = []
-        self._depth_hint = 0
+        self._reset_fast()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_ns = _NO_DEADLINE
         self._closed = False
         self._ids = itertools.count(1)  # single requests (next() is atomic under the GIL)
-        self._bulk_next = 1 << 62  # contiguous ranges for push_many, a disjoint id space
+        self._bulk_next = _BULK_BASE  # contiguous ranges for push_many
         self._key_ids: dict[Hashable, int] = {None: 0}
         self._cache_inflight: dict[Any, _Req] = {}
         self._pid = os.getpid()
@@ -424,10 +444,28 @@ class Batcher:
         self._waits = _core().Completions()
         self._pending: dict[int, _Req] = {}
 
+    def _reset_fast(self) -> None:
+        """State of the loop fast path (touched on the loop's thread only).
+
+        Default-attribute ``infer()`` calls from the driving loop append (input, future) here and
+        get the future back; once per loop iteration the new ones are pushed with one native call
+        as consecutive ids. ``_ff[i]`` is the future of id ``_fbase + i``; ids below
+        ``_fpushed`` are in the native queue. They leave it in id order (one FIFO: key 0,
+        priority 0), so a batch ending at id e frees the prefix below e. ``None`` marks an entry
+        already answered (cancelled and swept, or rejected).
+        """
+        self._fast_loop: asyncio.AbstractEventLoop | None = None
+        self._fx: list[Any] = []
+        self._ff: list[Any] = []
+        self._fbase = _FAST_BASE
+        self._fpushed = _FAST_BASE
+        self._fnone = 0
+        self._fast_limit = 1 << 62
+
     def _init_stats(self) -> None:
         self._batch_sizes = Histogram(_size_buckets(self.max_batch_size))
-        self._queue_wait = Histogram(_TIME_BUCKETS)
-        self._model_time = Histogram(_TIME_BUCKETS)
+        self._queue_wait = Histogram(self._time_bounds)
+        self._model_time = Histogram(self._time_bounds)
         self._failures: dict[str, int] = {}
         self._py_counts = {"timeouts": 0, "cancellations": 0, "cache_hits": 0, "cache_joined": 0, "executions": 0,
                            "inferences": 0, "rejected_full": 0, "rejected_closed": 0, "rejected_cost": 0}
@@ -441,8 +479,7 @@ class Batcher:
         self._loop = None
         self._loop_thread_id = None
         self._drive_scheduled = False
-        self._buf = []
-        self._depth_hint = 0
+        self._reset_fast()
         self._timer = None
         self._timer_ns = _NO_DEADLINE
         self._cache_inflight = {}
@@ -475,6 +512,9 @@ class Batcher:
                         "`await batcher.infer(x)` from that loop")
                 self._loop = want_loop
                 self._loop_thread_id = threading.get_ident()
+                if self.cache is None:
+                    self._update_fast_limit()
+                    self._fast_loop = want_loop
             elif self._driver == "thread" and not self._threads:
                 # One more thread than model slots, so expired requests are answered promptly
                 # even while every slot is busy with the model.
@@ -687,44 +727,64 @@ class Batcher:
             if self._driver == "asyncio" and self._loop_thread_id == threading.get_ident():
                 raise RuntimeError("batcher(x) would block its own event loop; use `await batcher.infer(x)`")
             return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
-        self._check_attrs(timeout, priority, cost)
-        self._ensure_driver(None)
-        if self._driver != "thread":  # another thread made it loop-driven meanwhile
-            return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
+        if timeout is not None or priority != 0 or cost != 1 or type(priority) is not int:
+            self._check_attrs(timeout, priority, cost)
+        if not self._threads:
+            self._ensure_driver(None)
+            if self._driver != "thread":  # another thread made it loop-driven meanwhile
+                return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
+        if self._closed:
+            self._py_counts["rejected_closed"] += 1
+            raise BatcherClosed(f"batcher {self.name!r} is closed")
+        if os.getpid() != self._pid:  # fork without the at-fork hook (should not happen)
+            self._reset_after_fork()
+        kid = 0 if key is None else self._key_id(key)
+        now = time.monotonic_ns()
+        deadline = _NO_DEADLINE if timeout is None else now + int(timeout * 1e9)
         req = _Req(x, _K_WAIT, None)
-        rid = self._enqueue(req, key, priority, cost, timeout)
-        if self._waits.wait(rid, -1 if timeout is None else int(timeout * 1e9)):
+        rid = req.rid = next(self._ids)
+        self._pending[rid] = req
+        # Register, push and wait (GIL released) in one native call.
+        st = self._q.push_wait(self._waits, rid, kid, priority, cost, deadline, now,
+                               -1 if timeout is None else int(timeout * 1e9))
+        if st == 0:
             if req.ok:
                 return req.value
             raise req.value
+        if st > 0:
+            self._pending.pop(rid, None)
+            self._raise_push(st, cost)
         # Timed out while queued or in the model: whoever pops the request first owns it.
         if self._pending.pop(rid, None) is not None:
             self._q.cancel(rid)
         self._py_counts["timeouts"] += 1
         raise TimeoutError(f"batcher {self.name!r}: no result within {timeout} s")
 
-    async def infer(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
-                    cost: int = 1) -> Any:
-        """``await`` one request from asyncio. Batches are formed and results delivered on this
-        event loop's thread. Cancelling the task removes the request from the queue."""
+    def infer(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+              cost: int = 1) -> Awaitable[Any]:
+        """``await batcher.infer(x)`` from asyncio: one request's result.
+
+        Batches are formed and results delivered on this event loop's thread. Returns an
+        awaitable: on the fast path (the driving loop, default ``timeout``/``priority``/``key``/
+        ``cost``, no cache) the ``asyncio.Future`` itself, else a coroutine; use
+        ``asyncio.ensure_future`` (not ``create_task``) to run it as a task. Cancelling the awaiting
+        task means the request never reaches the model; a fast-path request's queue place is
+        freed when its batch forms or when the queue would otherwise be full.
+        """
+        loop = self._fast_loop
+        if (loop is not None and timeout is None and priority == 0 and key is None and cost == 1
+                and len(self._ff) < self._fast_limit and _get_running_loop() is loop):
+            f = loop.create_future()
+            self._fx.append(x)
+            self._ff.append(f)
+            if not self._drive_scheduled:
+                self._drive_scheduled = True
+                loop.call_soon(self._drive)
+            return f
+        return self._infer(x, timeout, priority, key, cost)
+
+    async def _infer(self, x: Any, timeout: float | None, priority: int, key: Hashable, cost: int) -> Any:
         loop = asyncio.get_running_loop()
-        if (self._loop is loop and timeout is None and priority == 0 and key is None and cost == 1
-                and self.cache is None and not self._closed):
-            buf = self._buf
-            if self.max_queue_size is None or len(buf) + self._depth_hint < self.max_queue_size:
-                fut = loop.create_future()
-                req = _Req(x, _K_AIO, fut, loop)
-                buf.append(req)
-                if not self._drive_scheduled:
-                    self._drive_scheduled = True
-                    loop.call_soon(self._drive)
-                try:
-                    return await fut
-                except asyncio.CancelledError:
-                    if req.rid and self._pending.pop(req.rid, None) is not None:
-                        self._q.cancel(req.rid)
-                    self._py_counts["cancellations"] += 1
-                    raise
         self._check_attrs(timeout, priority, cost)
         if self._driver != "asyncio" or self._loop is not loop:
             if self._driver in ("auto", "asyncio"):
@@ -739,7 +799,14 @@ class Batcher:
         if self.cache is not None and self._cache_lookup(x, req):
             return await fut
         try:
-            rid = self._enqueue(req, key, priority, cost, timeout)
+            try:
+                rid = self._enqueue(req, key, priority, cost, timeout)
+            except QueueFull:
+                # Cancelled fast-path requests may still hold places: free them and retry once.
+                if not self._sweep_fast():
+                    raise
+                self._py_counts["rejected_full"] -= 1
+                rid = self._enqueue(req, key, priority, cost, timeout)
         except BaseException:
             self._abandon_cache(req)
             raise
@@ -754,8 +821,27 @@ class Batcher:
             if self._pending.pop(rid, None) is not None:
                 self._q.cancel(rid)
                 self._abandon_cache(req)
+                if self._fpushed != self._fbase + len(self._ff):
+                    self._kick()  # buffered fast-path requests may fit now
             self._py_counts["cancellations"] += 1
             raise
+
+    def _sweep_fast(self) -> int:
+        """Loop thread: removes cancelled fast-path requests from the native queue; returns how many."""
+        if self._loop is None or threading.get_ident() != self._loop_thread_id:
+            return 0
+        ff, fx, q, base = self._ff, self._fx, self._q, self._fbase
+        n = 0
+        for i in range(min(len(ff), self._fpushed - base)):
+            f = ff[i]
+            if f is not None and f.done() and q.cancel(base + i):
+                ff[i] = fx[i] = None
+                n += 1
+        if n:
+            self._fnone += n
+            self._py_counts["cancellations"] += n
+            self._update_fast_limit()
+        return n
 
     # ----------------------------------------------------------------- cancellation
 
@@ -806,11 +892,11 @@ class Batcher:
     def _thread_main(self) -> None:
         q = self._q
         while True:
-            ids, key, reason, expired, dropped, _wake, finished, oldest, _cost = q.wait(-1)
+            runs, key, reason, expired, dropped, _wake, finished, oldest, _cost = q.wait_runs(-1)
             if expired or dropped:
                 self._answer_gone(expired, dropped)
-            if ids:
-                self._run_batch(ids, reason, oldest)
+            if runs:
+                self._run_batch(runs, reason, oldest)
             if finished:
                 q.interrupt()  # let the sibling threads see it too
                 return
@@ -820,45 +906,86 @@ class Batcher:
         self._drive_scheduled = False
         q = self._q
         loop = self._loop
-        if self._buf:
-            self._flush_buf()
         while True:
+            if self._fpushed != self._fbase + len(self._ff):
+                self._flush_fast()
             now = time.monotonic_ns()
-            ids, key, reason, expired, dropped, wake, finished, oldest, _cost = q.poll(now)
+            runs, key, reason, expired, dropped, wake, finished, oldest, _cost = q.poll_runs(now)
             if expired or dropped:
                 self._answer_gone(expired, dropped)
-            if not ids:
+            if not runs:
                 break
             if self._is_async:
-                loop.create_task(self._run_batch_async(ids, reason, oldest))
+                loop.create_task(self._run_batch_async(runs, reason, oldest))
             else:
-                self._run_batch(ids, reason, oldest)
-        self._depth_hint = q.size()
+                self._run_batch(runs, reason, oldest)
+        if self.max_queue_size is not None:
+            self._update_fast_limit()
         if wake < _NO_DEADLINE and loop is not None and (self._timer is None or wake < self._timer_ns):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_ns = wake
             self._timer = loop.call_at(loop.time() + max(0, wake - now) / 1e9, self._on_timer)
 
-    def _flush_buf(self) -> None:
-        """Pushes the loop's buffered requests with one native call (cancelled ones dropped)."""
-        buf = [r for r in self._buf if not r.sink.done()]
-        self._buf = []
-        n = len(buf)
-        if not n:
+    def _update_fast_limit(self) -> None:
+        """Fast-path admission: fast entries may grow while (live fast + other queued) < max_queue_size."""
+        if self.max_queue_size is None:
             return
-        first = self._reserve_ids(n)
-        for i, r in enumerate(buf, first):
-            r.rid = i
-        self._pending.update(zip(range(first, first + n), buf))
-        st = self._q.push_many(first, n, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns())
+        live_fast = self._fpushed - self._fbase - self._fnone
+        other = self._q.size() - live_fast
+        self._fast_limit = self.max_queue_size - max(0, other) + self._fnone
+
+    def _flush_fast(self) -> None:
+        """Pushes the loop's new fast-path requests with one native call (consecutive ids).
+
+        If the queue filled up meanwhile (a thread producer, or a cancelled task whose place is
+        freed a loop iteration later), what fits is pushed and the rest stays buffered for the
+        next pass; only a closed queue fails them.
+        """
+        first = self._fpushed
+        n = self._fbase + len(self._ff) - first
+        q = self._q
+        st = q.push_many(first, n, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns())
+        if st == 1:
+            room = self.max_queue_size - q.size() if self.max_queue_size is not None else 0
+            n = max(0, min(n, room))
+            st = q.push_many(first, n, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns()) if n else 0
+        self._fpushed = first + n
         if st:
-            for r in buf:
-                self._pending.pop(r.rid, None)
+            ff, fx = self._ff, self._fx
+            for i in range(first - self._fbase, len(ff)):
+                f = ff[i]
+                ff[i] = fx[i] = None
+                self._fnone += 1
                 try:
                     self._raise_push(st, 1)
                 except Exception as exc:
-                    _set_aio(r.sink, False, exc)
+                    if not f.done():
+                        f.set_exception(exc)
+            self._fpushed = self._fbase + len(ff)
+
+    def _take_fast(self, s: int, c: int) -> tuple[list[Any], list[Any]]:
+        """Takes fast-path ids s .. s+c-1 (and frees every entry below them, which has left the queue)."""
+        ff, fx = self._ff, self._fx
+        i = s - self._fbase
+        e = i + c
+        fs = ff[i:e]
+        xs = fx[i:e]
+        if self._fnone:
+            self._fnone -= ff[:e].count(None)
+        del ff[:e]
+        del fx[:e]
+        self._fbase = s + c
+        try:
+            cancelled = any(map(_fut_done, fs))
+        except TypeError:  # a loop whose futures are not asyncio.Future
+            cancelled = any(f.done() for f in fs)
+        if cancelled:  # a cancelled caller's request never reaches the model
+            keep = [k for k, f in enumerate(fs) if not f.done()]
+            self._py_counts["cancellations"] += len(fs) - len(keep)
+            fs = [fs[k] for k in keep]
+            xs = [xs[k] for k in keep]
+        return xs, fs
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -874,17 +1001,17 @@ class Batcher:
             raise RuntimeError("step() drives a batcher made with clock= (or driver='manual')")
         n = 0
         while True:
-            ids, key, reason, expired, dropped, _w, _f, oldest, _c = self._q.poll(self._now_ns())
+            runs, key, reason, expired, dropped, _w, _f, oldest, _c = self._q.poll_runs(self._now_ns())
             if expired or dropped:
                 self._answer_gone(expired, dropped)
-            if not ids:
+            if not runs:
                 return n
-            self._run_batch(ids, reason, oldest)
+            self._run_batch(runs, reason, oldest)
             n += 1
 
     def next_wake(self) -> float | None:
         """Manual driver: the clock() time at which step() may have something new (None: never)."""
-        w = self._q.poll(self._now_ns())
+        w = self._q.poll_runs(self._now_ns())
         if w[3] or w[4]:
             self._answer_gone(w[3], w[4])
         if w[0]:  # pragma: no cover - poll took a batch: run it rather than lose it
@@ -895,7 +1022,7 @@ class Batcher:
     # ----------------------------------------------------------------- running a batch
 
     def _answer_gone(self, expired: list[int], dropped: list[int]) -> None:
-        waits = []
+        waits: list[int] = []
         for rid in expired:
             req = self._pending.pop(rid, None)
             if req is None:
@@ -904,6 +1031,15 @@ class Batcher:
             req.ok, req.value = False, TimeoutError(f"batcher {self.name!r}: request expired in the queue")
             self._finish(req, waits)
         for rid in dropped:
+            if _FAST_BASE <= rid < _BULK_BASE:  # loop fast path (this runs on the loop's thread)
+                i = rid - self._fbase
+                f = self._ff[i] if 0 <= i < len(self._ff) else None
+                if f is not None:
+                    self._ff[i] = self._fx[i] = None
+                    self._fnone += 1
+                    if not f.done():
+                        f.set_exception(BatcherClosed(f"batcher {self.name!r} was closed without draining"))
+                continue
             req = self._pending.pop(rid, None)
             if req is None:
                 continue
@@ -912,34 +1048,49 @@ class Batcher:
         if waits:
             self._waits.complete(waits)
 
-    def _take(self, ids: list[int]) -> list[_Req]:
+    def _take(self, runs: list[tuple[int, int]]) -> list[_Req]:
         pend = self._pending
         reqs = []
-        for rid in ids:
-            r = pend.pop(rid, None)
-            if r is not None and not r.cancelled():
-                reqs.append(r)
+        for s, c in runs:
+            if _FAST_BASE <= s < _BULK_BASE:  # fast-path requests in a mixed batch
+                xs, fs = self._take_fast(s, c)
+                loop = self._loop
+                reqs.extend(_Req(x, _K_AIO, f, loop) for x, f in zip(xs, fs))
+                continue
+            for rid in range(s, s + c):
+                r = pend.pop(rid, None)
+                if r is not None and not r.cancelled():
+                    reqs.append(r)
         return reqs
 
-    def _prepare(self, reqs: list[_Req], oldest: int, t0: int) -> Any:
-        n = len(reqs)
+    def _prepare(self, xs: list[Any], oldest: int, t0: int) -> Any:
+        n = len(xs)
         self._batch_sizes.observe(n)
-        self._py_counts["executions"] += 1
-        self._py_counts["inferences"] += n
+        counts = self._py_counts
+        counts["executions"] += 1
+        counts["inferences"] += n
         self._queue_wait.observe(max(0, t0 - oldest) / 1e9)
-        inputs = [r.x for r in reqs]
-        if self.stack:
-            inputs = _stack(inputs)
-        return inputs
+        return _stack(xs) if self.stack else xs
 
-    def _run_batch(self, ids: list[int], reason: int, oldest: int) -> None:
+    def _run_batch(self, runs: list[tuple[int, int]], reason: int, oldest: int) -> None:
         try:
-            reqs = self._take(ids)
+            if len(runs) == 1 and _FAST_BASE <= runs[0][0] < _BULK_BASE:
+                xs, fs = self._take_fast(*runs[0])
+                if not fs:
+                    return
+                t0 = self._now_ns()
+                try:
+                    out, ok = self.fn(self._prepare(xs, oldest, t0)), True
+                except Exception as exc:
+                    out, ok = exc, False
+                self._complete_fast(fs, ok, out, t0)
+                return
+            reqs = self._take(runs)
             if not reqs:
                 return
             t0 = self._now_ns()
             try:
-                inputs = self._prepare(reqs, oldest, t0)
+                inputs = self._prepare([r.x for r in reqs], oldest, t0)
                 out, ok = self.fn(inputs), True
             except Exception as exc:
                 out, ok = exc, False
@@ -947,14 +1098,25 @@ class Batcher:
         finally:
             self._q.batch_done()
 
-    async def _run_batch_async(self, ids: list[int], reason: int, oldest: int) -> None:
+    async def _run_batch_async(self, runs: list[tuple[int, int]], reason: int, oldest: int) -> None:
         try:
-            reqs = self._take(ids)
+            if len(runs) == 1 and _FAST_BASE <= runs[0][0] < _BULK_BASE:
+                xs, fs = self._take_fast(*runs[0])
+                if not fs:
+                    return
+                t0 = self._now_ns()
+                try:
+                    out, ok = await self.fn(self._prepare(xs, oldest, t0)), True
+                except Exception as exc:
+                    out, ok = exc, False
+                self._complete_fast(fs, ok, out, t0)
+                return
+            reqs = self._take(runs)
             if not reqs:
                 return
             t0 = self._now_ns()
             try:
-                inputs = self._prepare(reqs, oldest, t0)
+                inputs = self._prepare([r.x for r in reqs], oldest, t0)
                 out, ok = await self.fn(inputs), True
             except Exception as exc:
                 out, ok = exc, False
@@ -965,10 +1127,10 @@ class Batcher:
                 self._drive_scheduled = True
                 asyncio.get_running_loop().call_soon(self._drive)
 
-    def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int) -> None:
+    def _observe_model(self, n: int, ok: bool, out: Any, t0: int) -> tuple[bool, Any, Any]:
         t1 = self._now_ns()
         self._model_time.observe((t1 - t0) / 1e9)
-        n = len(reqs)
+        results = None
         if ok:
             try:
                 results = _split_results(out, n)
@@ -979,31 +1141,50 @@ class Batcher:
             self._failures[reason] = self._failures.get(reason, 0) + 1
         if self._slo is not None:
             self._slo.observe(n, (t1 - t0) / 1e9)
-        waits: list[int] = []
-        by_loop: dict[Any, list[_Req]] = {}
-        if ok and self._loop is not None and threading.get_ident() == self._loop_thread_id:
-            # Fast path: plain asyncio callers of this loop are answered directly.
-            loop = self._loop
-            rest = []
-            for r, v in zip(reqs, results):
-                if r.kind == _K_AIO and r.loop is loop and r.ckey is None:
-                    f = r.sink
+        return ok, out, results
+
+    def _complete_fast(self, fs: list[asyncio.Future], ok: bool, out: Any, t0: int) -> None:
+        """Answers a batch of fast-path futures on the loop thread: no object per request."""
+        ok, out, results = self._observe_model(len(fs), ok, out, t0)
+        if ok:
+            try:
+                for f, v in zip(fs, results):
+                    f.set_result(v)
+            except asyncio.InvalidStateError:  # cancelled while an async model ran
+                for f, v in zip(fs, results):
                     if not f.done():
                         f.set_result(v)
-                else:
-                    r.ok, r.value = True, v
-                    self._finish(r, waits, by_loop)
-            reqs = rest
+        else:
+            for f in fs:
+                if not f.done():
+                    f.set_exception(out)
+
+    def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int) -> None:
+        ok, out, results = self._observe_model(len(reqs), ok, out, t0)
+        waits: list[int] = []
+        by_loop: dict[Any, list[_Req]] = {}
+        here = self._loop if self._loop is not None and threading.get_ident() == self._loop_thread_id else None
         for i, r in enumerate(reqs):
             if ok:
                 r.ok, r.value = True, results[i]
             else:
                 r.ok, r.value = False, out
+            if r.ckey is None and not r.followers:
+                kind = r.kind
+                if kind == _K_WAIT:
+                    waits.append(r.rid)
+                    continue
+                if kind == _K_CF:
+                    _set_cf(r.sink, r.ok, r.value)
+                    continue
+                if r.loop is here:
+                    _set_aio(r.sink, r.ok, r.value)
+                    continue
             self._finish(r, waits, by_loop)
         if waits:
             self._waits.complete(waits)
         for loop, rs in by_loop.items():
-            try:
+            try:  # one hand-off per loop and batch
                 loop.call_soon_threadsafe(_deliver_aio_many, rs)
             except RuntimeError:  # that loop is closed: nobody is left to answer
                 pass
@@ -1048,6 +1229,10 @@ class Batcher:
         with self._lock:
             first = not self._closed
             self._closed = True
+        self._fast_loop = None  # later infer() calls take the checked path (BatcherClosed)
+        if self._loop is not None and threading.get_ident() == self._loop_thread_id and \
+                self._fpushed != self._fbase + len(self._ff):
+            self._flush_fast()  # requests made before close() are queued (and drained) too
         if first or not drain:
             self._q.close(bool(drain))
         if self._driver == "manual":
@@ -1289,29 +1474,97 @@ class _SloPolicy:
 # --------------------------------------------------------------------------- decorator
 
 
+class _Batched:
+    """What :func:`batched` returns: a single-request callable backed by a Batcher.
+
+    As a method (a descriptor) each
+    instance gets its own Batcher over the bound method, made on first use and kept in the
+    instance (``__dict__``, or a weak table for classes with ``__slots__``).
+    """
+
+    def __init__(self, f: Callable, kwargs: dict[str, Any]):
+        if not callable(f):
+            raise TypeError(f"@batched needs a callable, got {type(f).__name__}")
+        functools.update_wrapper(self, f)
+        self._f = f
+        self._kw = kwargs
+        self._b: Batcher | None = None
+        self._mk = threading.Lock()
+        self._attr = f"__pyperfcore_batcher_{getattr(f, '__name__', 'fn')}"
+        self._by_obj: "weakref.WeakKeyDictionary[Any, _Batched]" = weakref.WeakKeyDictionary()
+        self._is_async = inspect.iscoroutinefunction(f)
+        if "name" not in kwargs:
+            kwargs["name"] = getattr(f, "__qualname__", getattr(f, "__name__", "batched"))
+        # Made now so a bad option is an error where the decorator is written; it starts no
+        # thread until first used (as a method, the per-instance Batchers are used instead).
+        self._b = Batcher(f, **kwargs)
+
+    @property
+    def batcher(self) -> Batcher:
+        b = self._b
+        if b is None:
+            with self._mk:
+                if self._b is None:
+                    self._b = Batcher(self._f, **self._kw)
+                b = self._b
+        return b
+
+    def __call__(self, x: Any, **kw: Any) -> Any:
+        b = self.batcher
+        if b._is_async:
+            return b.infer(x, **kw)
+        return b(x, **kw)
+
+    def submit(self, x: Any, **kw: Any) -> cf.Future:
+        return self.batcher.submit(x, **kw)
+
+    def infer(self, x: Any, **kw: Any) -> Awaitable[Any]:
+        return self.batcher.infer(x, **kw)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        d = getattr(obj, "__dict__", None)
+        bound = d.get(self._attr) if d is not None else self._by_obj.get(obj)
+        if bound is None:
+            with self._mk:
+                bound = d.get(self._attr) if d is not None else self._by_obj.get(obj)
+                if bound is None:
+                    bound = _Batched.__new__(_Batched)
+                    functools.update_wrapper(bound, self._f)
+                    bound._f = self._f.__get__(obj, objtype)
+                    bound._kw = self._kw
+                    bound._b = None
+                    bound._mk = threading.Lock()
+                    bound._attr = self._attr
+                    bound._by_obj = self._by_obj
+                    bound._is_async = self._is_async
+                    if d is not None:
+                        d[self._attr] = bound
+                    else:
+                        try:
+                            self._by_obj[obj] = bound
+                        except TypeError:
+                            raise TypeError(f"@batched method on {type(obj).__name__}: instances need a __dict__ "
+                                            "or weak references to keep their Batcher") from None
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<batched {self.__name__}>"
+
+
 def batched(fn: Callable | None = None, /, **batcher_kwargs: Any) -> Any:
     """Decorator: turns a batch function into a single-request function served by a Batcher.
 
     ``@batched(max_batch_size=32, max_delay_ms=2)`` over ``def model(xs: list) -> list``
     gives ``model(x) -> result`` (callable from many threads); over ``async def`` it gives
-    ``async def model(x)``. The Batcher is at ``model.batcher`` (``submit``, ``stats``,
-    ``close``).
+    ``await model(x)``. The Batcher is at ``model.batcher`` (``submit``, ``stats``, ``close``).
+    On a method (``def predict(self, xs)``) each instance gets its own Batcher:
+    ``obj.predict(x)``, ``obj.predict.batcher``.
     """
 
     def wrap(f: Callable) -> Any:
-        b = Batcher(f, **batcher_kwargs)
-        if b._is_async:
-            @functools.wraps(f)
-            async def one(x: Any, **kw: Any) -> Any:
-                return await b.infer(x, **kw)
-        else:
-            @functools.wraps(f)
-            def one(x: Any, **kw: Any) -> Any:
-                return b(x, **kw)
-        one.batcher = b  # type: ignore[attr-defined]
-        one.submit = b.submit  # type: ignore[attr-defined]
-        one.infer = b.infer  # type: ignore[attr-defined]
-        return one
+        return _Batched(f, dict(batcher_kwargs))
 
     if fn is not None:
         return wrap(fn)

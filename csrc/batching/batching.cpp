@@ -43,23 +43,123 @@ BatchQueue::BatchQueue(const Config& cfg) : cfg_(cfg) {
                                    cfg_.preferred_batch_sizes.end());
 }
 
-Push BatchQueue::check_push_locked(int64_t n, int64_t cost, uint64_t first_id) const {
+// ------------------------------------------------------------------ IdIndex
+
+void BatchQueue::IdIndex::rehash(size_t cap) {
+  std::vector<uint64_t> ok;
+  std::vector<uint32_t> ov;
+  ok.swap(keys_);
+  ov.swap(vals_);
+  keys_.assign(cap, 0);
+  vals_.assign(cap, kNone);
+  mask_ = cap - 1;
+  shift_ = 64;
+  for (size_t c = cap; c > 1; c >>= 1) --shift_;
+  size_ = 0;
+  for (size_t i = 0; i < ov.size(); ++i)
+    if (ov[i] != kNone) insert(ok[i], ov[i]);
+}
+
+bool BatchQueue::IdIndex::insert(uint64_t id, uint32_t slot) {
+  if ((size_ + 1) * 2 > keys_.size()) rehash(keys_.size() * 2);
+  for (size_t i = home(id);; i = (i + 1) & mask_) {
+    if (vals_[i] == kNone) {
+      keys_[i] = id;
+      vals_[i] = slot;
+      ++size_;
+      return true;
+    }
+    if (keys_[i] == id) return false;
+  }
+}
+
+uint32_t BatchQueue::IdIndex::find(uint64_t id) const {
+  for (size_t i = home(id);; i = (i + 1) & mask_) {
+    if (vals_[i] == kNone) return kNone;
+    if (keys_[i] == id) return vals_[i];
+  }
+}
+
+void BatchQueue::IdIndex::erase(uint64_t id) {
+  size_t i = home(id);
+  for (;; i = (i + 1) & mask_) {
+    if (vals_[i] == kNone) return;
+    if (keys_[i] == id) break;
+  }
+  // Backward-shift deletion keeps every probe chain unbroken without tombstones.
+  size_t j = i;
+  for (;;) {
+    j = (j + 1) & mask_;
+    if (vals_[j] == kNone) break;
+    size_t h = home(keys_[j]);
+    // Move j back to i if its home does not lie cyclically in (i, j].
+    bool between = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (!between) {
+      keys_[i] = keys_[j];
+      vals_[i] = vals_[j];
+      i = j;
+    }
+  }
+  vals_[i] = kNone;
+  --size_;
+}
+
+// ------------------------------------------------------------------ BatchQueue
+
+Push BatchQueue::check_push_locked(int64_t n, int64_t cost) const {
   if (closed_) return Push::closed;
   if (cfg_.max_batch_cost > 0 && cost > cfg_.max_batch_cost) return Push::too_costly;
-  if (cfg_.max_queue_size > 0 && static_cast<int64_t>(live_.size()) + n > cfg_.max_queue_size) return Push::full;
-  (void)first_id;
+  if (cfg_.max_queue_size > 0 && live_count_ + n > cfg_.max_queue_size) return Push::full;
   return Push::ok;
 }
 
-void BatchQueue::insert_locked(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline,
+uint32_t BatchQueue::alloc_slot_locked() {
+  if (!free_.empty()) {
+    uint32_t s = free_.back();
+    free_.pop_back();
+    return s;
+  }
+  if (slots_.size() >= IdIndex::kNone - 1) throw std::length_error("batching: too many queued requests");
+  slots_.push_back(Req{0, 0, 0, 0, 0, 0, 0, 0, false});
+  return static_cast<uint32_t>(slots_.size() - 1);
+}
+
+void BatchQueue::free_slot_locked(uint32_t slot) {
+  Req& r = slots_[slot];
+  index_.erase(r.id);
+  r.live = false;
+  r.gen += 1;
+  free_.push_back(slot);
+  live_count_ -= 1;
+}
+
+BatchQueue::KeyQueue& BatchQueue::key_queue_locked(int64_t key) { return keys_[key]; }
+
+std::deque<uint64_t>& BatchQueue::level_locked(KeyQueue& kq, int32_t priority) {
+  auto it = kq.levels.begin();
+  while (it != kq.levels.end() && it->priority > priority) ++it;
+  if (it != kq.levels.end() && it->priority == priority) return it->fifo;
+  return kq.levels.insert(it, Level{priority, {}})->fifo;
+}
+
+void BatchQueue::insert_locked(uint32_t slot, uint64_t id, uint64_t tag, int64_t key, KeyQueue& kq,
+                               std::deque<uint64_t>& fifo, int32_t priority, int64_t cost, int64_t deadline,
                                int64_t now) {
-  live_.emplace(id, Req{key, cost, now, deadline, priority});
-  KeyQueue& kq = keys_[key];
-  kq.levels[priority].push_back(id);
+  Req& r = slots_[slot];
+  r.id = id;
+  r.tag = tag;
+  r.key = key;
+  r.cost = cost;
+  r.enq = now;
+  r.deadline = deadline;
+  r.priority = priority;
+  r.live = true;
+  live_count_ += 1;
+  fifo.push_back(ref(slot, r.gen));
   kq.count += 1;
   kq.cost += cost;
   if (deadline != kNoDeadline) {
-    deadlines_.emplace_back(deadline, id);
+    deadlines_.emplace_back(deadline, ref(slot, r.gen));
     std::push_heap(deadlines_.begin(), deadlines_.end(), HeapGreater());
   }
 }
@@ -72,19 +172,22 @@ void BatchQueue::maybe_notify_locked(int64_t due_ns) {
   }
 }
 
-Push BatchQueue::push(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns, int64_t now_ns) {
+Push BatchQueue::push(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns, int64_t now_ns,
+                      uint64_t tag) {
   std::lock_guard<std::mutex> lk(m_);
-  Push st = check_push_locked(1, cost, id);
-  if (st == Push::ok && live_.count(id)) st = Push::duplicate;
+  Push st = check_push_locked(1, cost);
+  if (st == Push::ok && index_.find(id) != IdIndex::kNone) st = Push::duplicate;
   if (st != Push::ok) {
     if (st == Push::full) counters_.rejected_full++;
     if (st == Push::closed) counters_.rejected_closed++;
     if (st == Push::too_costly) counters_.rejected_cost++;
     return st;
   }
-  insert_locked(id, key, priority, cost, deadline_ns, now_ns);
+  uint32_t slot = alloc_slot_locked();
+  index_.insert(id, slot);
+  KeyQueue& kq = key_queue_locked(key);
+  insert_locked(slot, id, tag, key, kq, level_locked(kq, priority), priority, cost, deadline_ns, now_ns);
   counters_.pushed++;
-  const KeyQueue& kq = keys_[key];
   int64_t due = kq.count == 1 ? sat_add(now_ns, cfg_.max_delay_ns) : kNoDeadline;
   if (kq.count >= cfg_.max_batch_size || (cfg_.max_batch_cost > 0 && kq.cost >= cfg_.max_batch_cost) ||
       std::binary_search(cfg_.preferred_batch_sizes.begin(), cfg_.preferred_batch_sizes.end(), kq.count))
@@ -95,157 +198,195 @@ Push BatchQueue::push(uint64_t id, int64_t key, int32_t priority, int64_t cost, 
 }
 
 Push BatchQueue::push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost,
-                           int64_t deadline_ns, int64_t now_ns) {
+                           int64_t deadline_ns, int64_t now_ns, uint64_t tag) {
   if (n <= 0) return Push::ok;
   std::lock_guard<std::mutex> lk(m_);
-  Push st = check_push_locked(n, cost, first_id);
+  Push st = check_push_locked(n, cost);
   if (st == Push::ok)
     for (int64_t i = 0; i < n; ++i)
-      if (live_.count(first_id + static_cast<uint64_t>(i))) st = Push::duplicate;
+      if (index_.find(first_id + static_cast<uint64_t>(i)) != IdIndex::kNone) {
+        st = Push::duplicate;
+        break;
+      }
   if (st != Push::ok) {
     if (st == Push::full) counters_.rejected_full += static_cast<uint64_t>(n);
     if (st == Push::closed) counters_.rejected_closed += static_cast<uint64_t>(n);
     if (st == Push::too_costly) counters_.rejected_cost += static_cast<uint64_t>(n);
     return st;
   }
-  for (int64_t i = 0; i < n; ++i) insert_locked(first_id + static_cast<uint64_t>(i), key, priority, cost, deadline_ns, now_ns);
+  KeyQueue& kq = key_queue_locked(key);
+  std::deque<uint64_t>& fifo = level_locked(kq, priority);
+  const int64_t before = kq.count;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t id = first_id + static_cast<uint64_t>(i);
+    uint32_t slot = alloc_slot_locked();
+    index_.insert(id, slot);
+    insert_locked(slot, id, tag, key, kq, fifo, priority, cost, deadline_ns, now_ns);
+  }
   counters_.pushed += static_cast<uint64_t>(n);
-  maybe_notify_locked(in_flight_ >= cfg_.max_concurrent_batches ? deadline_ns : now_ns);
+  // Wake a waiter only if this push makes a batch due sooner than it planned to look.
+  int64_t due = before == 0 ? sat_add(now_ns, cfg_.max_delay_ns) : kNoDeadline;
+  bool pref = false;
+  for (int64_t p : cfg_.preferred_batch_sizes)
+    if (p > before && p <= kq.count) pref = true;
+  if (kq.count >= cfg_.max_batch_size || (cfg_.max_batch_cost > 0 && kq.cost >= cfg_.max_batch_cost) || pref)
+    due = now_ns;
+  if (in_flight_ >= cfg_.max_concurrent_batches) due = kNoDeadline;
+  maybe_notify_locked(std::min(due, deadline_ns));
   return Push::ok;
 }
 
-void BatchQueue::remove_live_locked(std::unordered_map<uint64_t, Req>::iterator it) {
-  auto kit = keys_.find(it->second.key);
+void BatchQueue::remove_live_locked(uint32_t slot) {
+  Req& r = slots_[slot];
+  const int64_t key = r.key;
+  auto kit = keys_.find(key);
   if (kit != keys_.end()) {
     kit->second.count -= 1;
-    kit->second.cost -= it->second.cost;
-    if (kit->second.count == 0) {
-      // Every id left in its deques is stale: drop the whole key.
-      // (the removed id itself is still in a deque but was never counted as stale)
-      for (auto& lv : kit->second.levels) stale_ -= static_cast<int64_t>(lv.second.size());
-      stale_ += 1;
-      keys_.erase(kit);
-    } else {
-      stale_ += 1;
-    }
+    kit->second.cost -= r.cost;
   }
-  live_.erase(it);
+  stale_ += 1;  // its FIFO ref stays until skipped or compacted
+  free_slot_locked(slot);
+  if (kit != keys_.end()) erase_key_if_idle_locked(kit);
+}
+
+void BatchQueue::erase_key_if_idle_locked(std::unordered_map<int64_t, KeyQueue>::iterator kit) {
+  // Empty key queues are kept (no allocation per batch for a steady set of keys) unless many
+  // distinct keys are in use.
+  if (kit->second.count != 0 || keys_.size() <= 64) return;
+  for (Level& lv : kit->second.levels)
+    for (uint64_t r : lv.fifo)
+      if (!ref_live(r)) stale_ -= 1;
+  keys_.erase(kit);
+  if (stale_ < 0) stale_ = 0;
 }
 
 bool BatchQueue::cancel(uint64_t id) {
   std::lock_guard<std::mutex> lk(m_);
-  auto it = live_.find(id);
-  if (it == live_.end()) return false;
-  remove_live_locked(it);
+  uint32_t slot = index_.find(id);
+  if (slot == IdIndex::kNone) return false;
+  if (slots_[slot].deadline != kNoDeadline) stale_ += 1;  // its heap entry
+  remove_live_locked(slot);
   counters_.cancelled++;
   compact_locked();
   return true;
 }
 
 bool BatchQueue::clean_fronts_locked(KeyQueue& kq) {
-  for (auto lit = kq.levels.begin(); lit != kq.levels.end();) {
-    auto& dq = lit->second;
-    while (!dq.empty() && !live_.count(dq.front())) {
+  bool any = false;
+  for (Level& lv : kq.levels) {
+    auto& dq = lv.fifo;
+    while (!dq.empty() && !ref_live(dq.front())) {
       dq.pop_front();
       stale_ -= 1;
     }
-    if (dq.empty())
-      lit = kq.levels.erase(lit);
-    else
-      ++lit;
+    any = any || !dq.empty();
   }
-  return !kq.levels.empty();
+  return any;
 }
 
-int64_t BatchQueue::oldest_locked(KeyQueue& kq) {
+int64_t BatchQueue::oldest_locked(const KeyQueue& kq) const {
   int64_t oldest = INT64_MAX;
-  for (auto& lv : kq.levels) oldest = std::min(oldest, live_.find(lv.second.front())->second.enq);
+  for (const Level& lv : kq.levels)
+    if (!lv.fifo.empty()) oldest = std::min(oldest, slots_[static_cast<uint32_t>(lv.fifo.front())].enq);
   return oldest;
 }
 
 void BatchQueue::compact_locked() {
-  if (stale_ <= static_cast<int64_t>(live_.size()) + 1024) return;
+  if (stale_ <= live_count_ + 1024) return;
   for (auto& kv : keys_)
-    for (auto& lv : kv.second.levels) {
-      auto& dq = lv.second;
-      dq.erase(std::remove_if(dq.begin(), dq.end(), [&](uint64_t id) { return !live_.count(id); }), dq.end());
+    for (Level& lv : kv.second.levels) {
+      auto& dq = lv.fifo;
+      dq.erase(std::remove_if(dq.begin(), dq.end(), [&](uint64_t r) { return !ref_live(r); }), dq.end());
     }
-  stale_ = 0;
   std::vector<Entry> keep;
   for (auto& e : deadlines_)
-    if (live_.count(e.second)) keep.push_back(e);
+    if (ref_live(e.second)) keep.push_back(e);
   std::make_heap(keep.begin(), keep.end(), HeapGreater());
   deadlines_.swap(keep);
+  stale_ = 0;
 }
 
-void BatchQueue::take_locked(int64_t key, KeyQueue& kq, int64_t limit, int64_t now, Poll& out) {
+void BatchQueue::take_locked(KeyQueue& kq, int64_t limit, int64_t now, Poll& out) {
   int64_t cost = 0;
   int64_t oldest = INT64_MAX;
   while (static_cast<int64_t>(out.ids.size()) < limit && clean_fronts_locked(kq)) {
     // Highest priority first; a front that has starved longer than starvation_ns goes first.
-    auto pick = kq.levels.begin();
+    Level* pick = nullptr;
+    for (Level& lv : kq.levels)
+      if (!lv.fifo.empty()) {
+        pick = &lv;
+        break;
+      }
     if (cfg_.starvation_ns > 0) {
       int64_t best_enq = INT64_MAX;
-      for (auto lit = kq.levels.begin(); lit != kq.levels.end(); ++lit) {
-        int64_t enq = live_.find(lit->second.front())->second.enq;
+      for (Level& lv : kq.levels) {
+        if (lv.fifo.empty()) continue;
+        int64_t enq = slots_[static_cast<uint32_t>(lv.fifo.front())].enq;
         if (now - enq >= cfg_.starvation_ns && enq < best_enq) {
           best_enq = enq;
-          pick = lit;
+          pick = &lv;
         }
       }
     }
-    uint64_t id = pick->second.front();
-    auto it = live_.find(id);
-    if (cfg_.max_batch_cost > 0 && !out.ids.empty() && cost + it->second.cost > cfg_.max_batch_cost) break;
-    pick->second.pop_front();
-    cost += it->second.cost;
-    oldest = std::min(oldest, it->second.enq);
-    out.ids.push_back(id);
+    uint32_t slot = static_cast<uint32_t>(pick->fifo.front());
+    Req& r = slots_[slot];
+    if (cfg_.max_batch_cost > 0 && !out.ids.empty() && cost + r.cost > cfg_.max_batch_cost) break;
+    pick->fifo.pop_front();
+    cost += r.cost;
+    oldest = std::min(oldest, r.enq);
+    out.ids.push_back(r.id);
+    out.tags.push_back(r.tag);
     kq.count -= 1;
-    kq.cost -= it->second.cost;
-    live_.erase(it);
+    kq.cost -= r.cost;
+    if (r.deadline != kNoDeadline) stale_ += 1;  // its heap entry is now stale
+    free_slot_locked(slot);
   }
-  out.key = key;
   out.cost = cost;
   out.oldest_enqueue_ns = oldest;
-  if (kq.count == 0) {
-    for (auto& lv : kq.levels) stale_ -= static_cast<int64_t>(lv.second.size());
-    keys_.erase(key);
-  }
 }
 
 void BatchQueue::poll_locked(int64_t now, Poll& out) {
   out.clear();
-  if (!dropped_.empty()) out.dropped.swap(dropped_);
+  if (!dropped_.empty()) {
+    for (auto& d : dropped_) {
+      out.dropped.push_back(d.first);
+      out.dropped_tags.push_back(d.second);
+    }
+    dropped_.clear();
+  }
   // Expired requests leave first, whether or not a model slot is free.
   while (!deadlines_.empty() && deadlines_.front().first <= now) {
-    uint64_t id = deadlines_.front().second;
+    uint64_t r = deadlines_.front().second;
     std::pop_heap(deadlines_.begin(), deadlines_.end(), HeapGreater());
     deadlines_.pop_back();
-    auto it = live_.find(id);
-    if (it == live_.end()) continue;
-    remove_live_locked(it);
+    if (!ref_live(r)) {
+      stale_ -= 1;
+      continue;
+    }
+    uint32_t slot = static_cast<uint32_t>(r);
+    out.expired.push_back(slots_[slot].id);
+    out.expired_tags.push_back(slots_[slot].tag);
+    remove_live_locked(slot);
     counters_.expired++;
-    out.expired.push_back(id);
   }
   // Drop heap entries of requests that already left, so next_wake is a live deadline.
-  while (!deadlines_.empty() && !live_.count(deadlines_.front().second)) {
+  while (!deadlines_.empty() && !ref_live(deadlines_.front().second)) {
     std::pop_heap(deadlines_.begin(), deadlines_.end(), HeapGreater());
     deadlines_.pop_back();
+    stale_ -= 1;
   }
   int64_t wake = deadlines_.empty() ? kNoDeadline : deadlines_.front().first;
 
-  if (in_flight_ < cfg_.max_concurrent_batches && !keys_.empty()) {
+  if (in_flight_ < cfg_.max_concurrent_batches && live_count_ > 0) {
     // Among keys with a batch due now, the one whose best request ranks highest goes first.
-    int64_t best_key = 0, best_limit = 0, best_enq = INT64_MAX;
+    int64_t best_limit = 0, best_enq = INT64_MAX;
     int64_t best_rank = INT64_MIN;
+    KeyQueue* best = nullptr;
+    int64_t best_key = 0;
     Reason best_reason = Reason::none;
-    for (auto kit = keys_.begin(); kit != keys_.end();) {
-      KeyQueue& kq = kit->second;
-      if (!clean_fronts_locked(kq)) {  // defensive: counts said non-empty
-        kit = keys_.erase(kit);
-        continue;
-      }
+    for (auto& kv : keys_) {
+      KeyQueue& kq = kv.second;
+      if (kq.count == 0 || !clean_fronts_locked(kq)) continue;
       int64_t oldest = oldest_locked(kq);
       Reason r = Reason::none;
       int64_t limit = cfg_.max_batch_size;
@@ -268,20 +409,27 @@ void BatchQueue::poll_locked(int64_t now, Poll& out) {
         }
       }
       if (r != Reason::none) {
-        int64_t rank = kq.levels.begin()->first;
+        int64_t rank = INT64_MIN;
+        for (const Level& lv : kq.levels)
+          if (!lv.fifo.empty()) {
+            rank = lv.priority;
+            break;
+          }
         if (cfg_.starvation_ns > 0 && now - oldest >= cfg_.starvation_ns) rank = INT64_MAX;
         if (rank > best_rank || (rank == best_rank && oldest < best_enq)) {
           best_rank = rank;
           best_enq = oldest;
-          best_key = kit->first;
+          best = &kq;
+          best_key = kv.first;
           best_limit = limit;
           best_reason = r;
         }
       }
-      ++kit;
     }
-    if (best_reason != Reason::none) {
-      take_locked(best_key, keys_[best_key], best_limit, now, out);
+    if (best != nullptr) {
+      take_locked(*best, best_limit, now, out);
+      erase_key_if_idle_locked(keys_.find(best_key));
+      out.key = best_key;
       out.reason = best_reason;
       in_flight_ += 1;
       counters_.batches++;
@@ -292,7 +440,7 @@ void BatchQueue::poll_locked(int64_t now, Poll& out) {
     }
   }
   out.next_wake_ns = wake;
-  out.finished = closed_ && live_.empty() && out.ids.empty();
+  out.finished = closed_ && live_count_ == 0 && out.ids.empty();
   compact_locked();
 }
 
@@ -327,7 +475,11 @@ void BatchQueue::wait(int64_t timeout_ns, Poll& out) {
 void BatchQueue::batch_done() {
   std::lock_guard<std::mutex> lk(m_);
   if (in_flight_ > 0) in_flight_ -= 1;
-  if (waiters_ > 0) cv_.notify_one();
+  // Only a waiter with something queued can use the freed slot (deadlines wake it anyway).
+  if (waiters_ > 0 && live_count_ > 0) {
+    sleep_until_ = INT64_MIN;
+    cv_.notify_one();
+  }
 }
 
 void BatchQueue::close(bool drain) {
@@ -339,11 +491,15 @@ void BatchQueue::close(bool drain) {
     drain_ = false;  // close(drain=False) after close(drain=True) stops the drain
   }
   if (!drain_) {
-    for (auto& kv : live_) dropped_.push_back(kv.first);
-    counters_.dropped += live_.size();
-    live_.clear();
+    for (Req& r : slots_)
+      if (r.live) dropped_.emplace_back(r.id, r.tag);
+    counters_.dropped += static_cast<uint64_t>(live_count_);
+    slots_.clear();
+    free_.clear();
+    index_.clear();
     keys_.clear();
     deadlines_.clear();
+    live_count_ = 0;
     stale_ = 0;
   }
   cv_.notify_all();
@@ -357,8 +513,9 @@ void BatchQueue::set_policy(int64_t max_batch_size, int64_t max_delay_ns) {
   for (auto& p : c.preferred_batch_sizes) p = std::min(p, max_batch_size);
   std::string err = validate(c);
   if (!err.empty()) throw std::invalid_argument(err);
+  bool changed = c.max_batch_size != cfg_.max_batch_size || c.max_delay_ns != cfg_.max_delay_ns;
   cfg_ = c;
-  if (waiters_ > 0) cv_.notify_all();
+  if (changed && waiters_ > 0) cv_.notify_all();
 }
 
 void BatchQueue::interrupt() {
@@ -369,7 +526,7 @@ void BatchQueue::interrupt() {
 
 size_t BatchQueue::size() const {
   std::lock_guard<std::mutex> lk(m_);
-  return live_.size();
+  return static_cast<size_t>(live_count_);
 }
 int64_t BatchQueue::in_flight() const {
   std::lock_guard<std::mutex> lk(m_);
@@ -391,51 +548,58 @@ Config BatchQueue::config() const {
 // ------------------------------------------------------------------ Completions
 
 void Completions::expect(uint64_t id) {
-  std::lock_guard<std::mutex> lk(m_);
-  state_[id] = false;
+  Stripe& s = stripe(id);
+  std::lock_guard<std::mutex> lk(s.m);
+  s.state[id] = false;
 }
 
 void Completions::complete(const uint64_t* ids, size_t n) {
-  uint64_t touched = 0;
-  {
-    std::lock_guard<std::mutex> lk(m_);
-    for (size_t i = 0; i < n; ++i) {
-      auto it = state_.find(ids[i]);
-      if (it == state_.end()) continue;  // nobody waits (timed out, or not a thread caller)
-      it->second = true;
-      touched |= uint64_t(1) << (ids[i] % kStripes);
+  for (size_t i = 0; i < n; ++i) {
+    Stripe& s = stripe(ids[i]);
+    bool hit = false;
+    {
+      std::lock_guard<std::mutex> lk(s.m);
+      auto it = s.state.find(ids[i]);
+      if (it != s.state.end()) {  // else nobody waits (timed out, or not a thread caller)
+        it->second = true;
+        hit = true;
+      }
     }
+    if (hit) s.cv.notify_all();
   }
-  for (int s = 0; s < kStripes; ++s)
-    if (touched & (uint64_t(1) << s)) cv_[s].notify_all();
 }
 
 bool Completions::wait(uint64_t id, int64_t timeout_ns) {
-  std::unique_lock<std::mutex> lk(m_);
-  auto it = state_.find(id);
-  if (it == state_.end()) return false;
-  auto& cv = cv_[id % kStripes];
-  auto done = [&] { return state_.find(id)->second; };
+  Stripe& s = stripe(id);
+  std::unique_lock<std::mutex> lk(s.m);
+  auto it = s.state.find(id);
+  if (it == s.state.end()) return false;
+  auto done = [&] { return s.state.find(id)->second; };
   bool ok;
   if (timeout_ns < 0) {
-    cv.wait(lk, done);
+    s.cv.wait(lk, done);
     ok = true;
   } else {
     auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
-    ok = cv.wait_until(lk, until, done);
+    ok = s.cv.wait_until(lk, until, done);
   }
-  state_.erase(id);
+  s.state.erase(id);
   return ok;
 }
 
 void Completions::forget(uint64_t id) {
-  std::lock_guard<std::mutex> lk(m_);
-  state_.erase(id);
+  Stripe& s = stripe(id);
+  std::lock_guard<std::mutex> lk(s.m);
+  s.state.erase(id);
 }
 
 size_t Completions::size() const {
-  std::lock_guard<std::mutex> lk(m_);
-  return state_.size();
+  size_t n = 0;
+  for (auto& s : stripes_) {
+    std::lock_guard<std::mutex> lk(const_cast<std::mutex&>(s.m));
+    n += s.state.size();
+  }
+  return n;
 }
 
 // ------------------------------------------------------------------ Engine
@@ -451,31 +615,97 @@ Engine::~Engine() {
     if (t.joinable()) t.join();
 }
 
+Engine::Group* Engine::new_group() {
+  // Called with id_m_ held.
+  if (free_groups_.empty()) {
+    pool_.push_back(std::make_unique<Group>());
+    return pool_.back().get();
+  }
+  Group* g = free_groups_.back();
+  free_groups_.pop_back();
+  return g;
+}
+
+void Engine::recycle(Group* g) {
+  std::lock_guard<std::mutex> lk(id_m_);
+  groups_.erase(g->first);
+  free_groups_.push_back(g);
+}
+
 uint64_t Engine::submit(int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns) {
   if (n < 1) throw std::invalid_argument("Engine::submit: n must be >= 1");
   uint64_t first;
+  Group* g;
   {
     std::lock_guard<std::mutex> lk(id_m_);
     first = next_id_;
     next_id_ += static_cast<uint64_t>(n);
+    g = new_group();
+    g->first = first;
+    g->n = n;
+    g->done = false;
+    g->abandoned = false;
+    g->left.store(n, std::memory_order_relaxed);
+    groups_.emplace(first, g);
   }
-  for (int64_t i = 0; i < n; ++i) done_.expect(first + static_cast<uint64_t>(i));
-  Push st = q_.push_many(first, n, key, priority, cost, deadline_ns, BatchQueue::now_ns());
+  Push st = q_.push_many(first, n, key, priority, cost, deadline_ns, BatchQueue::now_ns(),
+                         reinterpret_cast<uint64_t>(g));
   if (st != Push::ok) {
-    for (int64_t i = 0; i < n; ++i) done_.forget(first + static_cast<uint64_t>(i));
+    recycle(g);
     throw std::runtime_error(st == Push::full ? "queue full" : st == Push::closed ? "closed" : "rejected");
   }
   return first;
 }
 
 bool Engine::wait(uint64_t first, int64_t n, int64_t timeout_ns) {
-  const int64_t end = timeout_ns < 0 ? kNoDeadline : sat_add(BatchQueue::now_ns(), timeout_ns);
-  bool ok = true;
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t left = end == kNoDeadline ? -1 : std::max<int64_t>(0, end - BatchQueue::now_ns());
-    ok = done_.wait(first + static_cast<uint64_t>(i), left) && ok;
+  Group* g;
+  {
+    std::lock_guard<std::mutex> lk(id_m_);
+    auto it = groups_.find(first);
+    if (it == groups_.end() || it->second->n != n)
+      throw std::invalid_argument("Engine::wait: (first, n) must be exactly what one submit() returned");
+    g = it->second;
   }
-  return ok;
+  // No spinning before blocking: on a machine with fewer cores than producers (measured on a
+  // 2-core VM) yielding spinners take the worker's CPU and lose more than a futex sleep costs.
+  bool ok;
+  {
+    std::unique_lock<std::mutex> lk(g->m);
+    if (timeout_ns < 0) {
+      g->cv.wait(lk, [&] { return g->done; });
+      ok = true;
+    } else {
+      ok = g->cv.wait_for(lk, std::chrono::nanoseconds(timeout_ns), [&] { return g->done; });
+    }
+    if (!ok) {
+      g->abandoned = true;  // queued ids still point at g: the worker recycles it when done
+      return false;
+    }
+  }
+  recycle(g);
+  return true;
+}
+
+void Engine::answer(const uint64_t* tags, size_t n) {
+  // Consecutive ids of one batch usually share a group: one decrement per run.
+  size_t i = 0;
+  while (i < n) {
+    size_t j = i + 1;
+    while (j < n && tags[j] == tags[i]) ++j;
+    Group* g = reinterpret_cast<Group*>(tags[i]);
+    int64_t run = static_cast<int64_t>(j - i);
+    if (g->left.fetch_sub(run, std::memory_order_acq_rel) == run) {
+      bool recycle_it;
+      {
+        std::lock_guard<std::mutex> lk(g->m);
+        g->done = true;
+        recycle_it = g->abandoned;
+        if (!recycle_it) g->cv.notify_one();
+      }
+      if (recycle_it) recycle(g);
+    }
+    i = j;
+  }
 }
 
 void Engine::close(bool drain) { q_.close(drain); }
@@ -484,11 +714,11 @@ void Engine::run() {
   Poll p;
   for (;;) {
     q_.wait(-1, p);
-    if (!p.expired.empty()) done_.complete(p.expired.data(), p.expired.size());
-    if (!p.dropped.empty()) done_.complete(p.dropped.data(), p.dropped.size());
+    if (!p.expired_tags.empty()) answer(p.expired_tags.data(), p.expired_tags.size());
+    if (!p.dropped_tags.empty()) answer(p.dropped_tags.data(), p.dropped_tags.size());
     if (!p.ids.empty()) {
       model_(p.ids.data(), p.ids.size(), p.key);
-      done_.complete(p.ids.data(), p.ids.size());
+      answer(p.tags.data(), p.tags.size());
       q_.batch_done();
     }
     if (p.finished) return;

@@ -14,8 +14,28 @@ using batching::BatchQueue;
 using batching::Completions;
 using batching::Config;
 using batching::Poll;
+using batching::Push;
 
 namespace {
+
+// The batch as runs of consecutive ids [(first, count), ...]: callers that number their
+// requests consecutively (bulk and loop-buffered submissions) look them up per run, not per id.
+py::list runs_of(const std::vector<uint64_t>& ids) {
+  py::list out;
+  size_t i = 0, n = ids.size();
+  while (i < n) {
+    size_t j = i + 1;
+    while (j < n && ids[j] == ids[j - 1] + 1) ++j;
+    out.append(py::make_tuple(ids[i], j - i));
+    i = j;
+  }
+  return out;
+}
+
+py::tuple poll_runs_tuple(const Poll& p) {
+  return py::make_tuple(runs_of(p.ids), p.key, static_cast<int>(p.reason), py::cast(p.expired), py::cast(p.dropped),
+                        p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost);
+}
 
 py::tuple poll_tuple(const Poll& p) {
   // (ids, key, reason, expired, dropped, next_wake_ns, finished, oldest_enqueue_ns, cost)
@@ -60,6 +80,23 @@ void bind_batching(py::module_& m) {
           py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"), py::arg("deadline_ns"),
           py::arg("now_ns"))
       .def(
+          "push_wait",
+          [](BatchQueue& q, Completions& c, uint64_t id, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
+             int64_t now, int64_t timeout_ns) {
+            // One call per thread caller: register, push, then wait with the GIL released.
+            c.expect(id);
+            Push st = q.push(id, key, prio, cost, deadline, now);
+            if (st != Push::ok) {
+              c.forget(id);
+              return static_cast<int>(st);
+            }
+            py::gil_scoped_release nogil;
+            return c.wait(id, timeout_ns) ? 0 : -1;
+          },
+          py::arg("completions"), py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"),
+          py::arg("deadline_ns"), py::arg("now_ns"), py::arg("timeout_ns"),
+          "expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued).")
+      .def(
           "push_many",
           [](BatchQueue& q, uint64_t first, int64_t n, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
              int64_t now) { return static_cast<int>(q.push_many(first, n, key, prio, cost, deadline, now)); },
@@ -75,6 +112,25 @@ void bind_batching(py::module_& m) {
           },
           py::arg("now_ns"),
           "Non-blocking: (ids, key, reason, expired, dropped, next_wake_ns, finished, oldest_enqueue_ns, cost).")
+      .def(
+          "poll_runs",
+          [](BatchQueue& q, int64_t now) {
+            Poll p;
+            q.poll(now, p);
+            return poll_runs_tuple(p);
+          },
+          py::arg("now_ns"), "poll() with the batch as runs [(first_id, count), ...] instead of ids.")
+      .def(
+          "wait_runs",
+          [](BatchQueue& q, int64_t timeout_ns) {
+            Poll p;
+            {
+              py::gil_scoped_release nogil;
+              q.wait(timeout_ns, p);
+            }
+            return poll_runs_tuple(p);
+          },
+          py::arg("timeout_ns"), "wait() with the batch as runs [(first_id, count), ...].")
       .def(
           "wait",
           [](BatchQueue& q, int64_t timeout_ns) {

@@ -1,0 +1,239 @@
+"""The per-request fast paths: loop-buffered asyncio requests (futures answered once per batch),
+the one-call thread path, runs of ids from the native queue, @batched on methods, and extra
+histogram bounds."""
+import asyncio
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyperfcore import batching as B
+from pyperfcore._runtime import _core
+
+T = 5.0
+NO = 2**63 - 1
+
+
+def test_native_poll_runs_groups_consecutive_ids():
+    q = _core().BatchQueue(8, 0, [], 0, 0, 1, 0)
+    assert q.push_many(100, 3, 0, 0, 1, NO, 0) == 0
+    assert q.push(7, 0, 0, 1, NO, 0) == 0
+    assert q.push_many(103, 2, 0, 0, 1, NO, 0) == 0
+    runs = q.poll_runs(0)[0]
+    assert runs == [(100, 3), (7, 1), (103, 2)]
+
+
+def test_native_push_wait_registers_pushes_and_times_out():
+    q = _core().BatchQueue(4, 10**9, [], 0, 1, 1, 0)
+    c = _core().Completions()
+    now = _core().batching_now_ns()
+    assert q.push_wait(c, 5, 0, 0, 1, NO, now, 1_000_000) == -1  # nobody answers: times out
+    assert c.size() == 0
+    assert q.push_wait(c, 6, 0, 0, 1, NO, now, 0) == 1  # queue (size 1) still holds id 5: full
+    assert c.size() == 0
+    q.close(False)
+    assert q.push_wait(c, 7, 0, 0, 1, NO, now, 0) == 2  # closed
+
+
+def test_native_slots_are_reused_and_stale_entries_skipped():
+    q = _core().BatchQueue(3, 0, [], 0, 0, 1, 0)
+    for rnd in range(50):  # the same ids over and over: slab slots and index entries recycle
+        for i in range(6):
+            assert q.push(i, i % 2, i % 3, 1, NO if i % 2 else 10**15, 0) == 0
+        assert q.cancel(2) and q.cancel(3)
+        got = []
+        while q.size():
+            ids = q.poll(0)[0]
+            got += ids
+            q.batch_done()
+        assert sorted(got) == [0, 1, 4, 5]
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["fast", "timeout", "prio", "cancel", "tick"]),
+                              st.integers(0, 1000)), min_size=1, max_size=60),
+       fail_every=st.integers(0, 4))
+def test_asyncio_fast_and_checked_paths_mixed(ops, fail_every):
+    """Random mixes of fast-path and attributed requests with cancellations and failing model
+    calls: every request gets exactly one outcome, cancelled ones never reach the model, and
+    no input is seen twice."""
+    seen = []
+    calls = [0]
+    unseen_at_cancel = set()
+
+    def model(xs):
+        calls[0] += 1
+        seen.extend(xs)
+        if fail_every and calls[0] % fail_every == 0:
+            raise RuntimeError("boom")
+        return [x * 10 for x in xs]
+
+    async def main():
+        b = B.Batcher(model, max_batch_size=4, max_delay_ms=0.5, max_queue_size=16)
+        try:
+            await b.infer(-1)  # first call picks the loop driver
+        except RuntimeError:
+            pass
+        pending = []
+        n = 0
+        for op, arg in ops:
+            if op == "tick":
+                await asyncio.sleep(0)
+                continue
+            if op == "cancel":
+                live = [(x, t) for x, t in pending if not t.done()]
+                if live:
+                    x, t = live[arg % len(live)]
+                    t.cancel()
+                    if x not in seen:
+                        unseen_at_cancel.add(x)
+                continue
+            kw = {"timeout": 2.0} if op == "timeout" else {"priority": 1} if op == "prio" else {}
+            try:
+                t = asyncio.ensure_future(b.infer(n, **kw))
+            except B.QueueFull:
+                n += 1
+                continue
+            pending.append((n, t))
+            n += 1
+        await asyncio.wait_for(asyncio.gather(*(t for _, t in pending), return_exceptions=True), T)
+        for x, t in pending:
+            if t.cancelled():
+                continue
+            exc = t.exception()
+            if exc is None:
+                assert t.result() == x * 10
+            else:
+                assert isinstance(exc, (RuntimeError, B.QueueFull)), exc
+        await b.aclose()
+        return pending
+
+    pending = asyncio.run(main())
+    assert len(seen) == len(set(seen))
+    # A request cancelled before the model saw it never reaches the model. (A task cancelled
+    # after its result was set ends cancelled too: asyncio semantics, not checked here.)
+    assert not (unseen_at_cancel & set(seen))
+
+
+def test_fast_path_cancelled_requests_free_their_place_when_full():
+    async def main():
+        gate = asyncio.Event()
+
+        async def slow(xs):
+            await gate.wait()
+            return xs
+
+        b = B.Batcher(slow, max_batch_size=2, max_delay_ms=0, max_queue_size=4)
+        busy = asyncio.ensure_future(b.infer("busy"))
+        await asyncio.sleep(0.01)  # the model is busy with "busy"
+        queued = [asyncio.ensure_future(b.infer(i)) for i in range(4)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(B.QueueFull):
+            await b.infer("over", priority=1)
+        for t in queued[:3]:
+            t.cancel()
+        await asyncio.sleep(0)
+        extra = asyncio.ensure_future(b.infer("late", priority=1))  # a cancelled place is reused
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.wait_for(asyncio.gather(busy, queued[3], extra), T) == ["busy", 3, "late"]
+        assert b.stats()["cancellations"] >= 3
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_close_answers_fast_path_requests():
+    async def main():
+        b = B.Batcher(lambda xs: xs, max_batch_size=8, max_delay_ms=1000)
+        assert await b.infer(0) == 0
+        futs = [b.infer(i) for i in range(5)]  # buffered on the loop, not yet pushed
+        b.close(drain=True)
+        assert await asyncio.wait_for(asyncio.gather(*futs), T) == list(range(5))
+        b2 = B.Batcher(lambda xs: xs, max_batch_size=8, max_delay_ms=1000)
+        assert await b2.infer(0) == 0
+        futs = [asyncio.ensure_future(b2.infer(i)) for i in range(5)]
+        await asyncio.sleep(0.005)  # pushed, waiting for the delay
+        b2.close(drain=False)
+        res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), T)
+        assert all(isinstance(r, B.BatcherClosed) for r in res)
+        with pytest.raises(B.BatcherClosed):
+            await b2.infer(1)
+
+    asyncio.run(main())
+
+
+def test_thread_driver_serves_loop_and_threads_with_runs():
+    b = B.Batcher(lambda xs: [x + 1 for x in xs], max_batch_size=8, max_delay_ms=0.5, driver="thread")
+    out = []
+
+    def worker(k):
+        out.append([b(k * 100 + i) for i in range(50)])
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    fs = b.submit_many(list(range(1000, 1040)))
+    for t in ts:
+        t.join(T)
+    assert sorted(sum(out, [])) == sorted(k * 100 + i + 1 for k in range(8) for i in range(50))
+    assert [f.result(T) for f in fs] == list(range(1001, 1041))
+    b.close()
+
+
+def test_batched_on_methods_gives_each_instance_its_batcher():
+    class Model:
+        def __init__(self, k):
+            self.k = k
+            self.sizes = []
+
+        @B.batched(max_batch_size=8, max_delay_ms=1)
+        def predict(self, xs):
+            self.sizes.append(len(xs))
+            return [x * self.k for x in xs]
+
+        @B.batched(max_batch_size=8, max_delay_ms=1)
+        async def apredict(self, xs):
+            return [x + self.k for x in xs]
+
+    a, b = Model(2), Model(3)
+    assert a.predict(5) == 10 and b.predict(5) == 15
+    assert a.predict.batcher is a.predict.batcher and a.predict.batcher is not b.predict.batcher
+    assert a.predict.submit(4).result(T) == 8
+    assert isinstance(Model.predict, B._Batched)
+
+    async def main():
+        r = await asyncio.wait_for(asyncio.gather(*[a.apredict(i) for i in range(10)]), T)
+        await a.apredict.batcher.aclose()
+        return r
+
+    assert asyncio.run(main()) == [i + 2 for i in range(10)]
+
+    class Slotted:
+        __slots__ = ("__weakref__",)
+
+        @B.batched(max_batch_size=4, max_delay_ms=0)
+        def f(self, xs):
+            return xs
+
+    s = Slotted()
+    assert s.f(7) == 7 and s.f.batcher is s.f.batcher
+    for m in (a, b):
+        m.predict.batcher.close()
+    s.f.batcher.close()
+
+
+def test_extra_histogram_bounds_put_slo_threshold_on_an_edge():
+    b = B.Batcher(lambda xs: xs, max_batch_size=4, max_delay_ms=0, extra_buckets_s=[0.0123, 0.3])
+    assert b(1) == 1
+    st = b.stats()
+    for h in ("queue_wait_s", "model_time_s"):
+        bounds = [ub for ub, _ in st[h]["buckets"]]
+        assert 0.0123 in bounds and 0.3 in bounds and 0.005 in bounds
+        assert bounds == sorted(bounds)
+    b.close()
+    with pytest.raises(ValueError, match="bucket"):
+        B.Batcher(lambda xs: xs, extra_buckets_s=[-1.0])
+    with pytest.raises(ValueError, match="bucket"):
+        B.Batcher(lambda xs: xs, extra_buckets_s=[float("nan")])
