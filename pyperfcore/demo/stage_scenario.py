@@ -97,7 +97,7 @@ def run(ctx) -> dict:
     }
     images = np.clip(np.rint(stream * 255.0), 0, 255).astype(np.uint8).reshape(-1, 8, 8, 1)
     ctx.data.update(
-        model=model, model_fn=model_fn,
+        model=model, model_fn=model_fn, model_input_dim=64,
         features={"reference": x_all[tr], "stream": stream, "drift_start": drift_start, "stream_labels": labels},
         traffic={"arrival_s": arrival_s, "spike": (int(0.4 * n_req), int(0.6 * n_req))},
         images=images, eval={"x": x_all[te], "y": y_all[te]},
