@@ -1,4 +1,5 @@
-"""Control-path operations: model registry, audit trail and governance, cost ledger.
+"""Control-path operations: model registry, audit trail and governance, cost ledger, SLOs and
+burn-rate alerts, release control, observability and incident response.
 
 Pure Python on stdlib ``sqlite3`` and numpy; ``postgresql://`` URLs use PostgreSQL through
 psycopg 3, and the MLflow adapter (:mod:`pyperfcore.ops.mlflow_adapter`) uses MLflow: both are
@@ -25,3 +26,29 @@ __all__ = [
     "VerifyResult", "fairness_report", "model_card", "verify_consistency_proof",
     "verify_inclusion_proof",
 ]
+
+# SLOs, release control, observability and incidents load on first use, so importing the
+# registry or the audit log does not import them.
+_LAZY = {
+    "SLO": "slo", "SLOTracker": "slo", "BurnTier": "slo", "prometheus_rules": "slo", "rules_yaml": "slo",
+    "to_openslo": "slo", "from_openslo": "slo", "load_slos": "slo",
+    "Judge": "judge", "MetricConfig": "judge", "mann_whitney": "judge",
+    "Router": "release", "CanaryController": "release", "CanaryStep": "release",
+    "argo_analysis_template": "release", "argo_rollout": "release", "flagger_canary": "release",
+    "Metrics": "monitoring", "InferenceLogger": "monitoring", "CanaryProbe": "monitoring",
+    "Tracing": "monitoring", "Sampler": "monitoring", "latency_buckets": "monitoring",
+    "diagnose": "incident", "postmortem": "incident", "runbook": "incident",
+    "gate": "gate", "decision_threshold": "gate",
+}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'pyperfcore.ops' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
