@@ -38,7 +38,7 @@ _LAZY = {
     "Metrics": "monitoring", "InferenceLogger": "monitoring", "CanaryProbe": "monitoring",
     "Tracing": "monitoring", "Sampler": "monitoring", "latency_buckets": "monitoring",
     "diagnose": "incident", "postmortem": "incident", "runbook": "incident",
-    "gate": "gate", "decision_threshold": "gate",
+    "decision_threshold": "gate",
 }
 __all__ += sorted(_LAZY)
 
