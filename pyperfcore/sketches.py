@@ -123,7 +123,12 @@ class HyperLogLog:
         Register width in the serialized image (same estimates for all three).
     """
 
-    __slots__ = ("_s",)
+    # _img: (compact, bytes) of the image this sketch was loaded from, until it is updated. Hash
+    # tables rebuilt on load (SET coupons, HLL_4 exceptions) may be laid out differently from the
+    # stored ones - DataSketches' own reload reorders them too - so an unchanged sketch hands
+    # back the bytes it came from, and a changed one serializes as DataSketches' reloaded sketch
+    # would after the same updates.
+    __slots__ = ("_s", "_img")
 
     def __init__(self, lg_k: int = 12, hll_type: str = "HLL_8") -> None:
         if hll_type not in _HLL_TYPES:
@@ -131,16 +136,19 @@ class HyperLogLog:
         if not isinstance(lg_k, (int, np.integer)) or isinstance(lg_k, bool):
             raise TypeError(f"lg_k must be an int, got {type(lg_k).__name__}")
         self._s = _core()._DsHll(int(lg_k), _HLL_TYPES[hll_type])
+        self._img = None
 
     @classmethod
-    def _wrap(cls, s: Any) -> "HyperLogLog":
+    def _wrap(cls, s: Any, img: Any = None) -> "HyperLogLog":
         obj = cls.__new__(cls)
         obj._s = s
+        obj._img = img
         return obj
 
     def update(self, values: Any) -> "HyperLogLog":
         """Adds every value of an array / tensor / list (GIL released while hashing)."""
         self._s.update(_hash_input(values, "HyperLogLog.update"))
+        self._img = None
         return self
 
     def estimate(self) -> float:
@@ -171,12 +179,21 @@ class HyperLogLog:
 
     def to_bytes(self, compact: bool = True) -> bytes:
         """DataSketches image (serVer 1, family 7); ``compact=False`` gives the updatable image."""
+        if self._img is not None and self._img[0] == bool(compact):
+            return self._img[1]
         return bytes(self._s.serialize(bool(compact)))
 
     @classmethod
     def from_bytes(cls, data: Any) -> "HyperLogLog":
-        """Reads a DataSketches HLL image (compact or updatable). ValueError if malformed."""
-        return cls._wrap(_core()._DsHll.deserialize(_as_bytes(data, "HyperLogLog.from_bytes")))
+        """Reads a DataSketches HLL image (compact or updatable). ValueError if malformed.
+
+        Until it is updated, the sketch serializes back to exactly these bytes (in the same
+        compact/updatable form)."""
+        b = _as_bytes(data, "HyperLogLog.from_bytes")
+        s = _core()._DsHll.deserialize(b)
+        compact = bool(b[5] & 8)
+        n = len(bytes(s.serialize(compact)))
+        return cls._wrap(s, (compact, b[:n]) if len(b) >= n else None)
 
     def merge(self, other: "HyperLogLog") -> "HyperLogLog":
         """In place: becomes the union of both (lg_k the smaller of the two, type unchanged)."""
@@ -186,10 +203,11 @@ class HyperLogLog:
         u.update(self)
         u.update(other)
         self._s = u.get_result(self.hll_type)._s
+        self._img = None
         return self
 
     def copy(self) -> "HyperLogLog":
-        return self._wrap(self._s.__copy__())
+        return self._wrap(self._s.__copy__(), self._img)
 
     __copy__ = copy
 

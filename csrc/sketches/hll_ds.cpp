@@ -687,14 +687,12 @@ DsHll DsHll::deserialize(const uint8_t* d, size_t len) {
       if (a[i] > 63) bad("register value above 63");
       s.regs_[i] = a[i];
     }
-    if (cur_min != 0) bad("HLL_8 image with a non-zero cur_min");
   } else if (s.type_ == HllType::hll6) {
     for (uint32_t i = 0; i < k; ++i) {
       const uint32_t bit = i * 6, byte = bit >> 3, sh = bit & 7;
       const uint32_t two = a[byte] | (static_cast<uint32_t>(a[byte + 1]) << 8);
       s.regs_[i] = static_cast<uint8_t>((two >> sh) & 63);
     }
-    if (cur_min != 0) bad("HLL_6 image with a non-zero cur_min");
   } else {
     if (cur_min > 63) bad("cur_min above 63");
     const size_t off = 40 + arr;
@@ -768,15 +766,27 @@ DsHll DsHll::deserialize(const uint8_t* d, size_t len) {
     if (cur_min != mn) bad("cur_min does not match the registers");
     if (num_at != n_min) bad("count at cur_min does not match the registers");
     s.cur_min_ = cur_min;
-  } else {
+  } else if (cur_min == 0) {
     if (num_at != zeros) bad("zero count does not match the registers");
     s.cur_min_ = 0;
+  } else {
+    // DataSketches' union gadget, once its estimate was asked for, rebuilds curMin and the
+    // count at curMin from the registers and copies them into an HLL_8 result.
+    if (cur_min != mn || num_at != n_min) bad("cur_min / count at cur_min do not match the registers");
+    s.cur_min_ = cur_min;
   }
   s.num_at_cur_min_ = num_at;
   if (!(std::fabs(kxq0 + kxq1 - (q0 + q1)) <= 1e-6 * (q0 + q1))) bad("kxq registers do not match the registers");
   s.kxq0_ = kxq0;
   s.kxq1_ = kxq1;
   s.hip_ = hip;
+  if (!ooo) {
+    // The HIP accumulator is what estimate() reports: it must be of the order the registers
+    // imply (real sketches stay within a few standard errors; the bound is far looser).
+    const double reg = s.composite_estimate();
+    const double kk = static_cast<double>(k);
+    if (hip > 8.0 * (reg + kk) || hip < reg / 8.0 - kk) bad("HIP accumulator inconsistent with the registers");
+  }
   return s;
 }
 
