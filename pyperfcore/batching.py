@@ -890,13 +890,25 @@ class Batcher:
             self._loop.call_soon(self._drive)
 
     def _thread_main(self) -> None:
-        q = self._q
+        q, waits = self._q, self._waits
+        answered: list[int] = []
+        ran = False
         while True:
-            runs, key, reason, expired, dropped, _wake, finished, oldest, _cost = q.wait_runs(-1)
+            # Waking the answered callers, freeing the slot and waiting all happen in one native
+            # call with the GIL released (no syscall while holding the GIL).
+            runs, key, reason, expired, dropped, _wake, finished, oldest, _cost = q.cycle(waits, answered, ran, -1)
+            answered = []
+            ran = False
             if expired or dropped:
                 self._answer_gone(expired, dropped)
             if runs:
-                self._run_batch(runs, reason, oldest)
+                ran = True
+                try:
+                    self._run_batch(runs, reason, oldest, answered)
+                except BaseException:  # pragma: no cover - _run_batch answers its callers itself
+                    q.batch_done()
+                    ran = False
+                    raise
             if finished:
                 q.interrupt()  # let the sibling threads see it too
                 return
@@ -1072,7 +1084,10 @@ class Batcher:
         self._queue_wait.observe(max(0, t0 - oldest) / 1e9)
         return _stack(xs) if self.stack else xs
 
-    def _run_batch(self, runs: list[tuple[int, int]], reason: int, oldest: int) -> None:
+    def _run_batch(self, runs: list[tuple[int, int]], reason: int, oldest: int,
+                   answered: list[int] | None = None) -> None:
+        """Runs one batch. With ``answered`` (a worker thread), the ids of thread callers to wake
+        are appended to it and the slot is left taken: the worker's next native call does both."""
         try:
             if len(runs) == 1 and _FAST_BASE <= runs[0][0] < _BULK_BASE:
                 xs, fs = self._take_fast(*runs[0])
@@ -1094,9 +1109,10 @@ class Batcher:
                 out, ok = self.fn(inputs), True
             except Exception as exc:
                 out, ok = exc, False
-            self._complete(reqs, ok, out, t0)
+            self._complete(reqs, ok, out, t0, answered)
         finally:
-            self._q.batch_done()
+            if answered is None:
+                self._q.batch_done()
 
     async def _run_batch_async(self, runs: list[tuple[int, int]], reason: int, oldest: int) -> None:
         try:
@@ -1159,9 +1175,9 @@ class Batcher:
                 if not f.done():
                     f.set_exception(out)
 
-    def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int) -> None:
+    def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int, answered: list[int] | None = None) -> None:
         ok, out, results = self._observe_model(len(reqs), ok, out, t0)
-        waits: list[int] = []
+        waits: list[int] = [] if answered is None else answered
         by_loop: dict[Any, list[_Req]] = {}
         here = self._loop if self._loop is not None and threading.get_ident() == self._loop_thread_id else None
         for i, r in enumerate(reqs):
@@ -1181,7 +1197,7 @@ class Batcher:
                     _set_aio(r.sink, r.ok, r.value)
                     continue
             self._finish(r, waits, by_loop)
-        if waits:
+        if waits and answered is None:
             self._waits.complete(waits)
         for loop, rs in by_loop.items():
             try:  # one hand-off per loop and batch

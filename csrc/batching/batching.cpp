@@ -451,6 +451,16 @@ void BatchQueue::poll(int64_t now_ns, Poll& out) {
 
 void BatchQueue::wait(int64_t timeout_ns, Poll& out) {
   std::unique_lock<std::mutex> lk(m_);
+  wait_locked(lk, timeout_ns, out);
+}
+
+void BatchQueue::done_and_wait(int64_t timeout_ns, Poll& out) {
+  std::unique_lock<std::mutex> lk(m_);
+  if (in_flight_ > 0) in_flight_ -= 1;
+  wait_locked(lk, timeout_ns, out);
+}
+
+void BatchQueue::wait_locked(std::unique_lock<std::mutex>& lk, int64_t timeout_ns, Poll& out) {
   const int64_t start = now_ns();
   const int64_t end = timeout_ns < 0 ? kNoDeadline : sat_add(start, timeout_ns);
   const uint64_t seen_interrupts = interrupts_;

@@ -102,6 +102,9 @@ class BatchQueue {
   // Blocking on the steady clock (now_ns()): returns as soon as poll() has something to hand
   // out, or after timeout_ns.
   void wait(int64_t timeout_ns, Poll& out);
+  // batch_done() then wait(), under one lock and without waking another waiter (this thread
+  // polls at once): a worker's way back from running a batch.
+  void done_and_wait(int64_t timeout_ns, Poll& out);
   // Frees the slot taken by a batch.
   void batch_done();
   // No more pushes. drain: queued requests are still sent (without waiting for the delay);
@@ -185,6 +188,7 @@ class BatchQueue {
   void take_locked(KeyQueue& kq, int64_t limit, int64_t now, Poll& out);
   void compact_locked();
   void maybe_notify_locked(int64_t due_ns);
+  void wait_locked(std::unique_lock<std::mutex>& lk, int64_t timeout_ns, Poll& out);
   void erase_key_if_idle_locked(std::unordered_map<int64_t, KeyQueue>::iterator kit);
 
   Config cfg_;

@@ -132,6 +132,25 @@ void bind_batching(py::module_& m) {
           },
           py::arg("timeout_ns"), "wait() with the batch as runs [(first_id, count), ...].")
       .def(
+          "cycle",
+          [](BatchQueue& q, Completions& c, const std::vector<uint64_t>& answered, bool batch_done,
+             int64_t timeout_ns) {
+            // A worker's whole turn outside the GIL: wake the thread callers it answered, free
+            // its model slot, wait for the next batch.
+            Poll p;
+            {
+              py::gil_scoped_release nogil;
+              if (!answered.empty()) c.complete(answered.data(), answered.size());
+              if (batch_done)
+                q.done_and_wait(timeout_ns, p);
+              else
+                q.wait(timeout_ns, p);
+            }
+            return poll_runs_tuple(p);
+          },
+          py::arg("completions"), py::arg("answered"), py::arg("batch_done"), py::arg("timeout_ns"),
+          "complete(answered) + [batch_done] + wait_runs(timeout_ns), with the GIL released throughout.")
+      .def(
           "wait",
           [](BatchQueue& q, int64_t timeout_ns) {
             Poll p;
