@@ -96,9 +96,39 @@ void add_counts(std::vector<uint64_t>& a, const std::vector<uint64_t>& b) {
     if (__builtin_add_overflow(a[i], b[i], &a[i])) throw std::overflow_error("drift: count overflow in merge");
 }
 
+// Histogram slots through the lookup table (see Histogram::lut_). Exact whatever the table
+// says: the search result is corrected against the neighbouring edges before it is counted.
 template <class T>
-void hist_update(std::vector<uint64_t>& counts, const std::vector<double>& edges, const T* x, int64_t n,
-                 CpuTarget t) {
+void hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t* lut, int64_t cells, double scale,
+              uint64_t* counts) {
+  const double first = e[0], last = e[ne - 1];
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(x[i]);
+    int64_t slot;
+    if (v >= first && v < last) {
+      int64_t c = static_cast<int64_t>((v - first) * scale);
+      c = c < cells ? c : cells - 1;
+      int64_t lo = lut[c], hi = lut[c + 1];
+      while (lo < hi) {  // first edge > v among the cell's edges (usually 0 or 1 of them)
+        const int64_t mid = (lo + hi) >> 1;
+        if (e[mid] <= v)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      while (lo < ne - 1 && e[lo] <= v) ++lo;  // rounding at cell borders
+      while (e[lo - 1] > v) --lo;
+      slot = lo;  // e[lo - 1] <= v < e[lo]: bin lo - 1, slot lo
+    } else {
+      slot = v != v ? ne + 1 : (v < first ? 0 : (v == last ? ne - 1 : ne));
+    }
+    ++counts[slot];
+  }
+}
+
+template <class T>
+void hist_update(std::vector<uint64_t>& counts, const std::vector<double>& edges, const std::vector<uint32_t>& lut,
+                 double scale, const T* x, int64_t n, CpuTarget t) {
   if (n <= 0) return;
   const detail::Kernels& k = detail::kernels_for(t);
   const int64_t ne = static_cast<int64_t>(edges.size());
@@ -111,7 +141,9 @@ void hist_update(std::vector<uint64_t>& counts, const std::vector<double>& edges
     std::vector<uint64_t> local(slots, 0);
     for (int64_t c = b; c < end; ++c) {
       const int64_t i0 = c * kChunk, m = std::min(kChunk, n - i0);
-      if constexpr (std::is_same<T, double>::value)
+      if (!lut.empty())
+        hist_lut(x + i0, m, e, ne, lut.data(), static_cast<int64_t>(lut.size()) - 1, scale, local.data());
+      else if constexpr (std::is_same<T, double>::value)
         k.hist_f64(x + i0, m, e, ne, local.data());
       else
         k.hist_f32(x + i0, m, e, ne, local.data());
@@ -204,6 +236,21 @@ Histogram::Histogram(std::vector<double> edges) : edges_(std::move(edges)) {
     if (i > 0 && !(edges_[i] > edges_[i - 1])) throw std::invalid_argument("histogram edges must be strictly increasing");
   }
   counts_.assign(static_cast<size_t>(k + 3), 0);
+  const double first = edges_.front(), last = edges_.back(), span = last - first;
+  if (std::isfinite(first) && std::isfinite(last) && std::isfinite(span) && span > 0) {
+    const int64_t cells = std::min<int64_t>(std::max<int64_t>(16 * k, 64), int64_t(1) << 18);
+    const double scale = static_cast<double>(cells) / span;
+    if (std::isfinite(scale) && scale > 0) {
+      lut_.resize(static_cast<size_t>(cells) + 1);
+      size_t idx = 1;  // #edges <= cell start, kept in [1, k] (values in range have ub there)
+      for (int64_t c = 0; c <= cells; ++c) {
+        const double start = first + static_cast<double>(c) / scale;
+        while (idx < static_cast<size_t>(k) && edges_[idx] <= start) ++idx;
+        lut_[static_cast<size_t>(c)] = static_cast<uint32_t>(idx);
+      }
+      lut_scale_ = scale;
+    }
+  }
 }
 
 uint64_t Histogram::total() const {
@@ -214,11 +261,11 @@ uint64_t Histogram::total() const {
 
 void Histogram::update(const double* x, int64_t n, CpuTarget t) {
   if (edges_.empty()) throw std::logic_error("histogram has no edges");
-  hist_update(counts_, edges_, x, n, t);
+  hist_update(counts_, edges_, lut_, lut_scale_, x, n, t);
 }
 void Histogram::update(const float* x, int64_t n, CpuTarget t) {
   if (edges_.empty()) throw std::logic_error("histogram has no edges");
-  hist_update(counts_, edges_, x, n, t);
+  hist_update(counts_, edges_, lut_, lut_scale_, x, n, t);
 }
 
 void Histogram::merge(const Histogram& o) {

@@ -46,6 +46,11 @@ class Histogram {
  private:
   std::vector<double> edges_;
   std::vector<uint64_t> counts_;
+  // Bin lookup for finite edges: cell c of a uniform grid over [e[0], e[k]) holds the number of
+  // edges <= the cell's start, so a value's bin is found by arithmetic plus a search over the
+  // few edges inside its cell (uniform edges: none). Empty when an edge is infinite.
+  std::vector<uint32_t> lut_;
+  double lut_scale_ = 0;
 };
 
 // Count, mean and central moments (M2..M4) of the finite values, exactly mergeable
@@ -130,14 +135,21 @@ struct KSResult {
   bool exact = false;  // which p-value method ran
 };
 enum class KSMethod : int { automatic = 0, exact = 1, asymp = 2 };
+// Alternative hypothesis as scipy names it: 'greater' uses max(F_a - F_b), 'less' max(F_b - F_a).
+enum class KSAlternative : int { two_sided = 0, less = 1, greater = 2 };
 // Two-sided two-sample KS exactly as scipy.stats.ks_2samp(a, b, method=...) (scipy >= 1.11):
 // statistic, location, sign and p-value (exact path counting when allowed, else the
 // Simard-L'Ecuyer two-sided one-sample distribution at round(n*m/(n+m))).
-KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m);
-KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m);
+// One-sided alternatives follow scipy too: exact path counting (Hodges) when allowed, else
+// Hodges' eq. 5.3 approximation. Inputs of ks_2samp_sorted must be sorted ascending, NaN-free.
+KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m,
+                         KSAlternative alt = KSAlternative::two_sided);
+KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m,
+                  KSAlternative alt = KSAlternative::two_sided);
 // p-value only, for a statistic d of samples of sizes n1, n2 (sets *exact_used, *d_out to the
 // statistic scipy reports, which the exact path rounds to a multiple of 1/lcm(n1, n2)).
-double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod m, bool* exact_used, double* d_out);
+double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod m, bool* exact_used, double* d_out,
+                       KSAlternative alt = KSAlternative::two_sided);
 // Survival function of the two-sided one-sample KS statistic D_n (scipy.stats.kstwo.sf).
 double kstwo_sf(double d, int64_t n);
 // One-sided one-sample KS survival function (scipy.special.smirnov).

@@ -74,6 +74,13 @@ KSMethod method_of(const std::string& m) {
   throw py::value_error("method must be 'auto', 'exact' or 'asymp', got '" + m + "'");
 }
 
+KSAlternative alternative_of(const std::string& a) {
+  if (a == "two-sided") return KSAlternative::two_sided;
+  if (a == "less") return KSAlternative::less;
+  if (a == "greater") return KSAlternative::greater;
+  throw py::value_error("alternative must be 'two-sided', 'less' or 'greater', got '" + a + "'");
+}
+
 }  // namespace
 
 void bind_drift(py::module_& m) {
@@ -185,24 +192,34 @@ void bind_drift(py::module_& m) {
   m.def("drift_normal_two_sided", &normal_two_sided, py::arg("z"));
 
   // ---- sample statistics
-  m.def("drift_ks_2samp", [](const py::array& x, const py::array& y, const std::string& method, bool presorted) {
+  m.def("drift_ks_2samp", [](const py::array& x, const py::array& y, const std::string& method, bool presorted,
+                             const std::string& alternative) {
     F64 a = sample(x, "data1"), b = sample(y, "data2");
     const KSMethod km = method_of(method);
+    const KSAlternative ka = alternative_of(alternative);
     const double *pa = a.data(), *pb = b.data();
     const int64_t na = a.shape(0), nb = b.shape(0);
     KSResult r;
     {
       py::gil_scoped_release nogil;
-      r = presorted ? ks_2samp_sorted(pa, na, pb, nb, km) : ks_2samp(pa, na, pb, nb, km);
+      r = presorted ? ks_2samp_sorted(pa, na, pb, nb, km, ka) : ks_2samp(pa, na, pb, nb, km, ka);
     }
     return py::make_tuple(r.statistic, r.pvalue, r.location, r.sign, r.exact ? "exact" : "asymp");
-  }, py::arg("data1"), py::arg("data2"), py::arg("method") = "auto", py::arg("presorted") = false);
-  m.def("drift_ks_2samp_pvalue", [](int64_t n1, int64_t n2, double d, const std::string& method) {
+  }, py::arg("data1"), py::arg("data2"), py::arg("method") = "auto", py::arg("presorted") = false,
+     py::arg("alternative") = "two-sided");
+  m.def("drift_ks_2samp_pvalue", [](int64_t n1, int64_t n2, double d, const std::string& method,
+                                    const std::string& alternative) {
     bool exact = false;
     double dd = d;
-    const double p = ks_2samp_pvalue(n1, n2, d, method_of(method), &exact, &dd);
+    const KSMethod km = method_of(method);
+    const KSAlternative ka = alternative_of(alternative);
+    double p;
+    {
+      py::gil_scoped_release nogil;
+      p = ks_2samp_pvalue(n1, n2, d, km, &exact, &dd, ka);
+    }
     return py::make_tuple(p, dd, exact ? "exact" : "asymp");
-  }, py::arg("n1"), py::arg("n2"), py::arg("d"), py::arg("method") = "auto");
+  }, py::arg("n1"), py::arg("n2"), py::arg("d"), py::arg("method") = "auto", py::arg("alternative") = "two-sided");
   m.def("drift_kstwo_sf", &kstwo_sf, py::arg("d"), py::arg("n"));
   m.def("drift_smirnov_sf", &smirnov_sf, py::arg("n"), py::arg("x"));
   m.def("drift_wasserstein", [](const py::array& x, const py::array& y, bool presorted) {

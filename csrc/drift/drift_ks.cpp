@@ -389,6 +389,35 @@ double smirnov_sf(int64_t n, double x) {
   // in extended precision; chunks whose end terms are both below e^-60 of the peak are skipped
   // (unimodality bounds every term inside them).
   const long double lpeak = logterm(peak);
+  // Where the terms fall below e^-70 of the peak (unimodality: bisection on each side).
+  constexpr long double kCut = -70.0L;
+  auto edge = [&](int64_t inside, int64_t outside) {  // logterm(inside) >= cut > logterm(outside)
+    while (std::llabs(outside - inside) > 1) {
+      const int64_t mid = inside + (outside - inside) / 2;
+      if (logterm(mid) - lpeak >= kCut)
+        inside = mid;
+      else
+        outside = mid;
+    }
+    return inside;
+  };
+  const bool lo_tail = logterm(0) - lpeak < kCut, hi_tail = logterm(last) - lpeak < kCut;
+  const int64_t vlo = lo_tail ? edge(peak, 0) : 0, vhi = hi_tail ? edge(peak, last) : last;
+  const int64_t width = vhi - vlo + 1;
+  if (lo_tail && hi_tail && width >= 8192) {
+    // The terms are samples of a smooth, analytic, bell-shaped function of v whose both tails
+    // are negligible inside [0, last]; by Poisson summation, h * (sum at every h-th point)
+    // equals the sum over every integer up to aliasing terms of order exp(-2 pi^2 (sigma/h)^2)
+    // (sigma ~ width / 24). With h ~ width / 512 that is far below double rounding, so a few
+    // hundred terms replace the hundreds of thousands the direct sum walks (checked against
+    // scipy.special.smirnov in the tests).
+    const int64_t h = width / 512;
+    const int64_t v0 = peak - ((peak - vlo) / h) * h;
+    long double sum = 0.0L;
+    for (int64_t v = v0; v <= vhi; v += h) sum += std::exp(logterm(v) - lpeak);
+    sum *= static_cast<long double>(h) * std::exp(lpeak);
+    return clip01(static_cast<double>(X * sum));
+  }
   constexpr int64_t kTerms = 4096;
   const int64_t nchunks = last / kTerms + 1;
   std::vector<long double> part(static_cast<size_t>(nchunks), 0.0L);
@@ -452,7 +481,53 @@ double kstwo_sf(double x, int64_t n) {
   return clip01(1.0 - clip01(cdf));
 }
 
-double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod method, bool* exact_used, double* d_out) {
+namespace {
+inline int64_t floordiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// One-sided exact p-value for n1 != n2: Hodges' count of the lattice paths (0,0)->(m,n) that
+// reach m*y <= n*x - h*g, by first-passage points, over C(m+n, n). Evaluated in extended
+// precision from a log-factorial table; false (caller falls back to asymp, as scipy does) when
+// C(m+n, n) overflows a double or the result is not a probability.
+bool one_sided_exact(int64_t m, int64_t n, int64_t g, int64_t h, double* prob) {
+  if (m < n) std::swap(m, n);
+  const int64_t mg = m / g, ng = n / g;
+  std::vector<long double> lf(static_cast<size_t>(m + n + 1));
+  lf[0] = 0.0L;
+  for (int64_t k = 1; k <= m + n; ++k) lf[static_cast<size_t>(k)] = lf[static_cast<size_t>(k - 1)] + std::log(static_cast<long double>(k));
+  auto binom = [&](int64_t a, int64_t k) -> long double {
+    if (k < 0 || k > a) return 0.0L;
+    return std::exp(lf[static_cast<size_t>(a)] - lf[static_cast<size_t>(k)] - lf[static_cast<size_t>(a - k)]);
+  };
+  const long double total = binom(m + n, n);
+  if (!(total <= static_cast<long double>(std::numeric_limits<double>::max()))) return false;
+  const int64_t lxj = n + floordiv(mg - h, mg);
+  long double paths;
+  if (lxj <= 0) {
+    paths = total;
+  } else {
+    std::vector<int64_t> xj(static_cast<size_t>(lxj));
+    for (int64_t j = 0; j < lxj; ++j) xj[static_cast<size_t>(j)] = (h + mg * j + ng - 1) / ng;
+    std::vector<long double> B(static_cast<size_t>(lxj), 0.0L);
+    B[0] = 1.0L;
+    for (int64_t j = 1; j < lxj; ++j) {
+      long double bj = binom(xj[static_cast<size_t>(j)] + j, j);
+      for (int64_t i = 0; i < j; ++i)
+        bj -= binom(xj[static_cast<size_t>(j)] - xj[static_cast<size_t>(i)] + j - i, j - i) * B[static_cast<size_t>(i)];
+      B[static_cast<size_t>(j)] = bj;
+    }
+    paths = 0.0L;
+    for (int64_t j = 0; j < lxj; ++j) paths += B[static_cast<size_t>(j)] * binom(m - xj[static_cast<size_t>(j)] + n - j, n - j);
+  }
+  if (!std::isfinite(static_cast<double>(paths)) || paths > total) return false;
+  const double p = static_cast<double>(paths / total);
+  if (!(p >= 0.0 && p <= 1.0)) return false;
+  *prob = p;
+  return true;
+}
+}  // namespace
+
+double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod method, bool* exact_used, double* d_out,
+                       KSAlternative alt) {
   if (n1 <= 0 || n2 <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
   bool exact = method == KSMethod::exact || (method == KSMethod::automatic && std::max(n1, n2) <= 10000);
   const int64_t g = std::gcd(n1, n2), n1g = n1 / g, n2g = n2 / g;
@@ -464,74 +539,129 @@ double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod method, bool* 
     d = static_cast<double>(h) / lcm;
     if (h == 0) {
       prob = 1.0;
-    } else {
+    } else if (alt == KSAlternative::two_sided) {
       prob = n1 == n2 ? prob_outside_square(n1, h) : outer_prob_inside(n1, n2, g, h);
       if (!std::isfinite(prob) || !(prob >= 0 && prob <= 1)) exact = false;  // as scipy: fall back
+    } else if (n1 == n2) {
+      // C(2n, n - h) / C(2n, n) as a running product (scipy's form)
+      prob = 1.0;
+      for (int64_t j = 0; j < h; ++j) prob *= static_cast<double>(n1 - j) / (static_cast<double>(n1 + j) + 1.0);
+      if (!(prob >= 0 && prob <= 1)) exact = false;
+    } else {
+      exact = one_sided_exact(n1, n2, g, h, &prob);
     }
   }
   if (!exact) {
     const double m = static_cast<double>(std::max(n1, n2)), n = static_cast<double>(std::min(n1, n2));
     const double en = m * n / (m + n);
-    prob = kstwo_sf(d, static_cast<int64_t>(std::nearbyint(en)));
+    if (alt == KSAlternative::two_sided) {
+      prob = kstwo_sf(d, static_cast<int64_t>(std::nearbyint(en)));
+    } else {
+      // Hodges' (1958) eq. 5.3 approximation, m the larger sample
+      const double z = std::sqrt(en) * d;
+      prob = std::exp(-2 * z * z - 2 * z * (m + 2 * n) / std::sqrt(m * n * (m + n)) / 3.0);
+    }
   }
   if (exact_used) *exact_used = exact;
   if (d_out) *d_out = d;
   return clip01(prob);
 }
 
-KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method) {
-  if (na <= 0 || nb <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
+namespace {
+// Extremes of the ECDF difference F_a - F_b over one chunk of the merge (see ks_extremes).
+struct Extremes {
+  double mx = -kInf, mn_a = kInf, mn_b = kInf;
+  double loc_mx = 0, loc_mn_a = 0, loc_mn_b = 0;
+};
+
+// scipy evaluates cdf1 - cdf2 (counts divided by the sizes, then subtracted) at every value of
+// concat(sorted a, sorted b) and reports the first position of the extreme. The maximum is
+// always reached at a value of a, so it is scanned over a only: per element (i + 1) / na -
+// #(b <= a[i]) / nb, which inside a run of ties only grows towards the run's value (so the
+// first maximal element carries the run's value). The minimum is scanned over the last element
+// of each run of a (values of a come first in scipy's order) and over the values of b that a
+// does not hold, per element #(a <= b[j]) / na - (j + 1) / nb (shared values are already the
+// a runs). The counts come from one branch-free merge, split into independent chunks of a so
+// both halves run in parallel; every subtraction is the one scipy does, so results are
+// bit-identical.
+Extremes ks_extremes(const double* a, int64_t na, const double* b, int64_t nb) {
   const double fa = static_cast<double>(na), fb = static_cast<double>(nb);
-  double mx = -kInf, mn = kInf;
-  // scipy reports the first element of concat(sorted a, sorted b) at which the extreme occurs:
-  // the smallest such value of a if there is one, else of b.
-  double mx_a = 0, mx_b = 0, mn_a = 0, mn_b = 0;
-  bool has_mx_a = false, has_mx_b = false, has_mn_a = false, has_mn_b = false;
-  int64_t i = 0, j = 0;
-  while (i < na || j < nb) {
-    const double v = (j >= nb || (i < na && a[i] <= b[j])) ? a[i] : b[j];
-    const int64_t i0 = i, j0 = j;
-    while (i < na && a[i] == v) ++i;
-    while (j < nb && b[j] == v) ++j;
-    const bool in_a = i > i0, in_b = j > j0;
-    const double diff = static_cast<double>(i) / fa - static_cast<double>(j) / fb;
-    if (diff > mx) {
-      mx = diff;
-      has_mx_a = in_a, has_mx_b = in_b;
-      mx_a = in_a ? a[i0] : 0, mx_b = in_b ? b[j0] : 0;
-    } else if (diff == mx) {
-      if (!has_mx_a && in_a) has_mx_a = true, mx_a = a[i0];
-      if (!has_mx_b && in_b) has_mx_b = true, mx_b = b[j0];
+  constexpr int64_t kGrain = int64_t(1) << 15;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(na / kGrain, 64));
+  std::vector<Extremes> part(static_cast<size_t>(chunks));
+  std::vector<uint32_t> cb(static_cast<size_t>(na)), ca(static_cast<size_t>(nb));
+  parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i0 = na * c / chunks, i1 = na * (c + 1) / chunks;
+      // b values merged in this chunk: after a[i0 - 1] and up to a[i1 - 1] (all remaining for the last).
+      const int64_t j0 = i0 == 0 ? 0 : std::upper_bound(b, b + nb, a[i0 - 1]) - b;
+      const int64_t j1 = c == chunks - 1 ? nb : std::upper_bound(b, b + nb, a[i1 - 1]) - b;
+      uint32_t* cbp = cb.data();
+      uint32_t* cap = ca.data();
+      // b first on ties: when a[i] is stored, every b <= a[i] was taken; when b[j] is taken,
+      // exactly the a < b[j] were. (A branch-free one-step-per-value merge measured slower:
+      // its loop-carried dependency costs more than the mispredictions here.)
+      int64_t j = j0;
+      for (int64_t i = i0; i < i1; ++i) {
+        const double v = a[i];
+        while (j < j1 && b[j] <= v) cap[j++] = static_cast<uint32_t>(i);
+        cbp[i] = static_cast<uint32_t>(j);
+      }
+      for (; j < j1; ++j) cap[j] = static_cast<uint32_t>(i1);
+      Extremes e;
+      for (int64_t k = i0; k < i1; ++k) {
+        const double d = static_cast<double>(k + 1) / fa - static_cast<double>(cbp[k]) / fb;
+        if (d > e.mx) e.mx = d, e.loc_mx = a[k];
+        const bool last = k + 1 == na || a[k + 1] != a[k];
+        if (last && d < e.mn_a) e.mn_a = d, e.loc_mn_a = a[k];
+      }
+      for (int64_t k = j0; k < j1; ++k) {
+        const int64_t ia = cap[k];
+        if (ia < na && a[ia] == b[k]) continue;  // shared value: counted among the a runs
+        const double d = static_cast<double>(ia) / fa - static_cast<double>(k + 1) / fb;
+        if (d < e.mn_b) e.mn_b = d, e.loc_mn_b = b[k];
+      }
+      part[static_cast<size_t>(c)] = e;
     }
-    if (diff < mn) {
-      mn = diff;
-      has_mn_a = in_a, has_mn_b = in_b;
-      mn_a = in_a ? a[i0] : 0, mn_b = in_b ? b[j0] : 0;
-    } else if (diff == mn) {
-      if (!has_mn_a && in_a) has_mn_a = true, mn_a = a[i0];
-      if (!has_mn_b && in_b) has_mn_b = true, mn_b = b[j0];
-    }
+  });
+  Extremes r;  // chunks in order, strict comparisons: first occurrences win
+  for (const Extremes& e : part) {
+    if (e.mx > r.mx) r.mx = e.mx, r.loc_mx = e.loc_mx;
+    if (e.mn_a < r.mn_a) r.mn_a = e.mn_a, r.loc_mn_a = e.loc_mn_a;
+    if (e.mn_b < r.mn_b) r.mn_b = e.mn_b, r.loc_mn_b = e.loc_mn_b;
   }
-  const double minS = std::min(std::max(-mn, 0.0), 1.0), maxS = mx;
+  return r;
+}
+}  // namespace
+
+KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method,
+                         KSAlternative alt) {
+  if (na <= 0 || nb <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
+  if (static_cast<uint64_t>(na) >= (uint64_t(1) << 32) || static_cast<uint64_t>(nb) >= (uint64_t(1) << 32))
+    throw std::invalid_argument("ks_2samp: samples of 2^32 values or more are not supported");
+  const Extremes e = ks_extremes(a, na, b, nb);
+  const double mn = std::min(e.mn_a, e.mn_b);
+  const double loc_mn = e.mn_a <= e.mn_b ? e.loc_mn_a : e.loc_mn_b;
+  const double minS = std::min(std::max(-mn, 0.0), 1.0), maxS = e.mx;
   KSResult r;
-  if (minS > maxS) {
-    r.statistic = minS, r.sign = -1, r.location = has_mn_a ? mn_a : mn_b;
+  if (alt == KSAlternative::less || (alt == KSAlternative::two_sided && minS > maxS)) {
+    r.statistic = minS, r.sign = -1, r.location = loc_mn;
   } else {
-    r.statistic = maxS, r.sign = 1, r.location = has_mx_a ? mx_a : mx_b;
+    r.statistic = maxS, r.sign = 1, r.location = e.loc_mx;
   }
   bool exact = false;
   double d = r.statistic;
-  r.pvalue = ks_2samp_pvalue(na, nb, r.statistic, method, &exact, &d);
+  r.pvalue = ks_2samp_pvalue(na, nb, r.statistic, method, &exact, &d, alt);
   r.statistic = d;
   r.exact = exact;
   return r;
 }
 
-KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method) {
+KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method, KSAlternative alt) {
   if (na <= 0 || nb <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
   std::vector<double> sa, sb;
   sort_two(a, na, b, nb, sa, sb);
-  return ks_2samp_sorted(sa.data(), na, sb.data(), nb, method);
+  return ks_2samp_sorted(sa.data(), na, sb.data(), nb, method, alt);
 }
 
 void sort_f64(const double* x, int64_t n, double* out) {
