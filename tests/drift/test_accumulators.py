@@ -154,3 +154,34 @@ def test_fuzz_mutated_and_random_blobs(data):
         except ValueError:
             continue
         assert b.to_bytes() == bytes(blob)  # anything that loads re-serializes identically
+
+
+@given(st.integers(1, 300), st.floats(-1e3, 1e3), st.floats(1e-6, 1e3), st.integers(0, 2**32 - 1))
+def test_histogram_uniform_and_clustered_edges(k, lo, width, seed):
+    """Uniform edges (bins by arithmetic) and edges a few ulps apart (many edges in one lookup
+    cell, values on cell borders) against numpy's convention, every target."""
+    import pyperfcore
+
+    rng = np.random.default_rng(seed)
+    uni = np.linspace(lo, lo + width, k + 1)
+    uni = np.unique(uni)
+    if uni.size < 2:
+        return
+    tight = np.unique(np.concatenate([uni, [np.nextafter(uni[0], np.inf), np.nextafter(np.nextafter(uni[0], np.inf), np.inf)]]))
+    for edges in (uni, tight):
+        x = np.concatenate([rng.uniform(lo - width * 0.1, lo + width * 1.1, 500), edges,
+                            np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), [np.nan, np.inf, -np.inf]])
+        want = ref.drift_hist_counts(x, edges)
+        for t in pyperfcore.build_info()["cpu_targets_supported"]:
+            h = drift.Histogram(edges)
+            h.update(x, target=t)
+            np.testing.assert_array_equal(h.counts, want, err_msg=t)
+
+
+def test_histogram_infinite_edges_every_target(cpu_target, rng):
+    """Infinite outer edges take the per-target binary-search kernels (no lookup table)."""
+    edges = np.r_[-np.inf, np.quantile(rng.normal(size=1000), np.linspace(0.05, 0.95, 19)), np.inf]
+    x = np.concatenate([rng.normal(size=20_003), edges, [np.nan]])
+    h = drift.Histogram(edges)
+    h.update(x, target=cpu_target)
+    np.testing.assert_array_equal(h.counts, ref.drift_hist_counts(x, edges))

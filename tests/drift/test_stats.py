@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -64,6 +64,68 @@ def test_ks_methods_match_scipy(method, rng):
         r, s = drift.ks_2samp(a, b, method=method), scipy_stats.ks_2samp(a, b, method=method)
         assert abs(r.statistic - s.statistic) <= 1e-12
         assert abs(r.pvalue - s.pvalue) <= 1e-9 * max(s.pvalue, 1e-300), (n1, n2)
+
+
+@given(sample_pair(), st.sampled_from(["less", "greater"]))
+def test_ks_one_sided_matches_scipy_exact(pair, alternative):
+    a, b = pair
+    r, s = drift.ks_2samp(a, b, alternative), scipy_stats.ks_2samp(a, b, alternative)
+    assert abs(r.statistic - s.statistic) <= 1e-12
+    assert abs(r.pvalue - s.pvalue) <= 1e-9 * max(s.pvalue, 1e-300), (r, s)
+    assert r.statistic_location == s.statistic_location and r.statistic_sign == s.statistic_sign
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+@pytest.mark.parametrize("method", ["auto", "asymp", "exact"])
+def test_ks_one_sided_methods_match_scipy(alternative, method, rng):
+    import warnings
+
+    for n1, n2, shift in [(30, 45, 0.3), (200, 200, -0.2), (1000, 17, 0.5), (12_000, 9_000, 0.03), (800, 600, 0.0)]:
+        if method == "exact" and n1 * n2 > 1e7:
+            continue
+        a, b = rng.normal(0, 1, n1), rng.normal(shift, 1, n2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scipy's exact -> asymp fallback notice
+            s = scipy_stats.ks_2samp(a, b, alternative, method=method)
+        r = drift.ks_2samp(a, b, alternative, method=method)
+        assert abs(r.statistic - s.statistic) <= 1e-12
+        assert abs(r.pvalue - s.pvalue) <= 1e-9 * max(s.pvalue, 1e-300), (n1, n2, r, s)
+        assert r.statistic_location == s.statistic_location
+
+
+def test_ks_rejects_bad_alternative(rng):
+    a = rng.normal(size=20)
+    with pytest.raises(ValueError, match="alternative"):
+        drift.ks_2samp(a, a, "bigger")
+    with pytest.raises(ValueError, match="method="):
+        drift.ks_2samp(a, a, "exact")
+
+
+@settings(max_examples=20)  # scipy's own sum takes ~0.1 s per call at n ~ 1e6
+@given(st.integers(1_000, 1_000_000), st.floats(2.2, 350.0))
+def test_smirnov_large_n_matches_scipy(n, nxx):
+    """The range where the one-sided sum is long (n x^2 in [2.2, 350], as kstwo uses it): the
+    subsampled sum must agree with scipy's full double-double sum."""
+    x = float(np.sqrt(nxx / n))
+    if x >= 1:
+        return
+    s = scipy_special.smirnov(n, x)
+    assert abs(_core().drift_smirnov_sf(n, x) - s) <= 1e-9 * max(s, 1e-300), (n, x)
+    k = scipy_stats.kstwo.sf(x, n)
+    assert abs(_core().drift_kstwo_sf(x, n) - k) <= 1e-9 * max(k, 1e-300), (n, x)
+
+
+def test_ks_large_samples_match_scipy(rng):
+    """Parallel merge chunks (> 32k values), ties across chunk borders, both signs."""
+    for shift, rnd in [(0.01, None), (-0.02, 2), (0.0, 1)]:
+        a, b = rng.normal(0, 1, 150_001), rng.normal(shift, 1.05, 120_000)
+        if rnd is not None:
+            a, b = np.round(a, rnd), np.round(b, rnd)
+        for alt in ("two-sided", "less", "greater"):
+            r, s = drift.ks_2samp(a, b, alt), scipy_stats.ks_2samp(a, b, alt)
+            assert abs(r.statistic - s.statistic) <= 1e-12
+            assert abs(r.pvalue - s.pvalue) <= 1e-9 * max(s.pvalue, 1e-300), (shift, rnd, alt, r, s)
+            assert r.statistic_location == s.statistic_location and r.statistic_sign == s.statistic_sign
 
 
 @given(st.integers(1, 2_000_000), st.floats(0, 1))
