@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["batch_latency_curve", "poisson_arrivals", "simulate", "SimResult", "recommend",
+__all__ = ["measure_batch_latency", "batch_latency_curve", "poisson_arrivals", "simulate", "SimResult", "recommend",
            "Plan", "compare_hardware", "keep_alive", "hpa_spec", "arrival_profile"]
 
 
@@ -35,6 +35,37 @@ def batch_latency_curve(points: Mapping[int, float]) -> Callable[[int], float]:
         slope = (s[-1] - s[-2]) / (b[-1] - b[-2])
         return float(s[-1] + slope * (n - b[-1]))
     return f
+
+
+def measure_batch_latency(fn: Callable, make_batch: Callable[[int], object],
+                          sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), *, repeats: int = 7,
+                          warmup: int = 2, stat: str = "median",
+                          clock: Callable[[], float] | None = None) -> dict:
+    """The measured batch-latency curve ``{batch size: seconds}`` of ``fn`` on
+    ``make_batch(size)`` (what :func:`batch_latency_curve`, :func:`simulate` and
+    :func:`recommend` take): the ``median`` (or ``min``: the undisturbed time on a busy
+    host) of ``repeats`` runs after ``warmup`` ones."""
+    import time
+
+    clock = clock or time.perf_counter
+    if repeats < 1 or warmup < 0:
+        raise ValueError("need repeats >= 1 and warmup >= 0")
+    if stat not in ("median", "min"):
+        raise ValueError("stat is median or min")
+    out = {}
+    for n in sizes:
+        if int(n) < 1:
+            raise ValueError(f"batch sizes are >= 1, got {n}")
+        batch = make_batch(int(n))
+        for _ in range(warmup):
+            fn(batch)
+        ts = []
+        for _ in range(repeats):
+            t = clock()
+            fn(batch)
+            ts.append(clock() - t)
+        out[int(n)] = float(np.median(ts) if stat == "median" else np.min(ts))
+    return out
 
 
 def poisson_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:

@@ -110,7 +110,11 @@ def mann_whitney(experiment, control, confidence: float = 0.98) -> MannWhitneyRe
     hl = hodges_lehmann(xs, ys)
     zc = NormalDist().inv_cdf(0.5 + confidence / 2)
     k = int(math.floor(mu - zc * math.sqrt(max(var, 0.0))))
-    k = min(max(k, 1), m * n)
+    if k < 1:
+        # too few samples to bound the shift at this confidence: an unbounded interval, never
+        # the range of the observed differences (which would claim a shift from 2 samples)
+        return MannWhitneyResult(float(u1), float(p), hl, -math.inf, math.inf, confidence)
+    k = min(k, m * n)
     lower = _kth_difference(xs, ys, k)
     upper = _kth_difference(xs, ys, m * n - k + 1)
     return MannWhitneyResult(float(u1), float(p), hl, lower, upper, confidence)
@@ -211,6 +215,10 @@ def classify(control, experiment, cfg: MetricConfig) -> MetricResult:
     if np.array_equal(np.sort(c), np.sort(e)) or np.unique(np.concatenate([c, e])).size == 1:
         return MetricResult(classification="Pass", reason="identical data", ratio=ratio, **base)
     r = mann_whitney(e, c, cfg.confidence)
+    if not (math.isfinite(r.lower) and math.isfinite(r.upper)):
+        return MetricResult(classification="NoData", ratio=ratio, test=r, **base,
+                            reason=f"too few samples ({e.size} vs {c.size}) for a "
+                                   f"{cfg.confidence:.0%} interval of the shift")
     crit = cfg.tolerance * abs(r.estimate)
     if cfg.direction in ("increase", "either") and r.lower > crit:
         return MetricResult(classification="High", ratio=ratio, test=r, **base,

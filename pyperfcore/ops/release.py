@@ -412,9 +412,11 @@ class CanaryController:
         if cs.requests < self.min_requests or ss.requests < self.min_requests:
             return self.state
         if self.router.compare > 0 and self.router.mode in ("canary", "ab") and \
-                len(cs.agree) < max(2 * self.interval,
+                len(cs.agree) < max(5 * self.interval,
                                     int(self.min_requests * min(1.0, self.router.compare))):
-            return self.state  # agreement samples still arriving from the comparison pool
+            # too few agreement samples yet (the judge needs about 5 intervals against the
+            # control's for a 98% interval) or still arriving from the comparison pool
+            return self.state
         ctl, exp = self._intervals("stable"), self._intervals("candidate")
         if "agreement" in exp:
             ctl["agreement"] = np.ones_like(exp["agreement"])  # stable agrees with itself
