@@ -51,6 +51,8 @@ def _to_numpy(values: Any, what: str) -> Any:
     if isinstance(values, np.ndarray):
         return values
     if isinstance(values, (list, tuple)):
+        if len(values) == 0:
+            return np.empty(0, dtype=np.int64)  # an empty update of any sketch
         n_text = sum(isinstance(v, (str, bytes)) for v in values)
         if n_text == len(values):
             return list(values)

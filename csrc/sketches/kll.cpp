@@ -16,6 +16,10 @@ constexpr uint8_t kKllVersion = 1;
 
 Kll::Kll(int k, uint64_t seed) : k_(k), rng_(seed | 1) {
   if (k < kM || k > 65535) throw std::invalid_argument("k must be in [8, 65535], got " + std::to_string(k));
+  for (int d = 0; d < 64; ++d) {
+    const double c = std::round(k_ * std::pow(2.0 / 3.0, static_cast<double>(d)));
+    cap_by_depth_[d] = static_cast<uint32_t>(std::max<double>(kM, c));
+  }
   levels_.resize(1);
 }
 
@@ -28,8 +32,7 @@ uint64_t Kll::next_random() {
 
 uint32_t Kll::capacity(size_t level) const {
   const size_t depth = levels_.size() - level - 1;
-  const double c = std::round(k_ * std::pow(2.0 / 3.0, static_cast<double>(depth)));
-  return static_cast<uint32_t>(std::max<double>(kM, c));
+  return cap_by_depth_[depth < 64 ? depth : 63];
 }
 
 uint64_t Kll::total_capacity() const {
@@ -57,13 +60,22 @@ void Kll::compress() {
     const bool odd = cur.size() % 2 == 1;
     if (odd) { keep = cur.front(); cur.erase(cur.begin()); }
     const size_t off = next_random() & 1;
-    std::vector<double> half;
-    half.reserve(cur.size() / 2);
-    for (size_t i = off; i < cur.size(); i += 2) half.push_back(cur[i]);
     auto& up = levels_[h + 1];
-    std::vector<double> merged(up.size() + half.size());
-    std::merge(up.begin(), up.end(), half.begin(), half.end(), merged.begin());
-    up.swap(merged);
+    // up := merge(up, every other item of cur), through one reused scratch buffer
+    const size_t nh = cur.size() / 2;
+    scratch_.resize(up.size() + nh);
+    size_t a = 0, b = off, o = 0;
+    while (a < up.size() && b < cur.size()) {
+      if (up[a] <= cur[b]) {
+        scratch_[o++] = up[a++];
+      } else {
+        scratch_[o++] = cur[b];
+        b += 2;
+      }
+    }
+    while (a < up.size()) scratch_[o++] = up[a++];
+    for (; b < cur.size(); b += 2) scratch_[o++] = cur[b];
+    up.swap(scratch_);
     cur.clear();
     if (odd) cur.push_back(keep);
   }
@@ -71,14 +83,30 @@ void Kll::compress() {
 
 template <class T>
 void Kll::update_impl(const T* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(x[i]);
-    if (std::isnan(v)) continue;
-    if (n_ == 0) { min_ = max_ = v; }
-    else { if (v < min_) min_ = v; if (v > max_) max_ = v; }
-    ++n_;
-    levels_[0].push_back(v);
-    if (levels_[0].size() >= capacity(0) && num_retained() > total_capacity()) compress();
+  // Items go to level 0 in runs: the sketch may hold total_capacity() items, so a compaction is
+  // due exactly when the run that crosses that count ends (as if checked after every item).
+  int64_t i = 0;
+  while (i < n) {
+    const size_t held = num_retained();
+    const uint64_t cap = total_capacity();
+    const int64_t room = static_cast<int64_t>(cap >= held ? cap - held + 1 : 1);
+    auto& l0 = levels_[0];
+    int64_t taken = 0;
+    double lo = n_ ? min_ : INFINITY, hi = n_ ? max_ : -INFINITY;
+    for (; i < n && taken < room; ++i) {
+      const double v = static_cast<double>(x[i]);
+      if (v != v) continue;  // NaN is skipped
+      l0.push_back(v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      ++taken;
+    }
+    if (taken) {
+      min_ = lo;
+      max_ = hi;
+      n_ += static_cast<uint64_t>(taken);
+    }
+    if (num_retained() > total_capacity()) compress();
   }
 }
 
@@ -186,7 +214,7 @@ Kll Kll::deserialize(const uint8_t* d, size_t len) {
   Kll s(k);
   std::memcpy(&s.n_, d + 8, 8);
   std::memcpy(&s.rng_, d + 16, 8);
-  s.rng_ |= 1;
+  if (s.rng_ == 0) bad("random state is zero (xorshift needs a non-zero state)");
   std::memcpy(&s.min_, d + 24, 8);
   std::memcpy(&s.max_, d + 32, 8);
   if (len < 40 + 4 * nl) bad("truncated level sizes");

@@ -38,7 +38,9 @@ class Kll {
   uint64_t n_ = 0;
   double min_ = 0, max_ = 0;
   uint64_t rng_;
-  std::vector<std::vector<double>> levels_;  // level 0 unsorted, higher levels sorted
+  uint32_t cap_by_depth_[64];  // max(m, round(k * (2/3)^depth)), computed once
+  std::vector<std::vector<double>> levels_;
+  std::vector<double> scratch_;  // level 0 unsorted, higher levels sorted
 };
 
 }  // namespace sketches

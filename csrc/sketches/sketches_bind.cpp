@@ -60,7 +60,7 @@ void make_batch(const py::object& values, BatchHolder& h) {
       h.ptrs.push_back(PyBytes_AS_STRING(o.ptr()));
       h.lens.push_back(PyBytes_GET_SIZE(o.ptr()));
     } else {
-      throw py::type_error("values must be str or bytes, got " + std::string(py::str(o.get_type().attr("__name__"))) +
+      throw py::type_error("values must be str or bytes, got " + std::string(py::str(py::type::handle_of(o).attr("__name__"))) +
                            " at index " + std::to_string(i));
     }
     h.items.push_back(std::move(o));

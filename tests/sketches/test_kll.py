@@ -1,0 +1,158 @@
+import copy
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyperfcore.sketches import KLLSketch
+from tests import reference as ref
+
+ds = pytest.importorskip("datasketches")
+
+QS = np.linspace(0.005, 0.995, 199)
+
+
+def _max_rank_error(data, quantile_fn):
+    """Largest |true normalized rank of the returned item - requested rank| over QS."""
+    got = np.asarray(quantile_fn(QS), dtype=np.float64)
+    return float(np.abs(ref.exact_rank(data, got) - QS).max())
+
+
+@pytest.mark.parametrize("dist", ["normal", "lognormal", "uniform_ints", "sorted", "reversed"])
+def test_rank_error_within_datasketches_bound(dist, rng):
+    n = 300_000
+    x = {"normal": lambda: rng.normal(size=n), "lognormal": lambda: rng.lognormal(0, 2, n),
+         "uniform_ints": lambda: rng.integers(0, 1000, n).astype(np.float64),
+         "sorted": lambda: np.sort(rng.normal(size=n)), "reversed": lambda: np.sort(rng.normal(size=n))[::-1].copy()}[dist]()
+    ours = KLLSketch(200, seed=11).update(x)
+    theirs = ds.kll_doubles_sketch(200)
+    theirs.update(x)
+    bound = theirs.normalized_rank_error(True)  # two-sided PMF bound at k=200, about 1.65%
+    assert 0.015 < bound < 0.018
+    e_ours = _max_rank_error(x, ours.quantile)
+    e_theirs = _max_rank_error(x, lambda q: theirs.get_quantiles(q))
+    assert e_ours <= bound, (e_ours, e_theirs)
+    # ranks the other way round: rank(item) against the exact rank
+    probe = np.quantile(x, QS)
+    assert np.abs(ours.rank(probe) - ref.exact_rank(x, probe)).max() <= bound
+    assert ours.n == theirs.n == n
+    assert ours.min == theirs.get_min_value() and ours.max == theirs.get_max_value()
+    # the sketch stays about as small as DataSketches' for the same k
+    assert ours._s.num_retained <= 1.2 * theirs.num_retained
+
+
+def test_rank_error_over_many_seeds_float32(rng):
+    x = rng.standard_exponential(100_000).astype(np.float32)
+    worst = max(_max_rank_error(x.astype(np.float64), KLLSketch(200, seed=s).update(x).quantile) for s in range(8))
+    theirs = ds.kll_floats_sketch(200)
+    theirs.update(x)
+    assert worst <= theirs.normalized_rank_error(True)
+    # float32 input keeps its values exactly
+    assert KLLSketch(200).update(x).max == float(x.max())
+
+
+@settings(max_examples=30)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=400), st.integers(0, 2**32))
+def test_small_streams_are_exact(values, seed):
+    # below k items nothing is compacted: quantiles and ranks are exact
+    x = np.array(values)
+    s = KLLSketch(500, seed=seed).update(x)
+    probe = np.array(values[:20] + [-2e6, 2e6])
+    assert np.array_equal(s.rank(probe), ref.exact_rank(x, probe))
+    srt = np.sort(x)
+    q = np.array([0.0, 0.3, 0.5, 1.0])
+    idx = np.maximum(np.ceil(q * x.size).astype(int) - 1, 0)
+    assert np.array_equal(s.quantile(q), srt[idx])
+
+
+def test_merge_matches_one_stream_accuracy(rng):
+    parts = [rng.normal(i, 1 + i, 40_000) for i in range(6)]
+    merged = KLLSketch(200, seed=1)
+    for i, p in enumerate(parts):
+        merged.merge(KLLSketch(200, seed=100 + i).update(p))
+    allx = np.concatenate(parts)
+    assert merged.n == allx.size
+    assert merged.min == allx.min() and merged.max == allx.max()
+    theirs = ds.kll_doubles_sketch(200)
+    for p in parts:
+        t = ds.kll_doubles_sketch(200)
+        t.update(p)
+        theirs.merge(t)
+    assert _max_rank_error(allx, merged.quantile) <= theirs.normalized_rank_error(True)
+    # merging into an empty sketch and merging an empty one
+    e = KLLSketch(200)
+    e.merge(merged)
+    assert e.n == merged.n
+    before = merged.to_bytes()
+    merged.merge(KLLSketch(200))
+    assert merged.to_bytes() == before
+    merged.merge(merged)  # self-merge doubles every weight
+    assert merged.n == 2 * allx.size
+
+
+def test_serialization_pickle_copy(rng):
+    s = KLLSketch(100, seed=5).update(rng.normal(size=20_000))
+    b = s.to_bytes()
+    assert b[:5] == b"PKLL\x01"  # magic and format version
+    t = KLLSketch.from_bytes(b)
+    assert t.to_bytes() == b
+    assert np.array_equal(t.quantile(QS), s.quantile(QS))
+    for c in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s), copy.copy(s)):
+        assert c.to_bytes() == b
+    c = copy.deepcopy(s)
+    c.update(np.arange(1000.0))
+    assert s.to_bytes() == b  # a copy is independent
+    # identical continuation after a round trip (the random state travels with the image)
+    more = rng.normal(size=5000)
+    assert t.update(more).to_bytes() == s.update(more).to_bytes()
+
+
+def test_empty_sketch_and_bad_input():
+    s = KLLSketch()
+    assert s.is_empty() and s.n == 0
+    for call in (lambda: s.quantile(0.5), lambda: s.rank(0.0), lambda: s.cdf([0.0]), lambda: s.pmf([0.0]),
+                 lambda: s.min, lambda: s.max):
+        with pytest.raises(ValueError, match="empty"):
+            call()
+    before = s.to_bytes()
+    s.update(np.array([])).update([]).update(np.array([np.nan, np.nan]))
+    assert s.to_bytes() == before and s.n == 0  # NaN is skipped
+    assert KLLSketch.from_bytes(before).n == 0
+    s.update([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        s.quantile(1.5)
+    with pytest.raises(ValueError):
+        s.quantile(np.nan)
+    with pytest.raises(ValueError):
+        s.rank(np.nan)
+    with pytest.raises(ValueError):
+        s.cdf([2.0, 1.0])
+    with pytest.raises(TypeError):
+        s.update(["a", "b"])
+    with pytest.raises(TypeError):
+        s.update(None)
+    with pytest.raises(TypeError):
+        s.merge(object())
+    with pytest.raises(ValueError):
+        KLLSketch(4)
+
+
+def test_cdf_pmf_and_input_kinds(rng):
+    x = rng.normal(size=50_000)
+    s = KLLSketch(200, seed=2).update(x)
+    sp = [-1.0, 0.0, 1.0]
+    cdf = s.cdf(sp)
+    assert cdf[-1] == 1.0 and np.all(np.diff(cdf) >= 0)
+    assert np.abs(cdf[:-1] - ref.exact_rank(x, sp)).max() < 0.0165
+    assert s.pmf(sp).sum() == pytest.approx(1.0)
+    assert np.array_equal(s.pmf(sp), np.diff(np.concatenate([[0.0], cdf])))
+    a = KLLSketch(200, seed=9).update(x.astype(np.float32))
+    b = KLLSketch(200, seed=9).update(x.astype(np.float32).tolist())
+    c = KLLSketch(200, seed=9).update(x.astype(np.float32).reshape(100, -1))
+    assert a.quantile(0.5) == pytest.approx(b.quantile(0.5)) and a.n == b.n == c.n
+    ints = KLLSketch(200, seed=9).update(rng.integers(0, 100, 1000))
+    assert 0 <= ints.quantile(0.5) <= 99
+    torch = pytest.importorskip("torch")
+    t = KLLSketch(200, seed=9).update(torch.from_numpy(x.astype(np.float32)))
+    assert t.to_bytes() == a.to_bytes()
