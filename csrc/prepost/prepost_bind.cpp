@@ -47,7 +47,7 @@ py::array alloc_out(int dtype, const std::vector<py::ssize_t>& shape) {
 py::array preprocess_py(const py::object& images, const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& geom,
                         int64_t channels, int64_t out_h, int64_t out_w, bool antialias, bool swap_rb,
                         const std::vector<float>& mean, const std::vector<float>& inv_std, int layout, int dtype,
-                        float out_scale, const py::object& target) {
+                        float out_scale, const py::object& out_arg, const py::object& target) {
   const CpuTarget t = resolve_target(target);
   if (channels != 1 && channels != 3) throw py::value_error("preprocess_images: channels must be 1 or 3");
   if (static_cast<int64_t>(mean.size()) != channels || static_cast<int64_t>(inv_std.size()) != channels)
@@ -98,7 +98,22 @@ py::array preprocess_py(const py::object& images, const py::array_t<int64_t, py:
   p.out_scale = out_scale;
   std::vector<py::ssize_t> shape = layout == 0 ? std::vector<py::ssize_t>{n, channels, out_h, out_w}
                                                : std::vector<py::ssize_t>{n, out_h, out_w, channels};
-  py::array out = alloc_out(dtype, shape);
+  py::array out;
+  if (out_arg.is_none()) {
+    out = alloc_out(dtype, shape);
+  } else {
+    // A caller's buffer: exactly the dtype and shape this call produces, C-contiguous, writeable.
+    if (!py::isinstance<py::array>(out_arg)) throw py::type_error("preprocess_images: out must be a numpy array");
+    out = py::reinterpret_borrow<py::array>(out_arg);
+    py::array like = alloc_out(dtype, {0});
+    if (out.dtype().num() != like.dtype().num() || out.itemsize() != like.itemsize())
+      throw py::type_error("preprocess_images: out must be " + dtype_name(like) + ", got " + dtype_name(out));
+    if (out.ndim() != 4) throw py::value_error("preprocess_images: out must be 4-D");
+    for (int d = 0; d < 4; ++d)
+      if (out.shape(d) != shape[static_cast<size_t>(d)]) throw py::value_error("preprocess_images: out has the wrong shape");
+    if (!(out.flags() & py::array::c_style)) throw py::value_error("preprocess_images: out must be C-contiguous");
+    if (!out.writeable()) throw py::value_error("preprocess_images: out is read-only");
+  }
   void* op = out.mutable_data();
   try {
     py::gil_scoped_release nogil;
@@ -300,7 +315,7 @@ py::tuple taps_py(int64_t in_size, int64_t out_size, bool antialias) {
 void bind_prepost(py::module_& m) {
   m.def("prepost_preprocess_images", &preprocess_py, py::arg("images"), py::arg("geometry"), py::arg("channels"),
         py::arg("out_h"), py::arg("out_w"), py::arg("antialias"), py::arg("swap_rb"), py::arg("mean"),
-        py::arg("inv_std"), py::arg("layout"), py::arg("dtype"), py::arg("out_scale"), py::arg("target") = py::none(),
+        py::arg("inv_std"), py::arg("layout"), py::arg("dtype"), py::arg("out_scale"), py::arg("out") = py::none(), py::arg("target") = py::none(),
         "Fused resize/crop/normalize/layout/dtype of uint8 HWC images (a [N,H,W,C] batch or a list); "
         "geometry [n, 4] = (resize_h, resize_w, top, left) per image.");
   m.def("prepost_resize_taps", &taps_py, py::arg("in_size"), py::arg("out_size"), py::arg("antialias"),

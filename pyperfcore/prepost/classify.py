@@ -88,7 +88,8 @@ def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale:
     _, idx = _backends.select("softmax_topk", x, backend)(x, 1, s, False)
     idx = idx[:, 0]
     if labels is not None:
-        return np.asarray(labels)[to_numpy(idx)][0] if flat else np.asarray(labels)[to_numpy(idx)]
+        host = idx.cpu() if getattr(idx, "is_cuda", False) else idx
+        return np.asarray(labels)[to_numpy(host)][0] if flat else np.asarray(labels)[to_numpy(host)]
     return idx[0] if flat else idx
 
 
@@ -173,3 +174,74 @@ def _softmax_cpu(x: Any, s: np.ndarray | None, log: bool) -> Any:
 @register("sigmoid_threshold", "cpu", ("cpu",))
 def _sigmoid_cpu(x: Any, lt: float, s: np.ndarray | None) -> Any:
     return like(x, _core().prepost_sigmoid_threshold(_cpu_in(x), lt, None if s is None else s.tolist()))[0]
+
+
+# ------------------------------------------------------------------ GPU (triton / cuda)
+def _gpu_scale(x: Any, s: np.ndarray | None) -> Any:
+    if s is None:
+        return None
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32)).to(x.device)
+
+
+@register("softmax_topk", "triton", ("cuda",))
+def _topk_triton(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    from ..kernels import prepost as tk
+
+    return tk.topk_rows(x, k, _gpu_scale(x, s), soft)
+
+
+@register("softmax", "triton", ("cuda",))
+def _softmax_triton(x: Any, s: np.ndarray | None, log: bool) -> Any:
+    from ..kernels import prepost as tk
+
+    return tk.softmax_rows(x, _gpu_scale(x, s), log)
+
+
+@register("sigmoid_threshold", "triton", ("cuda",))
+def _sigmoid_triton(x: Any, lt: float, s: np.ndarray | None) -> Any:
+    from ..kernels import prepost as tk
+
+    return tk.sigmoid_threshold(x, _float_threshold(lt), _gpu_scale(x, s))
+
+
+def _float_threshold(lt: float) -> float:
+    """The largest float32 <= lt: for float32 x, ``x > lt`` exactly iff ``x > that``."""
+    if math.isinf(lt):
+        return lt
+    f = np.float32(lt)
+    if float(f) > lt:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return float(f)
+
+
+_BAD = {1: "logits contain NaN", 2: "logits contain +inf; softmax is undefined",
+        3: "a row of logits is all -inf; softmax is undefined"}
+
+
+@register("softmax_topk", "cuda", ("cuda",))
+def _topk_cuda(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+    import torch
+
+    from .._runtime import _cuda_module
+
+    rows, n = x.shape
+    v = torch.empty((rows, k), dtype=torch.float32, device=x.device)
+    i = torch.empty((rows, k), dtype=torch.int64, device=x.device)
+    if rows == 0 or n == 0:
+        return v, i
+    if n > 1 and x.stride(1) != 1:
+        x = x.contiguous()
+    code = {torch.float32: 0, torch.float16: 1, torch.int8: 2}[x.dtype]
+    sc = _gpu_scale(x, s)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
+    with torch.cuda.device(x.device):
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        _cuda_module().prepost_topk(x.data_ptr(), code, rows, n, x.stride(0), 0 if sc is None else sc.data_ptr(),
+                                    0 if sc is None else sc.numel(), k, soft, v.data_ptr(), i.data_ptr(), bad.data_ptr(),
+                                    stream)
+    worst = int(bad.max())  # synchronizes: bad input is an error at the call site
+    if worst:
+        raise ValueError(_BAD[1 if bool((bad == 1).any()) else worst])
+    return v, i

@@ -97,3 +97,10 @@ def _l2_cpu(x: Any, eps: float) -> Any:
 def _compress_cpu(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
     q, s = _core().prepost_compress_embeddings(_cpu_in(x), normalize, eps)
     return like(x, q, s)
+
+
+@register("l2_normalize", "triton", ("cuda",))
+def _l2_triton(x: Any, eps: float) -> Any:
+    from ..kernels import prepost as tk
+
+    return tk.l2_normalize(x, eps)

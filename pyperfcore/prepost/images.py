@@ -35,6 +35,7 @@ class _Plan:
     def __init__(self, images: Any, size: Any, crop: Any, mean: Any, std: Any, layout: str, dtype: str,
                  input_order: str, antialias: bool, scale: float | None):
         self.batch = None  # a 4-D array/tensor, or None for a list
+        self.out: Any = None  # the caller's validated out=, if any
         self.items: list[Any] = []
         if images is None:
             raise TypeError("preprocess_images: images is None; pass a uint8 [N, H, W, C] array or a list of HWC images")
@@ -169,7 +170,8 @@ class _Plan:
 
 def preprocess_images(images: Any, size: Any = None, crop: Any = None, mean: Any = 0.0, std: Any = 1.0,
                       layout: str = "NCHW", dtype: str = "float32", input_order: str = "RGB",
-                      antialias: bool = True, scale: float | None = None, backend: str | None = None) -> Any:
+                      antialias: bool = True, scale: float | None = None, out: Any = None,
+                      backend: str | None = None) -> Any:
     """Resize, crop, reorder, normalize, re-layout and convert uint8 images in one pass.
 
     Parameters
@@ -197,7 +199,13 @@ def preprocess_images(images: Any, size: Any = None, crop: Any = None, mean: Any
     antialias : bool
         True: Pillow's bilinear; False: OpenCV's INTER_LINEAR (see the module docstring).
     scale : float, only for dtype="int8"
+    out : numpy.ndarray or torch.Tensor, optional
+        A preallocated C-contiguous result of exactly the output's shape and dtype (numpy uint16
+        for bfloat16), of the input's kind and device; it is filled and returned. Saves the
+        allocation (and the page faults of a fresh buffer) on every call.
     backend : None, "reference", "cpu", "cuda" or "triton"
+        ``cuda`` and ``triton`` take a same-size ``[N, H, W, C]`` torch tensor batch on the GPU
+        (triton also a CPU tensor under ``TRITON_INTERPRET=1``).
 
     Returns
     -------
@@ -212,9 +220,66 @@ def preprocess_images(images: Any, size: Any = None, crop: Any = None, mean: Any
         not fit, std 0, bad layout/dtype/order names, int8 without a scale.
     """
     plan = _Plan(images, size, crop, mean, std, layout, dtype, input_order, antialias, scale)
+    plan.out = _check_out(plan, out)
     probe = plan.batch if plan.batch is not None else (plan.items[0] if plan.items else np.empty(0, np.uint8))
     impl = _backends.select("preprocess_images", probe, backend)
     return impl(plan)
+
+
+_NP_OUT = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16, "int8": np.int8, "uint8": np.uint8}
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def _check_out(plan: _Plan, out: Any) -> Any:
+    """Validate a caller's ``out=``: kind and device of the input, exact shape and dtype,
+    C-contiguous, and not overlapping the input."""
+    if out is None:
+        return None
+    src = plan.batch if plan.batch is not None else (plan.items[0] if plan.items else None)
+    torch_in = src is not None and is_torch_tensor(src)
+    shape = plan.out_shape()
+    if is_torch_tensor(out):
+        if src is not None and not torch_in:
+            raise TypeError("preprocess_images: out is a torch.Tensor but the images are numpy arrays; pass a numpy out")
+        if torch_in and out.device != src.device:
+            raise ValueError(f"preprocess_images: out is on {out.device} but the images are on {src.device}")
+        want = _torch_dtype(plan.dtype)
+        if out.dtype != want:
+            raise TypeError(f"preprocess_images: out must be {want} for dtype={plan.dtype!r}, got {out.dtype}")
+        if tuple(out.shape) != shape:
+            raise ValueError(f"preprocess_images: out has shape {tuple(out.shape)}, expected {shape} ({plan.layout})")
+        if not out.is_contiguous():
+            raise ValueError("preprocess_images: out must be C-contiguous")
+        if torch_in and out.numel() and src.numel() and _overlaps(out.data_ptr(), out.numel() * out.element_size(),
+                                                                  src.data_ptr(), src.numel() * src.element_size()):
+            raise ValueError("preprocess_images: out overlaps the input images")
+        return out
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"preprocess_images: out must be a numpy.ndarray or torch.Tensor, got {type(out).__name__}")
+    if torch_in:
+        raise TypeError("preprocess_images: out is a numpy array but the images are torch tensors; pass a torch out")
+    want = np.dtype(_NP_OUT[plan.dtype])
+    if out.dtype != want:
+        extra = " (bfloat16 bits)" if plan.dtype == "bfloat16" else ""
+        raise TypeError(f"preprocess_images: out must be {want}{extra} for dtype={plan.dtype!r}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"preprocess_images: out has shape {out.shape}, expected {shape} ({plan.layout})")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("preprocess_images: out must be a writeable C-contiguous array")
+    inputs = [plan.batch] if plan.batch is not None else plan.items
+    for a in inputs:
+        if isinstance(a, np.ndarray) and np.shares_memory(out, a):
+            raise ValueError("preprocess_images: out overlaps the input images")
+    return out
+
+
+def _overlaps(a: int, na: int, b: int, nb: int) -> bool:
+    return a < b + nb and b < a + na
 
 
 def resize_weights(in_size: int, out_size: int, antialias: bool = True) -> np.ndarray:
@@ -272,6 +337,11 @@ def _image_list(plan: _Plan) -> list[np.ndarray]:
 
 
 def _wrap(plan: _Plan, out: np.ndarray) -> Any:
+    if plan.out is not None:
+        dst = _np_out(plan)
+        if dst.size and dst.ctypes.data != out.ctypes.data:  # the reference backend computed a fresh array
+            np.copyto(dst, out)
+        return plan.out
     src = plan.batch if plan.batch is not None else (plan.items[0] if plan.items else None)
     if src is not None and is_torch_tensor(src):
         import torch
@@ -279,6 +349,20 @@ def _wrap(plan: _Plan, out: np.ndarray) -> Any:
         t = torch.from_numpy(np.ascontiguousarray(out))
         return t.view(torch.bfloat16) if plan.dtype == "bfloat16" else t
     return out
+
+
+def _np_out(plan: _Plan) -> np.ndarray | None:
+    """A numpy view of the caller's out (torch CPU tensors share memory; bfloat16 as uint16)."""
+    o = plan.out
+    if o is None or isinstance(o, np.ndarray):
+        return o
+    import torch
+
+    if o.is_cuda:
+        raise ValueError("preprocess_images: a CUDA out needs backend='cuda' or 'triton'")
+    if o.dtype == torch.bfloat16:
+        return o.view(torch.int16).numpy().view(np.uint16)
+    return o.numpy()
 
 
 @register("preprocess_images", "reference", ("cpu",))
@@ -323,5 +407,97 @@ def _preprocess_cpu(plan: _Plan) -> Any:
             images.append(a)
     out = _core().prepost_preprocess_images(
         images, plan.geometry[:, :4], plan.channels, plan.out_h, plan.out_w, plan.antialias, plan.swap,
-        plan.mean.tolist(), plan.inv_std.tolist(), _LAYOUTS[plan.layout], _DTYPES[plan.dtype], plan.scale)
+        plan.mean.tolist(), plan.inv_std.tolist(), _LAYOUTS[plan.layout], _DTYPES[plan.dtype], plan.scale,
+        out=_np_out(plan))
     return _wrap(plan, out)
+
+
+# ------------------------------------------------------------------ GPU (triton / cuda)
+_TAPS_CACHE: dict[tuple, Any] = {}
+
+
+def _gpu_batch(plan: _Plan, what: str) -> Any:
+    x = plan.batch
+    if x is None or not is_torch_tensor(x):
+        raise ValueError(f"preprocess_images: the {what} backend takes a same-size uint8 [N, H, W, C] torch tensor "
+                         "batch (torch.stack the images first)")
+    return x
+
+
+def _gpu_out(plan: _Plan, x: Any) -> tuple[Any, tuple[int, int, int, int]]:
+    """The output tensor and its (n, c, h, w) element strides."""
+    import torch
+
+    out = plan.out if plan.out is not None else torch.empty(plan.out_shape(), dtype=_torch_dtype(plan.dtype),
+                                                            device=x.device)
+    st = out.stride()
+    return out, (st if plan.layout == "NCHW" else (st[0], st[3], st[1], st[2]))
+
+
+def _gpu_taps(plan: _Plan, x: Any) -> Any:
+    """Device tap tables (y_start, y_weights, x_start, x_weights) of the crop window, or None
+    when there is no resize. Cached per geometry and device (they are a few KiB)."""
+    import torch
+
+    h, w = int(x.shape[1]), int(x.shape[2])
+    rh, rw, top, left, oh, ow = (int(v) for v in plan.geometry[0])
+    if (rh, rw) == (h, w):
+        return None
+    key = (h, w, rh, rw, top, left, oh, ow, plan.antialias, str(x.device))
+    taps = _TAPS_CACHE.get(key)
+    if taps is None:
+        ys, _, yw = _core().prepost_resize_taps(h, rh, plan.antialias)
+        xs, _, xw = _core().prepost_resize_taps(w, rw, plan.antialias)
+        taps = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(x.device)
+                     for a in (ys[top:top + oh], yw[top:top + oh], xs[left:left + ow], xw[left:left + ow]))
+        if len(_TAPS_CACHE) > 64:
+            _TAPS_CACHE.clear()
+        _TAPS_CACHE[key] = taps
+    return taps
+
+
+def _gpu_empty(plan: _Plan, x: Any) -> bool:
+    return plan.n == 0 or plan.out_h == 0 or plan.out_w == 0
+
+
+_KIND = {"float32": 0, "float16": 0, "bfloat16": 0, "int8": 1, "uint8": 2}
+
+
+@register("preprocess_images", "triton", ("cuda",))
+def _preprocess_triton(plan: _Plan) -> Any:
+    from ..kernels import prepost as tk
+
+    x = _gpu_batch(plan, "triton")
+    out, ostr = _gpu_out(plan, x)
+    if _gpu_empty(plan, x):
+        return out
+    g = plan.geometry[0]
+    tk.preprocess_batch(x, out, (plan.out_h, plan.out_w), ostr, plan.mean.tolist(), plan.inv_std.tolist(),
+                        _gpu_taps(plan, x), int(g[2]), int(g[3]), plan.swap, _KIND[plan.dtype], plan.scale)
+    return out
+
+
+@register("preprocess_images", "cuda", ("cuda",))
+def _preprocess_cuda(plan: _Plan) -> Any:
+    import torch
+
+    from .._runtime import _cuda_module
+
+    x = _gpu_batch(plan, "cuda")
+    out, ostr = _gpu_out(plan, x)
+    if _gpu_empty(plan, x):
+        return out
+    taps = _gpu_taps(plan, x)
+    g = plan.geometry[0]
+    if taps is None:
+        ptrs = (0, 0, 0, 0, 0, 0)
+    else:
+        ys, yw, xs, xw = taps
+        ptrs = (ys.data_ptr(), yw.data_ptr(), int(yw.shape[1]), xs.data_ptr(), xw.data_ptr(), int(xw.shape[1]))
+    with torch.cuda.device(x.device):
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        _cuda_module().prepost_preprocess(
+            x.data_ptr(), list(x.shape), list(x.stride()), out.data_ptr(), _DTYPES[plan.dtype], plan.out_h, plan.out_w,
+            list(ostr), plan.mean.tolist(), plan.inv_std.tolist(), plan.swap, plan.scale, int(g[2]), int(g[3]), *ptrs,
+            stream)
+    return out

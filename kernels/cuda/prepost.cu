@@ -1,0 +1,253 @@
+// CUDA kernels of the fused pre/post-processing ops. Arithmetic follows the CPU backend: the
+// same float32 tap weights summed horizontally then vertically, (x - mean) * inv_std, IEEE
+// division and round-half-to-even for int8 / uint8 outputs.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "prepost_cuda.hpp"
+
+namespace pyperfcore {
+namespace cuda {
+namespace {
+
+template <int KIND>
+struct OutT;
+template <>
+struct OutT<kOutF32> {
+  using type = float;
+  static __device__ __forceinline__ float conv(float v, float) { return v; }
+};
+template <>
+struct OutT<kOutF16> {
+  using type = __half;
+  static __device__ __forceinline__ __half conv(float v, float) { return __float2half_rn(v); }
+};
+template <>
+struct OutT<kOutBF16> {
+  using type = __nv_bfloat16;
+  static __device__ __forceinline__ __nv_bfloat16 conv(float v, float) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct OutT<kOutI8> {
+  using type = int8_t;
+  static __device__ __forceinline__ int8_t conv(float v, float s) {
+    float q = fminf(fmaxf(__fdiv_rn(v, s), -127.f), 127.f);
+    return static_cast<int8_t>(__float2int_rn(q));
+  }
+};
+template <>
+struct OutT<kOutU8> {
+  using type = uint8_t;
+  static __device__ __forceinline__ uint8_t conv(float v, float) {
+    return static_cast<uint8_t>(__float2int_rn(fminf(fmaxf(v, 0.f), 255.f)));
+  }
+};
+
+// grid (ceil(ow / blockDim.x), oh, n): one thread per output pixel, every channel.
+template <int KIND, bool RESIZE>
+__global__ void preprocess_kernel(PrepostImageArgs a) {
+  using O = typename OutT<KIND>::type;
+  const int64_t xo = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t y = blockIdx.y, i = blockIdx.z;
+  if (xo >= a.ow) return;
+  const uint8_t* img = a.x + i * a.xs_n;
+  O* out = static_cast<O*>(a.out) + i * a.os_n + y * a.os_h + xo * a.os_w;
+  int64_t y0 = 0, x0 = 0;
+  if (RESIZE) {
+    y0 = a.ys[y];
+    x0 = a.xs[xo];
+  }
+  for (int64_t c = 0; c < a.c; ++c) {
+    const int64_t sc = a.swap_rb ? 2 - c : c;
+    float acc;
+    if (RESIZE) {
+      acc = 0.f;
+      for (int64_t jy = 0; jy < a.ty; ++jy) {
+        const float wy = a.yw[y * a.ty + jy];
+        const int64_t sy = min(y0 + jy, a.h - 1);
+        const uint8_t* row = img + sy * a.xs_h + sc * a.xs_c;
+        float h = 0.f;
+        for (int64_t jx = 0; jx < a.tx; ++jx) {
+          const int64_t sx = min(x0 + jx, a.w - 1);
+          h += a.xw[xo * a.tx + jx] * static_cast<float>(row[sx * a.xs_w]);
+        }
+        acc = jy == 0 ? wy * h : acc + wy * h;
+      }
+    } else {
+      acc = static_cast<float>(img[(a.top + y) * a.xs_h + (a.left + xo) * a.xs_w + sc * a.xs_c]);
+    }
+    out[c * a.os_c] = OutT<KIND>::conv((acc - a.mean[c]) * a.inv_std[c], a.out_scale);
+  }
+}
+
+template <int KIND>
+cudaError_t launch_preprocess(const PrepostImageArgs& a, cudaStream_t s) {
+  const int threads = 128;
+  dim3 grid(static_cast<unsigned>((a.ow + threads - 1) / threads), static_cast<unsigned>(a.oh), static_cast<unsigned>(a.n));
+  if (a.ys != nullptr)
+    preprocess_kernel<KIND, true><<<grid, threads, 0, s>>>(a);
+  else
+    preprocess_kernel<KIND, false><<<grid, threads, 0, s>>>(a);
+  return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------- top-k
+template <class T>
+__device__ __forceinline__ float load_logit(const T* row, int64_t j, const float* scales, int64_t n_scales);
+template <>
+__device__ __forceinline__ float load_logit<float>(const float* row, int64_t j, const float*, int64_t) { return row[j]; }
+template <>
+__device__ __forceinline__ float load_logit<__half>(const __half* row, int64_t j, const float*, int64_t) {
+  return __half2float(row[j]);
+}
+template <>
+__device__ __forceinline__ float load_logit<int8_t>(const int8_t* row, int64_t j, const float* scales, int64_t n_scales) {
+  return static_cast<float>(row[j]) * scales[n_scales == 1 ? 0 : j];
+}
+
+// (v, i) is better than (bv, bi) in the order value descending, index ascending.
+__device__ __forceinline__ bool better(float v, int64_t i, float bv, int64_t bi) { return v > bv || (v == bv && i < bi); }
+
+constexpr int kTopkThreads = 128;
+constexpr int kWarps = kTopkThreads / 32;
+
+// One block per row. Passes over the row (it stays in L1/L2): max and flags, sum of exp, then
+// one arg-best pass per output: the best element strictly after the previous pick in the
+// order, so nothing needs marking as taken.
+template <class T>
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const T* __restrict__ x, int64_t cols, int64_t row_stride,
+                                                            const float* __restrict__ scales, int64_t n_scales, int64_t k,
+                                                            int softmax, float* __restrict__ values,
+                                                            int64_t* __restrict__ indices, int32_t* __restrict__ bad) {
+  __shared__ float s_v[kWarps];
+  __shared__ int64_t s_i[kWarps];
+  __shared__ int s_f[kWarps];
+  const int64_t r = blockIdx.x;
+  const T* row = x + r * row_stride;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float inf = __int_as_float(0x7f800000);
+
+  float m = -inf;
+  int flags = 0;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = load_logit(row, j, scales, n_scales);
+    if (v != v) flags |= 1;
+    else if (v == inf) flags |= 2;
+    m = fmaxf(m, v);
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    flags |= __shfl_xor_sync(0xffffffffu, flags, off);
+  }
+  if (lane == 0) {
+    s_v[warp] = m;
+    s_f[warp] = flags;
+  }
+  __syncthreads();
+  m = s_v[0];
+  flags = s_f[0];
+  for (int w = 1; w < kWarps; ++w) {
+    m = fmaxf(m, s_v[w]);
+    flags |= s_f[w];
+  }
+  const int code = (flags & 1) ? 1 : ((flags & 2) ? 2 : ((softmax && m == -inf) ? 3 : 0));
+  if (threadIdx.x == 0) bad[r] = code;
+  if (code != 0) return;  // the whole block takes this branch
+  __syncthreads();
+
+  float lse = 0.f;
+  if (softmax) {
+    float s = 0.f;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += expf(load_logit(row, j, scales, n_scales) - m);
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) s_v[warp] = s;
+    __syncthreads();
+    s = 0.f;
+    for (int w = 0; w < kWarps; ++w) s += s_v[w];
+    lse = m + logf(s);
+    __syncthreads();
+  }
+
+  float pv = inf;
+  int64_t pi = -1;
+  for (int64_t t = 0; t < k; ++t) {
+    float bv = -inf;
+    int64_t bi = cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = load_logit(row, j, scales, n_scales);
+      if ((v < pv || (v == pv && j > pi)) && better(v, j, bv, bi)) {
+        bv = v;
+        bi = j;
+      }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, off);
+      if (better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0) {
+      s_v[warp] = bv;
+      s_i[warp] = bi;
+    }
+    __syncthreads();
+    bv = s_v[0];
+    bi = s_i[0];
+    for (int w = 1; w < kWarps; ++w)
+      if (better(s_v[w], s_i[w], bv, bi)) {
+        bv = s_v[w];
+        bi = s_i[w];
+      }
+    if (threadIdx.x == 0) {
+      values[r * k + t] = softmax ? expf(bv - lse) : bv;
+      indices[r * k + t] = bi;
+    }
+    pv = bv;
+    pi = bi;
+    __syncthreads();  // s_v / s_i are rewritten by the next round
+  }
+}
+
+}  // namespace
+
+int prepost_preprocess(const PrepostImageArgs& a, void* stream_ptr) {
+  if (a.n <= 0 || a.oh <= 0 || a.ow <= 0) return 0;
+  if (a.oh > 65535 || a.n > 65535) return cudaErrorInvalidConfiguration;
+  cudaStream_t s = static_cast<cudaStream_t>(stream_ptr);
+  switch (a.out_kind) {
+    case kOutF32: return launch_preprocess<kOutF32>(a, s);
+    case kOutF16: return launch_preprocess<kOutF16>(a, s);
+    case kOutBF16: return launch_preprocess<kOutBF16>(a, s);
+    case kOutI8: return launch_preprocess<kOutI8>(a, s);
+    case kOutU8: return launch_preprocess<kOutU8>(a, s);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+int prepost_topk(const void* x, int dtype, int64_t rows, int64_t cols, int64_t row_stride, const float* scales,
+                 int64_t n_scales, int64_t k, int softmax, float* values, int64_t* indices, int32_t* bad, void* stream_ptr) {
+  if (rows <= 0 || cols <= 0) return 0;
+  if (rows > 2147483647LL) return cudaErrorInvalidConfiguration;
+  cudaStream_t s = static_cast<cudaStream_t>(stream_ptr);
+  const unsigned grid = static_cast<unsigned>(rows);
+  if (dtype == 0)
+    topk_kernel<float><<<grid, kTopkThreads, 0, s>>>(static_cast<const float*>(x), cols, row_stride, scales, n_scales, k,
+                                                     softmax, values, indices, bad);
+  else if (dtype == 1)
+    topk_kernel<__half><<<grid, kTopkThreads, 0, s>>>(static_cast<const __half*>(x), cols, row_stride, scales, n_scales, k,
+                                                      softmax, values, indices, bad);
+  else if (dtype == 2)
+    topk_kernel<int8_t><<<grid, kTopkThreads, 0, s>>>(static_cast<const int8_t*>(x), cols, row_stride, scales, n_scales,
+                                                      k, softmax, values, indices, bad);
+  else
+    return cudaErrorInvalidValue;
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace pyperfcore

@@ -1,0 +1,270 @@
+"""GPU backends of the prepost ops (triton, cuda) against the same numpy oracles.
+
+Triton tests run on the GPU when there is one, else on CPU tensors under TRITON_INTERPRET=1
+(small sizes: the interpreter runs each program op by op). CUDA tests need the GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyperfcore import prepost as pp
+from tests import reference as ref
+
+torch = pytest.importorskip("torch")
+
+MEAN = [120.0, 110.0, 100.0]
+STD = [60.0, 50.0, 40.0]
+
+
+@st.composite
+def image_cases(draw):
+    c = draw(st.sampled_from([1, 3]))
+    n = draw(st.integers(1, 2))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    size = draw(st.sampled_from([None, "pair"]))
+    size = None if size is None else (draw(st.integers(1, 14)), draw(st.integers(1, 14)))
+    rh, rw = size or (h, w)
+    crop = draw(st.sampled_from([None, "center"]))
+    crop = None if crop is None else (draw(st.integers(1, rh)), draw(st.integers(1, rw)))
+    return x, size, crop, draw(st.sampled_from(["NCHW", "NHWC"])), draw(st.sampled_from(["RGB", "BGR"])), draw(st.booleans())
+
+
+def _oracle(x, size, crop, layout, order, aa):
+    n, h, w, c = x.shape
+    rh, rw = size or (h, w)
+    box = None
+    if crop is not None:
+        box = (int(round((rh - crop[0]) / 2.0)), int(round((rw - crop[1]) / 2.0)), crop[0], crop[1])
+    m, s = MEAN[:c] if c == 3 else MEAN[:1], STD[:c] if c == 3 else STD[:1]
+    exp = np.stack([ref.prepost_preprocess(im, (rh, rw), box, m, s, order == "BGR", aa) for im in x])
+    return exp.transpose(0, 2, 3, 1) if layout == "NHWC" else exp
+
+
+def _check_images(backend, device, case):
+    x, size, crop, layout, order, aa = case
+    c = x.shape[3]
+    kw = dict(size=size, crop=crop, mean=MEAN if c == 3 else MEAN[0], std=STD if c == 3 else STD[0], layout=layout,
+              input_order=order, antialias=aa)
+    xt = torch.from_numpy(x).to(device)
+    got = pp.preprocess_images(xt, backend=backend, **kw)
+    assert got.device.type == device and got.dtype == torch.float32
+    np.testing.assert_allclose(got.cpu().numpy(), _oracle(x, size, crop, layout, order, aa), rtol=1e-5, atol=1e-4)
+    # The same call into a caller's buffer (a view into a bigger one) gives the same values.
+    big = torch.full((x.shape[0] + 1,) + tuple(got.shape[1:]), 7.0, device=device)
+    res = pp.preprocess_images(xt, backend=backend, out=big[1:], **kw)
+    assert res.data_ptr() == big[1:].data_ptr()
+    np.testing.assert_array_equal(big[1:].cpu().numpy(), got.cpu().numpy())
+    assert (big[0] == 7.0).all()
+
+
+def _check_dtypes(backend, device, rng):
+    # Exact agreement with the CPU backend (itself checked bit for bit against numpy) for every
+    # output type, with strided input (a crop view) and widths around the block sizes.
+    for w in (1, 5, 70):
+        base = rng.integers(0, 256, (2, 3, w + 4, 3), dtype=np.uint8)
+        x = base[:, :, 2:2 + w]
+        for dtype in ("float16", "bfloat16", "int8", "uint8"):
+            for layout in ("NCHW", "NHWC"):
+                kw = dict(mean=MEAN, std=STD, layout=layout, dtype=dtype, input_order="BGR")
+                if dtype == "int8":
+                    kw["scale"] = 0.02
+                got = pp.preprocess_images(torch.from_numpy(x).to(device), backend=backend, **kw)
+                exp = pp.preprocess_images(torch.from_numpy(np.ascontiguousarray(x)), backend="cpu", **kw)
+                assert got.dtype == exp.dtype and got.shape == exp.shape
+                assert torch.equal(got.cpu(), exp), (w, dtype, layout)
+
+
+def _check_uint8_resize(backend, device, rng):
+    # Plain resize to uint8 stays within one unit of the CPU backend (float sums in another order).
+    x = rng.integers(0, 256, (2, 11, 13, 3), dtype=np.uint8)
+    for aa in (True, False):
+        kw = dict(size=(6, 17), dtype="uint8", antialias=aa)
+        got = pp.preprocess_images(torch.from_numpy(x).to(device), backend=backend, **kw).cpu().numpy()
+        exp = pp.preprocess_images(x, backend="cpu", **kw)
+        assert np.abs(got.astype(int) - exp).max() <= 1 and (got == exp).mean() > 0.9
+
+
+def _check_image_errors(backend, device):
+    x = torch.zeros((2, 4, 4, 3), dtype=torch.uint8, device=device)
+    with pytest.raises(ValueError, match="same-size"):
+        pp.preprocess_images([x[0], x[1]], backend=backend)
+    with pytest.raises(TypeError, match="out must be"):
+        pp.preprocess_images(x, out=torch.empty((2, 3, 4, 4), dtype=torch.float16, device=device), backend=backend)
+    with pytest.raises(ValueError, match="shape"):
+        pp.preprocess_images(x, out=torch.empty((2, 4, 4, 3), device=device), backend=backend)
+    with pytest.raises(ValueError, match="contiguous"):
+        pp.preprocess_images(x, out=torch.empty((2, 3, 4, 8), device=device)[..., ::2], backend=backend)
+    empty = pp.preprocess_images(x[:0], backend=backend)
+    assert empty.shape == (0, 3, 4, 4)
+
+
+@st.composite
+def logit_cases(draw):
+    rows, cols = draw(st.integers(0, 3)), draw(st.integers(1, 70))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["float32", "float16", "int8", "ties"]))
+    if kind == "int8":
+        q = rng.integers(-128, 128, (rows, cols), dtype=np.int8)
+        s = np.float32(0.05) if draw(st.booleans()) else rng.uniform(0.01, 0.2, cols).astype(np.float32)
+        return q, s, q.astype(np.float32) * s
+    if kind == "ties":
+        x = rng.integers(-2, 2, (rows, cols)).astype(np.float32)
+        return x, None, x
+    x = (rng.standard_normal((rows, cols)) * rng.uniform(0.1, 10)).astype(kind)
+    return x, None, x.astype(np.float32)
+
+
+def _check_topk(backend, device, case, k):
+    x, s, xf = case
+    k = min(k, xf.shape[1])
+    v, i = pp.softmax_topk(torch.from_numpy(x).to(device), k, scale=s, backend=backend)
+    pv, pi = ref.prepost_softmax_topk(xf, k)
+    assert v.device.type == device and v.dtype == torch.float32 and i.dtype == torch.int64
+    np.testing.assert_array_equal(i.cpu().numpy(), pi)
+    np.testing.assert_allclose(v.cpu().numpy(), pv, rtol=2e-5, atol=1e-7)
+    if xf.shape[0]:
+        am = pp.argmax(torch.from_numpy(x).to(device), scale=s, backend=backend)
+        np.testing.assert_array_equal(am.cpu().numpy(), np.argmax(xf, axis=1))
+
+
+def _check_topk_errors(backend, device):
+    x = torch.zeros((3, 5), device=device)
+    for bad, what in ((np.nan, "NaN"), (np.inf, "inf")):
+        y = x.clone()
+        y[1, 2] = bad
+        with pytest.raises(ValueError, match=what):
+            pp.softmax_topk(y, 2, backend=backend)
+    with pytest.raises(ValueError, match="all -inf"):
+        pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend)
+    with pytest.raises(ValueError, match="k = 6"):
+        pp.softmax_topk(x, 6, backend=backend)
+    v, i = pp.softmax_topk(x[:0], 3, backend=backend)
+    assert v.shape == (0, 3) and i.shape == (0, 3)
+
+
+# ---------------------------------------------------------------- triton
+@pytest.mark.triton
+@settings(max_examples=6)
+@given(image_cases())
+def test_triton_preprocess_matches_oracle(triton_device, case):
+    _check_images("triton", triton_device, case)
+
+
+@pytest.mark.triton
+def test_triton_preprocess_dtypes_resize_errors(triton_device, rng):
+    _check_dtypes("triton", triton_device, rng)
+    _check_uint8_resize("triton", triton_device, rng)
+    _check_image_errors("triton", triton_device)
+
+
+@pytest.mark.triton
+@settings(max_examples=10)
+@given(logit_cases(), st.integers(0, 8))
+def test_triton_softmax_topk(triton_device, case, k):
+    _check_topk("triton", triton_device, case, k)
+
+
+@pytest.mark.triton
+@settings(max_examples=8)
+@given(logit_cases())
+def test_triton_softmax_log_softmax_sigmoid(triton_device, case):
+    x, s, xf = case
+    xt = torch.from_numpy(x).to(triton_device)
+    if xf.shape[0]:
+        np.testing.assert_allclose(pp.softmax(xt, scale=s, backend="triton").cpu().numpy(), ref.prepost_softmax(xf),
+                                   rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(pp.log_softmax(xt, scale=s, backend="triton").cpu().numpy(),
+                                   ref.prepost_log_softmax(xf), rtol=1e-5, atol=2e-5)
+    for thr in (0.05, 0.5, 0.9):
+        got = pp.sigmoid_threshold(xt, thr, scale=s, backend="triton")
+        assert got.dtype == torch.bool
+        np.testing.assert_array_equal(got.cpu().numpy(), ref.prepost_sigmoid_threshold(xf, thr))
+
+
+@pytest.mark.triton
+@settings(max_examples=8)
+@given(st.integers(0, 5), st.integers(1, 150), st.integers(0, 2**32 - 1), st.booleans())
+def test_triton_l2_normalize(triton_device, rows, dim, seed, zero_row):
+    x = (np.random.default_rng(seed).standard_normal((rows, dim)) * 3).astype(np.float32)
+    if zero_row and rows:
+        x[0] = 0
+    got = pp.l2_normalize(torch.from_numpy(x).to(triton_device), backend="triton")
+    np.testing.assert_allclose(got.cpu().numpy(), ref.prepost_l2_normalize(x), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.triton
+def test_triton_classify_errors(triton_device):
+    _check_topk_errors("triton", triton_device)
+    nan = torch.tensor([[0.0, float("nan")]], device=triton_device)
+    for fn in (pp.softmax, pp.log_softmax, pp.sigmoid_threshold):
+        with pytest.raises(ValueError, match="NaN"):
+            fn(nan, backend="triton")
+    with pytest.raises(ValueError, match="all -inf"):
+        pp.softmax(torch.full((1, 3), -np.inf, device=triton_device), backend="triton")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        pp.l2_normalize(nan, backend="triton")
+
+
+# ---------------------------------------------------------------- cuda
+@pytest.mark.cuda
+@pytest.mark.gpu
+@settings(max_examples=40)
+@given(image_cases())
+def test_cuda_preprocess_matches_oracle(case):
+    _check_images("cuda", "cuda", case)
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_preprocess_dtypes_resize_errors(rng):
+    _check_dtypes("cuda", "cuda", rng)
+    _check_uint8_resize("cuda", "cuda", rng)
+    _check_image_errors("cuda", "cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_preprocess_large_matches_cpu(rng):
+    # A realistic batch (ImageNet-style resize 256 -> 232, crop 224) against the CPU backend.
+    x = rng.integers(0, 256, (4, 256, 300, 3), dtype=np.uint8)
+    for aa in (True, False):
+        kw = dict(size=232, crop=224, mean=MEAN, std=STD, antialias=aa)
+        got = pp.preprocess_images(torch.from_numpy(x).cuda(), backend="cuda", **kw).cpu().numpy()
+        np.testing.assert_allclose(got, pp.preprocess_images(x, backend="cpu", **kw), rtol=1e-5, atol=1e-4)
+        tri = pp.preprocess_images(torch.from_numpy(x).cuda(), backend="triton", **kw).cpu().numpy()
+        np.testing.assert_allclose(tri, got, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+@settings(max_examples=60)
+@given(logit_cases(), st.integers(0, 12))
+def test_cuda_softmax_topk(case, k):
+    _check_topk("cuda", "cuda", case, k)
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_softmax_topk_wide_rows_and_errors(rng):
+    x = (rng.standard_normal((7, 50000)) * 4).astype(np.float32)
+    v, i = pp.softmax_topk(torch.from_numpy(x).cuda(), 10, backend="cuda")
+    pv, pi = ref.prepost_softmax_topk(x, 10)
+    np.testing.assert_array_equal(i.cpu().numpy(), pi)
+    np.testing.assert_allclose(v.cpu().numpy(), pv, rtol=2e-5, atol=1e-9)
+    _check_topk_errors("cuda", "cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_pick_a_gpu_backend(rng):
+    # With no backend named, CUDA tensors run on a GPU backend and stay on the GPU.
+    x = torch.from_numpy(rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)).cuda()
+    out = pp.preprocess_images(x, mean=MEAN, std=STD)
+    assert out.is_cuda
+    np.testing.assert_allclose(out.cpu().numpy(), pp.preprocess_images(x.cpu().numpy(), mean=MEAN, std=STD), rtol=1e-6)
+    v, i = pp.softmax_topk(torch.randn(4, 100, device="cuda"), 5)
+    assert v.is_cuda and i.is_cuda
