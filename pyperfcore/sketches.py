@@ -515,7 +515,11 @@ class Moments:
             items = list(v.reshape(-1)) if isinstance(v, np.ndarray) else v
             nulls = sum(x is None for x in items)
             self.null_count += nulls
-            v = np.asarray([x for x in items if x is not None], dtype=np.float64)
+            rest = [x for x in items if x is not None]
+            for x in rest:
+                if not isinstance(x, (int, float, np.number)):
+                    raise TypeError(f"Moments.update: expected numbers or None, got {type(x).__name__}")
+            v = np.asarray(rest, dtype=np.float64)
         v = np.asarray(v).reshape(-1)
         if v.dtype.kind not in "iufb":
             raise TypeError(f"Moments.update: expected numbers, got {v.dtype}")

@@ -18,4 +18,6 @@ def exact_moments(x):
     m = x.mean()
     d = x - m
     m2 = (d ** 2).mean()
+    if m2 == 0:  # constant data: skewness and kurtosis are undefined
+        return {"mean": m, "var": m2, "skew": np.nan, "kurt": np.nan}
     return {"mean": m, "var": m2, "skew": (d ** 3).mean() / m2 ** 1.5, "kurt": (d ** 4).mean() / m2 ** 2 - 3}
