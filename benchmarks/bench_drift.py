@@ -67,3 +67,27 @@ def test_hist_update(benchmark, samples, impl):
     fn = (lambda: drift.Histogram(e).update(b)) if impl == "pyperfcore" else (lambda: np.histogram(b, e))
     benchmark.pedantic(fn, rounds=10, iterations=1)
     benchmark.extra_info["items_per_s"] = N / benchmark.stats["median"]
+
+
+@pytest.mark.benchmark(group="histogram update 1e6 (100 uniform bins)")
+@pytest.mark.parametrize("impl", ["pyperfcore", "numpy"])
+def test_hist_update_uniform(benchmark, samples, impl):
+    a, b = samples
+    e = np.linspace(-5, 5, 101)
+    h = drift.Histogram(e)
+    h.update(b)
+    assert np.array_equal(h.counts[1:-2], np.histogram(b[(b >= e[0]) & (b <= e[-1])], e)[0])
+    fn = (lambda: drift.Histogram(e).update(b)) if impl == "pyperfcore" else (lambda: np.histogram(b, e))
+    benchmark.pedantic(fn, rounds=10, iterations=1)
+    benchmark.extra_info["items_per_s"] = N / benchmark.stats["median"]
+
+
+@pytest.mark.benchmark(group="ks_2samp one-sided 1e6 vs 1e6")
+@pytest.mark.parametrize("impl", ["pyperfcore", "scipy"])
+def test_ks_greater(benchmark, samples, impl):
+    a, b = samples
+    ours, ref = drift.ks_2samp(a, b, "greater"), ss.ks_2samp(a, b, "greater")
+    assert ours.statistic == ref.statistic and abs(ours.pvalue - ref.pvalue) <= 1e-9 * ref.pvalue
+    fn = (lambda: drift.ks_2samp(a, b, "greater")) if impl == "pyperfcore" else (lambda: ss.ks_2samp(a, b, "greater"))
+    benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
