@@ -240,7 +240,7 @@ class HyperLogLogUnion:
     def update(self, sketch: "HyperLogLog | Any") -> "HyperLogLogUnion":
         """Adds a sketch (or, for an array/list, its values)."""
         if isinstance(sketch, HyperLogLog):
-            self._g = _core()._DsHll.union_of(self._g, sketch._s, self._lg_max_k)
+            _core()._DsHll.union_update(self._g, sketch._s, self._lg_max_k)
         else:
             self._g.update(_hash_input(sketch, "HyperLogLogUnion.update"))
         return self

@@ -133,7 +133,15 @@ double harmonic(uint64_t n) {
   return sum;
 }
 
-inline double inv_pow2(int e) { return std::ldexp(1.0, -e); }
+// 2^-e for register values 0..63 (exact), looked up on the union's register loops.
+struct InvPow2Table {
+  double v[64];
+  InvPow2Table() {
+    for (int e = 0; e < 64; ++e) v[e] = std::ldexp(1.0, -e);
+  }
+};
+const InvPow2Table kInvPow2;
+inline double inv_pow2(int e) { return kInvPow2.v[e & 63]; }
 
 template <class T>
 void put(std::vector<uint8_t>& out, size_t off, T v) {
@@ -839,11 +847,12 @@ void DsHll::rebuild_kxq_zeros() {
 }
 
 void DsHll::merge_hll_registers(const DsHll& src) {
-  const uint32_t mask = (1u << lg_k_) - 1;
+  const uint32_t k = 1u << lg_k_;
   const uint32_t sk = 1u << src.lg_k_;
-  for (uint32_t i = 0; i < sk; ++i) {
-    uint8_t& r = regs_[i & mask];
-    r = std::max(r, src.regs_[i]);
+  uint8_t* r = regs_.data();
+  for (uint32_t base = 0; base < sk; base += k) {  // src.lg_k >= lg_k: fold src onto k slots
+    const uint8_t* s = src.regs_.data() + base;
+    for (uint32_t i = 0; i < k; ++i) r[i] = r[i] > s[i] ? r[i] : s[i];
   }
   rebuild_ = true;
   rebuild_kxq_zeros();  // our estimates never read stale counters
@@ -860,6 +869,18 @@ DsHll DsHll::copy_or_downsample(const DsHll& src, int tgt_lg_k) {
   d.hip_ = src.hip_;
   d.ooo_ = src.ooo_;
   return d;
+}
+
+void DsHll::union_update(DsHll& g, const DsHll& src, int lg_max_k) {
+  if (src.is_empty()) return;
+  if (g.mode_ == HllMode::hll && src.mode_ == HllMode::hll && src.lg_k_ >= g.lg_k_ && !g.is_empty()) {
+    // the common case, in place: same result as union_of's last branch without copying the gadget
+    g.merge_hll_registers(src);
+    g.ooo_ = true;
+    g.hip_ = 0;
+    return;
+  }
+  g = union_of(g, src, lg_max_k);
 }
 
 DsHll DsHll::union_of(const DsHll& gadget, const DsHll& src, int lg_max_k) {

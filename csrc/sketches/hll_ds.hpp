@@ -58,6 +58,7 @@ class DsHll {
 
   // ---- union gadget support (always HLL_8) ----
   static DsHll union_of(const DsHll& gadget, const DsHll& src, int lg_max_k);
+  static void union_update(DsHll& gadget, const DsHll& src, int lg_max_k);  // in place
 
  private:
   friend class DsUnionAccess;

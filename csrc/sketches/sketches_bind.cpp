@@ -107,6 +107,16 @@ void bind_sketches(py::module_& m) {
         return rethrow([&] { return DsHll::deserialize(reinterpret_cast<const uint8_t*>(d.data()), d.size()); });
       })
       .def("copy_as", [](const DsHll& s, int t) { return s.copy_as(static_cast<HllType>(t)); })
+      .def_static("union_update", [](DsHll& g, const DsHll& s, int lg_max_k) {
+        if (&g == &s) {
+          DsHll c(s);
+          py::gil_scoped_release nogil;
+          DsHll::union_update(g, c, lg_max_k);
+          return;
+        }
+        py::gil_scoped_release nogil;
+        DsHll::union_update(g, s, lg_max_k);
+      })
       .def_static("union_of", [](const DsHll& g, const DsHll& s, int lg_max_k) {
         py::gil_scoped_release nogil;
         return DsHll::union_of(g, s, lg_max_k);
