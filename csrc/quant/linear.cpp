@@ -180,14 +180,16 @@ void quant_one_row(const LinearKernels& kr, const float* x, int64_t k, int64_t k
   float s, inv, z, qmin, qmax;
   if (symmetric) {
     const float amax = std::max(-lo, hi);
-    s = amax > 0.f ? amax / 127.f : 1.f;
+    s = amax / 127.f;
+    s = s >= FLT_MIN ? s : 1.f;  // zero or subnormal scale: 1 / s would overflow
     inv = 1.f / s;
     z = 128.f;
     qmin = 1.f;
     qmax = 255.f;
   } else {
     const float range = hi - lo;
-    s = range > 0.f ? range / 255.f : 1.f;
+    s = range / 255.f;
+    s = s >= FLT_MIN ? s : 1.f;
     inv = 1.f / s;
     z = std::min(std::max(std::nearbyint(-lo * inv), 0.f), 255.f);
     qmin = 0.f;

@@ -48,10 +48,10 @@ void pack_int8(const int8_t* w, int64_t ldw, const float* scales, int64_t n, int
 void unpack_check_int8(PackedInt8* p);
 
 // Per-token (per-row) dynamic quantization of activations to uint8, x[m, k] with row stride ldx:
-//   asymmetric: lo = min(0, min_k x), hi = max(0, max_k x); scale = (hi - lo) / 255 (1 if 0);
+//   asymmetric: lo = min(0, min_k x), hi = max(0, max_k x); scale = (hi - lo) / 255 (1 if < FLT_MIN);
 //               inv = 1 / scale; zp = clip(rne(-lo * inv), 0, 255);
 //               q = clip(rne(x * inv) + zp, 0, 255)
-//   symmetric:  scale = amax / 127 (1 if 0); inv = 1 / scale; zp = 128;
+//   symmetric:  scale = amax / 127 (1 if < FLT_MIN); inv = 1 / scale; zp = 128;
 //               q = clip(rne(x * inv), -127, 127) + 128
 // (all in float32). q has row stride ldq >= kp = round_up(k, 4); bytes k..kp-1 are set to zp.
 // Throws std::invalid_argument if x holds NaN or +-inf.

@@ -94,7 +94,12 @@ void run_quant(const RowKernels& k, const View3& x, const char* p, int64_t n, in
   }
 }
 
-inline float scale_of(float amax) { return amax > 0.f ? amax / 127.f : 1.f; }
+// 1 when amax / 127 is below the smallest normal float (an all-zero or all-subnormal channel):
+// a zero or subnormal scale would make x / scale overflow or divide 0 by 0.
+inline float scale_of(float amax) {
+  const float s = amax / 127.f;
+  return s >= FLT_MIN ? s : 1.f;
+}
 
 constexpr int64_t kSeg = 1 << 15;  // elements per parallel task along a contiguous run
 

@@ -18,7 +18,7 @@ struct View3 {
 };
 
 // Symmetric per-channel INT8 quantization along the middle dimension of `x`:
-//   scale[c] = amax_c / 127 (float32), or 1 when channel c is all zeros;
+//   scale[c] = amax_c / 127 (float32), or 1 when that is below FLT_MIN (an all-zero or all-subnormal channel);
 //   q = clip(round_half_to_even(x / scale[c]), -127, 127), the quotient computed in float32.
 // Per-tensor quantization is channels == 1. `q` is written C-contiguous [outer, channels, inner];
 // `scales` has `channels` entries. Throws std::invalid_argument if x holds NaN or +-inf.

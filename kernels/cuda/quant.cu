@@ -73,7 +73,8 @@ __global__ void scale_kernel(const unsigned int* __restrict__ amax_bits, float* 
   int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < channels) {
     float a = __uint_as_float(amax_bits[c]);
-    scales[c] = a > 0.f ? __fdiv_rn(a, 127.f) : 1.f;
+    const float s = __fdiv_rn(a, 127.f);
+    scales[c] = s >= 1.17549435e-38f ? s : 1.f;  // see scale_of in csrc/quant/quant.cpp
   }
 }
 

@@ -49,11 +49,13 @@ __global__ void quantize_rows_kernel(const float* __restrict__ x, int64_t k, int
     float s, zp;
     if (symmetric) {
       const float amax = fmaxf(-lo, hi);
-      s = amax > 0.f ? __fdiv_rn(amax, 127.f) : 1.f;
+      s = __fdiv_rn(amax, 127.f);
+      s = s >= 1.17549435e-38f ? s : 1.f;
       zp = 128.f;
     } else {
       const float range = __fsub_rn(hi, lo);
-      s = range > 0.f ? __fdiv_rn(range, 255.f) : 1.f;
+      s = __fdiv_rn(range, 255.f);
+      s = s >= 1.17549435e-38f ? s : 1.f;
       zp = fminf(fmaxf(rintf(__fmul_rn(-lo, __fdiv_rn(1.f, s))), 0.f), 255.f);
     }
     s_inv = __fdiv_rn(1.f, s);

@@ -6,6 +6,7 @@ import triton
 import triton.language as tl
 
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals in kernels must be constexpr
+_FLT_MIN = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32
 
 
 @triton.jit
@@ -29,7 +30,8 @@ def _amax_scale_kernel(
         acc = tl.maximum(acc, tl.where(finite, a, 0.0))
     amax = tl.max(acc, axis=0)
     # IEEE-rounded division so the scale matches every other backend bit for bit.
-    scale = tl.where(amax > 0.0, tl.math.div_rn(amax, 127.0), 1.0)
+    scale = tl.math.div_rn(amax, 127.0)
+    scale = tl.where(scale >= _FLT_MIN, scale, 1.0)
     tl.store(scale_ptr + c, scale)
     tl.store(bad_ptr + c, tl.max(bad, axis=0))
 
@@ -53,7 +55,8 @@ def _amax_scale_columns_kernel(
         bad = tl.maximum(bad, tl.where(m & ~finite, 1, 0))
         acc = tl.maximum(acc, tl.where(finite, a, 0.0))
     amax = tl.max(acc, axis=0)
-    scale = tl.where(amax > 0.0, tl.math.div_rn(amax, 127.0), 1.0)
+    scale = tl.math.div_rn(amax, 127.0)
+    scale = tl.where(scale >= _FLT_MIN, scale, 1.0)
     tl.store(scale_ptr + cols, scale, mask=cmask)
     tl.store(bad_ptr + cols, tl.max(bad, axis=0), mask=cmask)
 

@@ -16,7 +16,8 @@ import triton.language as tl
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _ACTS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
-_FLT_MAX = 3.4028234663852886e38
+_FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must be constexpr
+_FLT_MIN = tl.constexpr(1.1754943508222875e-38)
 
 
 @triton.jit
@@ -47,13 +48,15 @@ def _act_quant_kernel(x_ptr, q_ptr, s_ptr, z_ptr, bad_ptr, K, s_xm, s_qm, SYMMET
     mx = tl.max(hi, axis=0)
     if SYMMETRIC:
         amax = tl.maximum(-mn, mx)
-        s = tl.where(amax > 0.0, tl.math.div_rn(amax, 127.0), 1.0)
+        s = tl.math.div_rn(amax, 127.0)
+        s = tl.where(s >= _FLT_MIN, s, 1.0)
         inv = tl.math.div_rn(1.0, s)
         zp = 128.0
         qmin = 1.0
     else:
         rng = mx - mn
-        s = tl.where(rng > 0.0, tl.math.div_rn(rng, 255.0), 1.0)
+        s = tl.math.div_rn(rng, 255.0)
+        s = tl.where(s >= _FLT_MIN, s, 1.0)
         inv = tl.math.div_rn(1.0, s)
         zp = tl.minimum(tl.maximum(_rne(-mn * inv), 0.0), 255.0)
         qmin = 0.0

@@ -19,6 +19,8 @@ from .._runtime import _core, _cuda_module
 __all__ = ["quantize", "dequantize"]
 
 _FLOAT_DTYPES = ("float32", "float16")
+# A scale below the smallest normal float32 (all-zero or all-subnormal channel) becomes 1.
+_FLT_MIN = np.finfo(np.float32).tiny
 
 
 def _check_input(x: Any, what: str) -> None:
@@ -54,7 +56,7 @@ def quantize(x: Any, axis: int | None = None, dtype: str = "int8", backend: str 
     q, scale
         ``q`` is int8 with ``x``'s shape (C-contiguous), ``scale`` float32 of shape
         ``(x.shape[axis],)`` or ``()`` per tensor; both of ``x``'s kind and device.
-        ``scale = amax / 127`` (float32), 1 for an all-zero channel;
+        ``scale = amax / 127`` (float32), 1 when that is below the smallest normal float32 (an all-zero or all-subnormal channel);
         ``q = clip(round_half_to_even(x / scale), -127, 127)`` with the quotient in float32
         (ties such as 2.5 go to 2). Identical on every backend and CPU target.
 
@@ -102,12 +104,14 @@ def _reference_np(x: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarr
         raise ValueError("quantize: input contains NaN or infinity; INT8 quantization needs finite values")
     if axis is None:
         amax = np.float32(np.max(np.abs(xf), initial=np.float32(0)))
-        scale = np.asarray(amax / np.float32(127) if amax > 0 else np.float32(1), dtype=np.float32)
+        s = np.float32(amax / np.float32(127))
+        scale = np.asarray(s if s >= _FLT_MIN else np.float32(1), dtype=np.float32)
         sb = scale
     else:
         others = tuple(d for d in range(xf.ndim) if d != axis)
         amax = np.max(np.abs(xf), axis=others, initial=np.float32(0)).astype(np.float32)
-        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        q = (amax / np.float32(127)).astype(np.float32)
+        scale = np.where(q >= _FLT_MIN, q, np.float32(1)).astype(np.float32)
         shape = [1] * xf.ndim
         shape[axis] = -1
         sb = scale.reshape(shape)

@@ -353,13 +353,15 @@ def reference_quantize_rows(x: np.ndarray, symmetric: bool) -> tuple[np.ndarray,
     f = np.float32
     if symmetric:
         amax = np.maximum(-lo, hi)
-        s = np.where(amax > 0, amax / f(127), f(1)).astype(np.float32)
+        s = (amax / f(127)).astype(np.float32)
+        s = np.where(s >= np.finfo(np.float32).tiny, s, f(1)).astype(np.float32)
         inv = (f(1) / s).astype(np.float32)
         zp = np.full(m, 128, dtype=np.float32)
         qmin, qmax = 1, 255
     else:
         rng = (hi - lo).astype(np.float32)
-        s = np.where(rng > 0, rng / f(255), f(1)).astype(np.float32)
+        s = (rng / f(255)).astype(np.float32)
+        s = np.where(s >= np.finfo(np.float32).tiny, s, f(1)).astype(np.float32)
         inv = (f(1) / s).astype(np.float32)
         zp = np.clip(np.rint((-lo * inv).astype(np.float32)), 0, 255).astype(np.float32)
         qmin, qmax = 0, 255

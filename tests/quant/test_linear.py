@@ -229,3 +229,18 @@ def test_thread_counts_agree(rng):
     base = layer(x, threads=1)
     for t in (2, 3, 8):
         np.testing.assert_array_equal(layer(x, threads=t), base)
+
+
+def test_subnormal_ranges_get_scale_one(cpu_target):
+    # amax / 127 (or range / 255) underflows below FLT_MIN: the scale becomes 1 instead of a
+    # zero/subnormal one whose reciprocal overflows (which used to give NaN codes).
+    tiny = np.array([[1e-44, -1e-44, 0.0, 3e-45, 0.0]], np.float32)
+    for sym in (False, True):
+        q, s, z = quant.quantize_activations(tiny, symmetric=sym)
+        eq, es, ez = ref.quantize_rows_u8(tiny, sym)
+        np.testing.assert_array_equal(q, eq)
+        assert s[0] == 1.0 and es[0] == 1.0
+    qp, sp = quant.quantize(tiny, axis=0)
+    assert sp[0] == 1.0 and not qp.any()
+    layer = quant.QuantizedLinear(np.ones((3, 5), np.float32))
+    assert np.isfinite(layer(tiny)).all()

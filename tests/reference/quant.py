@@ -19,7 +19,8 @@ def quantize_int8(x, axis):
         amax = np.float32(0)
         for v in g:
             amax = max(amax, np.float32(abs(v)))
-        scales.append(np.float32(amax) / np.float32(127) if amax > 0 else np.float32(1))
+        s = np.float32(np.float32(amax) / np.float32(127))
+        scales.append(s if s >= np.finfo(np.float32).tiny else np.float32(1))  # zero/subnormal -> 1
     scales = np.array(scales, dtype=np.float32)
     q = np.empty(x.shape, dtype=np.int8)
     it = np.nditer(x, flags=["multi_index", "zerosize_ok"])
@@ -56,11 +57,13 @@ def quantize_rows_u8(x, symmetric):
             lo, hi = min(lo, f(v)), max(hi, f(v))
         if symmetric:
             amax = max(-lo, hi)
-            s = f(amax / f(127)) if amax > 0 else f(1)
+            s = f(amax / f(127))
+            s = s if s >= np.finfo(np.float32).tiny else f(1)
             inv = f(f(1) / s)
             zp, qmin, qmax = 128.0, 1.0, 255.0
         else:
-            s = f(f(hi - lo) / f(255)) if hi - lo > 0 else f(1)
+            s = f(f(hi - lo) / f(255))
+            s = s if s >= np.finfo(np.float32).tiny else f(1)
             inv = f(f(1) / s)
             zp, qmin, qmax = float(min(max(np.rint(f(-lo * inv)), 0.0), 255.0)), 0.0, 255.0
         for j in range(k):
