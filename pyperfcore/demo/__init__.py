@@ -25,7 +25,7 @@ STAGES: list[tuple[str, str]] = [
     ("stage_quant_pilot", "INT8 quantization of a real model's weights"),
     ("stage_scenario", "the model and its traffic: a digits classifier, a spike and a drift"),
     ("stage_prepost", "fused pre- and post-processing of real photos and model logits"),
-    ("stage_quant", "INT8 inference with its accuracy report"),
+    ("stage_quant", "INT8 inference of a real model, with its accuracy report"),
     ("stage_batching", "dynamic batching with request cache under a traffic spike"),
     ("stage_sketches", "distinct users, latency histograms and quantiles"),
     ("stage_drift", "drift injected mid-stream and detected"),
