@@ -6,8 +6,8 @@ Groups (ours and the peers side by side, each round a fixed amount of work; comp
   pyperfcore (sync no-op model run on the loop, and an ``async def`` model).
 - ``threads 8 callers``: a bare ``queue`` + ``concurrent.futures`` batcher vs pyperfcore
   (``batcher(x)`` waiting in native code, and ``submit().result()``).
-- ``C++ producers``: the native Engine (8 producers, 64 in flight; and blocking producers) vs
-  a plain mutex + condition-variable queue.
+- ``C++ producers``: the native Engine (8 producers, 64 in flight; and blocking producers, with
+  worker threads or ``caller_runs``) vs a plain mutex + condition-variable queue.
 - ``load vs batch size``: a 5 ms model at saturation, pyperfcore vs a timer-driven batcher.
 - ``SLO spike``: fixed delay vs ``target_p99_ms`` under a traffic spike (p99 in extra_info).
 - ``low load latency``: added latency p99 vs max_delay.
@@ -272,6 +272,16 @@ def test_cpp_engine_blocking(benchmark):
     benchmark.pedantic(lambda: out.append(_core().batching_bench_engine(8, 1, 10_000, 64, 0)), rounds=ROUNDS,
                        iterations=1)
     benchmark.extra_info["round_trips_per_s"] = float(np.median([o[0] for o in out]))
+
+
+def test_cpp_engine_blocking_caller_runs(benchmark):
+    """Engine(caller_runs=True): a blocking producer runs the due batch itself (no hand-off)."""
+    benchmark.group = "C++ 8 blocking producers, no-op model"
+    out = []
+    benchmark.pedantic(lambda: out.append(_core().batching_bench_engine(8, 1, 10_000, 64, 0, True)), rounds=ROUNDS,
+                       iterations=1)
+    benchmark.extra_info["round_trips_per_s"] = float(np.median([o[0] for o in out]))
+    benchmark.extra_info["mean_batch_size"] = float(np.median([o[1] for o in out]))
 
 
 def test_cpp_mutex_queue_blocking(benchmark):

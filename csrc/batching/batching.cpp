@@ -197,8 +197,16 @@ Push BatchQueue::push(uint64_t id, int64_t key, int32_t priority, int64_t cost, 
   return Push::ok;
 }
 
+void BatchQueue::wake_one() {
+  std::lock_guard<std::mutex> lk(m_);
+  if (waiters_ > 0) {
+    sleep_until_ = INT64_MIN;
+    cv_.notify_one();
+  }
+}
+
 Push BatchQueue::push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost,
-                           int64_t deadline_ns, int64_t now_ns, uint64_t tag) {
+                           int64_t deadline_ns, int64_t now_ns, uint64_t tag, bool wake) {
   if (n <= 0) return Push::ok;
   std::lock_guard<std::mutex> lk(m_);
   Push st = check_push_locked(n, cost);
@@ -232,7 +240,7 @@ Push BatchQueue::push_many(uint64_t first_id, int64_t n, int64_t key, int32_t pr
   if (kq.count >= cfg_.max_batch_size || (cfg_.max_batch_cost > 0 && kq.cost >= cfg_.max_batch_cost) || pref)
     due = now_ns;
   if (in_flight_ >= cfg_.max_concurrent_batches) due = kNoDeadline;
-  maybe_notify_locked(std::min(due, deadline_ns));
+  if (wake) maybe_notify_locked(std::min(due, deadline_ns));
   return Push::ok;
 }
 
@@ -441,6 +449,7 @@ void BatchQueue::poll_locked(int64_t now, Poll& out) {
   }
   out.next_wake_ns = wake;
   out.finished = closed_ && live_count_ == 0 && out.ids.empty();
+  out.queued = live_count_;
   compact_locked();
 }
 
@@ -614,7 +623,8 @@ size_t Completions::size() const {
 
 // ------------------------------------------------------------------ Engine
 
-Engine::Engine(const Config& cfg, Model model) : q_(cfg), model_(std::move(model)) {
+Engine::Engine(const Config& cfg, Model model, bool caller_runs)
+    : caller_runs_(caller_runs), q_(cfg), model_(std::move(model)) {
   if (!model_) throw std::invalid_argument("Engine: model must be callable");
   for (int64_t i = 0; i < cfg.max_concurrent_batches; ++i) workers_.emplace_back([this] { run(); });
 }
@@ -659,7 +669,7 @@ uint64_t Engine::submit(int64_t n, int64_t key, int32_t priority, int64_t cost, 
     groups_.emplace(first, g);
   }
   Push st = q_.push_many(first, n, key, priority, cost, deadline_ns, BatchQueue::now_ns(),
-                         reinterpret_cast<uint64_t>(g));
+                         reinterpret_cast<uint64_t>(g), /*wake=*/!caller_runs_);
   if (st != Push::ok) {
     recycle(g);
     throw std::runtime_error(st == Push::full ? "queue full" : st == Push::closed ? "closed" : "rejected");
@@ -675,6 +685,17 @@ bool Engine::wait(uint64_t first, int64_t n, int64_t timeout_ns) {
     if (it == groups_.end() || it->second->n != n)
       throw std::invalid_argument("Engine::wait: (first, n) must be exactly what one submit() returned");
     g = it->second;
+  }
+  if (caller_runs_) {
+    // Run due batches here until ours is answered or none is due; then let a worker look.
+    thread_local Poll p;
+    while (g->left.load(std::memory_order_acquire) != 0) {
+      q_.poll(BatchQueue::now_ns(), p);
+      if (!serve(p)) {
+        q_.wake_one();
+        break;
+      }
+    }
   }
   // No spinning before blocking: on a machine with fewer cores than producers (measured on a
   // 2-core VM) yielding spinners take the worker's CPU and lose more than a futex sleep costs.
@@ -720,18 +741,25 @@ void Engine::answer(const uint64_t* tags, size_t n) {
 
 void Engine::close(bool drain) { q_.close(drain); }
 
+bool Engine::serve(Poll& p) {
+  if (!p.expired_tags.empty()) answer(p.expired_tags.data(), p.expired_tags.size());
+  if (!p.dropped_tags.empty()) answer(p.dropped_tags.data(), p.dropped_tags.size());
+  if (p.ids.empty()) return false;
+  model_(p.ids.data(), p.ids.size(), p.key);
+  answer(p.tags.data(), p.tags.size());
+  q_.batch_done();
+  return true;
+}
+
 void Engine::run() {
   Poll p;
   for (;;) {
     q_.wait(-1, p);
-    if (!p.expired_tags.empty()) answer(p.expired_tags.data(), p.expired_tags.size());
-    if (!p.dropped_tags.empty()) answer(p.dropped_tags.data(), p.dropped_tags.size());
-    if (!p.ids.empty()) {
-      model_(p.ids.data(), p.ids.size(), p.key);
-      answer(p.tags.data(), p.tags.size());
-      q_.batch_done();
+    serve(p);
+    if (p.finished) {
+      q_.interrupt();  // sibling workers see it too
+      return;
     }
-    if (p.finished) return;
   }
 }
 

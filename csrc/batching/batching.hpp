@@ -60,6 +60,7 @@ struct Poll {
   std::vector<uint64_t> dropped_tags;
   int64_t next_wake_ns = kNoDeadline;  // when polling again may give something new
   bool finished = false;               // closed and nothing left to hand out
+  int64_t queued = 0;                  // requests still queued after this poll
   void clear() {
     ids.clear();
     tags.clear();
@@ -92,8 +93,12 @@ class BatchQueue {
   Push push(uint64_t id, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns, int64_t now_ns,
             uint64_t tag = 0);
   // Adds ids first_id .. first_id+n-1 with the same attributes and tag; all or nothing, one lock.
+  // wake=false: no waiter is notified (the caller polls itself, then calls wake_one() if it
+  // could not take the batch).
   Push push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
-                 int64_t now_ns, uint64_t tag = 0);
+                 int64_t now_ns, uint64_t tag = 0, bool wake = true);
+  // Wakes one waiter, if any, to look at the queue again.
+  void wake_one();
   // Removes a queued request; false if it is not queued (already batched, expired or unknown).
   bool cancel(uint64_t id);
   // Non-blocking: removes expired requests and, if a model slot is free and a batch is due at
@@ -244,7 +249,11 @@ class Completions {
 class Engine {
  public:
   using Model = std::function<void(const uint64_t* ids, size_t n, int64_t key)>;
-  Engine(const Config& cfg, Model model);
+  // caller_runs: a producer in wait() first runs any batch that is due itself (the batch may hold
+  // other producers' requests; the slot rule still serialises model calls), and blocks only when
+  // none is; the worker threads take what producers leave. Saves the two thread hand-offs of a
+  // round trip when producers block; the model then also runs on producer threads.
+  Engine(const Config& cfg, Model model, bool caller_runs = false);
   ~Engine();  // drains and joins
   // Returns the first id of n consecutive ids, or throws std::runtime_error (full/closed).
   uint64_t submit(int64_t n, int64_t key = 0, int32_t priority = 0, int64_t cost = 1,
@@ -268,7 +277,10 @@ class Engine {
   Group* new_group();
   void recycle(Group* g);
   void answer(const uint64_t* tags, size_t n);
+  // Runs what one poll hands out; true if it ran a batch.
+  bool serve(Poll& p);
   void run();
+  bool caller_runs_ = false;
   BatchQueue q_;
   Model model_;
   std::vector<std::thread> workers_;

@@ -20,13 +20,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::pair<double, double> bench_engine(int producers, int64_t in_flight, int64_t per_producer,
-                                       int64_t max_batch_size, int64_t max_delay_ns) {
+                                       int64_t max_batch_size, int64_t max_delay_ns, bool caller_runs) {
   Config cfg;
   cfg.max_batch_size = max_batch_size;
   cfg.max_delay_ns = max_delay_ns;
   cfg.max_queue_size = 0;
   std::atomic<uint64_t> answered{0};
-  Engine eng(cfg, [&](const uint64_t*, size_t n, int64_t) { answered.fetch_add(n, std::memory_order_relaxed); });
+  Engine eng(
+      cfg, [&](const uint64_t*, size_t n, int64_t) { answered.fetch_add(n, std::memory_order_relaxed); },
+      caller_runs);
   if (in_flight < 1) in_flight = 1;
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> ts;

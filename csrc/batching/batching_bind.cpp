@@ -34,7 +34,7 @@ py::list runs_of(const std::vector<uint64_t>& ids) {
 
 py::tuple poll_runs_tuple(const Poll& p) {
   return py::make_tuple(runs_of(p.ids), p.key, static_cast<int>(p.reason), py::cast(p.expired), py::cast(p.dropped),
-                        p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost);
+                        p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost, p.queued);
 }
 
 py::tuple poll_tuple(const Poll& p) {
@@ -119,7 +119,20 @@ void bind_batching(py::module_& m) {
             q.poll(now, p);
             return poll_runs_tuple(p);
           },
-          py::arg("now_ns"), "poll() with the batch as runs [(first_id, count), ...] instead of ids.")
+          py::arg("now_ns"),
+          "poll() with the batch as runs [(first_id, count), ...] instead of ids, and the queued count last.")
+      .def(
+          "push_poll_runs",
+          [](BatchQueue& q, uint64_t first, int64_t n, int64_t now) {
+            // The loop driver's turn in one call: its buffered default-attribute requests
+            // (key 0, priority 0, cost 1, no deadline) go in, the next due batch comes out.
+            int st = n > 0 ? static_cast<int>(q.push_many(first, n, 0, 0, 1, batching::kNoDeadline, now)) : 0;
+            Poll p;
+            q.poll(now, p);
+            return py::make_tuple(st, poll_runs_tuple(p));
+          },
+          py::arg("first_id"), py::arg("n"), py::arg("now_ns"),
+          "push_many(first_id, n) with default attributes, then poll_runs(now): (push status, poll).")
       .def(
           "wait_runs",
           [](BatchQueue& q, int64_t timeout_ns) {
@@ -231,12 +244,13 @@ void bind_batching(py::module_& m) {
 
   m.def(
       "batching_bench_engine",
-      [](int producers, int64_t in_flight, int64_t per_producer, int64_t max_batch_size, int64_t max_delay_ns) {
+      [](int producers, int64_t in_flight, int64_t per_producer, int64_t max_batch_size, int64_t max_delay_ns,
+         bool caller_runs) {
         py::gil_scoped_release nogil;
-        return batching::bench_engine(producers, in_flight, per_producer, max_batch_size, max_delay_ns);
+        return batching::bench_engine(producers, in_flight, per_producer, max_batch_size, max_delay_ns, caller_runs);
       },
       py::arg("producers"), py::arg("in_flight"), py::arg("per_producer"), py::arg("max_batch_size"),
-      py::arg("max_delay_ns"),
+      py::arg("max_delay_ns"), py::arg("caller_runs") = false,
       "C++ producers through the Engine with a no-op model: (round trips/s, mean batch size).");
   m.def(
       "batching_bench_mutex_queue",

@@ -26,4 +26,6 @@ def test_native_probes_run():
 
     rate, mean = _core().batching_bench_engine(4, 16, 2000, 16, 0)
     assert rate > 0 and 1 <= mean <= 16
+    rate, mean = _core().batching_bench_engine(4, 1, 2000, 16, 0, True)  # caller-runs mode
+    assert rate > 0 and 1 <= mean <= 4
     assert _core().batching_bench_mutex_queue(4, 500, 16) > 0
