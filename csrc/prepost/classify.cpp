@@ -52,6 +52,24 @@ const float* row_floats(const Logits& x, int64_t r, std::vector<float>& buf) {
   return buf.data();
 }
 
+// The k-th largest of n <= 32 values (1 <= k <= n) by insertion into a descending list: for the
+// small k of top-k this is a few dozen compares, several times cheaper than std::nth_element.
+float kth_largest(const float* v, int n, int64_t k) {
+  float top[32];
+  int64_t cnt = 0;
+  for (int i = 0; i < n; ++i) {
+    const float x = v[i];
+    if (cnt == k && !(x > top[k - 1])) continue;
+    int64_t pos = cnt < k ? cnt++ : k - 1;
+    while (pos > 0 && top[pos - 1] < x) {
+      top[pos] = top[pos - 1];
+      --pos;
+    }
+    top[pos] = x;
+  }
+  return top[k - 1];
+}
+
 enum Bad : int { kOk = 0, kNan = 1, kPosInf = 2, kAllNegInf = 3 };
 
 [[noreturn]] void throw_bad(int why) {
@@ -60,7 +78,9 @@ enum Bad : int { kOk = 0, kNan = 1, kPosInf = 2, kAllNegInf = 3 };
   throw std::invalid_argument("a row of logits is all -inf; softmax is undefined");
 }
 
-int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)); }
+// Rows per task: about 2^18 values (some 50-100 us of work), so small batches run on the calling
+// thread alone: waking the pool costs more than they take.
+int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(cols, 1)); }
 
 }  // namespace
 
@@ -71,15 +91,20 @@ void topk(const Logits& x, int64_t k, bool softmax, float* values, int64_t* indi
   if (x.rows == 0 || x.cols == 0) return;
   const detail::RowOps& ops = detail::row_ops(target);
   std::atomic<int> bad{kOk};
+  const bool filter_ok = x.cols < INT32_MAX;
   parallel_for(x.rows, grain_rows(x.cols), [&](int64_t b, int64_t e) {
-    std::vector<float> buf;
+    std::vector<float> buf, cv;
+    std::vector<int32_t> ci;
     std::vector<float> tv(static_cast<size_t>(k + 1));
     std::vector<int64_t> ti(static_cast<size_t>(k + 1));
     for (int64_t r = b; r < e; ++r) {
       const float* row = row_floats(x, r, buf);
       const int64_t n = x.cols;
       bool nan = false;
-      const float m = ops.max_nan(row, n, &nan);
+      float lanes[32];
+      const int L = ops.lane_max(row, n, &nan, lanes);
+      float m = -kInf;
+      for (int j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
       if (nan) {
         bad.store(kNan);
         return;
@@ -93,12 +118,12 @@ void topk(const Logits& x, int64_t k, bool softmax, float* values, int64_t* indi
         return;
       }
       if (k == 0) continue;
-      // Sorted (value desc, index asc) list of the best k so far. Elements arrive in index
+      // Sorted (value desc, index asc) list of the best k so far. Candidates arrive in index
       // order, so a value equal to one in the list goes after it, and one equal to the k-th
       // is not better: ties keep the lower index.
       int64_t cnt = 0;
-      auto insert = [&](int64_t i) {
-        const float v = row[i];
+      auto insert = [&](float v, int64_t i) {
+        if (cnt == k && !(v > tv[static_cast<size_t>(k - 1)])) return;
         int64_t pos = cnt < k ? cnt : k - 1;
         while (pos > 0 && tv[static_cast<size_t>(pos - 1)] < v) {
           tv[static_cast<size_t>(pos)] = tv[static_cast<size_t>(pos - 1)];
@@ -109,13 +134,24 @@ void topk(const Logits& x, int64_t k, bool softmax, float* values, int64_t* indi
         ti[static_cast<size_t>(pos)] = i;
         if (cnt < k) ++cnt;
       };
-      for (int64_t i = 0; i < k; ++i) insert(i);
-      int64_t i = k;
-      while (i < n) {
-        i = ops.next_greater(row, i, n, tv[static_cast<size_t>(k - 1)]);
-        if (i >= n) break;
-        insert(i);
-        ++i;
+      if (filter_ok && k <= L) {
+        // Threshold filter: the k-th largest lane maximum bounds the k-th largest value from
+        // below, so every top-k element (and every tie of the k-th) is >= it; typically only
+        // about 2k values pass, and one vector pass collects them.
+        const float bound = kth_largest(lanes, L, k);
+        cv.resize(static_cast<size_t>(n + 16));
+        ci.resize(static_cast<size_t>(n + 16));
+        const int64_t c = ops.collect_ge(row, n, bound, cv.data(), ci.data());
+        for (int64_t j = 0; j < c; ++j) insert(cv[static_cast<size_t>(j)], ci[static_cast<size_t>(j)]);
+      } else {
+        for (int64_t i = 0; i < k; ++i) insert(row[i], i);
+        int64_t i = k;
+        while (i < n) {
+          i = ops.next_greater(row, i, n, tv[static_cast<size_t>(k - 1)]);
+          if (i >= n) break;
+          insert(row[i], i);
+          ++i;
+        }
       }
       float* vo = values + r * k;
       int64_t* io = indices + r * k;

@@ -39,7 +39,27 @@ int64_t s_next_greater(const float* x, int64_t i, int64_t n, float t) {
   return n;
 }
 
-const RowOps kScalarOps = {s_max_nan, s_sum_exp, s_exp_scale, s_next_greater};
+int s_lane_max(const float* x, int64_t n, bool* bad, float* lanes) {
+  bool b = false;
+  for (int j = 0; j < 8; ++j) lanes[j] = kNegInf;
+  for (int64_t i = 0; i < n; ++i) {
+    b |= std::isnan(x[i]);
+    float& l = lanes[i & 7];
+    l = x[i] > l ? x[i] : l;
+  }
+  if (b) *bad = true;
+  return 8;
+}
+int64_t s_collect_ge(const float* x, int64_t n, float t, float* vals, int32_t* idx) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] >= t) {
+      vals[c] = x[i];
+      idx[c++] = static_cast<int32_t>(i);
+    }
+  return c;
+}
+const RowOps kScalarOps = {s_max_nan, s_sum_exp, s_exp_scale, s_next_greater, s_lane_max, s_collect_ge};
 
 #if defined(__x86_64__)
 // exp(x) for x <= 0 (the softmax case) and any finite x, Cephes' expf polynomial after
@@ -112,7 +132,45 @@ PFC_AVX2 int64_t a2_next_greater(const float* x, int64_t i, int64_t n, float t) 
   }
   return s_next_greater(x, i, n, t);
 }
-const RowOps kAvx2Ops = {a2_max_nan, a2_sum_exp, a2_exp_scale, a2_next_greater};
+PFC_AVX2 int a2_lane_max(const float* x, int64_t n, bool* bad, float* lanes) {
+  __m256 m0 = _mm256_set1_ps(kNegInf), m1 = m0, nan = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+    m0 = _mm256_max_ps(m0, a);
+    m1 = _mm256_max_ps(m1, b);
+  }
+  _mm256_storeu_ps(lanes, m0);
+  _mm256_storeu_ps(lanes + 8, m1);
+  if (_mm256_movemask_ps(nan)) *bad = true;
+  for (; i < n; ++i) {  // the tail into lanes by position
+    if (std::isnan(x[i])) *bad = true;
+    float& l = lanes[i & 15];
+    l = x[i] > l ? x[i] : l;
+  }
+  return 16;
+}
+PFC_AVX2 int64_t a2_collect_ge(const float* x, int64_t n, float t, float* vals, int32_t* idx) {
+  const __m256 tv = _mm256_set1_ps(t);
+  int64_t c = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), tv, _CMP_GE_OQ)));
+    while (mask) {
+      const int j = __builtin_ctz(mask);
+      vals[c] = x[i + j];
+      idx[c++] = static_cast<int32_t>(i + j);
+      mask &= mask - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (x[i] >= t) {
+      vals[c] = x[i];
+      idx[c++] = static_cast<int32_t>(i);
+    }
+  return c;
+}
+const RowOps kAvx2Ops = {a2_max_nan, a2_sum_exp, a2_exp_scale, a2_next_greater, a2_lane_max, a2_collect_ge};
 
 #define PFC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 PFC_AVX512 inline __m512 a5_exp(__m512 x) {
@@ -187,7 +245,47 @@ PFC_AVX512 int64_t a5_next_greater(const float* x, int64_t i, int64_t n, float t
   }
   return n;
 }
-const RowOps kAvx512Ops = {a5_max_nan, a5_sum_exp, a5_exp_scale, a5_next_greater};
+PFC_AVX512 int a5_lane_max(const float* x, int64_t n, bool* bad, float* lanes) {
+  __m512 m0 = _mm512_set1_ps(kNegInf), m1 = m0;
+  __mmask16 nan = 0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+    nan |= _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    m0 = _mm512_max_ps(m0, a);
+    m1 = _mm512_max_ps(m1, b);
+  }
+  for (; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
+    __m512 a = _mm512_mask_loadu_ps(_mm512_set1_ps(kNegInf), k, x + i);
+    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+    m0 = _mm512_max_ps(m0, a);
+  }
+  if (nan) *bad = true;
+  _mm512_storeu_ps(lanes, m0);
+  _mm512_storeu_ps(lanes + 16, m1);
+  return 32;
+}
+PFC_AVX512 int64_t a5_collect_ge(const float* x, int64_t n, float t, float* vals, int32_t* idx) {
+  const __m512 tv = _mm512_set1_ps(t);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; i += 16, iv = _mm512_add_epi32(iv, step)) {
+    const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    const __mmask16 hit = _mm512_mask_cmp_ps_mask(k, v, tv, _CMP_GE_OQ);
+    if (hit) {
+      // Compress in registers and store all 16 lanes (the buffers have 16 spare slots): the
+      // memory form of vcompress is microcoded and slow on several CPUs.
+      _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(hit, v));
+      _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(hit, iv));
+      c += __builtin_popcount(static_cast<unsigned>(hit));
+    }
+  }
+  return c;
+}
+const RowOps kAvx512Ops = {a5_max_nan, a5_sum_exp, a5_exp_scale, a5_next_greater, a5_lane_max, a5_collect_ge};
 #endif
 
 }  // namespace

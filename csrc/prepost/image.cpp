@@ -10,6 +10,10 @@
 #include "prepost.hpp"
 #include "prepost_kernels.hpp"
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>  // _mm_sfence (SSE, part of baseline x86-64)
+#endif
+
 namespace pyperfcore {
 namespace prepost {
 
@@ -117,8 +121,11 @@ void preprocess_images(const ImageRef* images, int64_t n, const PreprocessParams
   if (n == 0 || p.out_h == 0 || p.out_w == 0) return;
   const int64_t C = p.channels, OH = p.out_h, OW = p.out_w;
   const size_t es = out_elem_size(p.dtype);
-  const detail::ImageKernels k = detail::image_kernels(target, p.dtype, C, p.layout);
   const int64_t img_elems = C * OH * OW;
+  // Outputs far larger than the caches are written with streaming stores: no read-for-ownership
+  // of the destination lines, and the input stays cached.
+  const bool stream = n * img_elems * static_cast<int64_t>(es) >= (int64_t{4} << 20);
+  const detail::ImageKernels k = detail::image_kernels(target, p.dtype, C, p.layout, stream);
   char* obase = static_cast<char*>(out);
 
   auto row_dst = [&](int64_t i, int64_t y) {
@@ -177,6 +184,9 @@ void preprocess_images(const ImageRef* images, int64_t n, const PreprocessParams
         k.emit_f32(vrow.data(), OW, p, row_dst(i, y));
       }
     }
+#if defined(__x86_64__)
+    if (stream) _mm_sfence();  // streaming stores are weakly ordered: publish before returning
+#endif
   });
 }
 

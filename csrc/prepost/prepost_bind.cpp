@@ -1,5 +1,7 @@
 // Python bindings of the prepost capability: buffer checks, output allocation, GIL release.
 // The public, documented API is pyperfcore.prepost; these are its private kernels.
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,15 +35,27 @@ ImageRef image_ref(const py::array& a, int64_t channels, const char* what) {
   return ImageRef{static_cast<const uint8_t*>(a.data()), a.shape(0), a.shape(1), a.strides(0), a.shape(0), a.shape(1), 0, 0};
 }
 
-py::array alloc_out(int dtype, const std::vector<py::ssize_t>& shape) {
+py::dtype out_dtype(int dtype) {
   switch (static_cast<prepost::OutType>(dtype)) {
-    case prepost::OutType::f32: return py::array_t<float>(shape);
-    case prepost::OutType::f16: return py::array(py::dtype("float16"), shape);
-    case prepost::OutType::bf16: return py::array_t<uint16_t>(shape);  // bfloat16 bits
-    case prepost::OutType::i8: return py::array_t<int8_t>(shape);
-    case prepost::OutType::u8: return py::array_t<uint8_t>(shape);
+    case prepost::OutType::f32: return py::dtype::of<float>();
+    case prepost::OutType::f16: return py::dtype("float16");
+    case prepost::OutType::bf16: return py::dtype::of<uint16_t>();  // bfloat16 bits
+    case prepost::OutType::i8: return py::dtype::of<int8_t>();
+    case prepost::OutType::u8: return py::dtype::of<uint8_t>();
   }
   throw py::value_error("unknown output dtype code");
+}
+
+// A C-contiguous output whose data starts on a 64-byte boundary, so rows whose byte length is a
+// multiple of 64 can all be written with aligned (streaming) stores.
+py::array alloc_out(int dtype, const std::vector<py::ssize_t>& shape) {
+  py::dtype dt = out_dtype(dtype);
+  size_t bytes = static_cast<size_t>(dt.itemsize());
+  for (py::ssize_t d : shape) bytes *= static_cast<size_t>(d);
+  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  if (mem == nullptr) throw std::bad_alloc();
+  py::capsule owner(mem, [](void* q) { std::free(q); });
+  return py::array(dt, shape, mem, owner);
 }
 
 py::array preprocess_py(const py::object& images, const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& geom,
@@ -105,9 +119,9 @@ py::array preprocess_py(const py::object& images, const py::array_t<int64_t, py:
     // A caller's buffer: exactly the dtype and shape this call produces, C-contiguous, writeable.
     if (!py::isinstance<py::array>(out_arg)) throw py::type_error("preprocess_images: out must be a numpy array");
     out = py::reinterpret_borrow<py::array>(out_arg);
-    py::array like = alloc_out(dtype, {0});
-    if (out.dtype().num() != like.dtype().num() || out.itemsize() != like.itemsize())
-      throw py::type_error("preprocess_images: out must be " + dtype_name(like) + ", got " + dtype_name(out));
+    py::dtype want = out_dtype(dtype);
+    if (out.dtype().num() != want.num() || out.itemsize() != want.itemsize())
+      throw py::type_error("preprocess_images: out must be " + std::string(py::str(want)) + ", got " + dtype_name(out));
     if (out.ndim() != 4) throw py::value_error("preprocess_images: out must be 4-D");
     for (int d = 0; d < 4; ++d)
       if (out.shape(d) != shape[static_cast<size_t>(d)]) throw py::value_error("preprocess_images: out has the wrong shape");

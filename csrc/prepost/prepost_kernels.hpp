@@ -93,7 +93,9 @@ struct ImageKernels {
   void (*vresize)(const float* const* rows, const float* w, int64_t taps, int64_t n, float* dst);
 };
 
-ImageKernels image_kernels(CpuTarget t, OutType dtype, int64_t channels, Layout layout);
+// stream: emit_u8 writes with non-temporal stores where the row's alignment allows (for outputs
+// much larger than the caches, which the caller must then fence with _mm_sfence).
+ImageKernels image_kernels(CpuTarget t, OutType dtype, int64_t channels, Layout layout, bool stream = false);
 
 // Float row primitives of the classification ops.
 struct RowOps {
@@ -105,6 +107,13 @@ struct RowOps {
   void (*exp_scale)(const float* x, int64_t n, float m, float mul, float* out);
   // index of the first value > t at or after i (n if none).
   int64_t (*next_greater)(const float* x, int64_t i, int64_t n, float t);
+  // Per-lane maxima of x (element i goes to lane i mod L, L <= 32 returned; empty lanes -inf);
+  // sets *bad when a value is NaN. The k-th largest lane maximum (k <= L) is a lower bound of
+  // the k-th largest element: the top-k filter's threshold.
+  int (*lane_max)(const float* x, int64_t n, bool* bad, float* lanes);
+  // Copies the values >= t and their indices, in index order; returns how many. vals and idx
+  // need room for n + 16 entries.
+  int64_t (*collect_ge)(const float* x, int64_t n, float t, float* vals, int32_t* idx);
 };
 const RowOps& row_ops(CpuTarget t);
 

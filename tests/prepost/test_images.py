@@ -179,3 +179,70 @@ def test_bad_input(backend, rng):
         pp.preprocess_images(None, backend=backend)
     with pytest.raises(ValueError, match="mean"):
         pp.preprocess_images(ok, mean=[1, 2], backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8", "uint8"])
+def test_out_argument(backend, dtype, rng):
+    x = rng.integers(0, 256, (3, 10, 19, 3), dtype=np.uint8)
+    kw = dict(size=(8, 21), crop=(6, 17), mean=[120.0, 110.0, 100.0], std=[60.0, 50.0, 40.0], dtype=dtype,
+              scale=0.02 if dtype == "int8" else None, backend=backend)
+    exp = pp.preprocess_images(x, **kw)
+    big = np.full((4,) + exp.shape[1:], 7, dtype=exp.dtype)
+    res = pp.preprocess_images(x, out=big[1:], **kw)
+    assert res is not None and np.shares_memory(res, big)
+    np.testing.assert_array_equal(big[1:], exp)
+    assert (big[0] == 7).all()
+    torch = pytest.importorskip("torch")
+    t_out = torch.empty(tuple(exp.shape), dtype=getattr(torch, dtype))
+    got = pp.preprocess_images(torch.from_numpy(x), out=t_out, **kw)
+    assert got is t_out
+    np.testing.assert_array_equal(got.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else got.numpy(), exp)
+
+
+def test_out_argument_errors(rng):
+    x = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(TypeError, match="float32"):
+        pp.preprocess_images(x, out=np.empty((2, 3, 8, 8), np.float64))
+    with pytest.raises(TypeError, match="uint16"):
+        pp.preprocess_images(x, dtype="bfloat16", out=np.empty((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        pp.preprocess_images(x, out=np.empty((2, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="contiguous"):
+        pp.preprocess_images(x, out=np.empty((2, 3, 8, 16), np.float32)[..., ::2])
+    ro = np.empty((2, 3, 8, 8), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        pp.preprocess_images(x, out=ro)
+    with pytest.raises(ValueError, match="overlaps"):
+        pp.preprocess_images(x, dtype="uint8", layout="NHWC", out=x)
+    with pytest.raises(TypeError, match="numpy.ndarray or torch.Tensor"):
+        pp.preprocess_images(x, out=[0.0])
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="torch"):
+        pp.preprocess_images(torch.from_numpy(x), out=np.empty((2, 3, 8, 8), np.float32))
+    with pytest.raises(TypeError, match="numpy"):
+        pp.preprocess_images(x, out=torch.empty((2, 3, 8, 8)))
+
+
+def test_large_outputs_streaming_stores(cpu_target, rng):
+    # Outputs of >= 4 MiB take the streaming-store path (64-byte-aligned fresh output, or an
+    # aligned out=); a misaligned out= takes plain stores. Both must equal the numpy formula.
+    x = rng.integers(0, 256, (28, 224, 224, 3), dtype=np.uint8)
+    mean, std = np.float32([120, 110, 100]), np.float32([60, 50, 40])
+    f32 = (x[..., ::-1].astype(np.float32) - mean) * (np.float32(1) / std)
+    for layout in ("NCHW", "NHWC"):
+        v = np.ascontiguousarray(f32.transpose(0, 3, 1, 2)) if layout == "NCHW" else f32
+        exp = {"float32": v, "float16": v.astype(np.float16),
+               "int8": np.clip(np.rint(v / np.float32(0.05)), -127, 127).astype(np.int8),
+               "uint8": np.clip(np.rint(v), 0, 255).astype(np.uint8)}
+        for dtype, e in exp.items():
+            kw = dict(mean=mean, std=std, layout=layout, dtype=dtype, input_order="BGR",
+                      scale=0.05 if dtype == "int8" else None)
+            np.testing.assert_array_equal(pp.preprocess_images(x, **kw), e, err_msg=f"{dtype} {layout}")
+            raw = np.empty(e.nbytes + 64 + e.itemsize, np.uint8)
+            for off in (0, e.itemsize):  # aligned and misaligned caller buffers
+                start = (-raw.ctypes.data) % 64 + off
+                out = raw[start:start + e.nbytes].view(e.dtype).reshape(e.shape)
+                pp.preprocess_images(x, out=out, **kw)
+                np.testing.assert_array_equal(out, e, err_msg=f"{dtype} {layout} offset {off}")
