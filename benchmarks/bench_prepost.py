@@ -230,3 +230,109 @@ def test_nms_torch_coordinate_trick(benchmark, dets):
     assert len(set(run().tolist()) ^ set(ours.tolist())) <= 2  # float offsets may flip a borderline box
     benchmark.group = G4
     benchmark.pedantic(run, rounds=3, iterations=1)
+
+
+# ------------------------------------------------------------------ out= (CPU)
+def test_norm_pyperfcore_out(benchmark, batch224):
+    # A caller's 64-byte-aligned buffer, reused: no allocation, streaming stores.
+    raw = np.empty(32 * 3 * 224 * 224 * 4 + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    out = raw[start:start + 32 * 3 * 224 * 224 * 4].view(np.float32).reshape(32, 3, 224, 224)
+    pp.preprocess_images(batch224, mean=MEAN, std=STD, out=out)
+    np.testing.assert_allclose(out, _numpy_chain(batch224), rtol=1e-5, atol=1e-5)
+    benchmark.group = G1
+    benchmark(pp.preprocess_images, batch224, mean=MEAN, std=STD, out=out)
+
+
+# ------------------------------------------------------------------ GPU (device check only)
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no GPU")
+    return torch
+
+
+def _synced(torch, fn):
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _gpu_available(impl):
+    import pyperfcore
+
+    if impl == "cuda" and not pyperfcore.build_info()["cuda"]:
+        pytest.skip("_cuda not built")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton", "torch", "floor_copy"])
+def test_gpu_normalize(benchmark, impl, batch224):
+    torch = _torch_cuda()
+    benchmark.group = "GPU normalize NCHW f32 32x224x224"
+    x = torch.from_numpy(batch224).cuda()
+    m, s = torch.from_numpy(MEAN).cuda(), torch.from_numpy(STD).cuda()
+    ref = ((x.float() - m) / s).permute(0, 3, 1, 2).contiguous()
+    out = torch.empty_like(ref)
+    if impl in ("cuda", "triton"):
+        _gpu_available(impl)
+        pp.preprocess_images(x, mean=MEAN, std=STD, out=out, backend=impl)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        fn = _synced(torch, lambda: pp.preprocess_images(x, mean=MEAN, std=STD, out=out, backend=impl))
+    elif impl == "torch":
+        fn = _synced(torch, lambda: ((x.float() - m) / s).permute(0, 3, 1, 2).contiguous())
+    else:
+        fn = _synced(torch, lambda: out.copy_(ref))  # device copy of the output's bytes: the floor
+    fn()
+    benchmark.pedantic(fn, rounds=50, iterations=1, warmup_rounds=5)
+    benchmark.extra_info["GB/s (output bytes)"] = ref.numel() * 4 / benchmark.stats.stats.median / 1e9
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton", "torch"])
+def test_gpu_resize_crop_normalize(benchmark, impl, batch256):
+    torch = _torch_cuda()
+    benchmark.group = "GPU resize232 crop224 normalize 32x256x256 (OpenCV semantics)"
+    x = torch.from_numpy(batch256).cuda()
+    m, s = torch.from_numpy(MEAN).cuda().view(1, 3, 1, 1), torch.from_numpy(STD).cuda().view(1, 3, 1, 1)
+
+    def eager():
+        r = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2).float(), size=(232, 232), mode="bilinear",
+                                            align_corners=False, antialias=False)
+        return ((r[:, :, 4:228, 4:228] - m) / s).contiguous()
+
+    if impl in ("cuda", "triton"):
+        _gpu_available(impl)
+        got = pp.preprocess_images(x, size=232, crop=224, mean=MEAN, std=STD, antialias=False, backend=impl)
+        torch.testing.assert_close(got, eager(), rtol=1e-4, atol=1e-4)
+        fn = _synced(torch, lambda: pp.preprocess_images(x, size=232, crop=224, mean=MEAN, std=STD, antialias=False,
+                                                         backend=impl))
+    else:
+        fn = _synced(torch, eager)
+    fn()
+    benchmark.pedantic(fn, rounds=50, iterations=1, warmup_rounds=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton", "torch", "floor_copy"])
+def test_gpu_softmax_top5(benchmark, impl, logits):
+    torch = _torch_cuda()
+    benchmark.group = "GPU softmax top5 256x1000"
+    x = torch.from_numpy(logits).cuda()
+    if impl in ("cuda", "triton"):
+        _gpu_available(impl)
+        v, i = pp.softmax_topk(x, 5, backend=impl)
+        cv, ci = pp.softmax_topk(logits, 5, backend="cpu")
+        np.testing.assert_array_equal(i.cpu().numpy(), ci)
+        np.testing.assert_allclose(v.cpu().numpy(), cv, rtol=2e-5)
+        fn = _synced(torch, lambda: pp.softmax_topk(x, 5, backend=impl))  # includes the NaN check's sync
+    elif impl == "torch":
+        fn = _synced(torch, lambda: torch.softmax(x, dim=1).topk(5, dim=1))
+    else:
+        y = torch.empty_like(x)
+        fn = _synced(torch, lambda: y.copy_(x))
+    fn()
+    benchmark.pedantic(fn, rounds=100, iterations=1, warmup_rounds=10)

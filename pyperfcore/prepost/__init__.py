@@ -7,7 +7,9 @@ Post-processing: :func:`softmax_topk`, :func:`softmax`, :func:`log_softmax`, :fu
 :func:`l2_normalize`, :func:`compress_embeddings`, :func:`batched_nms`.
 
 Every op has a ``reference`` (numpy) and a ``cpu`` (C++, SIMD chosen at run time,
-multi-threaded) backend. GPU (triton / cuda) backends are not written yet; asking for one raises
+multi-threaded) backend. On CUDA torch tensors: ``preprocess_images`` and ``softmax_topk`` /
+``argmax`` run on ``cuda`` (kernels/cuda) or ``triton``; ``softmax``, ``log_softmax``,
+``sigmoid_threshold`` and ``l2_normalize`` on ``triton``. Asking for a backend an op lacks raises
 BackendUnavailable.
 """
 from __future__ import annotations
