@@ -983,6 +983,8 @@ class Batcher:
                 break
             if self._is_async:
                 loop.create_task(self._run_batch_async(runs, reason, oldest))
+            elif len(runs) == 1 and _FAST_BASE <= runs[0][0] < _BULK_BASE:
+                self._run_fast_sync(runs[0][0], runs[0][1], oldest)
             else:
                 self._run_batch(runs, reason, oldest)
         if self.max_queue_size is not None:
@@ -992,6 +994,38 @@ class Batcher:
                 self._timer.cancel()
             self._timer_ns = wake
             self._timer = loop.call_at(loop.time() + max(0, wake - now) / 1e9, self._on_timer)
+
+    def _run_fast_sync(self, s: int, c: int, oldest: int) -> None:
+        """A batch of fast-path requests with a sync model, on the loop: _run_batch with the
+        common case inlined (one Python call per batch instead of about eight)."""
+        try:
+            xs, fs = self._take_fast(s, c)
+            if not fs:
+                return
+            n = len(fs)
+            t0 = time.monotonic_ns()  # the loop driver never has an injected clock
+            self._batch_sizes.observe(n)
+            counts = self._py_counts
+            counts["executions"] += 1
+            counts["inferences"] += n
+            self._queue_wait.observe(max(0, t0 - oldest) / 1e9)
+            try:
+                out, ok = self.fn(_stack(xs) if self.stack else xs), True
+            except Exception as exc:
+                out, ok = exc, False
+            if ok and self._slo is None and type(out) is list and len(out) == n:
+                self._model_time.observe((time.monotonic_ns() - t0) / 1e9)
+                try:
+                    for f, v in zip(fs, out):
+                        f.set_result(v)
+                except asyncio.InvalidStateError:  # the model cancelled a caller: answer the rest
+                    for f, v in zip(fs, out):
+                        if not f.done():
+                            f.set_result(v)
+            else:  # errors, wrong result counts, non-list results, SLO bookkeeping
+                self._complete_fast(fs, ok, out, t0)
+        finally:
+            self._q.batch_done()
 
     def _update_fast_limit(self, queued: int | None = None) -> None:
         """Fast-path admission: fast entries may grow while (live fast + other queued) < max_queue_size."""
