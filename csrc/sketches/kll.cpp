@@ -81,8 +81,126 @@ void Kll::compress() {
   }
 }
 
+namespace {
+// Order-preserving map double <-> uint64 (NaN excluded by the caller); -0.0 sorts just below 0.0.
+inline uint64_t key_of(double d) {
+  uint64_t b;
+  std::memcpy(&b, &d, 8);
+  return b ^ (static_cast<uint64_t>(static_cast<int64_t>(b) >> 63) | 0x8000000000000000ULL);
+}
+inline double value_of(uint64_t k) {
+  const uint64_t b = (k >> 63) ? (k ^ 0x8000000000000000ULL) : ~k;
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
+
+// out[j] := the ranks[j]-th smallest (0-based) of a[0, n), ranks ascending; a is reordered.
+// Radix selection: bucket by the leading bits of (key - min), keep only the buckets that hold a
+// wanted rank, recurse into each. Every level narrows the key range by 2^bits, so the depth is
+// bounded (64 / 7); small slices are sorted.
+void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64_t* out, int depth) {
+  if (m == 0) return;
+  if (n <= 160 || depth > 10) {
+    std::sort(a, a + n);
+    for (size_t j = 0; j < m; ++j) out[j] = a[ranks[j]];
+    return;
+  }
+  uint64_t lo = a[0], hi = a[0];
+  for (size_t i = 1; i < n; ++i) {
+    lo = a[i] < lo ? a[i] : lo;
+    hi = a[i] > hi ? a[i] : hi;
+  }
+  if (lo == hi) {
+    for (size_t j = 0; j < m; ++j) out[j] = lo;
+    return;
+  }
+  const int want_bits = n >= 8192 ? 11 : (n >= 1024 ? 9 : 7);
+  const uint64_t range = hi - lo;
+  const int bits = 64 - __builtin_clzll(range);
+  const int shift = bits > want_bits ? bits - want_bits : 0;
+  const size_t nb = static_cast<size_t>(range >> shift) + 1;
+  std::vector<uint32_t> cnt(nb, 0), pos(nb), inc(nb, 0), first(nb);
+  for (size_t i = 0; i < n; ++i) ++cnt[(a[i] - lo) >> shift];
+  // Wanted buckets get consecutive slices of buf; every other bucket writes to one dummy slot.
+  uint32_t below = 0;
+  size_t total = 0, j = 0;
+  std::vector<uint32_t> wanted;
+  for (size_t b = 0; b < nb && j < m; ++b) {
+    first[b] = below;
+    const uint32_t end = below + cnt[b];
+    if (ranks[j] < end) {
+      wanted.push_back(static_cast<uint32_t>(b));
+      pos[b] = static_cast<uint32_t>(total);
+      inc[b] = 1;
+      total += cnt[b];
+      while (j < m && ranks[j] < end) ++j;
+    }
+    below = end;
+  }
+  for (size_t b = 0; b < nb; ++b)
+    if (!inc[b]) pos[b] = static_cast<uint32_t>(total);
+  std::vector<uint64_t> buf(total + 1);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = static_cast<size_t>((a[i] - lo) >> shift);
+    const uint32_t d = pos[b];
+    buf[d] = a[i];
+    pos[b] = d + inc[b];
+  }
+  std::vector<uint32_t> sub;
+  size_t off = 0;
+  j = 0;
+  for (uint32_t b : wanted) {
+    const uint32_t f = first[b], end = f + cnt[b];
+    sub.clear();
+    uint64_t* o = out + j;
+    for (; j < m && ranks[j] < end; ++j) sub.push_back(ranks[j] - f);
+    multi_select(buf.data() + off, cnt[b], sub.data(), sub.size(), o, depth + 1);
+    off += cnt[b];
+  }
+}
+}  // namespace
+
+bool Kll::insert_block(uint64_t* keys, size_t n) {
+  // Compacting a sorted buffer h times in a row with random offsets o_0..o_{h-1} keeps exactly
+  // the items at sorted positions r, r + 2^h, r + 2*2^h, ... with r = sum o_l 2^l uniform in
+  // [0, 2^h): so the block is compacted by selecting those order statistics, and lands at level h
+  // with weight 2^h. Each of its h compactions errs by at most its weight on any rank (the usual
+  // KLL compaction bound). h is the first level whose capacity holds what is left: a compactor
+  // fed one item at a time compacts buffers at least that large at every level below h, so the
+  // block adds no more compactions per level than item-by-item updates would.
+  const size_t nl = levels_.size();
+  size_t h = 0, size = n;
+  while (size > (h < nl ? capacity(h) : static_cast<uint32_t>(k_)) && size % 2 == 0) {
+    size /= 2;
+    ++h;
+  }
+  if (h == 0) return false;
+  uint64_t r = 0;
+  for (size_t l = 0; l < h; ++l) r |= (next_random() & 1) << l;
+  std::vector<uint32_t> ranks(size);
+  for (size_t t = 0; t < size; ++t) ranks[t] = static_cast<uint32_t>(r + (t << h));
+  std::vector<uint64_t> picked(size);
+  multi_select(keys, n, ranks.data(), size, picked.data(), 0);
+  if (h + 1 > levels_.size()) levels_.resize(h + 1);
+  auto& lv = levels_[h];
+  scratch_.resize(lv.size() + size);
+  size_t a = 0, b = 0, o = 0;
+  while (a < lv.size() && b < size) {
+    const double v = value_of(picked[b]);
+    if (lv[a] <= v) scratch_[o++] = lv[a++];
+    else { scratch_[o++] = v; ++b; }
+  }
+  while (a < lv.size()) scratch_[o++] = lv[a++];
+  for (; b < size; ++b) scratch_[o++] = value_of(picked[b]);
+  lv.swap(scratch_);
+  n_ += n;
+  if (num_retained() > total_capacity()) compress();
+  return true;
+}
+
 template <class T>
-void Kll::update_impl(const T* x, int64_t n) {
+void Kll::update_items(const T* x, int64_t n) {
   // Items go to level 0 in runs: the sketch may hold total_capacity() items, so a compaction is
   // due exactly when the run that crosses that count ends (as if checked after every item).
   int64_t i = 0;
@@ -108,6 +226,38 @@ void Kll::update_impl(const T* x, int64_t n) {
     }
     if (num_retained() > total_capacity()) compress();
   }
+}
+
+template <class T>
+void Kll::update_impl(const T* x, int64_t n) {
+  // Whole blocks of kBlock non-NaN items take the bulk path; what is left (a short input or the
+  // tail of a long one) goes item by item, so small updates behave exactly as before.
+  constexpr size_t kBlock = 1 << 14;
+  int64_t i = 0;
+  if (n >= static_cast<int64_t>(kBlock)) {
+    block_.resize(kBlock);
+    uint64_t* kb = block_.data();
+    while (n - i >= static_cast<int64_t>(kBlock)) {
+      const int64_t start = i;
+      size_t got = 0;
+      uint64_t kmin = ~uint64_t(0), kmax = 0;
+      for (; i < n && got < kBlock; ++i) {
+        const double v = static_cast<double>(x[i]);
+        const uint64_t key = key_of(v);
+        kb[got] = key;
+        got += (v == v);  // NaN is skipped: its slot is overwritten by the next item
+        kmin = (v == v && key < kmin) ? key : kmin;
+        kmax = (v == v && key > kmax) ? key : kmax;
+      }
+      if (got < kBlock) { i = start; break; }  // NaNs made the block short: finish item by item
+      const double vmin = value_of(kmin), vmax = value_of(kmax);
+      const uint64_t n_before = n_;
+      if (!insert_block(kb, kBlock)) { i = start; break; }
+      min_ = n_before ? std::min(min_, vmin) : vmin;
+      max_ = n_before ? std::max(max_, vmax) : vmax;
+    }
+  }
+  if (i < n) update_items(x + i, n - i);
 }
 
 void Kll::update(const double* x, int64_t n) { update_impl(x, n); }

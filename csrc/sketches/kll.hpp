@@ -28,6 +28,10 @@ class Kll {
 
  private:
   template <class T> void update_impl(const T* x, int64_t n);
+  template <class T> void update_items(const T* x, int64_t n);  // one item at a time into level 0
+  // Bulk path: a block of kBlock NaN-free order-preserving keys (see kll.cpp). Returns false when
+  // the sketch is too small for the block to be compacted at least once (k above the block size).
+  bool insert_block(uint64_t* keys, size_t n);
   uint32_t capacity(size_t level) const;
   uint64_t total_capacity() const;
   void compress();
@@ -41,6 +45,7 @@ class Kll {
   uint32_t cap_by_depth_[64];  // max(m, round(k * (2/3)^depth)), computed once
   std::vector<std::vector<double>> levels_;
   std::vector<double> scratch_;  // level 0 unsorted, higher levels sorted
+  std::vector<uint64_t> block_;  // bulk path: the keys of one block
 };
 
 }  // namespace sketches

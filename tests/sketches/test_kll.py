@@ -156,3 +156,55 @@ def test_cdf_pmf_and_input_kinds(rng):
     torch = pytest.importorskip("torch")
     t = KLLSketch(200, seed=9).update(torch.from_numpy(x.astype(np.float32)))
     assert t.to_bytes() == a.to_bytes()
+
+
+def _levels(image: bytes) -> list[np.ndarray]:
+    """The items of each level of a PKLL v1 image (layout in csrc/sketches/kll.cpp)."""
+    nl = image[5]
+    sizes = np.frombuffer(image, dtype="<u4", count=nl, offset=40)
+    items = np.frombuffer(image, dtype="<f8", offset=40 + 4 * nl)
+    return np.split(items, np.cumsum(sizes)[:-1])
+
+
+BLOCK = 1 << 14  # the bulk path's block size (kll.cpp)
+
+
+@settings(max_examples=25)
+@given(st.sampled_from(["normal", "ints", "huge_range", "ties", "signed_zeros", "with_inf"]), st.integers(0, 2**32))
+def test_bulk_block_keeps_strided_order_statistics(kind, seed):
+    # One full block into an empty k=200 sketch is compacted 7 times at once: level 7 must then
+    # hold exactly sorted(x)[r::128] for one offset r (what 7 successive compactions keep).
+    g = np.random.default_rng(seed)
+    x = {"normal": lambda: g.normal(size=BLOCK),
+         "ints": lambda: g.integers(-50, 50, BLOCK).astype(np.float64),
+         "huge_range": lambda: g.choice([-1, 1], BLOCK) * 10.0 ** g.uniform(-300, 300, BLOCK),
+         "ties": lambda: np.repeat(g.normal(size=BLOCK // 512), 512),
+         "signed_zeros": lambda: g.choice([-0.0, 0.0, 1.0, -1.0], BLOCK),
+         "with_inf": lambda: np.where(g.random(BLOCK) < 0.01, np.inf, g.normal(size=BLOCK))}[kind]()
+    s = KLLSketch(200, seed=seed).update(x)
+    lv = _levels(s.to_bytes())
+    assert [l.size for l in lv] == [0] * 7 + [128]
+    srt = np.sort(x)
+    assert any(np.array_equal(lv[7], srt[r::128]) for r in range(128))
+    assert s.n == BLOCK and s.min == srt[0] and s.max == srt[-1]
+
+
+def test_bulk_and_item_paths_agree_in_accuracy(rng):
+    # The same stream through whole-array updates (bulk blocks) and through 1000-item updates (the
+    # item-by-item path) stays within the bound either way, and the sketch keeps its size.
+    x = rng.lognormal(0, 1.5, 400_000)
+    x[rng.random(x.size) < 0.001] = np.nan  # NaN is skipped on both paths, also inside a block
+    clean = x[~np.isnan(x)]
+    bulk = KLLSketch(200, seed=3).update(x)
+    small = KLLSketch(200, seed=3)
+    for part in np.array_split(x, 400):
+        small.update(part)
+    theirs = ds.kll_doubles_sketch(200)
+    theirs.update(clean)
+    bound = theirs.normalized_rank_error(True)
+    for s in (bulk, small):
+        assert s.n == clean.size and s.min == clean.min() and s.max == clean.max()
+        assert _max_rank_error(clean, s.quantile) <= bound
+        assert s._s.num_retained <= 1.2 * theirs.num_retained
+    t = KLLSketch.from_bytes(bulk.to_bytes())  # a bulk-built image loads and reserializes
+    assert t.to_bytes() == bulk.to_bytes()
