@@ -24,6 +24,21 @@ def test_native_poll_runs_groups_consecutive_ids():
     assert runs == [(100, 3), (7, 1), (103, 2)]
 
 
+def test_native_wait_runs_and_cycle():
+    q = _core().BatchQueue(4, 0, [], 0, 0, 1, 0)
+    c = _core().Completions()
+    now = _core().batching_now_ns()
+    assert q.push_many(10, 4, 0, 0, 1, NO, now) == 0
+    runs, *rest = q.wait_runs(1_000_000_000)
+    assert runs == [(10, 4)] and rest[-1] == 0  # last: still queued
+    c.expect(10)
+    assert q.push(20, 0, 0, 1, NO, now) == 0
+    # cycle: wakes 10's waiter, frees the slot taken above, hands out the next batch
+    runs = q.cycle(c, [10], True, 1_000_000_000)[0]
+    assert runs == [(20, 1)] and q.in_flight() == 1
+    assert c.wait(10, 0)  # already completed
+
+
 def test_native_push_wait_registers_pushes_and_times_out():
     q = _core().BatchQueue(4, 10**9, [], 0, 1, 1, 0)
     c = _core().Completions()
