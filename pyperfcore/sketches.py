@@ -245,6 +245,18 @@ class HyperLogLogUnion:
             self._g.update(_hash_input(sketch, "HyperLogLogUnion.update"))
         return self
 
+    def update_many(self, sketches: Sequence["HyperLogLog"]) -> "HyperLogLogUnion":
+        """Adds every sketch of a list or tuple in one native call (the same result as
+        ``update`` with each in turn, faster: the registers are folded together with SIMD and the
+        derived counters rebuilt once)."""
+        if not isinstance(sketches, (list, tuple)):
+            raise TypeError(f"update_many takes a list or tuple of HyperLogLog, got {type(sketches).__name__}")
+        for i, s in enumerate(sketches):
+            if not isinstance(s, HyperLogLog):
+                raise TypeError(f"update_many: item {i} is {type(s).__name__}, not HyperLogLog")
+        _core()._DsHll.union_update_many(self._g, [s._s for s in sketches], self._lg_max_k)
+        return self
+
     def get_result(self, hll_type: str = "HLL_8") -> HyperLogLog:
         if hll_type not in _HLL_TYPES:
             raise ValueError(f"hll_type must be one of {sorted(_HLL_TYPES)}, got {hll_type!r}")

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "../common/threads.hpp"
+#include "hll_simd.hpp"
 #include "hll_tables.inc"
 #include "sk_hash.hpp"
 
@@ -212,39 +213,77 @@ bool DsHll::is_empty() const {
 }
 
 void DsHll::update(const ValueBatch& b) {
+  if (b.kind == VKind::i64 || b.kind == VKind::f64) {
+    update_u64(static_cast<const uint64_t*>(b.data), b.n, b.kind == VKind::f64);
+    return;
+  }
   constexpr int64_t kChunk = 1 << 15;
   std::vector<uint32_t> buf(static_cast<size_t>(std::min<int64_t>(b.n, kChunk)));
   for (int64_t start = 0; start < b.n; start += kChunk) {
     const int64_t len = std::min(kChunk, b.n - start);
-    bool ok = true;
-    if (len >= 4096 && (b.kind == VKind::i64 || b.kind == VKind::f64)) {
-      // Hashing is the cost: spread it over the pool; coupons are applied in input order below
-      // because the HIP accumulator depends on the order of register changes.
-      parallel_for(len, 2048, [&](int64_t lo, int64_t hi) { ds_coupons(b, start + lo, start + hi, buf.data() + lo); });
-    } else {
-      ok = ds_coupons(b, start, start + len, buf.data());
+    if (!ds_coupons(b, start, start + len, buf.data()))
+      throw std::invalid_argument("update: a string holds a code point that is not valid Unicode");
+    apply_coupons(buf.data(), len);
+  }
+}
+
+void DsHll::apply_coupons(const uint32_t* c, int64_t len) {
+  int64_t i = 0;
+  while (i < len && mode_ != HllMode::hll) {
+    if (c[i] != 0) coupon_update(c[i]);
+    ++i;
+  }
+  if (i == len) return;
+  const uint32_t mask = (1u << lg_k_) - 1;
+  if (type_ == HllType::hll4) {
+    for (; i < len; ++i)
+      if (c[i] != 0 && (c[i] >> 26) > cur_min_) hll4_update(c[i] & mask, static_cast<uint8_t>(c[i] >> 26));
+  } else {
+    uint8_t* r = regs_.data();
+    for (; i < len; ++i) {
+      const uint32_t slot = c[i] & mask;
+      const uint8_t v = static_cast<uint8_t>(c[i] >> 26);
+      if (v > r[slot]) hll_update(slot, v);  // rare once the sketch has warmed up
     }
-    if (!ok) throw std::invalid_argument("update: a string holds a code point that is not valid Unicode");
-    const uint32_t* c = buf.data();
-    int64_t i = 0;
-    while (i < len && mode_ != HllMode::hll) {
-      if (c[i] != 0) coupon_update(c[i]);
-      ++i;
-    }
-    if (i < len) {
-      const uint32_t mask = (1u << lg_k_) - 1;
-      if (type_ == HllType::hll4) {
-        for (; i < len; ++i)
-          if (c[i] != 0 && (c[i] >> 26) > cur_min_) hll4_update(c[i] & mask, static_cast<uint8_t>(c[i] >> 26));
-      } else {
-        uint8_t* r = regs_.data();
-        for (; i < len; ++i) {
-          const uint32_t slot = c[i] & mask;
-          const uint8_t v = static_cast<uint8_t>(c[i] >> 26);
-          if (v > r[slot]) hll_update(slot, v);  // rare once the sketch has warmed up
-        }
+  }
+}
+
+void DsHll::update_u64(const uint64_t* keys, int64_t n, bool is_f64) {
+  // LIST / SET modes take every coupon. In HLL mode the SIMD kernel hashes a chunk and keeps only
+  // the coupons above their register (against the registers as they were before the chunk:
+  // the others cannot change anything, registers only grow); those few are then applied in
+  // input order, because the HIP accumulator depends on the order of register changes.
+  const CpuTarget t = active_target();
+  constexpr int64_t kChunk = 1 << 14;
+  constexpr int64_t kPart = 1 << 13;  // per-thread share of a chunk for the candidate scan
+  std::vector<uint32_t> buf(static_cast<size_t>(std::min<int64_t>(n, kChunk)));
+  int64_t i = 0;
+  while (i < n && mode_ != HllMode::hll) {
+    const int64_t len = std::min<int64_t>(mode_ == HllMode::list ? 64 : 1024, n - i);
+    ds_coupons_u64(keys + i, len, is_f64, buf.data(), t);
+    apply_coupons(buf.data(), len);
+    i += len;
+  }
+  // Below AVX-512 the scan is hash-bound and a second thread helps; the AVX-512 kernel runs at
+  // several hundred million keys/s on one core, where handing chunks to the pool costs more.
+  const int threads = t >= CpuTarget::avx512 ? 1 : get_num_threads();
+  while (i < n) {
+    const int64_t len = std::min(kChunk, n - i);
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, len / kPart));
+    int64_t counts[64];
+    const int64_t np = std::min<int64_t>(parts, 64);
+    const int64_t per = (len + np - 1) / np;
+    const uint8_t* regs = regs_.data();
+    auto scan = [&](int64_t lo, int64_t hi) {
+      for (int64_t p = lo; p < hi; ++p) {
+        const int64_t b = p * per, e = std::min(len, b + per);
+        counts[p] = ds_hll_candidates(keys + i + b, e - b, is_f64, regs, lg_k_, buf.data() + b, t);
       }
-    }
+    };
+    if (np > 1) parallel_for(np, 1, scan);
+    else scan(0, 1);
+    for (int64_t p = 0; p < np; ++p) apply_coupons(buf.data() + p * per, counts[p]);
+    i += len;
   }
 }
 
@@ -846,16 +885,38 @@ void DsHll::rebuild_kxq_zeros() {
   num_at_cur_min_ = zeros;
 }
 
-void DsHll::merge_hll_registers(const DsHll& src) {
+void DsHll::max_registers(const DsHll& src) {
   const uint32_t k = 1u << lg_k_;
   const uint32_t sk = 1u << src.lg_k_;
-  uint8_t* r = regs_.data();
-  for (uint32_t base = 0; base < sk; base += k) {  // src.lg_k >= lg_k: fold src onto k slots
-    const uint8_t* s = src.regs_.data() + base;
-    for (uint32_t i = 0; i < k; ++i) r[i] = r[i] > s[i] ? r[i] : s[i];
-  }
+  const CpuTarget t = active_target();
+  for (uint32_t base = 0; base < sk; base += k)  // src.lg_k >= lg_k: fold src onto k slots
+    max_bytes(regs_.data(), src.regs_.data() + base, k, t);
   rebuild_ = true;
+}
+
+void DsHll::merge_hll_registers(const DsHll& src) {
+  max_registers(src);
   rebuild_kxq_zeros();  // our estimates never read stale counters
+}
+
+void DsHll::union_update_many(DsHll& g, const DsHll* const* srcs, size_t n, int lg_max_k) {
+  bool stale = false;  // registers merged, counters not yet rebuilt
+  for (size_t j = 0; j < n; ++j) {
+    const DsHll& src = *srcs[j];
+    if (src.is_empty()) continue;
+    // g is non-empty whenever it is stale (it just took a non-empty source), so the fast case
+    // is exactly union_update's in-place case.
+    if (g.mode_ == HllMode::hll && src.mode_ == HllMode::hll && src.lg_k_ >= g.lg_k_ && (stale || !g.is_empty())) {
+      g.max_registers(src);
+      g.ooo_ = true;
+      g.hip_ = 0;
+      stale = true;
+      continue;
+    }
+    if (stale) { g.rebuild_kxq_zeros(); stale = false; }
+    union_update(g, src, lg_max_k);
+  }
+  if (stale) g.rebuild_kxq_zeros();
 }
 
 DsHll DsHll::copy_or_downsample(const DsHll& src, int tgt_lg_k) {

@@ -59,9 +59,14 @@ class DsHll {
   // ---- union gadget support (always HLL_8) ----
   static DsHll union_of(const DsHll& gadget, const DsHll& src, int lg_max_k);
   static void union_update(DsHll& gadget, const DsHll& src, int lg_max_k);  // in place
+  // union_update with every source in turn, in one call: register maxima are folded in with
+  // SIMD and the derived counters rebuilt once, not once per source. Same result.
+  static void union_update_many(DsHll& gadget, const DsHll* const* srcs, size_t n, int lg_max_k);
 
  private:
   friend class DsUnionAccess;
+  void update_u64(const uint64_t* keys, int64_t n, bool is_f64);  // int64 / float64 bits
+  void apply_coupons(const uint32_t* c, int64_t n);  // in order, any mode
   void promote_list_to_set();
   void promote_to_hll();
   void hll_update(uint32_t slot, uint8_t v);
@@ -78,6 +83,7 @@ class DsHll {
   double bitmap_estimate() const;
   void rebuild_kxq_zeros();  // recompute kxq0/kxq1 and the zero count from the registers
   void merge_hll_registers(const DsHll& src);  // this is HLL_8 in HLL mode, src.lg_k >= lg_k
+  void max_registers(const DsHll& src);         // the register part of merge_hll_registers
   static DsHll copy_or_downsample(const DsHll& src, int tgt_lg_k);
   static DsHll hll_from_values(const DsHll& src, HllType type);
 

@@ -8,6 +8,7 @@
 #include "../common/buffers.hpp"
 #include "hll_ds.hpp"
 #include "hll_redis.hpp"
+#include "hll_simd.hpp"
 #include "kll.hpp"
 #include "sk_hash.hpp"
 
@@ -117,6 +118,19 @@ void bind_sketches(py::module_& m) {
         py::gil_scoped_release nogil;
         DsHll::union_update(g, s, lg_max_k);
       })
+      .def_static("union_update_many", [](DsHll& g, const py::sequence& srcs, int lg_max_k) {
+        std::vector<const DsHll*> ptrs;
+        ptrs.reserve(srcs.size());
+        std::vector<DsHll> copies;  // a source that is the gadget itself is read from a copy
+        copies.reserve(srcs.size());
+        for (size_t i = 0; i < srcs.size(); ++i) {
+          const DsHll* p = py::cast<const DsHll*>(srcs[i]);
+          if (p == &g) { copies.push_back(g); p = &copies.back(); }
+          ptrs.push_back(p);
+        }
+        py::gil_scoped_release nogil;
+        DsHll::union_update_many(g, ptrs.data(), ptrs.size(), lg_max_k);
+      })
       .def_static("union_of", [](const DsHll& g, const DsHll& s, int lg_max_k) {
         py::gil_scoped_release nogil;
         return DsHll::union_of(g, s, lg_max_k);
@@ -204,6 +218,57 @@ void bind_sketches(py::module_& m) {
       .def_property_readonly("num_retained", &Kll::num_retained)
       .def("__copy__", [](const Kll& s) { return Kll(s); });
 
+  // Kernels of the 8-byte-key HLL path with a forced CPU target, for the tests.
+  m.def("_ds_murmur3_u64", [](const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& k, uint64_t seed,
+                              const py::object& target) {
+    const CpuTarget t = resolve_target(target);
+    const int64_t n = k.size();
+    py::array_t<uint64_t> h1(n), h2(n);
+    const uint64_t* kp = k.data();
+    uint64_t *p1 = h1.mutable_data(), *p2 = h2.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      murmur3_u64_batch(kp, n, seed, p1, p2, t);
+    }
+    return py::make_tuple(h1, h2);
+  }, py::arg("keys"), py::arg("seed"), py::arg("target") = py::none());
+  m.def("_ds_coupons_u64", [](const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& k, bool is_f64,
+                              const py::object& target) {
+    const CpuTarget t = resolve_target(target);
+    const int64_t n = k.size();
+    py::array_t<uint32_t> out(n);
+    const uint64_t* kp = k.data();
+    uint32_t* o = out.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      ds_coupons_u64(kp, n, is_f64, o, t);
+    }
+    return out;
+  }, py::arg("keys"), py::arg("is_f64"), py::arg("target") = py::none());
+  m.def("_ds_hll_candidates", [](const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& k, bool is_f64,
+                                 const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& regs, int lg_k,
+                                 const py::object& target) {
+    const CpuTarget t = resolve_target(target);
+    if (lg_k < 4 || lg_k > 21 || regs.size() != (py::ssize_t(1) << lg_k))
+      throw py::value_error("regs must hold 2^lg_k bytes, lg_k in [4, 21]");
+    const int64_t n = k.size();
+    py::array_t<uint32_t> out(n);
+    const uint64_t* kp = k.data();
+    const uint8_t* rp = regs.data();
+    uint32_t* o = out.mutable_data();
+    int64_t c;
+    {
+      py::gil_scoped_release nogil;
+      c = ds_hll_candidates(kp, n, is_f64, rp, lg_k, o, t);
+    }
+    return py::array_t<uint32_t>(c, o);  // a copy of the first c
+  }, py::arg("keys"), py::arg("is_f64"), py::arg("regs"), py::arg("lg_k"), py::arg("target") = py::none());
+  m.def("_max_bytes", [](py::array_t<uint8_t, py::array::c_style> r, const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& s,
+                         const py::object& target) {
+    const CpuTarget t = resolve_target(target);
+    if (r.size() != s.size()) throw py::value_error("arrays differ in size");
+    max_bytes(r.mutable_data(), s.data(), r.size(), t);
+  }, py::arg("r"), py::arg("s"), py::arg("target") = py::none());
   m.def("murmur3_x64_128", [](const py::bytes& b, uint64_t seed) {
     std::string d(b);
     const Hash128 h = murmur3_x64_128(d.data(), d.size(), seed);
