@@ -223,6 +223,42 @@ void quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t
 
 // ------------------------------------------------------------------ GEMM and fused linear
 namespace {
+std::atomic<bool> g_amx_on{true};
+
+bool use_amx(CpuTarget target, int64_t m) {
+  return target == CpuTarget::avx512_vnni && m >= kAmxMinRows && g_amx_on.load(std::memory_order_relaxed) &&
+         detail::amx_supported();
+}
+
+// Like for_tiles with 16-row blocks; each chunk configures the AMX tiles on its own thread (again
+// when the row count of a block changes) and releases them before returning, so no tile state
+// outlives the call (other libraries on the same thread configure tiles their own way).
+template <class TileFn>
+void for_tiles_amx(int64_t m, int64_t np, int threads, TileFn&& fn) {
+  constexpr int64_t R = detail::kAmxRows;
+  const int64_t mblocks = (m + R - 1) / R, panels = np / kPanel;
+  run_chunks(mblocks * panels, threads, 1, [&](int64_t b, int64_t e) {
+    int configured = 0;
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t p = t / mblocks, mb = t % mblocks;
+      const int64_t r0 = mb * R;
+      const int rows = static_cast<int>(std::min<int64_t>(R, m - r0));
+      if (rows != configured) {
+        detail::amx_configure(rows);
+        configured = rows;
+      }
+      fn(p, r0, rows);
+    }
+    if (configured) detail::amx_release();
+  });
+}
+}  // namespace
+
+bool amx_available() { return detail::amx_supported(); }
+bool amx_enabled() { return g_amx_on.load() && detail::amx_supported(); }
+void set_amx_enabled(bool on) { g_amx_on.store(on); }
+
+namespace {
 // Work item t covers panel t / mblocks and rows [mb * kMaxRows, ...) of block t % mblocks:
 // consecutive items reuse one weight panel (kept in L2) across row blocks.
 template <class TileFn>
@@ -242,12 +278,23 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
                CpuTarget target, int threads) {
   if (m <= 0 || w.n == 0) return;
   const LinearKernels& kr = lin_kernels(target);
-  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
-    alignas(64) int32_t tile[kMaxRows * kPanel];
-    kr.gemm_tile(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+  auto store = [&](const int32_t* tile, int64_t p, int64_t r0, int rows) {
     const int64_t nc = std::min(kPanel, w.n - p * kPanel);
     for (int r = 0; r < rows; ++r)
       std::memcpy(c + (r0 + r) * ldc + p * kPanel, tile + r * kPanel, static_cast<size_t>(nc) * 4);
+  };
+  if (use_amx(target, m)) {
+    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+      alignas(64) int32_t tile[detail::kAmxRows * kPanel];
+      detail::amx_gemm_block(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+      store(tile, p, r0, rows);
+    });
+    return;
+  }
+  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+    alignas(64) int32_t tile[kMaxRows * kPanel];
+    kr.gemm_tile(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    store(tile, p, r0, rows);
   });
 }
 
@@ -256,20 +303,41 @@ void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bo
   check_dims(m, w.k, ldx, "linear_w8a8");
   if (m == 0 || w.n == 0) return;
   const LinearKernels& kr = lin_kernels(target);
-  std::vector<uint8_t> qa(static_cast<size_t>(m * w.kp));
-  std::vector<float> sa(static_cast<size_t>(m));
-  std::vector<int32_t> zp(static_cast<size_t>(m));
-  quantize_rows_u8(x, m, w.k, ldx, qa.data(), w.kp, sa.data(), zp.data(), symmetric_act, target, threads);
-  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
-    alignas(64) int32_t tile[kMaxRows * kPanel];
-    kr.gemm_tile(qa.data() + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+  // per-thread scratch reused across calls (no allocation once it has grown to the batch size)
+  // (the pool threads below must see the caller's buffers: use them through these pointers,
+  // a thread_local named inside a lambda would be the worker's own)
+  thread_local std::vector<uint8_t> tl_qa;
+  thread_local std::vector<float> tl_sa;
+  thread_local std::vector<int32_t> tl_zp;
+  tl_qa.resize(static_cast<size_t>(m * w.kp));
+  tl_sa.resize(static_cast<size_t>(m));
+  tl_zp.resize(static_cast<size_t>(m));
+  uint8_t* const qa = tl_qa.data();
+  float* const sa = tl_sa.data();
+  int32_t* const zp = tl_zp.data();
+  quantize_rows_u8(x, m, w.k, ldx, qa, w.kp, sa, zp, symmetric_act, target, threads);
+  // the epilogue runs on the block while it is still in L1, right after its accumulation
+  auto finish = [&](const int32_t* tile, int64_t p, int64_t r0, int rows) {
     const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
     for (int r = 0; r < rows; ++r) {
       const int64_t row = r0 + r;
-      kr.epi_i8(tile + r * kPanel, nc, sa[static_cast<size_t>(row)], zp[static_cast<size_t>(row)], w.scales.data() + j0,
+      kr.epi_i8(tile + r * kPanel, nc, sa[row], zp[row], w.scales.data() + j0,
                 w.colsum.data() + j0, ep.bias ? ep.bias + j0 : nullptr, ep.act,
                 ep.residual ? ep.residual + row * ep.ld_residual + j0 : nullptr, y + row * ldy + j0);
     }
+  };
+  if (use_amx(target, m)) {
+    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+      alignas(64) int32_t tile[detail::kAmxRows * kPanel];
+      detail::amx_gemm_block(qa + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+      finish(tile, p, r0, rows);
+    });
+    return;
+  }
+  for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
+    alignas(64) int32_t tile[kMaxRows * kPanel];
+    kr.gemm_tile(qa + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    finish(tile, p, r0, rows);
   });
 }
 

@@ -68,6 +68,14 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
 void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
                  const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads);
 
+// AMX INT8 tiles (TDPBUSD) run the INT8 GEMM of the avx512_vnni target when the CPU has AMX-INT8,
+// the OS grants the tile state, and the batch has at least kAmxMinRows rows; results are the same
+// exact INT32 sums. set_amx_enabled(false) forces the VPDPBUSD kernel (tests compare both).
+constexpr int64_t kAmxMinRows = 8;
+bool amx_available();
+bool amx_enabled();
+void set_amx_enabled(bool on);
+
 enum class HalfType : int { f16 = 0, bf16 = 1 };
 
 // Half-size weights in panels of 64 columns: element (p, kk, c) at (p * k + kk) * 64 + c holds

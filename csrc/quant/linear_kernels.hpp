@@ -33,6 +33,16 @@ extern const LinearKernels kLinAvx2;
 extern const LinearKernels kLinAvx512;
 extern const LinearKernels kLinAvx512Vnni;
 
+// AMX INT8 (Sapphire Rapids and later), used inside the avx512_vnni target for larger batches.
+// amx_gemm_block computes one block of rows <= kAmxRows x 64 columns of the INT32 product
+// (the same exact sums as gemm_tile) into c (row stride 64); the calling thread must have run
+// amx_configure(rows) for that row count and calls amx_release() when done.
+constexpr int kAmxRows = 16;
+bool amx_supported();
+void amx_configure(int rows);
+void amx_release();
+void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
+
 }  // namespace detail
 }  // namespace quant
 }  // namespace pyperfcore

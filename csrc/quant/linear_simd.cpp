@@ -15,7 +15,12 @@
 #include "quant.hpp"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 namespace pyperfcore {
@@ -363,8 +368,9 @@ PFC_AVX512 inline __m512 a5_exp(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  // p * 2^n in one VSCALEFPS (n is integral and the clamp keeps the result normal): the same
+  // value as building 2^n from its exponent bits and multiplying, in one instruction instead of four
+  return _mm512_scalef_ps(p, n);
 }
 // 1 / d with one Newton step on the 14-bit estimate (about 1 ulp; d >= 1 here).
 PFC_AVX512 inline __m512 a5_rcp(__m512 d) {
@@ -581,11 +587,111 @@ PFC_VNNI void vn_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t
 }  // namespace
 
 const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
+
+// ---------------------------------------------------------------- AMX (TDPBUSD), inside avx512_vnni
+// One 16-row x 64-column INT32 block per call: C tiles 0-3 (16 columns each), A tile 4 (rows x 64
+// k-bytes), B tiles 5-6 alternating. The packed panel (64 columns x 4 k per 256-byte group) already
+// is the B operand: 16 columns x 4 k of one group are 64 contiguous bytes, consecutive groups 256
+// bytes apart, so a B tile loads straight from the panel with stride 256. K beyond the last full
+// 64-byte step is finished with VPDPBUSD on the stored block. INT32 sums are exact on both paths.
+#define PFC_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+namespace {
+struct alignas(64) TileCfg {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {0};
+  uint16_t colsb[16] = {0};
+  uint8_t rows[16] = {0};
+};
+}  // namespace
+
+PFC_AMX void amx_configure(int rows) {
+  TileCfg cfg;
+  for (int t = 0; t < 4; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = static_cast<uint8_t>(rows);
+  }
+  cfg.colsb[4] = 64;
+  cfg.rows[4] = static_cast<uint8_t>(rows);
+  for (int t = 5; t < 7; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  // GCC 12 does not see that LDTILECFG reads the struct and drops the stores above without this.
+  asm volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+PFC_AMX void amx_release() { _tile_release(); }
+
+PFC_AMX void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  const int64_t steps = kp / 64;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int8_t* b = panel + s * 16 * 256;
+    _tile_loadd(4, a + s * 64, lda);
+    _tile_loadd(5, b, 256);
+    _tile_dpbusd(0, 4, 5);
+    _tile_loadd(6, b + 64, 256);
+    _tile_dpbusd(1, 4, 6);
+    _tile_loadd(5, b + 128, 256);
+    _tile_dpbusd(2, 4, 5);
+    _tile_loadd(6, b + 192, 256);
+    _tile_dpbusd(3, 4, 6);
+  }
+  _tile_stored(0, c, kPanel * 4);
+  _tile_stored(1, c + 16, kPanel * 4);
+  _tile_stored(2, c + 32, kPanel * 4);
+  _tile_stored(3, c + 48, kPanel * 4);
+  if (steps * 64 == kp) return;
+  for (int r = 0; r < rows; ++r) {  // the remaining < 16 groups of 4 k
+    int32_t* cr = c + r * kPanel;
+    __m512i c0 = _mm512_loadu_si512(cr), c1 = _mm512_loadu_si512(cr + 16), c2 = _mm512_loadu_si512(cr + 32),
+            c3 = _mm512_loadu_si512(cr + 48);
+    for (int64_t g = steps * 16; g < kp / 4; ++g) {
+      const int8_t* w = panel + g * kPanel * 4;
+      const __m512i bv = _mm512_set1_epi32(ld_i32(a + r * lda + 4 * g));
+      c0 = _mm512_dpbusd_epi32(c0, bv, _mm512_loadu_si512(w));
+      c1 = _mm512_dpbusd_epi32(c1, bv, _mm512_loadu_si512(w + 64));
+      c2 = _mm512_dpbusd_epi32(c2, bv, _mm512_loadu_si512(w + 128));
+      c3 = _mm512_dpbusd_epi32(c3, bv, _mm512_loadu_si512(w + 192));
+    }
+    _mm512_storeu_si512(cr, c0);
+    _mm512_storeu_si512(cr + 16, c1);
+    _mm512_storeu_si512(cr + 32, c2);
+    _mm512_storeu_si512(cr + 48, c3);
+  }
+}
+
+
+
+// CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), then Linux must grant the 8 KiB tile
+// state to this process (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); any failure means no AMX.
+bool amx_supported() {
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 24) & 1u) || !((d >> 25) & 1u)) return false;
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
 #else
 const LinearKernels kLinAvx2 = kLinScalar;
 const LinearKernels kLinAvx512 = kLinScalar;
 const LinearKernels kLinAvx512Vnni = kLinScalar;
+bool amx_supported() { return false; }
+void amx_configure(int) {}
+void amx_release() {}
+void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 #endif
 
 }  // namespace detail

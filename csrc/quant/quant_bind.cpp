@@ -293,6 +293,10 @@ void bind_quant(py::module_& m) {
           return out;
         },
         py::arg("v"), py::arg("activation"), "The scalar epilogue activation (for tests).");
+  m.def("amx_available", &quant::amx_available, "True when the CPU has AMX-INT8 and the OS grants the tile state.");
+  m.def("amx_enabled", &quant::amx_enabled, "True when the avx512_vnni INT8 GEMM uses AMX tiles for batches >= 8.");
+  m.def("set_amx_enabled", &quant::set_amx_enabled, py::arg("on"),
+        "Allow (default) or forbid AMX in the avx512_vnni INT8 GEMM; results are identical either way.");
 }
 
 }  // namespace pyperfcore

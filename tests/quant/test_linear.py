@@ -70,6 +70,65 @@ def test_int8_gemm_exact_every_target(m, k, n, seed):
         np.testing.assert_array_equal(c, expected, err_msg=f"target={target}")
 
 
+class _amx:
+    """Context manager: allow or forbid AMX tiles in the avx512_vnni INT8 GEMM, restoring the setting."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        self.prev = _core().amx_enabled() or not _core().amx_available()
+        _core().set_amx_enabled(self.on)
+
+    def __exit__(self, *exc):
+        _core().set_amx_enabled(self.prev)
+
+
+# AMX runs for m >= 8 (16-row blocks, partial last block, K tail after the last 64-byte step by
+# VPDPBUSD); without AMX on this CPU both settings take the VPDPBUSD path and still face the oracle.
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 200), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]))
+def test_int8_gemm_exact_amx_and_vnni(m, k, n, seed, threads):
+    rng = np.random.default_rng(seed)
+    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
+    a = rng.integers(0, 256, (m, packed.kp), dtype=np.uint8)
+    expected = a[:, :k].astype(np.int64) @ wq.T.astype(np.int64)
+    for on in (True, False):
+        with _amx(on):
+            c = _core().gemm_u8s8(a, packed, TARGETS[-1], threads)
+        np.testing.assert_array_equal(c, expected, err_msg=f"amx={on} target={TARGETS[-1]}")
+
+
+@given(st.integers(8, 40), st.integers(1, 200), st.integers(1, 140), st.integers(0, 2**32 - 1), st.sampled_from(ACTS),
+       st.booleans())
+def test_w8a8_amx_bit_identical_to_vnni(m, k, n, seed, act, has_res):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    x = _noncontiguous(rng, m, k, "rows")
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    layer = quant.QuantizedLinear(w, bias, activation=act)
+    expected = ref.linear_w8a8(x, layer.qweight, layer.wscale, bias, act, res, False)
+    out = {}
+    for on in (True, False):
+        with _amx(on), pyperfcore.cpu_target(TARGETS[-1]):
+            out[on] = layer(x, residual=res, backend="cpu")
+        np.testing.assert_allclose(out[on], expected, err_msg=f"amx={on}", **_tol(expected))
+    # same INT32 sums, same epilogue code: the two paths agree to the bit
+    np.testing.assert_array_equal(out[True], out[False])
+
+
+def test_int8_gemm_extreme_values_amx():
+    k, n, m = 1537, 70, 21  # a K tail after the last full 64-byte AMX step, a partial row block
+    wq = np.full((n, k), 127, np.int8)
+    wq[1::2] = -127
+    packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
+    a = np.full((m, packed.kp), 255, np.uint8)
+    with _amx(True):
+        c = _core().gemm_u8s8(a, packed, TARGETS[-1])
+    np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64))
+
+
 def test_int8_gemm_extreme_values_do_not_saturate(cpu_target):
     # 255 * 127 in every product: the worst case for VPMADDUBSW's int16 pair sums.
     k, n = 1536, 70
