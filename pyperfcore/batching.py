@@ -457,6 +457,7 @@ class Batcher:
         ``_fnone`` counts them above ``_fdead``.
         """
         self.__dict__.pop("infer", None)  # the per-loop fast infer (see _enable_fast)
+        self._call_fast = False  # batcher(x) may skip its checks (thread driver running, no cache)
         self._fast_loop: asyncio.AbstractEventLoop | None = None
         self._fx: list[Any] = []
         self._ff: list[Any] = []
@@ -508,6 +509,7 @@ class Batcher:
         self.infer = infer  # type: ignore[method-assign]
 
     def _disable_fast(self) -> None:
+        self._call_fast = False
         self._fast_loop = None
         self.__dict__.pop("infer", None)
 
@@ -571,6 +573,7 @@ class Batcher:
                                          daemon=True)
                     t.start()
                     self._threads.append(t)
+                self._call_fast = self.cache is None
 
     # ----------------------------------------------------------------- submission
 
@@ -763,13 +766,30 @@ class Batcher:
         self._kick()
         return futs
 
-    def __call__(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
-                 cost: int = 1) -> Any:
-        """Runs one request and returns its result; the thread waits in native code (GIL released).
+    def __call__(self, x: Any, /, **kw: Any) -> Any:
+        """``batcher(x, *, timeout=None, priority=0, key=None, cost=1)``: runs one request and
+        returns its result; the thread waits in native code (GIL released).
 
         Raises the model's exception, ``TimeoutError`` after ``timeout`` seconds, or
         QueueFull/BatcherClosed/RequestTooLarge at once.
         """
+        if kw or not self._call_fast:
+            return self._call(x, **kw)
+        # Fast path: thread driver running, no cache, default attributes (set in _ensure_driver,
+        # cleared by close() and after fork; _closed is checked natively by the push).
+        req = _Req(x, _K_WAIT, None)
+        rid = req.rid = next(self._ids)
+        self._pending[rid] = req
+        st = self._q.push_wait(self._waits, rid, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns(), -1)
+        if st == 0:
+            if req.ok:
+                return req.value
+            raise req.value
+        self._pending.pop(rid, None)
+        self._raise_push(st, 1)
+
+    def _call(self, x: Any, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+              cost: int = 1) -> Any:
         if self._driver in ("manual", "asyncio") or self.cache is not None or (
                 self.splitter is not None and self.max_batch_cost is not None and cost > self.max_batch_cost):
             if self._driver == "asyncio" and self._loop_thread_id == threading.get_ident():

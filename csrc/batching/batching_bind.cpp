@@ -83,14 +83,16 @@ void bind_batching(py::module_& m) {
           "push_wait",
           [](BatchQueue& q, Completions& c, uint64_t id, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
              int64_t now, int64_t timeout_ns) {
-            // One call per thread caller: register, push, then wait with the GIL released.
+            // One call per thread caller: register, push, then wait, all with the GIL released
+            // (the queue's mutex may be held by a worker polling; nobody should wait for it while
+            // holding the GIL).
+            py::gil_scoped_release nogil;
             c.expect(id);
             Push st = q.push(id, key, prio, cost, deadline, now);
             if (st != Push::ok) {
               c.forget(id);
               return static_cast<int>(st);
             }
-            py::gil_scoped_release nogil;
             return c.wait(id, timeout_ns) ? 0 : -1;
           },
           py::arg("completions"), py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"),
