@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ._backends import is_torch_tensor
-from ._runtime import _core, get_num_threads
+from ._runtime import _core
 
 __all__ = [
     "KSResult", "ks_2samp", "wasserstein_distance", "psi", "jensen_shannon", "hellinger", "linf",
@@ -68,11 +68,15 @@ def _as_float(x: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _clean(x: Any, what: str, nan_policy: str) -> tuple[np.ndarray, int]:
-    """float64 sample without NaN (and, for 'omit', without NaN). Returns (values, n_dropped)."""
+def _clean(x: Any, what: str, nan_policy: str, check: bool = True) -> tuple[np.ndarray, int]:
+    """float64 sample without NaN (and, for 'omit', without NaN). Returns (values, n_dropped).
+    ``check=False`` skips the NaN scan under 'raise' for callers whose native kernel rejects NaN
+    itself (they call :func:`_nan_error` to report it)."""
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
     a = _as_float(x, what).astype(np.float64, copy=False)
+    if nan_policy == "raise" and not check:
+        return a, 0
     bad = np.isnan(a)
     nbad = int(bad.sum())
     if nbad:
@@ -80,6 +84,17 @@ def _clean(x: Any, what: str, nan_policy: str) -> tuple[np.ndarray, int]:
             raise ValueError(f"{what} contains {nbad} NaN value(s); pass nan_policy='omit' to drop them explicitly")
         a = a[~bad]
     return a, nbad
+
+
+def _native_pair(fn, a: np.ndarray, b: np.ndarray, names: tuple[str, str], nan_policy: str):
+    """Calls a native two-sample kernel that rejects NaN; reports NaN as _clean does."""
+    try:
+        return fn(a, b)
+    except ValueError as e:
+        if nan_policy == "raise" and "NaN" in str(e):
+            _clean(a, names[0], nan_policy)
+            _clean(b, names[1], nan_policy)
+        raise
 
 
 # ------------------------------------------------------------------------ functional forms
@@ -98,21 +113,6 @@ class KSResult:
         return iter((self.statistic, self.pvalue))
 
 
-def _sort_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted copies of two samples. numpy's sort (AVX-512 vqsort where available) releases the
-    GIL, so for large samples the second sort runs on a helper thread beside the first."""
-    if a.size + b.size < 200_000 or get_num_threads() < 2:
-        return np.sort(a), np.sort(b)
-    import threading
-
-    out: list[np.ndarray] = []
-    t = threading.Thread(target=lambda: out.append(np.sort(b)))
-    t.start()
-    sa = np.sort(a)
-    t.join()
-    return sa, out[0]
-
-
 def ks_2samp(data1: Any, data2: Any, alternative: str = "two-sided", method: str = "auto", *,
              nan_policy: str = "raise") -> KSResult:
     """Two-sample Kolmogorov-Smirnov test, equal to ``scipy.stats.ks_2samp``.
@@ -120,8 +120,9 @@ def ks_2samp(data1: Any, data2: Any, alternative: str = "two-sided", method: str
     ``alternative`` is ``'two-sided'``, ``'less'`` or ``'greater'`` (scipy's meanings).
     ``method='auto'`` computes the exact p-value when both samples have at most 10,000 values and
     the asymptotic one otherwise, as scipy does; the exact path reports the statistic rounded to
-    a multiple of ``1/lcm(n1, n2)`` like scipy. Samples are sorted with numpy (both at once on
-    two threads when large), the ECDF walk and the p-value run natively with the GIL released.
+    a multiple of ``1/lcm(n1, n2)`` like scipy. Everything runs natively with the GIL released:
+    large samples are not sorted (value buckets bound the ECDF difference and only the buckets
+    that can hold the extremes are sorted, see docs/drift.md), small ones are.
     Raises ValueError on empty samples and on NaN (unless ``nan_policy='omit'``).
     """
     if alternative not in ("two-sided", "less", "greater"):
@@ -131,22 +132,25 @@ def ks_2samp(data1: Any, data2: Any, alternative: str = "two-sided", method: str
         raise ValueError(f"alternative must be 'two-sided', 'less' or 'greater', got {alternative!r}")
     if method not in ("auto", "exact", "asymp"):
         raise ValueError(f"method must be 'auto', 'exact' or 'asymp', got {method!r}")
-    a, na = _clean(data1, "data1", nan_policy)
-    b, nb = _clean(data2, "data2", nan_policy)
+    a, na = _clean(data1, "data1", nan_policy, check=False)
+    b, nb = _clean(data2, "data2", nan_policy, check=False)
     if a.size == 0 or b.size == 0:
         raise ValueError("ks_2samp needs two non-empty samples")
-    a, b = _sort_pair(a, b)
-    s, p, loc, sign, used = _core().drift_ks_2samp(a, b, method, True, alternative)
+    core = _core()
+    s, p, loc, sign, used = _native_pair(lambda x, y: core.drift_ks_2samp(x, y, method, False, alternative),
+                                         a, b, ("data1", "data2"), nan_policy)
     return KSResult(float(s), float(p), float(loc), int(sign), str(used), na + nb)
 
 
 def wasserstein_distance(u: Any, v: Any, *, nan_policy: str = "raise") -> float:
     """First Wasserstein distance between two samples (``scipy.stats.wasserstein_distance``)."""
-    a, _ = _clean(u, "u_values", nan_policy)
-    b, _ = _clean(v, "v_values", nan_policy)
+    a, _ = _clean(u, "u_values", nan_policy, check=False)
+    b, _ = _clean(v, "v_values", nan_policy, check=False)
     if a.size == 0 or b.size == 0:
         raise ValueError("wasserstein_distance needs two non-empty samples")
-    return float(_core().drift_wasserstein(np.sort(a), np.sort(b), True))
+    core = _core()
+    return float(_native_pair(lambda x, y: core.drift_wasserstein(x, y, False), a, b, ("u_values", "v_values"),
+                              nan_policy))
 
 
 def _edges_for(ref: np.ndarray, cur: np.ndarray, bins: Any, strategy: str) -> np.ndarray:

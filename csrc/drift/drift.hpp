@@ -146,6 +146,17 @@ KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t n
                          KSAlternative alt = KSAlternative::two_sided);
 KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m,
                   KSAlternative alt = KSAlternative::two_sided);
+// The unsorted forms (ks_2samp, wasserstein) never sort whole samples when they are large: both
+// are counted into value buckets (a monotone linear map fitted to a sample of the data), the
+// ECDFs are known exactly at every bucket end, and only the buckets that can hold the extremes
+// (KS) or where F_a - F_b may change sign (Wasserstein) are gathered and sorted; the others
+// contribute through their counts (and, for Wasserstein, the sum of their values' offsets).
+// `buckets`: 0 chooses (sorting for small samples), < 0 forces sorting both samples, >= 3 forces
+// that many buckets (for tests). Results do not depend on the choice beyond floating-point
+// rounding of the Wasserstein sum; KS statistic, location and sign are bit-identical.
+// Throws std::invalid_argument on NaN input.
+KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod m, KSAlternative alt,
+                  CpuTarget t, int64_t buckets = 0);
 // p-value only, for a statistic d of samples of sizes n1, n2 (sets *exact_used, *d_out to the
 // statistic scipy reports, which the exact path rounds to a multiple of 1/lcm(n1, n2)).
 double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod m, bool* exact_used, double* d_out,
@@ -158,6 +169,7 @@ double smirnov_sf(int64_t n, double x);
 // Wasserstein-1 distance between two samples (scipy.stats.wasserstein_distance, unweighted).
 double wasserstein_sorted(const double* a, int64_t na, const double* b, int64_t nb);
 double wasserstein(const double* a, int64_t na, const double* b, int64_t nb);
+double wasserstein(const double* a, int64_t na, const double* b, int64_t nb, CpuTarget t, int64_t buckets = 0);
 
 }  // namespace drift
 }  // namespace pyperfcore

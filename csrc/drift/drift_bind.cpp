@@ -192,21 +192,24 @@ void bind_drift(py::module_& m) {
   m.def("drift_normal_two_sided", &normal_two_sided, py::arg("z"));
 
   // ---- sample statistics
+  // presorted: both inputs sorted ascending (merge walk). Otherwise `buckets` picks the
+  // algorithm (0 automatic, < 0 sort both, >= 3 that many value buckets; see drift.hpp).
   m.def("drift_ks_2samp", [](const py::array& x, const py::array& y, const std::string& method, bool presorted,
-                             const std::string& alternative) {
+                             const std::string& alternative, int64_t buckets, const py::object& target) {
     F64 a = sample(x, "data1"), b = sample(y, "data2");
     const KSMethod km = method_of(method);
     const KSAlternative ka = alternative_of(alternative);
+    const CpuTarget t = resolve_target(target);
     const double *pa = a.data(), *pb = b.data();
     const int64_t na = a.shape(0), nb = b.shape(0);
     KSResult r;
     {
       py::gil_scoped_release nogil;
-      r = presorted ? ks_2samp_sorted(pa, na, pb, nb, km, ka) : ks_2samp(pa, na, pb, nb, km, ka);
+      r = presorted ? ks_2samp_sorted(pa, na, pb, nb, km, ka) : ks_2samp(pa, na, pb, nb, km, ka, t, buckets);
     }
     return py::make_tuple(r.statistic, r.pvalue, r.location, r.sign, r.exact ? "exact" : "asymp");
   }, py::arg("data1"), py::arg("data2"), py::arg("method") = "auto", py::arg("presorted") = false,
-     py::arg("alternative") = "two-sided");
+     py::arg("alternative") = "two-sided", py::arg("buckets") = 0, py::arg("target") = py::none());
   m.def("drift_ks_2samp_pvalue", [](int64_t n1, int64_t n2, double d, const std::string& method,
                                     const std::string& alternative) {
     bool exact = false;
@@ -222,13 +225,15 @@ void bind_drift(py::module_& m) {
   }, py::arg("n1"), py::arg("n2"), py::arg("d"), py::arg("method") = "auto", py::arg("alternative") = "two-sided");
   m.def("drift_kstwo_sf", &kstwo_sf, py::arg("d"), py::arg("n"));
   m.def("drift_smirnov_sf", &smirnov_sf, py::arg("n"), py::arg("x"));
-  m.def("drift_wasserstein", [](const py::array& x, const py::array& y, bool presorted) {
+  m.def("drift_wasserstein", [](const py::array& x, const py::array& y, bool presorted, int64_t buckets,
+                                const py::object& target) {
     F64 a = sample(x, "u_values"), b = sample(y, "v_values");
+    const CpuTarget t = resolve_target(target);
     const double *pa = a.data(), *pb = b.data();
     const int64_t na = a.shape(0), nb = b.shape(0);
     py::gil_scoped_release nogil;
-    return presorted ? wasserstein_sorted(pa, na, pb, nb) : wasserstein(pa, na, pb, nb);
-  }, py::arg("u"), py::arg("v"), py::arg("presorted") = false);
+    return presorted ? wasserstein_sorted(pa, na, pb, nb) : wasserstein(pa, na, pb, nb, t, buckets);
+  }, py::arg("u"), py::arg("v"), py::arg("presorted") = false, py::arg("buckets") = 0, py::arg("target") = py::none());
   m.def("drift_sort", [](const py::array& x) {
     F64 a = sample(x, "x");
     py::array_t<double> out(a.shape(0));

@@ -1,8 +1,10 @@
 // Internal: per-ISA kernels of the drift accumulators. Not installed API (harmless if seen).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "../common/cpu.hpp"
+#include "drift.hpp"
 
 namespace pyperfcore {
 namespace drift {
@@ -35,6 +37,57 @@ inline const Kernels& kernels_for(CpuTarget t) {
     case CpuTarget::avx512_vnni: return kAvx512;
     case CpuTarget::avx2: return kAvx2;
     default: return kScalar;
+  }
+}
+
+
+// Extremes of the ECDF difference F_a - F_b at the data points, as scipy's ks_2samp locates
+// them: mx over values of a, mn_a over values of a, mn_b over values only b holds; each with
+// the smallest value where it is reached.
+struct KSExtremes {
+  double mx = -__builtin_inf(), mn_a = __builtin_inf(), mn_b = __builtin_inf();
+  double loc_mx = 0, loc_mn_a = 0, loc_mn_b = 0;
+};
+// Statistic, location, sign and p-value from the extremes (drift_ks.cpp).
+KSResult ks_finish(const KSExtremes& e, int64_t na, int64_t nb, KSMethod method, KSAlternative alt);
+
+// ---- bucket passes of the sample statistics (drift_ecdf.cpp)
+// A monotone map of values to buckets: t = (x - lo) * scale, j = trunc(clamp(t, 0, kmax)).
+// Every variant computes t and j with the same IEEE operations in the same order (no FMA), so
+// all targets put every value in the same bucket; only the order of the floating-point
+// accumulation in bucket_pass2 differs.
+struct BucketMap {
+  double lo = 0, scale = 0, kmax = 0;
+};
+
+// Scalar reference of the map; SIMD variants mirror it exactly (max/min with the same operand
+// order, so NaN lands in bucket 0 instead of indexing out of range).
+inline int32_t bucket_of(double t, double kmax) {
+  double c = t > 0.0 ? t : 0.0;
+  c = c < kmax ? c : kmax;
+  return static_cast<int32_t>(c);
+}
+
+struct BucketKernels {
+  // counts[j(x)] += 1 for each x. Returns a bit set: 1 if some x is NaN, 2 if some |t| is not
+  // below 2^60 (infinite input or a value far outside the mapped range; may also be set by NaN).
+  int (*count)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts);
+  // For each x with sg[j] NaN: append x and j to xs / js. Otherwise add sg[j] * (1 - (t - j)).
+  // Returns the sum (meaningless where sg is 0 for skipped buckets and t is infinite).
+  double (*pass2)(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
+                  std::vector<uint32_t>* js);
+};
+
+extern const BucketKernels kBucketScalar;
+extern const BucketKernels kBucketAvx2;
+extern const BucketKernels kBucketAvx512;
+
+inline const BucketKernels& bucket_kernels_for(CpuTarget t) {
+  switch (t) {
+    case CpuTarget::avx512:
+    case CpuTarget::avx512_vnni: return kBucketAvx512;
+    case CpuTarget::avx2: return kBucketAvx2;
+    default: return kBucketScalar;
   }
 }
 

@@ -17,6 +17,7 @@
 
 #include "../common/threads.hpp"
 #include "drift.hpp"
+#include "drift_kernels.hpp"
 
 namespace pyperfcore {
 namespace drift {
@@ -69,24 +70,6 @@ void radix_sort(const double* x, int64_t n, double* out, uint64_t* keys, uint64_
 void check_finite_order(const double* x, int64_t n, const char* what) {
   for (int64_t i = 0; i < n; ++i)
     if (std::isnan(x[i])) throw std::invalid_argument(std::string(what) + ": input contains NaN");
-}
-
-// Sorts two samples, in parallel when the pool has threads.
-void sort_two(const double* a, int64_t na, const double* b, int64_t nb, std::vector<double>& sa, std::vector<double>& sb) {
-  check_finite_order(a, na, "sample 1");
-  check_finite_order(b, nb, "sample 2");
-  sa.resize(static_cast<size_t>(na));
-  sb.resize(static_cast<size_t>(nb));
-  if (static_cast<uint64_t>(na) >= (uint64_t(1) << 32) || static_cast<uint64_t>(nb) >= (uint64_t(1) << 32))
-    throw std::invalid_argument("samples of 2^32 values or more are not supported");
-  std::vector<uint64_t> ka(static_cast<size_t>(na)), ta(static_cast<size_t>(na)), kb(static_cast<size_t>(nb)),
-      tb(static_cast<size_t>(nb));
-  parallel_for(2, 1, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) {
-      if (i == 0 && na > 0) radix_sort(a, na, sa.data(), ka.data(), ta.data());
-      if (i == 1 && nb > 0) radix_sort(b, nb, sb.data(), kb.data(), tb.data());
-    }
-  });
 }
 
 // ---- exact two-sample distribution (Hodges 1958)
@@ -568,11 +551,7 @@ double ks_2samp_pvalue(int64_t n1, int64_t n2, double d, KSMethod method, bool* 
 }
 
 namespace {
-// Extremes of the ECDF difference F_a - F_b over one chunk of the merge (see ks_extremes).
-struct Extremes {
-  double mx = -kInf, mn_a = kInf, mn_b = kInf;
-  double loc_mx = 0, loc_mn_a = 0, loc_mn_b = 0;
-};
+using Extremes = detail::KSExtremes;
 
 // scipy evaluates cdf1 - cdf2 (counts divided by the sizes, then subtracted) at every value of
 // concat(sorted a, sorted b) and reports the first position of the extreme. The maximum is
@@ -634,12 +613,8 @@ Extremes ks_extremes(const double* a, int64_t na, const double* b, int64_t nb) {
 }
 }  // namespace
 
-KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method,
-                         KSAlternative alt) {
-  if (na <= 0 || nb <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
-  if (static_cast<uint64_t>(na) >= (uint64_t(1) << 32) || static_cast<uint64_t>(nb) >= (uint64_t(1) << 32))
-    throw std::invalid_argument("ks_2samp: samples of 2^32 values or more are not supported");
-  const Extremes e = ks_extremes(a, na, b, nb);
+namespace detail {
+KSResult ks_finish(const KSExtremes& e, int64_t na, int64_t nb, KSMethod method, KSAlternative alt) {
   const double mn = std::min(e.mn_a, e.mn_b);
   const double loc_mn = e.mn_a <= e.mn_b ? e.loc_mn_a : e.loc_mn_b;
   const double minS = std::min(std::max(-mn, 0.0), 1.0), maxS = e.mx;
@@ -656,12 +631,14 @@ KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t n
   r.exact = exact;
   return r;
 }
+}  // namespace detail
 
-KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method, KSAlternative alt) {
+KSResult ks_2samp_sorted(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method,
+                         KSAlternative alt) {
   if (na <= 0 || nb <= 0) throw std::invalid_argument("ks_2samp: samples must not be empty");
-  std::vector<double> sa, sb;
-  sort_two(a, na, b, nb, sa, sb);
-  return ks_2samp_sorted(sa.data(), na, sb.data(), nb, method, alt);
+  if (static_cast<uint64_t>(na) >= (uint64_t(1) << 32) || static_cast<uint64_t>(nb) >= (uint64_t(1) << 32))
+    throw std::invalid_argument("ks_2samp: samples of 2^32 values or more are not supported");
+  return detail::ks_finish(ks_extremes(a, na, b, nb), na, nb, method, alt);
 }
 
 void sort_f64(const double* x, int64_t n, double* out) {
@@ -686,13 +663,6 @@ double wasserstein_sorted(const double* a, int64_t na, const double* b, int64_t 
     started = true;
   }
   return s;
-}
-
-double wasserstein(const double* a, int64_t na, const double* b, int64_t nb) {
-  if (na <= 0 || nb <= 0) throw std::invalid_argument("wasserstein: samples must not be empty");
-  std::vector<double> sa, sb;
-  sort_two(a, na, b, nb, sa, sb);
-  return wasserstein_sorted(sa.data(), na, sb.data(), nb);
 }
 
 }  // namespace drift

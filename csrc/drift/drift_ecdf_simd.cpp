@@ -1,0 +1,167 @@
+// Bucket passes of the two-sample statistics (see drift_ecdf.cpp) in scalar, AVX2 and AVX-512
+// variants. Each function carries its own target attribute; the bucket of a value is computed
+// with the same IEEE operations as detail::bucket_of in every variant.
+#include <cmath>
+
+#include "drift_kernels.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace pyperfcore {
+namespace drift {
+namespace detail {
+
+namespace {
+constexpr double kHuge = 1152921504606846976.0;  // 2^60: |t| at or above it flags the input
+
+int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double t = (x[i] - m.lo) * m.scale;
+    if (!(std::fabs(t) < kHuge)) bad |= t != t ? 1 : 2;
+    ++counts[bucket_of(t, m.kmax)];
+  }
+  return bad;
+}
+
+double s_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
+               std::vector<uint32_t>* js) {
+  double acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double t = (x[i] - m.lo) * m.scale;
+    const int32_t j = bucket_of(t, m.kmax);
+    const double s = sg[j];
+    if (s != s) {
+      xs->push_back(x[i]);
+      js->push_back(static_cast<uint32_t>(j));
+    } else {
+      acc += s * (1.0 - (t - static_cast<double>(j)));
+    }
+  }
+  return acc;
+}
+}  // namespace
+
+const BucketKernels kBucketScalar = {s_count, s_pass2};
+
+#if defined(__x86_64__)
+// ---------------------------------------------------------------- AVX2
+#define PFC_AVX2 __attribute__((target("avx2")))
+namespace {
+PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  const __m256d lo = _mm256_set1_pd(m.lo), sc = _mm256_set1_pd(m.scale), km = _mm256_set1_pd(m.kmax);
+  const __m256d zero = _mm256_setzero_pd(), huge = _mm256_set1_pd(kHuge);
+  const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+  __m256d nan = zero, big = zero;
+  alignas(16) int32_t j[8];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {  // two vectors per step: the increments of one overlap the other's math
+    const __m256d t0 = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(x + i), lo), sc);
+    const __m256d t1 = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(x + i + 4), lo), sc);
+    nan = _mm256_or_pd(nan, _mm256_or_pd(_mm256_cmp_pd(t0, t0, _CMP_UNORD_Q), _mm256_cmp_pd(t1, t1, _CMP_UNORD_Q)));
+    big = _mm256_or_pd(big, _mm256_or_pd(_mm256_cmp_pd(_mm256_and_pd(t0, absmask), huge, _CMP_NLT_UQ),
+                                         _mm256_cmp_pd(_mm256_and_pd(t1, absmask), huge, _CMP_NLT_UQ)));
+    _mm_store_si128(reinterpret_cast<__m128i*>(j), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t0, zero), km)));
+    _mm_store_si128(reinterpret_cast<__m128i*>(j + 4), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t1, zero), km)));
+    for (int k = 0; k < 8; ++k) ++counts[j[k]];
+  }
+  int bad = s_count(x + i, n - i, m, counts);
+  if (_mm256_movemask_pd(nan)) bad |= 1;
+  if (_mm256_movemask_pd(big)) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
+  return bad;
+}
+
+PFC_AVX2 double a2_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
+                         std::vector<uint32_t>* js) {
+  const __m256d lo = _mm256_set1_pd(m.lo), sc = _mm256_set1_pd(m.scale), km = _mm256_set1_pd(m.kmax);
+  const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+  __m256d acc = zero;
+  alignas(16) int32_t jj[4];
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d t = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(x + i), lo), sc);
+    const __m128i j = _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t, zero), km));
+    const __m256d s = _mm256_i32gather_pd(sg, j, 8);
+    const __m256d g = _mm256_cmp_pd(s, s, _CMP_UNORD_Q);
+    const __m256d c = _mm256_mul_pd(s, _mm256_sub_pd(one, _mm256_sub_pd(t, _mm256_cvtepi32_pd(j))));
+    acc = _mm256_add_pd(acc, _mm256_andnot_pd(g, c));
+    int mask = _mm256_movemask_pd(g);
+    if (mask) {
+      _mm_store_si128(reinterpret_cast<__m128i*>(jj), j);
+      for (int k = 0; k < 4; ++k)
+        if (mask >> k & 1) {
+          xs->push_back(x[i + k]);
+          js->push_back(static_cast<uint32_t>(jj[k]));
+        }
+    }
+  }
+  alignas(32) double a[4];
+  _mm256_store_pd(a, acc);
+  return ((a[0] + a[1]) + (a[2] + a[3])) + s_pass2(x + i, n - i, m, sg, xs, js);
+}
+}  // namespace
+
+const BucketKernels kBucketAvx2 = {a2_count, a2_pass2};
+
+// ---------------------------------------------------------------- AVX-512
+#define PFC_AVX512 __attribute__((target("avx512f,avx512dq,avx2")))
+namespace {
+PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  const __m512d lo = _mm512_set1_pd(m.lo), sc = _mm512_set1_pd(m.scale), km = _mm512_set1_pd(m.kmax);
+  const __m512d zero = _mm512_setzero_pd(), huge = _mm512_set1_pd(kHuge);
+  __mmask8 nan = 0, big = 0;
+  alignas(32) int32_t j[16];
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512d t0 = _mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(x + i), lo), sc);
+    const __m512d t1 = _mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(x + i + 8), lo), sc);
+    nan |= _mm512_cmp_pd_mask(t0, t0, _CMP_UNORD_Q) | _mm512_cmp_pd_mask(t1, t1, _CMP_UNORD_Q);
+    big |= _mm512_cmp_pd_mask(_mm512_abs_pd(t0), huge, _CMP_NLT_UQ) | _mm512_cmp_pd_mask(_mm512_abs_pd(t1), huge, _CMP_NLT_UQ);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(j), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t0, zero), km)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(j + 8), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t1, zero), km)));
+    for (int k = 0; k < 16; ++k) ++counts[j[k]];
+  }
+  int bad = s_count(x + i, n - i, m, counts);
+  if (nan) bad |= 1;
+  if (big) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
+  return bad;
+}
+
+PFC_AVX512 double a5_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
+                           std::vector<uint32_t>* js) {
+  const __m512d lo = _mm512_set1_pd(m.lo), sc = _mm512_set1_pd(m.scale), km = _mm512_set1_pd(m.kmax);
+  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  __m512d acc = zero;
+  alignas(32) int32_t jj[8];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m512d t = _mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(x + i), lo), sc);
+    const __m256i j = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t, zero), km));
+    const __m512d s = _mm512_i32gather_pd(j, sg, 8);
+    const __mmask8 g = _mm512_cmp_pd_mask(s, s, _CMP_UNORD_Q);
+    const __m512d c = _mm512_mul_pd(s, _mm512_sub_pd(one, _mm512_sub_pd(t, _mm512_cvtepi32_pd(j))));
+    acc = _mm512_mask_add_pd(acc, static_cast<__mmask8>(~g), acc, c);
+    if (g) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(jj), j);
+      for (int k = 0; k < 8; ++k)
+        if (g >> k & 1) {
+          xs->push_back(x[i + k]);
+          js->push_back(static_cast<uint32_t>(jj[k]));
+        }
+    }
+  }
+  return _mm512_reduce_add_pd(acc) + s_pass2(x + i, n - i, m, sg, xs, js);
+}
+}  // namespace
+
+const BucketKernels kBucketAvx512 = {a5_count, a5_pass2};
+#else
+const BucketKernels kBucketAvx2 = kBucketScalar;
+const BucketKernels kBucketAvx512 = kBucketScalar;
+#endif
+
+}  // namespace detail
+}  // namespace drift
+}  // namespace pyperfcore
