@@ -71,3 +71,34 @@ def test_triton_nan_is_an_error(rng):
     x[1, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         layer(x, backend="triton")
+
+
+@pytest.mark.parametrize("m", [1, 16, 33])
+def test_triton_w8a8_every_config_exact(m):
+    """Every autotune configuration of the W8A8 kernel (on a GPU all of them, under the interpreter
+    the one it has) gives the exact INT32 sums: with unit scales, no bias and no activation the
+    output is float(sum_k (q - zp) * w), exact below 2^24. K and N are not multiples of any block,
+    so the masks on every edge are exercised, and zero points differ per row."""
+    import torch
+    import triton
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(m)
+    k, n = 300, 200  # |sum| <= 255 * 127 * 300 < 2^24
+    x = torch.from_numpy((rng.standard_normal((m, k)) * rng.uniform(0.1, 5, (m, 1)) + 0.5).astype(np.float32)).to(dev)
+    qw = torch.from_numpy(rng.integers(-127, 128, (n, k), dtype=np.int8)).to(dev)
+    cs = qw.to(torch.int32).sum(dim=1).to(torch.int32)
+    q, _, zp = qg.quantize_activations(x)
+    ones_m = torch.ones(m, dtype=torch.float32, device=dev)
+    ones_n = torch.ones(n, dtype=torch.float32, device=dev)
+    exact = ((q.double() - zp.double()[:, None]) @ qw.double().T).cpu().numpy()
+    assert np.abs(exact).max() < 2**24 and np.unique(zp.cpu().numpy()).size >= min(m, 2)
+    for cfg in qg._w8a8_kernel.configs:
+        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+        y = torch.full((m, n), float("nan"), dtype=torch.float32, device=dev)
+        qg._w8a8_kernel.fn[(triton.cdiv(m, bm), triton.cdiv(n, bn))](
+            q, qw, ones_m, zp, ones_n, cs, y, y, y, m, n, k, qg._bucket(m), q.stride(0), qw.stride(0), 0, y.stride(0),
+            HAS_BIAS=False, ACT=0, HAS_RES=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs)
+        np.testing.assert_array_equal(y.cpu().numpy(), exact, err_msg=str(cfg))
