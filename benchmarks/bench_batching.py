@@ -11,6 +11,9 @@ Groups (ours and the peers side by side, each round a fixed amount of work; comp
 - ``load vs batch size``: a 5 ms model at saturation, pyperfcore vs a timer-driven batcher.
 - ``SLO spike``: fixed delay vs ``target_p99_ms`` under a traffic spike (p99 in extra_info).
 - ``low load latency``: added latency p99 vs max_delay.
+- ``... interleaved``: pyperfcore and its peer alternating inside one benchmark (asyncio floor,
+  concurrent.futures batcher), so that load shifting between benchmarks on a shared machine does
+  not bias the ratio.
 
 Ray Serve (``pip install "ray[serve]"``) joins the asyncio group when it is installed: its
 ``@serve.batch`` queue runs in-process on the same loop, outside a deployment (the one call that
@@ -186,6 +189,50 @@ def test_asyncio_pyperfcore(benchmark, model):
     benchmark.extra_info["mean_batch_size"] = float(np.mean(sizes))
 
 
+def _pyperfcore_asyncio_run():
+    async def main():
+        b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=1, driver="asyncio")
+
+        async def caller(c):
+            for i in range(PER_CALLER):
+                assert await b.infer(i) == i
+
+        await asyncio.gather(*[caller(c) for c in range(CALLERS)])
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def _interleaved(benchmark, a, b, reps=9):
+    """Runs a and b alternately reps times; the ratio of their median times (b over a) is
+    robust to load that shifts between separate benchmarks on a shared machine."""
+    ta, tb = [], []
+
+    def once():
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a()
+            t1 = time.perf_counter()
+            b()
+            t2 = time.perf_counter()
+            ta.append(t1 - t0)
+            tb.append(t2 - t1)
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    ratios = sorted(x / y for x, y in zip(ta, tb))
+    benchmark.extra_info["ratio_of_medians"] = float(np.median(ta) / np.median(tb))
+    benchmark.extra_info["pairwise_ratio_min_median_max"] = [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
+    return ta, tb
+
+
+def test_asyncio_interleaved_pyperfcore_vs_floor(benchmark):
+    """pyperfcore (sync no-op model) over the bare floor, alternating in one benchmark."""
+    benchmark.group = "asyncio interleaved: pyperfcore / floor"
+    ta, tb = _interleaved(benchmark, lambda: asyncio.run(_floor(CALLERS, PER_CALLER)), _pyperfcore_asyncio_run)
+    benchmark.extra_info["floor_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(ta))
+    benchmark.extra_info["pyperfcore_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(tb))
+
+
 # ----------------------------------------------------------------------------- threads
 
 THREADS, PER_THREAD = 8, 1500
@@ -251,6 +298,18 @@ def test_threads_pyperfcore(benchmark, how):
     _run(benchmark, lambda: _threads(call), THREADS * PER_THREAD)
     benchmark.extra_info["mean_batch_size"] = b.stats()["mean_batch_size"]
     b.close()
+
+
+def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
+    """``batcher(x)`` over the concurrent.futures batcher, alternating in one benchmark."""
+    benchmark.group = "threads interleaved: pyperfcore / concurrent.futures"
+    cfb = CfBatcher(_noop, BATCH)
+    b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread")
+    ta, tb = _interleaved(benchmark, lambda: _threads(cfb), lambda: _threads(b))
+    benchmark.extra_info["cf_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(ta))
+    benchmark.extra_info["pyperfcore_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(tb))
+    b.close()
+    cfb.close()
 
 
 # ----------------------------------------------------------------------------- C++ producers
