@@ -78,17 +78,49 @@ __global__ void scale_kernel(const unsigned int* __restrict__ amax_bits, float* 
   }
 }
 
-template <class T>
-__global__ void quant_kernel(const T* __restrict__ x, int64_t outer, int64_t channels, int64_t inner, int64_t s_o,
-                             int64_t s_c, int64_t s_i, const float* __restrict__ scales, int8_t* __restrict__ q) {
-  const int64_t n = outer * channels * inner;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = idx % inner, c = (idx / inner) % channels, o = idx / (inner * channels);
-    float v = __fdiv_rn(load_f(x + o * s_o + c * s_c + i * s_i), scales[c]);
-    v = fminf(fmaxf(v, -127.f), 127.f);
-    q[idx] = static_cast<int8_t>(__float2int_rn(v));
+// The quantize pass seen as a 2-D [rows, cols] grid with no per-element integer division:
+// ROW_SCALE: rows are (outer, channel) pairs, cols run along `inner` (one scale per row);
+// otherwise rows are `outer` and cols are the channels (inner == 1, one scale per column).
+template <class T, bool ROW_SCALE>
+__global__ void quant2d_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t channels, int64_t s_o,
+                               int64_t s_c, int64_t s_i, const float* __restrict__ scales, int8_t* __restrict__ q) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    int64_t base, stride;
+    float row_scale = 1.f;
+    if (ROW_SCALE) {
+      const int64_t o = r / channels, c = r - o * channels;  // once per row
+      base = o * s_o + c * s_c;
+      stride = s_i;
+      row_scale = scales[c];
+    } else {
+      base = r * s_o;
+      stride = s_c;
+    }
+    int8_t* out = q + r * cols;
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      float v = __fdiv_rn(load_f(x + base + j * stride), ROW_SCALE ? row_scale : scales[j]);
+      v = fminf(fmaxf(v, -127.f), 127.f);
+      out[j] = static_cast<int8_t>(__float2int_rn(v));
+    }
   }
+}
+
+template <class T>
+void launch_quant2d(const T* x, int64_t outer, int64_t channels, int64_t inner, int64_t s_o, int64_t s_c,
+                    int64_t s_i, const float* scales, int8_t* q, cudaStream_t stream) {
+  const int threads = 256;
+  const bool row_scale = !(inner == 1 && channels > 1);
+  const int64_t rows = row_scale ? outer * channels : outer;
+  const int64_t cols = row_scale ? inner : channels;
+  int64_t gx = (cols + threads - 1) / threads;
+  if (gx > 1024) gx = 1024;
+  const int64_t gy = rows < 65535 ? rows : 65535;
+  dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  if (row_scale)
+    quant2d_kernel<T, true><<<grid, threads, 0, stream>>>(x, rows, cols, channels, s_o, s_c, s_i, scales, q);
+  else
+    quant2d_kernel<T, false><<<grid, threads, 0, stream>>>(x, rows, cols, channels, s_o, s_c, s_i, scales, q);
 }
 
 __global__ void dequant_kernel(const int8_t* __restrict__ q, const float* __restrict__ scales, int64_t n,
@@ -151,11 +183,10 @@ int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int
     return 0;
   }
   if (n > 0) {
-    const int64_t total = n * channels;
     if (dtype == 0)
-      quant_kernel<float><<<grid_for(total, threads), threads, 0, stream>>>(static_cast<const float*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q);
+      launch_quant2d(static_cast<const float*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q, stream);
     else
-      quant_kernel<__half><<<grid_for(total, threads), threads, 0, stream>>>(static_cast<const __half*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q);
+      launch_quant2d(static_cast<const __half*>(x), outer, channels, inner, s_o, s_c, s_i, scales, q, stream);
   }
   cudaFreeAsync(ws, stream);
   return cudaGetLastError();
