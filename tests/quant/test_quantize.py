@@ -231,3 +231,16 @@ def test_cuda_nonfinite_and_default_backend():
     x[5, 7] = float("inf")
     with pytest.raises(ValueError, match="NaN or inf"):
         quant.quantize(x, axis=0, backend="cuda")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("shape", [(300, 70), (1000, 5)])
+def test_triton_channels_last_split_rows(triton_device, shape, rng):
+    # Channels along the last dimension with enough rows to split the reduction across programs.
+    t = _torch()
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    x[:, 1] = 0
+    q, s = quant.quantize(t.from_numpy(x).to(triton_device), axis=1, backend="triton")
+    q_ref, s_ref = quant.quantize(x, axis=1, backend="cpu")
+    np.testing.assert_array_equal(q.cpu().numpy(), q_ref)
+    np.testing.assert_array_equal(s.cpu().numpy(), s_ref)
