@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import pyperfcore
 from pyperfcore.sketches import HyperLogLog, HyperLogLogUnion, KLLSketch
 
 ds = pytest.importorskip("datasketches")
@@ -32,17 +33,39 @@ def _ds_hll(values, lg_k=12):
     return s
 
 
-@pytest.mark.parametrize("impl", ["pyperfcore", "datasketches", "numpy-unique"])
+def _one_thread_on(target):
+    """Runs fn with one pyperfcore thread and the given CPU target (None: the best one)."""
+    def wrap(fn):
+        def run():
+            prev_t, prev_n = pyperfcore.get_cpu_target(), pyperfcore.get_num_threads()
+            pyperfcore.set_num_threads(1)
+            if target:
+                pyperfcore.set_cpu_target(target)
+            try:
+                return fn()
+            finally:
+                pyperfcore.set_cpu_target(prev_t)
+                pyperfcore.set_num_threads(prev_n)
+        return run
+    return wrap
+
+
+@pytest.mark.parametrize("impl", ["pyperfcore", "pyperfcore-avx2", "pyperfcore-scalar", "datasketches", "numpy-unique"])
 def test_hll_update_int64(benchmark, impl):
+    # pyperfcore on ONE thread (the issue's target is per core), with the best and the lower targets
     x = _ints()
-    benchmark.group = f"hll update int64 lg_k=12 ({N_INT:,} items)"
+    benchmark.group = f"hll update int64 lg_k=12 ({N_INT:,} items, 1 thread)"
     xs = x.tolist()
     ref = _ds_hll(xs)
-    assert HyperLogLog(12).update(x).to_bytes() == ref.serialize_compact()  # same sketch, byte for byte
-    fn = {"pyperfcore": lambda: HyperLogLog(12).update(x),
-          "datasketches": lambda: _ds_hll(xs),
-          "numpy-unique": lambda: np.unique(x).size}[impl]
-    benchmark.pedantic(fn, rounds=3, iterations=1)
+    target = {"pyperfcore": None, "pyperfcore-avx2": "avx2", "pyperfcore-scalar": "scalar"}.get(impl)
+    if impl.startswith("pyperfcore"):
+        if target and target not in pyperfcore.build_info()["cpu_targets_supported"]:
+            pytest.skip(f"this CPU cannot run {target}")
+        fn = _one_thread_on(target)(lambda: HyperLogLog(12).update(x))
+        assert fn().to_bytes() == ref.serialize_compact()  # same sketch, byte for byte
+    else:
+        fn = {"datasketches": lambda: _ds_hll(xs), "numpy-unique": lambda: np.unique(x).size}[impl]
+    benchmark.pedantic(fn, rounds=5, iterations=1)
     benchmark.extra_info["items_per_s"] = N_INT / benchmark.stats.stats.median
 
 
@@ -62,7 +85,7 @@ def test_hll_update_strings(benchmark, impl):
     benchmark.extra_info["items_per_s"] = N_STR / benchmark.stats.stats.median
 
 
-@pytest.mark.parametrize("impl", ["pyperfcore", "datasketches"])
+@pytest.mark.parametrize("impl", ["pyperfcore-update_many", "pyperfcore-loop", "datasketches"])
 def test_hll_union_of_8(benchmark, impl):
     rng = np.random.default_rng(2)
     parts = [rng.integers(0, 10**9, 50_000) for _ in range(8)]
@@ -70,7 +93,10 @@ def test_hll_union_of_8(benchmark, impl):
     theirs = [_ds_hll(p.tolist()) for p in parts]
     benchmark.group = "hll union of 8 lg_k=12 sketches"
 
-    def run_ours():
+    def run_many():
+        return HyperLogLogUnion(12).update_many(ours).estimate()
+
+    def run_loop():
         u = HyperLogLogUnion(12)
         for s in ours:
             u.update(s)
@@ -82,15 +108,18 @@ def test_hll_union_of_8(benchmark, impl):
             u.update(s)
         return u.get_estimate()
 
-    assert run_ours() == pytest.approx(run_theirs(), rel=1e-12)
-    benchmark.pedantic(run_ours if impl == "pyperfcore" else run_theirs, rounds=20, iterations=5)
+    assert run_many() == run_loop() == pytest.approx(run_theirs(), rel=1e-12)
+    fn = {"pyperfcore-update_many": run_many, "pyperfcore-loop": run_loop, "datasketches": run_theirs}[impl]
+    benchmark.pedantic(fn, rounds=30, iterations=10)
     benchmark.extra_info["unions_per_s"] = 1 / benchmark.stats.stats.median
 
 
+@pytest.mark.parametrize("dist", ["normal", "lognormal"])
 @pytest.mark.parametrize("impl", ["pyperfcore", "datasketches", "numpy-sort"])
-def test_kll_update(benchmark, impl):
-    x = np.random.default_rng(3).normal(size=N_INT)
-    benchmark.group = f"kll update float64 k=200 ({N_INT:,} items)"
+def test_kll_update(benchmark, impl, dist):
+    g = np.random.default_rng(3)
+    x = g.normal(size=N_INT) if dist == "normal" else g.lognormal(0, 2, N_INT)
+    benchmark.group = f"kll update float64 k=200 ({N_INT:,} {dist} items, 1 thread)"
     srt = np.sort(x)
 
     def rank_err(q_fn):
@@ -102,12 +131,36 @@ def test_kll_update(benchmark, impl):
         s.update(x)
         return s
 
-    assert rank_err(KLLSketch(200, seed=1).update(x).quantile) < 0.0165
+    ours = _one_thread_on(None)(lambda: KLLSketch(200, seed=1).update(x))
+    assert rank_err(ours().quantile) < 0.0165
     assert rank_err(lambda q: theirs().get_quantiles(q)) < 0.0165
-    fn = {"pyperfcore": lambda: KLLSketch(200, seed=1).update(x), "datasketches": theirs,
-          "numpy-sort": lambda: np.sort(x)}[impl]
-    benchmark.pedantic(fn, rounds=3, iterations=1)
+    fn = {"pyperfcore": ours, "datasketches": theirs, "numpy-sort": lambda: np.sort(x)}[impl]
+    benchmark.pedantic(fn, rounds=5, iterations=1)
     benchmark.extra_info["items_per_s"] = N_INT / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("impl", ["pyperfcore", "datasketches"])
+def test_kll_update_small_batches(benchmark, impl):
+    # 1000-item updates: below the bulk block size, so ours goes item by item into level 0
+    x = np.random.default_rng(5).normal(size=200_000)
+    parts = np.array_split(x, 200)
+    benchmark.group = "kll update float64 k=200 (200 batches of 1,000 items)"
+
+    def ours():
+        s = KLLSketch(200, seed=1)
+        for p in parts:
+            s.update(p)
+        return s
+
+    def theirs():
+        s = ds.kll_doubles_sketch(200)
+        for p in parts:
+            s.update(p)
+        return s
+
+    assert ours().n == theirs().n == x.size
+    benchmark.pedantic(ours if impl == "pyperfcore" else theirs, rounds=5, iterations=1)
+    benchmark.extra_info["items_per_s"] = x.size / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("impl", ["pyperfcore", "datasketches"])

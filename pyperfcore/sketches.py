@@ -484,8 +484,39 @@ class KLLSketch:
 
     @classmethod
     def from_bytes(cls, data: Any) -> "KLLSketch":
+        """Loads our own image (``to_bytes``) or a DataSketches KLL image (``to_datasketches``, or
+        ``serialize()`` of ``kll_doubles_sketch`` / ``kll_floats_sketch``), told apart by the magic."""
+        b = _as_bytes(data, "KLLSketch.from_bytes")
+        if b[:4] != b"PKLL":
+            return cls.from_datasketches(b)
         obj = cls.__new__(cls)
-        obj._s = _core()._Kll.deserialize(_as_bytes(data, "KLLSketch.from_bytes"))
+        obj._s = _core()._Kll.deserialize(b)
+        return obj
+
+    def to_datasketches(self, item_type: str = "double") -> bytes:
+        """The sketch as an Apache DataSketches KLL image: ``datasketches.kll_doubles_sketch``
+        (``item_type="double"``) or ``kll_floats_sketch`` (``"float"``) deserializes it, and so
+        does any DataSketches library (Java, C++, Spark, Druid...). Levels, weights, n, min and
+        max are kept as they are; the random state is not part of that format. ``"float"`` raises
+        ValueError unless every kept value is exactly a float32 (e.g. the input was float32)."""
+        if item_type not in ("double", "float"):
+            raise ValueError(f"item_type must be 'double' or 'float', got {item_type!r}")
+        return bytes(self._s.serialize_ds(8 if item_type == "double" else 4))
+
+    @classmethod
+    def from_datasketches(cls, data: Any, item_type: str | None = None, seed: int | None = None) -> "KLLSketch":
+        """Loads a DataSketches KLL image (``kll_doubles_sketch`` / ``kll_floats_sketch``
+        ``serialize()``); ``item_type`` None tells double from float by the image length (an
+        empty image has no items either way). Images of unions across different k (min_k < k)
+        are refused. The loaded sketch draws its compaction offsets from ``seed``."""
+        if item_type not in (None, "double", "float"):
+            raise ValueError(f"item_type must be None, 'double' or 'float', got {item_type!r}")
+        if seed is None:
+            seed = int.from_bytes(np.random.default_rng().bytes(8), "little")
+        size = {None: 0, "double": 8, "float": 4}[item_type]
+        obj = cls.__new__(cls)
+        obj._s = _core()._Kll.deserialize_ds(_as_bytes(data, "KLLSketch.from_datasketches"), size,
+                                             int(seed) & (2**64 - 1))
         return obj
 
     def __copy__(self) -> "KLLSketch":

@@ -16,9 +16,17 @@ constexpr uint8_t kKllVersion = 1;
 
 Kll::Kll(int k, uint64_t seed) : k_(k), rng_(seed | 1) {
   if (k < kM || k > 65535) throw std::invalid_argument("k must be in [8, 65535], got " + std::to_string(k));
+  // round(k (2/3)^d) in integers, as DataSketches computes it (twice rounded beyond depth 30),
+  // so the level offsets of a DataSketches image agree with its own capacity rule.
+  auto rnd = [](uint64_t kk, int d) {
+    uint64_t p3 = 1;
+    for (int i = 0; i < d; ++i) p3 *= 3;
+    return (((kk << 1) << d) / p3 + 1) >> 1;
+  };
   for (int d = 0; d < 64; ++d) {
-    const double c = std::round(k_ * std::pow(2.0 / 3.0, static_cast<double>(d)));
-    cap_by_depth_[d] = static_cast<uint32_t>(std::max<double>(kM, c));
+    const int dd = d > 60 ? 60 : d;
+    const uint64_t c = dd <= 30 ? rnd(static_cast<uint64_t>(k_), dd) : rnd(rnd(static_cast<uint64_t>(k_), dd / 2), dd - dd / 2);
+    cap_by_depth_[d] = static_cast<uint32_t>(std::max<uint64_t>(kM, c));
   }
   levels_.resize(1);
 }
@@ -392,6 +400,169 @@ Kll Kll::deserialize(const uint8_t* d, size_t len) {
   if (weight != s.n_) bad("item weights do not add up to n");
   if (s.n_ > 0 && !(s.min_ <= s.max_)) bad("min above max");
   if (s.num_retained() > s.total_capacity() + 1) bad("more items than the capacity allows");
+  return s;
+}
+
+namespace {
+constexpr uint8_t kDsFamily = 15;
+constexpr uint8_t kDsFlagEmpty = 1, kDsFlagSorted0 = 2, kDsFlagSingle = 4;
+void put_item(uint8_t* p, double v, int sz) {
+  if (sz == 8) {
+    std::memcpy(p, &v, 8);
+  } else {
+    const float f = static_cast<float>(v);
+    std::memcpy(p, &f, 4);
+  }
+}
+double get_item(const uint8_t* p, int sz) {
+  if (sz == 8) {
+    double v;
+    std::memcpy(&v, p, 8);
+    return v;
+  }
+  float f;
+  std::memcpy(&f, p, 4);
+  return static_cast<double>(f);
+}
+[[noreturn]] void bad_ds(const std::string& why) {
+  throw std::invalid_argument("DataSketches KLL image: " + why);
+}
+}  // namespace
+
+// Layout (little-endian): preInts (2 empty/one item, 5 otherwise), serVer (1, or 2 for one item),
+// family 15, flags (1 empty, 2 level 0 sorted, 4 one item), u16 k, u8 m = 8, one unused byte;
+// then, unless empty or one item: u64 n, u16 min_k, u8 number of levels L, unused byte,
+// L u32 level offsets into an items array of total_capacity slots (level 0 first, the top level
+// ends at the capacity), min, max, the retained items level by level. One item: just the item.
+std::vector<uint8_t> Kll::serialize_ds(int sz) const {
+  if (sz != 4 && sz != 8) throw std::invalid_argument("item size must be 4 (float) or 8 (double)");
+  if (sz == 4) {
+    auto exact = [](double v) { return static_cast<double>(static_cast<float>(v)) == v; };
+    bool ok = n_ == 0 || (exact(min_) && exact(max_));
+    for (const auto& l : levels_)
+      for (double v : l) ok = ok && exact(v);
+    if (!ok) throw std::invalid_argument("a kept value is not exactly a float32: use item_type 'double'");
+  }
+  const uint16_t k = static_cast<uint16_t>(k_);
+  auto header = [&](std::vector<uint8_t>& out, uint8_t pre, uint8_t ver, uint8_t flags) {
+    out[0] = pre;
+    out[1] = ver;
+    out[2] = kDsFamily;
+    out[3] = flags;
+    std::memcpy(out.data() + 4, &k, 2);
+    out[6] = kM;
+    out[7] = 0;
+  };
+  if (n_ == 0) {
+    std::vector<uint8_t> out(8);
+    header(out, 2, 1, kDsFlagEmpty);
+    return out;
+  }
+  if (n_ == 1) {
+    std::vector<uint8_t> out(8 + static_cast<size_t>(sz));
+    header(out, 2, 2, kDsFlagSingle);
+    put_item(out.data() + 8, levels_[0].at(0), sz);
+    return out;
+  }
+  const size_t nl = levels_.size();
+  const size_t kept = num_retained();
+  const uint64_t cap = total_capacity();
+  if (kept > cap) throw std::invalid_argument("sketch holds more items than its capacity");
+  std::vector<uint8_t> out(20 + 4 * nl + (2 + kept) * static_cast<size_t>(sz));
+  header(out, 5, 1, 0);
+  std::memcpy(out.data() + 8, &n_, 8);
+  std::memcpy(out.data() + 16, &k, 2);
+  out[18] = static_cast<uint8_t>(nl);
+  out[19] = 0;
+  uint32_t off = static_cast<uint32_t>(cap - kept);
+  size_t o = 20;
+  for (const auto& l : levels_) {
+    std::memcpy(out.data() + o, &off, 4);
+    o += 4;
+    off += static_cast<uint32_t>(l.size());
+  }
+  put_item(out.data() + o, min_, sz);
+  put_item(out.data() + o + sz, max_, sz);
+  o += 2 * static_cast<size_t>(sz);
+  for (const auto& l : levels_)
+    for (double v : l) {
+      put_item(out.data() + o, v, sz);
+      o += static_cast<size_t>(sz);
+    }
+  return out;
+}
+
+Kll Kll::deserialize_ds(const uint8_t* d, size_t len, int sz, uint64_t seed) {
+  if (sz != 0 && sz != 4 && sz != 8) throw std::invalid_argument("item size must be 4 (float) or 8 (double)");
+  if (len < 8) bad_ds("shorter than its 8-byte preamble");
+  const uint8_t pre = d[0], ver = d[1], flags = d[3];
+  if (d[2] != kDsFamily) bad_ds("family " + std::to_string(d[2]) + " is not KLL (15)");
+  uint16_t k;
+  std::memcpy(&k, d + 4, 2);
+  if (k < kM) bad_ds("k below 8");
+  if (d[6] != kM) bad_ds("m = " + std::to_string(d[6]) + " (only DataSketches' default 8 is supported)");
+  if (flags & ~(kDsFlagEmpty | kDsFlagSorted0 | kDsFlagSingle)) bad_ds("unknown flags");
+  Kll s(k, seed);
+  if (flags & kDsFlagEmpty) {
+    if (pre != 2 || ver != 1 || (flags & kDsFlagSingle) || len != 8) bad_ds("malformed empty image");
+    return s;
+  }
+  if (flags & kDsFlagSingle) {
+    if (pre != 2 || ver != 2) bad_ds("malformed one-item image");
+    const size_t isz = sz ? static_cast<size_t>(sz) : len - 8;
+    if ((isz != 4 && isz != 8) || len != 8 + isz) bad_ds("length does not match one item");
+    const double v = get_item(d + 8, static_cast<int>(isz));
+    if (std::isnan(v)) bad_ds("NaN item");
+    s.levels_[0].push_back(v);
+    s.n_ = 1;
+    s.min_ = s.max_ = v;
+    return s;
+  }
+  if (pre != 5 || ver != 1) bad_ds("unsupported preamble " + std::to_string(pre) + " / serial version " + std::to_string(ver));
+  if (len < 20) bad_ds("truncated header");
+  uint64_t n;
+  std::memcpy(&n, d + 8, 8);
+  uint16_t min_k;
+  std::memcpy(&min_k, d + 16, 2);
+  if (min_k != k) bad_ds("min_k differs from k (a union of sketches of different k is not supported)");
+  const size_t nl = d[18];
+  if (nl < 1 || nl > 61) bad_ds("level count out of range");
+  if (len < 20 + 4 * nl) bad_ds("truncated level offsets");
+  s.levels_.assign(nl, {});
+  const uint64_t cap = s.total_capacity();
+  std::vector<uint64_t> offs(nl + 1);
+  for (size_t h = 0; h < nl; ++h) {
+    uint32_t o;
+    std::memcpy(&o, d + 20 + 4 * h, 4);
+    offs[h] = o;
+  }
+  offs[nl] = cap;
+  for (size_t h = 0; h < nl; ++h)
+    if (offs[h] > offs[h + 1]) bad_ds("level offsets are not increasing up to the capacity");
+  const uint64_t kept = cap - offs[0];
+  const uint64_t fixed = 20 + 4 * nl;
+  size_t isz = static_cast<size_t>(sz);
+  if (!sz) isz = len == fixed + (2 + kept) * 8 ? 8 : 4;
+  if (len != fixed + (2 + kept) * isz) bad_ds("length does not match the level offsets");
+  const uint8_t* p = d + fixed;
+  s.min_ = get_item(p, static_cast<int>(isz));
+  s.max_ = get_item(p + isz, static_cast<int>(isz));
+  if (!(s.min_ <= s.max_)) bad_ds("min above max, or NaN");
+  p += 2 * isz;
+  unsigned __int128 weight = 0;
+  for (size_t h = 0; h < nl; ++h) {
+    auto& l = s.levels_[h];
+    l.resize(static_cast<size_t>(offs[h + 1] - offs[h]));
+    for (auto& v : l) {
+      v = get_item(p, static_cast<int>(isz));
+      p += isz;
+      if (std::isnan(v) || v < s.min_ || v > s.max_) bad_ds("item outside [min, max] or NaN");
+    }
+    if (h > 0 && !std::is_sorted(l.begin(), l.end())) bad_ds("level " + std::to_string(h) + " is not sorted");
+    weight += static_cast<unsigned __int128>(l.size()) << h;
+  }
+  if (weight != n || n < 2) bad_ds("item weights do not add up to n");
+  s.n_ = n;
   return s;
 }
 

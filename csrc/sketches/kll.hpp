@@ -1,5 +1,5 @@
 // KLL quantile sketch (Karnin, Lang, Liberty 2016) for float64, with DataSketches' capacity rule
-// (level capacity max(m, round(k * (2/3)^depth)), m = 8) and lazy compaction. NaN is ignored.
+// (level capacity max(m, round(k * (2/3)^depth)), m = 8, rounded as DataSketches rounds it) and lazy compaction. NaN is ignored.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +25,11 @@ class Kll {
   void ranks(const double* x, int64_t n, double* out) const;
   std::vector<uint8_t> serialize() const;
   static Kll deserialize(const uint8_t* d, size_t len);  // throws std::invalid_argument
+  // Apache DataSketches kll_sketch image (family 15; kll_doubles_sketch with item_size 8,
+  // kll_floats_sketch with 4). Float32 images need every kept value exactly representable.
+  std::vector<uint8_t> serialize_ds(int item_size) const;  // throws std::invalid_argument
+  // item_size 0: told apart by the image length. The random state starts from `seed`.
+  static Kll deserialize_ds(const uint8_t* d, size_t len, int item_size, uint64_t seed);
 
  private:
   template <class T> void update_impl(const T* x, int64_t n);

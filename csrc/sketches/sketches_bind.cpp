@@ -211,6 +211,13 @@ void bind_sketches(py::module_& m) {
         std::string d = buf_of(b);
         return rethrow([&] { return Kll::deserialize(reinterpret_cast<const uint8_t*>(d.data()), d.size()); });
       })
+      .def("serialize_ds", [](const Kll& s, int item_size) {
+        return to_pybytes(rethrow([&] { return s.serialize_ds(item_size); }));
+      })
+      .def_static("deserialize_ds", [](const py::bytes& b, int item_size, uint64_t seed) {
+        std::string d = buf_of(b);
+        return rethrow([&] { return Kll::deserialize_ds(reinterpret_cast<const uint8_t*>(d.data()), d.size(), item_size, seed); });
+      })
       .def_property_readonly("k", &Kll::k)
       .def_property_readonly("n", &Kll::n)
       .def_property_readonly("min", &Kll::min)

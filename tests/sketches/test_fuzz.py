@@ -26,6 +26,9 @@ def _valid_images():
         if n:
             k.update(rng.normal(size=n))
         out[f"kll-{n}"] = (KLLSketch, k.to_bytes())
+        out[f"kll-ds-{n}"] = (KLLSketch, k.to_datasketches())  # DataSketches' KLL layout
+        out[f"kll-ds-f-{n}"] = (KLLSketch, KLLSketch(64, seed=1).update(rng.normal(size=n).astype(np.float32))
+                                .to_datasketches("float"))
     out["moments"] = (Moments, Moments().update(rng.normal(size=100)).to_bytes())
     out["freq"] = (FrequentItems, FrequentItems(8).update(rng.integers(0, 30, 500)).update(["a", "b"]).to_bytes())
     out["lat"] = (LatencyHistogram, LatencyHistogram(0.01, [0.1, 0.5]).update(rng.exponential(0.1, 500)).to_bytes())

@@ -208,3 +208,78 @@ def test_bulk_and_item_paths_agree_in_accuracy(rng):
         assert s._s.num_retained <= 1.2 * theirs.num_retained
     t = KLLSketch.from_bytes(bulk.to_bytes())  # a bulk-built image loads and reserializes
     assert t.to_bytes() == bulk.to_bytes()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 150, 5000, 300_000])
+@pytest.mark.parametrize("item_type", ["double", "float"])
+def test_datasketches_reads_our_kll_bytes(n, item_type, rng):
+    x = rng.lognormal(0, 1, n).astype(np.float32 if item_type == "float" else np.float64)
+    ours = KLLSketch(200, seed=4).update(x)
+    cls = ds.kll_doubles_sketch if item_type == "double" else ds.kll_floats_sketch
+    img = ours.to_datasketches(item_type)
+    theirs = cls.deserialize(img)
+    assert theirs.n == ours.n and theirs.num_retained == ours._s.num_retained and theirs.k == 200
+    if n == 0:
+        assert theirs.is_empty()
+        assert KLLSketch.from_bytes(img).n == 0
+        return
+    assert theirs.get_min_value() == ours.min and theirs.get_max_value() == ours.max
+    # same retained items and weights: the same answers to every query
+    assert np.array_equal(np.asarray(theirs.get_quantiles(QS, inclusive=True)), ours.quantile(QS))
+    probe = np.unique(np.quantile(x, QS).astype(x.dtype))
+    assert np.allclose(np.asarray(theirs.get_cdf(probe, inclusive=True))[:-1], ours.cdf(probe)[:-1], rtol=0, atol=1e-12)
+    # they keep updating it and serialize it; we read their image back
+    more = rng.normal(size=n // 2 + 3).astype(x.dtype)
+    theirs.update(more)
+    img2 = theirs.serialize()
+    back = KLLSketch.from_bytes(img2)
+    assert back.n == theirs.n and back.min == theirs.get_min_value() and back.max == theirs.get_max_value()
+    assert np.array_equal(back.quantile(QS), np.asarray(theirs.get_quantiles(QS, inclusive=True)))
+    out = back.to_datasketches(item_type)
+    assert out[:3] + out[4:] == img2[:3] + img2[4:]  # byte for byte but the level-0-sorted flag
+
+
+@pytest.mark.parametrize("item_type", ["double", "float"])
+def test_we_read_datasketches_kll_bytes(item_type, rng):
+    cls = ds.kll_doubles_sketch if item_type == "double" else ds.kll_floats_sketch
+    x = rng.normal(size=200_000).astype(np.float64 if item_type == "double" else np.float32)
+    theirs = cls(200)
+    theirs.update(x)
+    theirs.get_quantile(0.5)  # sorts their level 0: the image then carries the sorted flag
+    for img in (cls(200).serialize(), theirs.serialize()):
+        ours = KLLSketch.from_datasketches(img, item_type, seed=1)
+        assert ours.n == (0 if len(img) == 8 else x.size)
+        if ours.n:
+            assert np.array_equal(ours.quantile(QS), np.asarray(theirs.get_quantiles(QS, inclusive=True)))
+            assert _max_rank_error(x.astype(np.float64), ours.quantile) <= theirs.normalized_rank_error(True)
+            # a loaded image goes back out byte for byte (the sorted flag aside)
+            out = ours.to_datasketches(item_type)
+            assert out[:3] == img[:3] and out[4:] == img[4:]
+            # and keeps working as a sketch: merged with our own, updated
+            ours.merge(KLLSketch(200, seed=2).update(x[:1000])).update(x[:20_000])
+            assert ours.n == x.size + 21_000
+    with pytest.raises(ValueError, match="float32"):
+        KLLSketch(200).update(np.array([0.1, 0.2])).to_datasketches("float")
+    with pytest.raises(ValueError, match="item_type"):
+        KLLSketch(200).to_datasketches("int")
+
+
+def test_datasketches_kll_bad_images(rng):
+    good = KLLSketch(200, seed=3).update(rng.normal(size=3000)).to_datasketches()
+    bad = {
+        "family": good[:2] + b"\x07" + good[3:],
+        "m": good[:6] + b"\x04" + good[7:],
+        "min_k": good[:16] + (100).to_bytes(2, "little") + good[18:],
+        "levels": good[:18] + b"\x3f" + good[19:],
+        "truncated": good[:-8],
+        "appended": good + b"\x00" * 8,
+        "offsets": good[:20] + (10**6).to_bytes(4, "little") + good[24:],
+        "n": good[:8] + (12345).to_bytes(8, "little") + good[16:],
+        "nan": good[:-8] + np.array([np.nan]).tobytes(),
+        "flags": good[:3] + b"\x80" + good[4:],
+    }
+    for why, b in bad.items():
+        with pytest.raises(ValueError):
+            KLLSketch.from_datasketches(b)
+        with pytest.raises(ValueError):
+            KLLSketch.from_bytes(b)
