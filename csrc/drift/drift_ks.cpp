@@ -657,8 +657,12 @@ double wasserstein_sorted(const double* a, int64_t na, const double* b, int64_t 
   while (i < na || j < nb) {
     const double v = (j >= nb || (i < na && a[i] <= b[j])) ? a[i] : b[j];
     if (started) s += std::fabs(static_cast<double>(i) / fa - static_cast<double>(j) / fb) * (v - prev);
+    const int64_t i0 = i, j0 = j;
     while (i < na && a[i] == v) ++i;
     while (j < nb && b[j] == v) ++j;
+    // scipy differences consecutive values of the merged sample: a repeated infinity gives
+    // inf - inf = NaN there, and NaN propagates through its sum.
+    if (std::isinf(v) && (i - i0) + (j - j0) > 1) return std::nan("");
     prev = v;
     started = true;
   }
