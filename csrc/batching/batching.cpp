@@ -615,7 +615,7 @@ void Completions::forget(uint64_t id) {
 size_t Completions::size() const {
   size_t n = 0;
   for (auto& s : stripes_) {
-    std::lock_guard<std::mutex> lk(const_cast<std::mutex&>(s.m));
+    std::lock_guard<std::mutex> lk(s.m);
     n += s.state.size();
   }
   return n;

@@ -232,7 +232,7 @@ class Completions {
  private:
   static constexpr int kStripes = 64;
   struct Stripe {
-    std::mutex m;
+    mutable std::mutex m;
     std::condition_variable cv;
     std::unordered_map<uint64_t, bool> state;  // id -> done
   };
