@@ -5,7 +5,7 @@ import asyncio
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyperfcore import batching as B
@@ -69,6 +69,8 @@ def test_native_slots_are_reused_and_stale_entries_skipped():
 @given(ops=st.lists(st.tuples(st.sampled_from(["fast", "timeout", "prio", "cancel", "tick"]),
                               st.integers(0, 1000)), min_size=1, max_size=60),
        fail_every=st.integers(0, 4))
+@example(ops=[("timeout", 0), ("fast", 0), ("fast", 0), ("fast", 0), ("tick", 0), ("cancel", 0)], fail_every=0)
+@example(ops=[("fast", 0)], fail_every=1)  # the warm-up call fails too
 def test_asyncio_fast_and_checked_paths_mixed(ops, fail_every):
     """Random mixes of fast-path and attributed requests with cancellations and failing model
     calls: every request gets exactly one outcome, cancelled ones never reach the model, and
