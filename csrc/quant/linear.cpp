@@ -357,9 +357,31 @@ void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, co
   });
   if (bad.load()) throw_nonfinite();
   const bool bf16 = w.type == HalfType::bf16;
+  // With three or more row blocks, each thread widens a weight panel to fp32 once (k x 64 floats,
+  // L2-resident for k up to a few thousand) and runs an fp32 FMA tile over it for every row block
+  // it owns; fewer rows convert on the fly. Both do the same FMAs in the same order: same bits.
+  const bool widen = m > 2 * kMaxRows;
+  static std::atomic<uint64_t> calls{0};
+  const uint64_t call = calls.fetch_add(1) + 1;
   for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
     alignas(64) float tile[kMaxRows * kPanel];
-    kr.half_tile(x + r0 * ldx, ldx, rows, w.data.data() + p * kPanel * w.k, w.k, bf16, tile);
+    const uint16_t* panel = w.data.data() + p * kPanel * w.k;
+    if (widen) {
+      // per worker thread; valid only for this call's (call id, panel): a chunk may start mid-panel,
+      // and a later call's weights may sit at the same address
+      thread_local std::vector<float> wide;
+      thread_local uint64_t wide_call = 0;
+      thread_local int64_t wide_p = -1;
+      if (wide_call != call || wide_p != p) {
+        wide.resize(static_cast<size_t>(w.k * kPanel));
+        kr.widen_panel(panel, w.k, bf16, wide.data());
+        wide_call = call;
+        wide_p = p;
+      }
+      kr.f32_tile(x + r0 * ldx, ldx, rows, wide.data(), w.k, tile);
+    } else {
+      kr.half_tile(x + r0 * ldx, ldx, rows, panel, w.k, bf16, tile);
+    }
     const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
     for (int r = 0; r < rows; ++r) {
       const int64_t row = r0 + r;

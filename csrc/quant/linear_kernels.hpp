@@ -22,6 +22,10 @@ struct LinearKernels {
                  const float* bias, Activation act, const float* res, float* y);
   // c[r, 0:64] = sum over k of x[r, kk] * float(panel[kk, :]) (fp32), rows <= kMaxRows.
   void (*half_tile)(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c);
+  // out[kk * 64 + c] = float(panel[kk * 64 + c]) for kk < k: one half panel widened to fp32.
+  void (*widen_panel)(const uint16_t* panel, int64_t k, bool bf16, float* out);
+  // half_tile on a widened panel: the same FMA sequence per element, so the same bits.
+  void (*f32_tile)(const float* x, int64_t ldx, int rows, const float* panel, int64_t k, float* c);
   // y[j] = finish(acc[j]) for j < ncols <= 64.
   void (*epi_f)(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y);
 };

@@ -162,12 +162,28 @@ void s_half_tile(const float* x, int64_t ldx, int rows, const uint16_t* panel, i
   }
 }
 
+void s_widen_panel(const uint16_t* panel, int64_t k, bool bf16, float* out) {
+  for (int64_t i = 0; i < k * kPanel; ++i) out[i] = bf16 ? bf16f(panel[i]) : half_to_float(panel[i]);
+}
+
+void s_f32_tile(const float* x, int64_t ldx, int rows, const float* panel, int64_t k, float* c) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < kPanel; ++j) c[r * kPanel + j] = 0.f;
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const float* wf = panel + kk * kPanel;
+    for (int r = 0; r < rows; ++r) {
+      const float xv = x[r * ldx + kk];
+      for (int j = 0; j < kPanel; ++j) c[r * kPanel + j] += xv * wf[j];
+    }
+  }
+}
+
 void s_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
   for (int64_t j = 0; j < ncols; ++j) y[j] = s_finish(acc[j], j, bias, act, res);
 }
 }  // namespace
 
-const LinearKernels kLinScalar = {s_minmax, s_quant_row, s_gemm_tile, s_epi_i8, s_half_tile, s_epi_f};
+const LinearKernels kLinScalar = {s_minmax, s_quant_row, s_gemm_tile, s_epi_i8, s_half_tile, s_widen_panel, s_f32_tile, s_epi_f};
 
 #if defined(__x86_64__)
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
@@ -323,6 +339,24 @@ PFC_AVX2 void a2_half_tile(const float* x, int64_t ldx, int rows, const uint16_t
     a2_half_tile_t<false>(x, ldx, rows, panel, k, c);
 }
 
+PFC_AVX2 void a2_widen_panel(const uint16_t* panel, int64_t k, bool bf16, float* out) {
+  for (int64_t i = 0; i < k * kPanel; i += 8)
+    _mm256_storeu_ps(out + i, bf16 ? a2_ld_half<true>(panel + i) : a2_ld_half<false>(panel + i));
+}
+PFC_AVX2 void a2_f32_tile(const float* x, int64_t ldx, int rows, const float* panel, int64_t k, float* c) {
+  for (int r = 0; r < rows; ++r) {
+    __m256 acc[8];
+    for (auto& v : acc) v = _mm256_setzero_ps();
+    const float* xr = x + r * ldx;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      __m256 xb = _mm256_set1_ps(xr[kk]);
+      const float* w = panel + kk * kPanel;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(c + r * kPanel + 8 * j, acc[j]);
+  }
+}
+
 PFC_AVX2 void a2_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
   int64_t j = 0;
   for (; j + 8 <= ncols; j += 8) {
@@ -336,7 +370,7 @@ PFC_AVX2 void a2_epi_f(const float* acc, int64_t ncols, const float* bias, Activ
 }
 }  // namespace
 
-const LinearKernels kLinAvx2 = {a2_minmax, a2_quant_row, a2_gemm_tile, a2_epi_i8, a2_half_tile, a2_epi_f};
+const LinearKernels kLinAvx2 = {a2_minmax, a2_quant_row, a2_gemm_tile, a2_epi_i8, a2_half_tile, a2_widen_panel, a2_f32_tile, a2_epi_f};
 
 // ---------------------------------------------------------------- AVX-512 (F, BW, VL, DQ)
 #define PFC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -544,6 +578,50 @@ PFC_AVX512 void a5_half_tile(const float* x, int64_t ldx, int rows, const uint16
     a5_half_tile_t<false>(x, ldx, rows, panel, k, c);
 }
 
+PFC_AVX512 void a5_widen_panel(const uint16_t* panel, int64_t k, bool bf16, float* out) {
+  for (int64_t i = 0; i < k * kPanel; i += 16)
+    _mm512_storeu_ps(out + i, bf16 ? a5_ld_half<true>(panel + i) : a5_ld_half<false>(panel + i));
+}
+template <int R>
+PFC_AVX512 void a5_f32_rows(const float* x, int64_t ldx, const float* panel, int64_t k, float* c) {
+  const __m512 z = _mm512_setzero_ps();
+  PFC_DECL_ALL(__m512, z)
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const float* w = panel + kk * kPanel;
+    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
+                 w3 = _mm512_loadu_ps(w + 48);
+#define PFC_F_ROW(r)                                  \
+  if (R > r) {                                        \
+    const __m512 b = _mm512_set1_ps(x[r * ldx + kk]); \
+    c##r##0 = _mm512_fmadd_ps(b, w0, c##r##0);        \
+    c##r##1 = _mm512_fmadd_ps(b, w1, c##r##1);        \
+    c##r##2 = _mm512_fmadd_ps(b, w2, c##r##2);        \
+    c##r##3 = _mm512_fmadd_ps(b, w3, c##r##3);        \
+  }
+    PFC_FOR_ROWS(PFC_F_ROW)
+#undef PFC_F_ROW
+  }
+#define PFC_STF_ROW(r)                               \
+  if (R > r) {                                       \
+    _mm512_storeu_ps(c + r * kPanel, c##r##0);       \
+    _mm512_storeu_ps(c + r * kPanel + 16, c##r##1);  \
+    _mm512_storeu_ps(c + r * kPanel + 32, c##r##2);  \
+    _mm512_storeu_ps(c + r * kPanel + 48, c##r##3);  \
+  }
+  PFC_FOR_ROWS(PFC_STF_ROW)
+#undef PFC_STF_ROW
+}
+PFC_AVX512 void a5_f32_tile(const float* x, int64_t ldx, int rows, const float* panel, int64_t k, float* c) {
+  switch (rows) {
+    case 6: a5_f32_rows<6>(x, ldx, panel, k, c); break;
+    case 5: a5_f32_rows<5>(x, ldx, panel, k, c); break;
+    case 4: a5_f32_rows<4>(x, ldx, panel, k, c); break;
+    case 3: a5_f32_rows<3>(x, ldx, panel, k, c); break;
+    case 2: a5_f32_rows<2>(x, ldx, panel, k, c); break;
+    default: a5_f32_rows<1>(x, ldx, panel, k, c); break;
+  }
+}
+
 PFC_AVX512 void a5_epi_f(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y) {
   for (int64_t j = 0; j < ncols; j += 16) {
     __mmask16 m = mask_n(ncols - j);
@@ -586,7 +664,7 @@ PFC_VNNI void vn_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t
 }
 }  // namespace
 
-const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
+const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_i8, a5_half_tile, a5_widen_panel, a5_f32_tile, a5_epi_f};
 
 // ---------------------------------------------------------------- AMX (TDPBUSD), inside avx512_vnni
 // One 16-row x 64-column INT32 block per call: C tiles 0-3 (16 columns each), A tile 4 (rows x 64
@@ -683,7 +761,7 @@ bool amx_supported() {
   return ok;
 }
 
-const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_half_tile, a5_epi_f};
+const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_half_tile, a5_widen_panel, a5_f32_tile, a5_epi_f};
 #else
 const LinearKernels kLinAvx2 = kLinScalar;
 const LinearKernels kLinAvx512 = kLinScalar;

@@ -174,6 +174,28 @@ def test_half_every_target_matches_oracle(dtype, m, k, n, seed, act, has_res):
         assert np.all(np.abs(y - expected) <= 1e-5 * bound + 1e-5), target
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@given(m=st.integers(13, 40), k=st.integers(1, 90), n=st.integers(1, 140), seed=st.integers(0, 2**32 - 1),
+       threads=st.sampled_from([1, 2, 3]))
+@settings(max_examples=15)
+def test_half_widened_panels_same_bits_as_small_batches(dtype, m, k, n, seed, threads):
+    # m > 12 widens each weight panel to fp32 once per thread; m <= 12 converts on the fly. Both
+    # must give the same bits row by row, on every target and thread count, and match the oracle.
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = _noncontiguous(rng, m, k, "rows")
+    layer = quant.QuantizedLinear(w, b, activation="gelu", dtype=dtype)
+    expected = ref.linear_half(x, layer.weight_rounded, b, "gelu")
+    bound = np.abs(x).astype(np.float64) @ np.abs(layer.weight_rounded).T.astype(np.float64) + 1
+    for target in TARGETS:
+        with pyperfcore.cpu_target(target):
+            big = layer(x, backend="cpu", threads=threads)
+            small = np.concatenate([layer(x[i:i + 5], backend="cpu", threads=1) for i in range(0, m, 5)])
+        np.testing.assert_array_equal(big, small, err_msg=target)
+        assert np.all(np.abs(big - expected) <= 1e-5 * bound), target
+
+
 def test_half_weights_round_to_nearest_even():
     w = np.array([[1.0 + 2**-11, 1.0 + 3 * 2**-11, 65504.0, -2.0**-24 * 0.75]], np.float32)
     l16 = quant.QuantizedLinear(w, dtype="float16")
