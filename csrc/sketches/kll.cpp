@@ -107,7 +107,9 @@ inline double value_of(uint64_t k) {
 // Radix selection: bucket by the leading bits of (key - min), keep only the buckets that hold a
 // wanted rank, recurse into each. Every level narrows the key range by 2^bits, so the depth is
 // bounded (64 / 7); small slices are sorted.
-void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64_t* out, int depth) {
+// lo_hi: the smallest and largest key when the caller knows them (saves a pass), else null.
+void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64_t* out, int depth,
+                  const uint64_t* lo_hi = nullptr) {
   if (m == 0) return;
   if (n <= 160 || depth > 10) {
     std::sort(a, a + n);
@@ -115,9 +117,14 @@ void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64
     return;
   }
   uint64_t lo = a[0], hi = a[0];
-  for (size_t i = 1; i < n; ++i) {
-    lo = a[i] < lo ? a[i] : lo;
-    hi = a[i] > hi ? a[i] : hi;
+  if (lo_hi) {
+    lo = lo_hi[0];
+    hi = lo_hi[1];
+  } else {
+    for (size_t i = 1; i < n; ++i) {
+      lo = a[i] < lo ? a[i] : lo;
+      hi = a[i] > hi ? a[i] : hi;
+    }
   }
   if (lo == hi) {
     for (size_t j = 0; j < m; ++j) out[j] = lo;
@@ -127,9 +134,44 @@ void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64
   const uint64_t range = hi - lo;
   const int bits = 64 - __builtin_clzll(range);
   const int shift = bits > want_bits ? bits - want_bits : 0;
-  const size_t nb = static_cast<size_t>(range >> shift) + 1;
+  // The first level buckets by value (equal-width), deeper ones by key. Keys are log-like: for
+  // data around zero (normal) most of a key range is tiny magnitudes nobody uses, and a value
+  // range spreads it well; for heavy tails (lognormal) the first value bucket takes the bulk and
+  // the key levels below split it. Both maps are monotone, which is all the ranks need.
+  const double vlo = value_of(lo), vhi = value_of(hi);
+  bool by_value = depth == 0 && std::isfinite(vhi - vlo) && vhi > vlo;
+  const size_t nbv = size_t(1) << want_bits;
+  const double scale = by_value ? static_cast<double>(nbv) / (vhi - vlo) : 0.0;
+  if (by_value) {
+    // Pick the map that spreads a sample better (fewer items in its fullest bucket).
+    constexpr size_t kS = 256;
+    uint64_t sk[kS], sv[kS];
+    const size_t step = n / kS;
+    for (size_t i = 0; i < kS; ++i) {
+      const uint64_t key = a[i * step];
+      sk[i] = (key - lo) >> shift;
+      const double b = (value_of(key) - vlo) * scale;
+      sv[i] = b < static_cast<double>(nbv - 1) ? static_cast<uint64_t>(b) : nbv - 1;
+    }
+    auto fullest = [](uint64_t* v) {
+      std::sort(v, v + kS);
+      size_t best = 1, run = 1;
+      for (size_t i = 1; i < kS; ++i) {
+        run = v[i] == v[i - 1] ? run + 1 : 1;
+        best = run > best ? run : best;
+      }
+      return best;
+    };
+    by_value = fullest(sv) < fullest(sk);
+  }
+  const size_t nb = by_value ? nbv : static_cast<size_t>(range >> shift) + 1;
+  auto bucket = [&](uint64_t key) -> size_t {
+    if (!by_value) return static_cast<size_t>((key - lo) >> shift);
+    const double b = (value_of(key) - vlo) * scale;
+    return b < static_cast<double>(nb - 1) ? static_cast<size_t>(b) : nb - 1;
+  };
   std::vector<uint32_t> cnt(nb, 0), pos(nb), inc(nb, 0), first(nb);
-  for (size_t i = 0; i < n; ++i) ++cnt[(a[i] - lo) >> shift];
+  for (size_t i = 0; i < n; ++i) ++cnt[bucket(a[i])];
   // Wanted buckets get consecutive slices of buf; every other bucket writes to one dummy slot.
   uint32_t below = 0;
   size_t total = 0, j = 0;
@@ -150,7 +192,7 @@ void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64
     if (!inc[b]) pos[b] = static_cast<uint32_t>(total);
   std::vector<uint64_t> buf(total + 1);
   for (size_t i = 0; i < n; ++i) {
-    const size_t b = static_cast<size_t>((a[i] - lo) >> shift);
+    const size_t b = bucket(a[i]);
     const uint32_t d = pos[b];
     buf[d] = a[i];
     pos[b] = d + inc[b];
@@ -169,7 +211,7 @@ void multi_select(uint64_t* a, size_t n, const uint32_t* ranks, size_t m, uint64
 }
 }  // namespace
 
-bool Kll::insert_block(uint64_t* keys, size_t n) {
+bool Kll::insert_block(uint64_t* keys, size_t n, uint64_t kmin, uint64_t kmax) {
   // Compacting a sorted buffer h times in a row with random offsets o_0..o_{h-1} keeps exactly
   // the items at sorted positions r, r + 2^h, r + 2*2^h, ... with r = sum o_l 2^l uniform in
   // [0, 2^h): so the block is compacted by selecting those order statistics, and lands at level h
@@ -189,7 +231,8 @@ bool Kll::insert_block(uint64_t* keys, size_t n) {
   std::vector<uint32_t> ranks(size);
   for (size_t t = 0; t < size; ++t) ranks[t] = static_cast<uint32_t>(r + (t << h));
   std::vector<uint64_t> picked(size);
-  multi_select(keys, n, ranks.data(), size, picked.data(), 0);
+  const uint64_t lo_hi[2] = {kmin, kmax};
+  multi_select(keys, n, ranks.data(), size, picked.data(), 0, lo_hi);
   if (h + 1 > levels_.size()) levels_.resize(h + 1);
   auto& lv = levels_[h];
   scratch_.resize(lv.size() + size);
@@ -249,7 +292,26 @@ void Kll::update_impl(const T* x, int64_t n) {
       const int64_t start = i;
       size_t got = 0;
       uint64_t kmin = ~uint64_t(0), kmax = 0;
-      for (; i < n && got < kBlock; ++i) {
+      {
+        // Common case first: a block without NaN, in a loop the compiler can vectorize.
+        double lo = INFINITY, hi = -INFINITY;
+        bool nan = false;
+        const T* xb = x + i;
+        for (size_t j = 0; j < kBlock; ++j) {
+          const double v = static_cast<double>(xb[j]);
+          kb[j] = key_of(v);
+          nan |= v != v;
+          lo = v < lo ? v : lo;
+          hi = v > hi ? v : hi;
+        }
+        if (!nan) {
+          i += static_cast<int64_t>(kBlock);
+          got = kBlock;
+          kmin = key_of(lo);
+          kmax = key_of(hi);
+        }
+      }
+      for (; got < kBlock && i < n; ++i) {
         const double v = static_cast<double>(x[i]);
         const uint64_t key = key_of(v);
         kb[got] = key;
@@ -260,7 +322,7 @@ void Kll::update_impl(const T* x, int64_t n) {
       if (got < kBlock) { i = start; break; }  // NaNs made the block short: finish item by item
       const double vmin = value_of(kmin), vmax = value_of(kmax);
       const uint64_t n_before = n_;
-      if (!insert_block(kb, kBlock)) { i = start; break; }
+      if (!insert_block(kb, kBlock, kmin, kmax)) { i = start; break; }
       min_ = n_before ? std::min(min_, vmin) : vmin;
       max_ = n_before ? std::max(max_, vmax) : vmax;
     }

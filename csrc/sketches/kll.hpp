@@ -36,7 +36,7 @@ class Kll {
   template <class T> void update_items(const T* x, int64_t n);  // one item at a time into level 0
   // Bulk path: a block of kBlock NaN-free order-preserving keys (see kll.cpp). Returns false when
   // the sketch is too small for the block to be compacted at least once (k above the block size).
-  bool insert_block(uint64_t* keys, size_t n);
+  bool insert_block(uint64_t* keys, size_t n, uint64_t kmin, uint64_t kmax);  // key extremes
   uint32_t capacity(size_t level) const;
   uint64_t total_capacity() const;
   void compress();
