@@ -63,6 +63,8 @@ Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int
 void bind_batching(py::module_& m) {
   m.def("batching_now_ns", &BatchQueue::now_ns, "The steady clock the native queue waits on (CLOCK_MONOTONIC).");
 
+  // Registered before BatchQueue so signatures that take a Completions name the Python type.
+  py::class_<Completions> completions(m, "Completions");
   py::class_<BatchQueue>(m, "BatchQueue")
       .def(py::init([](int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred,
                        int64_t max_batch_cost, int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
@@ -224,7 +226,7 @@ void bind_batching(py::module_& m) {
         return d;
       });
 
-  py::class_<Completions>(m, "Completions")
+  completions
       .def(py::init<>())
       .def("expect", &Completions::expect, py::arg("id"))
       .def(
