@@ -31,9 +31,9 @@ def run(ctx) -> dict:
         clock["t"] += 0.014 + rng.exponential(0.003)
         return int(x @ w_bad > 0)
 
-    # a quarter of the candidate's requests are also answered by the stable model, inline (the
+    # every candidate-served request is also answered by the stable model, inline (the
     # demo's clock is simulated), so the judge sees output agreement at every step
-    router = Router(stable, candidate, clock=lambda: clock["t"], compare=0.25, compare_sync=True)
+    router = Router(stable, candidate, clock=lambda: clock["t"], compare=1.0, compare_sync=True)
     audit = AuditLog(str(ctx.workdir / "release-audit.db"))
     ctl = CanaryController(router, audit=audit, model="demo-classifier", candidate_version=2,
                            min_requests=100 if ctx.quick else 200)

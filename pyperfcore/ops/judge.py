@@ -184,8 +184,9 @@ class MetricResult:
              "ratio": self.ratio, "control_n": self.control_n,
              "experiment_n": self.experiment_n}
         if self.test is not None:
+            fin = lambda v: v if math.isfinite(v) else None  # noqa: E731 (strict JSON)
             d.update(p_value=self.test.p_value, estimate=self.test.estimate,
-                     ci=[self.test.lower, self.test.upper])
+                     ci=[fin(self.test.lower), fin(self.test.upper)])
         return d
 
 

@@ -317,10 +317,16 @@ def drift_trigger(score: Callable[[], float], threshold: float) -> Callable:
 
 
 def default_judge() -> Judge:
-    """Latency and error rate (rise fails) and output agreement (fall fails, critical)."""
+    """Latency and error rate (rise fails) and output agreement (fall fails, critical).
+
+    The per-interval rates are judged without IQR outlier removal: when most intervals have no
+    error (or full agreement) the IQR is 0 and the removal would discard exactly the intervals
+    that show the problem."""
     return Judge([MetricConfig("latency", direction="increase"),
-                  MetricConfig("error_rate", direction="increase", critical=True),
-                  MetricConfig("agreement", direction="decrease", critical=True)])
+                  MetricConfig("error_rate", direction="increase", critical=True,
+                               outlier_factor=None),
+                  MetricConfig("agreement", direction="decrease", critical=True,
+                               outlier_factor=None)])
 
 
 @dataclass

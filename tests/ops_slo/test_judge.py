@@ -104,3 +104,23 @@ def test_scoring_weights_and_critical_metrics():
         J.Judge([J.MetricConfig("a"), J.MetricConfig("a")])
     with pytest.raises(ValueError, match="direction"):
         J.MetricConfig("a", direction="up")
+
+
+def test_too_few_samples_are_no_data_not_a_shift():
+    import json
+    import math
+
+    from pyperfcore.ops import judge as J
+
+    # 2 experiment vs 3 control values cannot bound a shift at 98%: the old clamp read the
+    # range of the 6 differences as the interval and called it "Low"
+    r = J.mann_whitney([0.80, 0.85], [1.0, 1.0, 1.0], 0.98)
+    assert math.isinf(r.lower) and math.isinf(r.upper)
+    m = J.classify([1.0, 1.0, 1.0], [0.80, 0.85],
+                   J.MetricConfig("agreement", direction="decrease", critical=True))
+    assert m.classification == "NoData" and "too few" in m.reason
+    json.dumps(m.to_dict(), allow_nan=False)  # strict JSON for the audit trail
+    # with enough intervals the same drop is found
+    m = J.classify([1.0] * 10, [0.80, 0.85, 0.75, 0.8, 0.82],
+                   J.MetricConfig("agreement", direction="decrease", critical=True))
+    assert m.classification == "Low"
