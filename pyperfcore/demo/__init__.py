@@ -117,6 +117,17 @@ def run_demo(out_dir: str | Path = "pyperfcore-demo", quick: bool = False, stage
         ctx.results.setdefault(short, {})["seconds"] = round(time.perf_counter() - ts, 3)
     report = out / "report.json"
     report.write_text(json.dumps(_jsonable(ctx.results), indent=2))
+    try:
+        from .report import write_report
+    except ImportError:
+        write_report = None
+    if write_report is not None:
+        try:
+            html = write_report(ctx)
+            print(f"report with plots: {html}")
+        except Exception as exc:  # the JSON report is already written
+            print(f"  HTML report failed: {type(exc).__name__}: {exc}")
+            failed.append("report")
     status = "with failures in " + ", ".join(failed) if failed else "ok"
     print(f"demo finished in {time.perf_counter() - t0:.1f} s ({status}); report: {report}")
     return 1 if failed else 0
