@@ -117,12 +117,10 @@ def run_demo(out_dir: str | Path = "pyperfcore-demo", quick: bool = False, stage
         ctx.results.setdefault(short, {})["seconds"] = round(time.perf_counter() - ts, 3)
     report = out / "report.json"
     report.write_text(json.dumps(_jsonable(ctx.results), indent=2))
-    try:
-        from .report import write_report
-    except ImportError:
-        write_report = None
-    if write_report is not None:
+    if (Path(__file__).parent / "report.py").is_file():
         try:
+            from .report import write_report
+
             html = write_report(ctx)
             print(f"report with plots: {html}")
         except Exception as exc:  # the JSON report is already written
