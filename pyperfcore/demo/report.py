@@ -176,9 +176,11 @@ def svg_line_chart(series: Sequence[dict], *, title: str, xlabel: str = "", ylab
                     f'text-anchor="end" fill="{color}">{_esc(label)}</text>')
     for k, (x, label, color) in enumerate(vlines):
         px = float(f.px(x))
+        right = px > f.l + 0.75 * (f.r - f.l)  # label on the left of a line near the right edge
+        anchor = ' text-anchor="end"' if right else ""
         body.append(f'<line x1="{px:.1f}" y1="{f.t}" x2="{px:.1f}" y2="{f.b}" stroke="{color}" '
-                    f'stroke-width="1.5" stroke-dasharray="4 2"/><text x="{px + 3:.1f}" '
-                    f'y="{f.b - 8 - 12 * k}" fill="{color}">{_esc(label)}</text>')
+                    f'stroke-width="1.5" stroke-dasharray="4 2"/><text x="{px + (-3 if right else 3):.1f}" '
+                    f'y="{f.b - 8 - 12 * k}" fill="{color}"{anchor}>{_esc(label)}</text>')
     body.append(f'<clipPath id="c{id(f)}"><rect x="{f.l}" y="{f.t}" width="{f.r - f.l}" '
                 f'height="{f.b - f.t}"/></clipPath>')
     for s in clean:
