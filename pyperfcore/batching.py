@@ -456,7 +456,8 @@ class Batcher:
         batch). ``None`` marks an entry already answered (cancelled and swept, or rejected);
         ``_fnone`` counts them above ``_fdead``.
         """
-        self.__dict__.pop("infer", None)  # the per-loop fast infer (see _enable_fast)
+        self.__dict__.pop("infer", None)  # the per-loop fast infer / infer_future (see _enable_fast)
+        self.__dict__.pop("infer_future", None)
         self._call_fast = False  # batcher(x) may skip its checks (thread driver running, no cache)
         self._fast_loop: asyncio.AbstractEventLoop | None = None
         self._fx: list[Any] = []
@@ -489,10 +490,10 @@ class Batcher:
                     cost: int = 1) -> Awaitable[Any]:
             if timeout is None and priority == 0 and key is None and cost == 1 and type(priority) is int and \
                     type(cost) is int and len(ff) < me._fast_limit and get_ident() == tid:
-                return infer(x)
+                return infer_future(x)
             return slow(x, timeout, priority, key, cost)
 
-        def infer(x: Any, /, **kw: Any) -> Awaitable[Any]:
+        def infer_future(x: Any, /, **kw: Any) -> Any:
             # Any keyword (even a default value spelled out) takes the checked path: one test
             # instead of four keyword defaults looked up and compared per call.
             if not kw and len(ff) < me._fast_limit and get_ident() == tid:
@@ -503,15 +504,31 @@ class Batcher:
                     me._drive_scheduled = True
                     call_soon(me._drive)
                 return f
-            return slow_kw(x, **kw)
+            return _as_future(slow_kw(x, **kw))
+
+        async def infer(x: Any, /, **kw: Any) -> Any:
+            # The same fast path inside a coroutine (what create_task/TaskGroup need); the
+            # checks run when the coroutine starts, i.e. on the thread that awaits it.
+            if not kw and len(ff) < me._fast_limit and get_ident() == tid:
+                f = create()
+                fx_append(x)
+                ff_append(f)
+                if not me._drive_scheduled:
+                    me._drive_scheduled = True
+                    call_soon(me._drive)
+                return await f
+            return await slow_kw(x, **kw)
 
         functools.update_wrapper(infer, Batcher.infer)
+        functools.update_wrapper(infer_future, Batcher.infer_future)
         self.infer = infer  # type: ignore[method-assign]
+        self.infer_future = infer_future  # type: ignore[method-assign]
 
     def _disable_fast(self) -> None:
         self._call_fast = False
         self._fast_loop = None
         self.__dict__.pop("infer", None)
+        self.__dict__.pop("infer_future", None)
 
     def _init_stats(self) -> None:
         self._batch_sizes = Histogram(_size_buckets(self.max_batch_size))
@@ -828,28 +845,47 @@ class Batcher:
         self._py_counts["timeouts"] += 1
         raise TimeoutError(f"batcher {self.name!r}: no result within {timeout} s")
 
-    def infer(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
-              cost: int = 1) -> Awaitable[Any]:
+    async def infer(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+                    cost: int = 1) -> Any:
         """``await batcher.infer(x)`` from asyncio: one request's result.
 
-        Batches are formed and results delivered on this event loop's thread. Returns an
-        awaitable: on the fast path (the driving loop, default ``timeout``/``priority``/``key``/
-        ``cost``, no cache) the ``asyncio.Future`` itself, else a coroutine; use
-        ``asyncio.ensure_future`` (not ``create_task``) to run it as a task. Cancelling the awaiting
-        task means the request never reaches the model; a fast-path request's queue place is
-        freed when its batch forms or when the queue would otherwise be full.
+        A coroutine function (``asyncio.create_task``, ``gather``, ``wait_for`` and
+        ``TaskGroup`` all take it). Batches are formed and results delivered on the event loop's
+        thread. Cancelling the awaiting task means the request never reaches the model (its queue
+        place is freed when its batch forms, or at once when the queue would otherwise be full).
+        Errors (``QueueFull``, ``BatcherClosed``, ``RequestTooLarge``, bad arguments) are raised
+        by the ``await``.
         """
         loop = self._fast_loop
         if (loop is not None and timeout is None and priority == 0 and key is None and cost == 1
                 and len(self._ff) < self._fast_limit and _get_running_loop() is loop):
-            f = loop.create_future()
-            self._fx.append(x)
-            self._ff.append(f)
-            if not self._drive_scheduled:
-                self._drive_scheduled = True
-                loop.call_soon(self._drive)
-            return f
-        return self._infer(x, timeout, priority, key, cost)
+            return await self._push_fast(loop, x)
+        return await self._infer(x, timeout, priority, key, cost)
+
+    def infer_future(self, x: Any, *, timeout: float | None = None, priority: int = 0, key: Hashable = None,
+                     cost: int = 1) -> "asyncio.Future[Any]":
+        """Like :meth:`infer` but returns an ``asyncio.Future`` (call it from a running loop).
+
+        On the fast path (the driving loop's thread, default ``timeout``/``priority``/``key``/
+        ``cost``, no cache) no coroutine is made: the request is queued at the call and the future
+        itself comes back. Otherwise the checked path runs as a task. ``QueueFull`` and
+        ``BatcherClosed`` are raised at the call on the fast path and by the future otherwise.
+        Cancelling the future drops the request (it never reaches the model).
+        """
+        loop = self._fast_loop
+        if (loop is not None and timeout is None and priority == 0 and key is None and cost == 1
+                and len(self._ff) < self._fast_limit and _get_running_loop() is loop):
+            return self._push_fast(loop, x)
+        return asyncio.get_running_loop().create_task(self._infer(x, timeout, priority, key, cost))
+
+    def _push_fast(self, loop: asyncio.AbstractEventLoop, x: Any) -> "asyncio.Future[Any]":
+        f = loop.create_future()
+        self._fx.append(x)
+        self._ff.append(f)
+        if not self._drive_scheduled:
+            self._drive_scheduled = True
+            loop.call_soon(self._drive)
+        return f
 
     async def _infer(self, x: Any, timeout: float | None, priority: int, key: Hashable, cost: int) -> Any:
         loop = asyncio.get_running_loop()
@@ -1466,6 +1502,13 @@ class Batcher:
 # --------------------------------------------------------------------------- outcome helpers
 
 
+def _as_future(aw: Any) -> Any:
+    """An asyncio.Future for an awaitable: a future as is, a coroutine as a task of the running loop."""
+    if asyncio.isfuture(aw):
+        return aw
+    return asyncio.get_running_loop().create_task(aw)
+
+
 def _set_cf(f: cf.Future, ok: bool, value: Any) -> None:
     try:
         if ok:
@@ -1623,6 +1666,8 @@ class _Batched:
         self._attr = f"__pyperfcore_batcher_{getattr(f, '__name__', 'fn')}"
         self._by_obj: "weakref.WeakKeyDictionary[Any, _Batched]" = weakref.WeakKeyDictionary()
         self._is_async = inspect.iscoroutinefunction(f)
+        if self._is_async and hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+            inspect.markcoroutinefunction(self)
         if "name" not in kwargs:
             kwargs["name"] = getattr(f, "__qualname__", getattr(f, "__name__", "batched"))
         # Made now so a bad option is an error where the decorator is written; it starts no
@@ -1642,14 +1687,17 @@ class _Batched:
     def __call__(self, x: Any, **kw: Any) -> Any:
         b = self.batcher
         if b._is_async:
-            return b.infer(x, **kw)
+            return b.infer(x, **kw)  # a coroutine: `await model(x)` or create_task(model(x))
         return b(x, **kw)
 
     def submit(self, x: Any, **kw: Any) -> cf.Future:
         return self.batcher.submit(x, **kw)
 
-    def infer(self, x: Any, **kw: Any) -> Awaitable[Any]:
-        return self.batcher.infer(x, **kw)
+    async def infer(self, x: Any, **kw: Any) -> Any:
+        return await self.batcher.infer(x, **kw)
+
+    def infer_future(self, x: Any, **kw: Any) -> "asyncio.Future[Any]":
+        return self.batcher.infer_future(x, **kw)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:

@@ -165,7 +165,8 @@ def test_close_answers_fast_path_requests():
     async def main():
         b = B.Batcher(lambda xs: xs, max_batch_size=8, max_delay_ms=1000)
         assert await b.infer(0) == 0
-        futs = [b.infer(i) for i in range(5)]  # buffered on the loop, not yet pushed
+        futs = [b.infer_future(i) for i in range(5)]  # buffered on the loop, not yet pushed
+        assert all(isinstance(f, asyncio.Future) for f in futs)
         b.close(drain=True)
         assert await asyncio.wait_for(asyncio.gather(*futs), T) == list(range(5))
         b2 = B.Batcher(lambda xs: xs, max_batch_size=8, max_delay_ms=1000)

@@ -1,0 +1,207 @@
+"""``infer()`` is a coroutine in every case (create_task, gather, wait_for, TaskGroup, cancellation),
+and ``infer_future()`` is the future-returning fast path."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+
+import pytest
+
+from pyperfcore import batching as B
+
+T = 10.0  # generous bound: only guards against hangs
+
+
+def _double(xs):
+    return [x * 2 for x in xs]
+
+
+async def _double_async(xs):
+    await asyncio.sleep(0)
+    return [x * 2 for x in xs]
+
+
+@pytest.mark.parametrize("fn", [_double, _double_async], ids=["sync", "async"])
+@pytest.mark.parametrize("kw", [{}, {"timeout": 5.0}, {"priority": 1}, {"key": "k"}], ids=["plain", "timeout", "prio", "key"])
+def test_infer_is_a_coroutine_and_create_task_works(fn, kw):
+    async def main():
+        b = B.Batcher(fn, max_batch_size=8, max_delay_ms=1)
+        first = b.infer(1, **kw)  # before the driver exists
+        assert inspect.iscoroutine(first)
+        assert await first == 2
+        later = b.infer(2, **kw)  # fast path installed by now (no kw): still a coroutine
+        assert inspect.iscoroutine(later)
+        tasks = [asyncio.create_task(b.infer(i, **kw)) for i in range(20)]
+        assert await asyncio.wait_for(asyncio.gather(*tasks), T) == [i * 2 for i in range(20)]
+        assert await later == 4
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_infer_is_a_coroutine_function():
+    assert inspect.iscoroutinefunction(B.Batcher.infer)
+
+    async def main():
+        b = B.Batcher(_double, max_batch_size=4, max_delay_ms=1)
+        await b.infer(0)
+        assert inspect.iscoroutinefunction(b.infer)  # the per-loop fast closure too
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_gather_wait_for_and_taskgroup():
+    async def main():
+        b = B.Batcher(_double, max_batch_size=16, max_delay_ms=1)
+        assert await asyncio.gather(*[b.infer(i) for i in range(50)]) == [i * 2 for i in range(50)]
+        assert await asyncio.wait_for(b.infer(21), T) == 42
+        if sys.version_info >= (3, 11):
+            async with asyncio.TaskGroup() as tg:
+                ts = [tg.create_task(b.infer(i)) for i in range(40)]
+            assert [t.result() for t in ts] == [i * 2 for i in range(40)]
+        st = b.stats()
+        assert st["inferences"] == 50 + 1 + (40 if sys.version_info >= (3, 11) else 0)
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kw", [{}, {"timeout": 5.0}], ids=["fast", "checked"])
+def test_cancelling_a_created_task_drops_its_request(kw):
+    seen = []
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def model(xs):
+            seen.extend(xs)
+            await gate.wait()
+            return xs
+
+        b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, max_queue_size=8)
+        busy = asyncio.create_task(b.infer("busy", **kw))
+        await asyncio.sleep(0.01)  # the model is busy with "busy"
+        queued = [asyncio.create_task(b.infer(i, **kw)) for i in range(6)]
+        await asyncio.sleep(0.01)  # all queued behind the busy model
+        for t in queued[:3]:
+            t.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        res = await asyncio.wait_for(asyncio.gather(busy, *queued, return_exceptions=True), T)
+        assert res[0] == "busy"
+        assert all(isinstance(r, asyncio.CancelledError) for r in res[1:4])
+        assert res[4:] == [3, 4, 5]
+        assert not ({0, 1, 2} & set(seen))  # cancelled requests never reached the model
+        assert b.stats()["cancellations"] == 3
+        # Their places are free: the queue takes 8 more.
+        more = await asyncio.wait_for(asyncio.gather(*[b.infer(i, **kw) for i in range(8)]), T)
+        assert more == list(range(8))
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_wait_for_timeout_cancels_the_request():
+    seen = []
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def model(xs):
+            seen.extend(xs)
+            await gate.wait()
+            return xs
+
+        b = B.Batcher(model, max_batch_size=2, max_delay_ms=0)
+        busy = asyncio.create_task(b.infer("busy"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(b.infer("late"), 0.02)
+        gate.set()
+        assert await asyncio.wait_for(busy, T) == "busy"
+        assert await asyncio.wait_for(b.infer("next"), T) == "next"
+        assert "late" not in seen
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_errors_are_raised_by_the_await():
+    async def main():
+        b = B.Batcher(_double, max_batch_size=4, max_delay_ms=1)
+        assert await b.infer(1) == 2
+        bad = b.infer(1, priority=1.5)
+        with pytest.raises(TypeError):
+            await bad
+        await b.aclose()
+        coro = b.infer(1)  # no exception at the call: the coroutine raises when awaited
+        with pytest.raises(B.BatcherClosed):
+            await coro
+        t = asyncio.create_task(b.infer(2))
+        with pytest.raises(B.BatcherClosed):
+            await t
+
+    asyncio.run(main())
+
+
+def test_infer_future_returns_futures():
+    async def main():
+        b = B.Batcher(_double, max_batch_size=8, max_delay_ms=1)
+        f0 = b.infer_future(0)  # before the driver exists: a task on the checked path
+        assert isinstance(f0, asyncio.Future) and await f0 == 0
+        fs = [b.infer_future(i) for i in range(10)]
+        assert all(isinstance(f, asyncio.Future) and not inspect.iscoroutine(f) for f in fs)
+        fk = b.infer_future(5, priority=2)  # a keyword: checked path, still a Future
+        assert isinstance(fk, asyncio.Future)
+        assert await asyncio.gather(*fs, fk) == [i * 2 for i in range(10)] + [10]
+        fs[0].cancel()  # already done: nothing happens
+        f = b.infer_future(7)
+        f.cancel()
+        await asyncio.sleep(0.01)
+        assert b.stats()["cancellations"] == 1
+        await b.aclose()
+        with pytest.raises(B.BatcherClosed):
+            await b.infer_future(1)
+
+    asyncio.run(main())
+
+
+def test_batched_async_function_returns_coroutines():
+    @B.batched(max_batch_size=8, max_delay_ms=1)
+    async def model(xs):
+        return [x + 1 for x in xs]
+
+    async def main():
+        c = model(1)
+        assert inspect.iscoroutine(c)
+        assert await c == 2
+        ts = [asyncio.create_task(model(i)) for i in range(10)]
+        assert await asyncio.gather(*ts) == list(range(1, 11))
+        c3 = model.infer(3)
+        assert inspect.iscoroutine(c3) and await c3 == 4
+        assert await model.infer_future(4) == 5
+        if sys.version_info >= (3, 11):
+            async with asyncio.TaskGroup() as tg:
+                t = tg.create_task(model(9))
+            assert t.result() == 10
+        await model.batcher.aclose()
+
+    asyncio.run(main())
+
+
+def test_thread_driver_infer_is_a_coroutine_too():
+    b = B.Batcher(_double, max_batch_size=8, max_delay_ms=1, driver="thread")
+    try:
+        assert b(1) == 2
+
+        async def main():
+            c = b.infer(3)
+            assert inspect.iscoroutine(c)
+            ts = [asyncio.create_task(b.infer(i)) for i in range(10)]
+            assert await asyncio.wait_for(asyncio.gather(c, *ts), T) == [6] + [i * 2 for i in range(10)]
+
+        asyncio.run(main())
+    finally:
+        b.close()
