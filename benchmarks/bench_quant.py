@@ -2,8 +2,9 @@
 
 One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
   mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused; FP16 weights)
-  gemm-{M}x{K}x{N}: INT8 GEMM vs torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate
-      dequant/bias/GELU epilogue in torch.
+  gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
+      torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
+  gpu-w8a8-linear-*: marked `gpu`, run only in the device check (see the end of this file).
 Run: python -m pytest benchmarks/bench_quant.py --benchmark-only -p no:cacheprovider
 """
 from __future__ import annotations
@@ -96,11 +97,12 @@ def test_mlp(benchmark, models, name, batch):
     benchmark(fn)
 
 
-GEMM_SHAPES = [(128, 384, 1536), (128, 1536, 384), (32, 384, 1536)]
+GEMM_SHAPES = [(128, 384, 1536), (128, 1536, 384), (32, 384, 1536), (8, 384, 1536)]
 
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", ["torch_int_mm", "pyperfcore_gemm", "torch_int_mm+epilogue", "pyperfcore_fused_linear"])
+@pytest.mark.parametrize("name", ["torch_int_mm", "pyperfcore_gemm", "pyperfcore_gemm_no_amx", "torch_int_mm+epilogue",
+                                  "pyperfcore_fused_linear"])
 def test_gemm(benchmark, name, shape):
     m, k, n = shape
     benchmark.group = f"gemm-{m}x{k}x{n}"
@@ -128,6 +130,7 @@ def test_gemm(benchmark, name, shape):
     fns = {
         "torch_int_mm": lambda: torch._int_mm(a_s8, w_t),
         "pyperfcore_gemm": lambda: _core().gemm_u8s8(a_u8, packed, None, 1),
+        "pyperfcore_gemm_no_amx": lambda: _core().gemm_u8s8(a_u8, packed, None, 1),
         "torch_int_mm+epilogue": int_mm_epilogue,
         "pyperfcore_fused_linear": lambda: layer(x, threads=1),
     }
@@ -135,7 +138,17 @@ def test_gemm(benchmark, name, shape):
     np.testing.assert_array_equal(_core().gemm_u8s8(a_u8, packed, None, 1), exact)
     assert quant.accuracy_report(int_mm_epilogue().numpy(), layer(x), embeddings=False).cosine_min > 0.999
     benchmark.extra_info["gop"] = 2 * m * k * n / 1e9
-    benchmark(fns[name])
+    benchmark.extra_info["amx"] = name != "pyperfcore_gemm_no_amx" and _core().amx_enabled()
+    prev = _core().amx_enabled() or not _core().amx_available()
+    _core().set_amx_enabled(name != "pyperfcore_gemm_no_amx")
+    try:
+        if name.startswith("pyperfcore_gemm"):  # exact with and without AMX
+            np.testing.assert_array_equal(fns[name](), exact)
+        benchmark(fns[name])
+    finally:
+        _core().set_amx_enabled(prev)
+    if benchmark.stats:
+        benchmark.extra_info["GOP/s"] = 2 * m * k * n / benchmark.stats.stats.median / 1e9
 
 
 # ------------------------------------------------------------------ the real model
