@@ -38,6 +38,8 @@ using detail::KSExtremes;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kAutoMin = int64_t(1) << 13;  // na + nb below this: sort (automatic choice)
+constexpr int64_t kLeaf = 1024;                  // a bucket with fewer values is sorted, not split
+constexpr int kMaxDepth = 4;                     // levels of buckets inside buckets
 constexpr int64_t kBlock = int64_t(1) << 17;    // values per pass-2 task (fixed: sums do not
                                                 // depend on the thread count)
 
@@ -67,8 +69,9 @@ void sorted_copies(const double* a, int64_t na, const double* b, int64_t nb, std
   });
 }
 
+// About 32 values per bucket, at most 2^16 buckets (the count tables stay in L2).
 int64_t auto_buckets(int64_t total) {
-  int64_t k = 1024;
+  int64_t k = 64;
   while (k < (int64_t(1) << 16) && k * 32 < total) k <<= 1;
   return k;
 }
@@ -79,33 +82,48 @@ struct Plan {
   bool ok = false;
 };
 
-// Buckets 1..K-2 cover [lo, hi] of a strided sample (trimmed by 1/1024 at each end so that
-// outliers do not stretch the grid); buckets 0 and K-1 take everything beyond.
+// Buckets 1..K-2 cover a core [lo, hi] of the values, from a strided sample: its 1/256 and
+// 255/256 quantiles, or, when those are far apart compared with the 1/16 and 15/16 ones (heavy
+// tails: Cauchy, log-normal), the latter, so that the bulk of the mass gets fine buckets.
+// Buckets 0 and K-1 take everything beyond the core (they are split again when they matter).
+// A sample with one value falls back to the exact extremes of the data.
 Plan make_plan(const double* a, int64_t na, const double* b, int64_t nb, int64_t K) {
   Plan p;
   std::vector<double> s;
-  s.reserve(8200);
+  const int64_t per = std::min<int64_t>(4096, std::max<int64_t>(64, (na + nb) / 8));
+  s.reserve(static_cast<size_t>(2 * per + 2));
   auto take = [&](const double* x, int64_t n) {
-    const int64_t step = std::max<int64_t>(1, n / 4096);
+    const int64_t step = std::max<int64_t>(1, n / per);
     for (int64_t i = 0; i < n; i += step)
       if (std::fabs(x[i]) < kInf) s.push_back(x[i]);
   };
   take(a, na);
   take(b, nb);
-  if (s.size() < 2) return p;
-  const size_t q = s.size() / 1024;
-  std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(q), s.end());
-  double lo = s[q];
-  std::nth_element(s.begin(), s.end() - 1 - static_cast<std::ptrdiff_t>(q), s.end());
-  double hi = s[s.size() - 1 - q];
-  if (!(hi > lo)) {
-    lo = *std::min_element(s.begin(), s.end());
-    hi = *std::max_element(s.begin(), s.end());
+  double lo = kInf, hi = -kInf;
+  if (s.size() >= 2) {
+    auto quantile = [&](size_t r) {
+      std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(r), s.end());
+      return s[r];
+    };
+    const size_t n = s.size(), q256 = n / 256, q16 = n / 16;
+    lo = quantile(q256), hi = quantile(n - 1 - q256);
+    const double lo16 = quantile(q16), hi16 = quantile(n - 1 - q16);
+    if (hi16 > lo16 && hi - lo > 4 * (hi16 - lo16)) lo = lo16, hi = hi16;
+    if (!(hi > lo)) {
+      lo = *std::min_element(s.begin(), s.end());
+      hi = *std::max_element(s.begin(), s.end());
+    }
+  }
+  if (!(hi > lo)) {  // one value in the sample (or none finite): the data's own extremes
+    lo = kInf, hi = -kInf;
+    for (const double* x : {a, b})
+      for (int64_t i = 0, n = x == a ? na : nb; i < n; ++i)
+        if (std::fabs(x[i]) < kInf) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
   }
   if (!(hi > lo)) return p;
   const double range = hi - lo, scale = static_cast<double>(K - 2) / range;
   if (!(range < kInf) || !(scale > 0) || !(scale < kInf)) return p;
-  p.m.lo = lo - 1.0 / scale;  // t(lo) ~ 1: bucket 0 holds only values below the sample's range
+  p.m.lo = lo - 1.0 / scale;  // t(lo) ~ 1: bucket 0 holds only values below the core
   p.m.scale = scale;
   p.m.kmax = static_cast<double>(K - 1);
   if (!(std::fabs(p.m.lo) < kInf)) return p;
@@ -114,28 +132,42 @@ Plan make_plan(const double* a, int64_t na, const double* b, int64_t nb, int64_t
   return p;
 }
 
-// Bucket counts of both samples (exact integers: independent of the thread split).
+// Bucket counts of both samples (exact integers: independent of the thread split) and the
+// extremes of each bucket over both samples, mm[2j] = min, mm[2j + 1] = max (a bucket whose
+// min equals its max holds one value: its ECDFs need no sorting).
 int count_both(const BucketKernels& k, const Plan& p, const double* a, int64_t na, const double* b, int64_t nb,
-               std::vector<uint32_t>& ca, std::vector<uint32_t>& cb) {
+               std::vector<uint32_t>& ca, std::vector<uint32_t>& cb, std::vector<double>& mm) {
   const int64_t K = p.K;
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), (na + nb) / kBlock));
   std::vector<std::vector<uint32_t>> local(static_cast<size_t>(parts));
+  std::vector<std::vector<double>> lmm(static_cast<size_t>(parts));
   std::vector<int> bad(static_cast<size_t>(parts), 0);
   parallel_for(parts, 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       std::vector<uint32_t>& h = local[static_cast<size_t>(q)];
+      std::vector<double>& e = lmm[static_cast<size_t>(q)];
       h.assign(static_cast<size_t>(2 * K), 0);
+      e.resize(static_cast<size_t>(2 * K));
+      for (int64_t j = 0; j < K; ++j) e[static_cast<size_t>(2 * j)] = kInf, e[static_cast<size_t>(2 * j + 1)] = -kInf;
       const int64_t a0 = na * q / parts, a1 = na * (q + 1) / parts, b0 = nb * q / parts, b1 = nb * (q + 1) / parts;
-      bad[static_cast<size_t>(q)] = k.count(a + a0, a1 - a0, p.m, h.data()) | k.count(b + b0, b1 - b0, p.m, h.data() + K);
+      bad[static_cast<size_t>(q)] =
+          k.count(a + a0, a1 - a0, p.m, h.data(), e.data()) | k.count(b + b0, b1 - b0, p.m, h.data() + K, e.data());
     }
   });
   ca.assign(local[0].begin(), local[0].begin() + K);
   cb.assign(local[0].begin() + K, local[0].end());
+  mm.swap(lmm[0]);
   int flags = bad[0];
   for (size_t q = 1; q < local.size(); ++q) {
     flags |= bad[q];
     const uint32_t* h = local[q].data();
-    for (int64_t j = 0; j < K; ++j) ca[static_cast<size_t>(j)] += h[j], cb[static_cast<size_t>(j)] += h[K + j];
+    const double* e = lmm[q].data();
+    for (int64_t j = 0; j < K; ++j) {
+      const size_t u = static_cast<size_t>(j);
+      ca[u] += h[j], cb[u] += h[K + j];
+      mm[2 * u] = std::min(mm[2 * u], e[2 * j]);
+      mm[2 * u + 1] = std::max(mm[2 * u + 1], e[2 * j + 1]);
+    }
   }
   return flags;
 }
@@ -194,17 +226,77 @@ void sort_segment(double* p, int64_t n) {
   if (n > 1 && !std::is_sorted(p, p + n)) std::sort(p, p + n);
 }
 
-// scipy's cdf1 - cdf2 at the end of each run of equal values of one bucket, from the counts
+// Values of one (sub)problem: the samples' values inside a range where the counts before it,
+// A0 and B0, are known.
+struct Node {
+  double* a;
+  int64_t la;
+  double* b;
+  int64_t lb;
+  uint64_t A0, B0;
+};
+
+struct Ctx {
+  const BucketKernels* k;
+  double fa, fb;
+  int64_t forced;  // buckets per level when forced (tests), else 0
+  int64_t leaf;    // nodes with at most this many values are sorted
+  int max_depth;
+};
+
+// Counts before each flagged bucket of a level.
+void flagged_offsets(const Flagged& f, const std::vector<uint32_t>& ca, const std::vector<uint32_t>& cb, uint64_t A0,
+                     uint64_t B0, std::vector<uint64_t>& fa0, std::vector<uint64_t>& fb0) {
+  const size_t nf = f.buckets.size();
+  fa0.resize(nf);
+  fb0.resize(nf);
+  uint64_t sa = A0, sb = B0;
+  size_t q = 0;
+  for (size_t j = 0; j < ca.size() && q < nf; ++j) {
+    if (f.buckets[q] == static_cast<int32_t>(j)) fa0[q] = sa, fb0[q] = sb, ++q;
+    sa += ca[j], sb += cb[j];
+  }
+}
+
+// Runs fn(q, node) over the flagged buckets of a level in parallel (fn writes only slot q).
+template <class Fn>
+void for_each_flagged(Flagged& f, const std::vector<uint64_t>& fa0, const std::vector<uint64_t>& fb0, const Fn& fn) {
+  const int64_t nf = static_cast<int64_t>(f.buckets.size());
+  parallel_for(nf, 8, [&](int64_t s, int64_t e) {
+    for (int64_t q = s; q < e; ++q) {
+      const size_t u = static_cast<size_t>(q);
+      Node n{f.va.data() + f.off_a[u], f.off_a[u + 1] - f.off_a[u], f.vb.data() + f.off_b[u],
+             f.off_b[u + 1] - f.off_b[u], fa0[u], fb0[u]};
+      fn(q, n);
+    }
+  });
+}
+
+bool all_equal(const Node& n) {
+  const double v = n.la ? n.a[0] : n.b[0];
+  for (int64_t i = 0; i < n.la; ++i)
+    if (!(n.a[i] == v)) return false;
+  for (int64_t i = 0; i < n.lb; ++i)
+    if (!(n.b[i] == v)) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------- KS
+
+// scipy's cdf1 - cdf2 at the end of each run of equal values of a sorted node, from the counts
 // before it. Strict comparisons over ascending values keep the first (smallest) location.
-void walk_ks(const double* sa, int64_t la, const double* sb, int64_t lb, uint64_t ca, uint64_t cb, double fa,
-             double fb, KSExtremes& e) {
+void walk_ks(const Node& n, const Ctx& c, KSExtremes& e) {
+  sort_segment(n.a, n.la);
+  sort_segment(n.b, n.lb);
+  const double *sa = n.a, *sb = n.b;
+  uint64_t ca = n.A0, cb = n.B0;
   int64_t i = 0, k = 0;
-  while (i < la || k < lb) {
-    const double v = (k >= lb || (i < la && sa[i] <= sb[k])) ? sa[i] : sb[k];
+  while (i < n.la || k < n.lb) {
+    const double v = (k >= n.lb || (i < n.la && sa[i] <= sb[k])) ? sa[i] : sb[k];
     bool has_a = false;
-    while (i < la && sa[i] == v) ++i, ++ca, has_a = true;
-    while (k < lb && sb[k] == v) ++k, ++cb;
-    const double d = static_cast<double>(ca) / fa - static_cast<double>(cb) / fb;
+    while (i < n.la && sa[i] == v) ++i, ++ca, has_a = true;
+    while (k < n.lb && sb[k] == v) ++k, ++cb;
+    const double d = static_cast<double>(ca) / c.fa - static_cast<double>(cb) / c.fb;
     if (has_a) {
       if (d > e.mx) e.mx = d, e.loc_mx = v;
       if (d < e.mn_a) e.mn_a = d, e.loc_mn_a = v;
@@ -214,41 +306,194 @@ void walk_ks(const double* sa, int64_t la, const double* sb, int64_t lb, uint64_
   }
 }
 
-// Integral of |F_a - F_b| over bucket j in t - j units (from 0 to 1; the end buckets hold
-// F = 0 beyond their extreme values, so the same bounds serve them).
-double walk_w(const double* sa, int64_t la, const double* sb, int64_t lb, uint64_t ca, uint64_t cb, double fa,
-              double fb, const BucketMap& m, int32_t j) {
-  const double jd = static_cast<double>(j);
-  double F = static_cast<double>(ca) / fa - static_cast<double>(cb) / fb, prev = 0.0, I = 0.0;
-  int64_t i = 0, k = 0;
-  while (i < la || k < lb) {
-    const double v = (k >= lb || (i < la && sa[i] <= sb[k])) ? sa[i] : sb[k];
-    const double f = (v - m.lo) * m.scale - jd;
-    I += std::fabs(F) * (f - prev);
-    while (i < la && sa[i] == v) ++i, ++ca;
-    while (k < lb && sb[k] == v) ++k, ++cb;
-    F = static_cast<double>(ca) / fa - static_cast<double>(cb) / fb;
-    prev = f;
-  }
-  return I + std::fabs(F) * (1.0 - prev);
+void merge_extremes(KSExtremes& e, const KSExtremes& x) {  // x lies after e: first occurrences win
+  if (x.mx > e.mx) e.mx = x.mx, e.loc_mx = x.loc_mx;
+  if (x.mn_a < e.mn_a) e.mn_a = x.mn_a, e.loc_mn_a = x.loc_mn_a;
+  if (x.mn_b < e.mn_b) e.mn_b = x.mn_b, e.loc_mn_b = x.loc_mn_b;
 }
 
-// Sorts each flagged bucket's values and runs fn(index, sa, la, sb, lb) over the flagged
-// buckets in parallel (fn writes only its own slot).
-template <class Fn>
-void for_each_flagged(Flagged& f, const Fn& fn) {
-  const int64_t nf = static_cast<int64_t>(f.buckets.size());
-  parallel_for(nf, 16, [&](int64_t s, int64_t e) {
-    for (int64_t q = s; q < e; ++q) {
-      const size_t u = static_cast<size_t>(q);
-      double* sa = f.va.data() + f.off_a[u];
-      double* sb = f.vb.data() + f.off_b[u];
-      const int64_t la = f.off_a[u + 1] - f.off_a[u], lb = f.off_b[u + 1] - f.off_b[u];
-      sort_segment(sa, la);
-      sort_segment(sb, lb);
-      fn(q, sa, la, sb, lb);
+struct KSBounds {
+  bool want_max, want_min;
+  double lb_max, ub_min;  // attained: the maximum is >= lb_max, the minimum <= ub_min
+};
+
+KSExtremes ks_node(const Ctx& c, const Node& n, KSBounds bd, int depth);
+
+// One level: count, tighten the bounds with the bucket ends, gather the buckets that can hold
+// an extreme and resolve each (sorted, or split again).
+KSExtremes ks_level(const Ctx& c, const Plan& p, const double* a, int64_t la, const double* b, int64_t lb,
+                    uint64_t A0, uint64_t B0, KSBounds bd, int depth, int* flags) {
+  std::vector<uint32_t> ca, cb;
+  std::vector<double> mm;
+  *flags = count_both(*c.k, p, a, la, b, lb, ca, cb, mm);
+  if (*flags & 1) return KSExtremes{};
+  // (Bounds use reciprocals: within a few ulps of scipy's divisions, far inside kSlack.)
+  const double ra = 1.0 / c.fa, rb = 1.0 / c.fb;
+  uint64_t A = A0, B = B0;
+  for (int64_t j = 0; j < p.K; ++j) {
+    const uint32_t x = ca[static_cast<size_t>(j)], y = cb[static_cast<size_t>(j)];
+    if (x + y == 0) continue;
+    A += x, B += y;
+    const double d = static_cast<double>(A) * ra - static_cast<double>(B) * rb;
+    bd.lb_max = std::max(bd.lb_max, d);
+    bd.ub_min = std::min(bd.ub_min, d);
+  }
+  // A bucket can hold an extreme only if its inner bound reaches the attained one. The slack
+  // (1e-12) covers the rounding of bounds and statistic (~1e-16) many times over. A bucket of
+  // one value has one point, at its end: it is resolved here from its counts, never gathered.
+  constexpr double kSlack = 1e-12;
+  std::vector<double> sg(static_cast<size_t>(p.K), 0.0);
+  std::vector<std::pair<int64_t, KSExtremes>> single;
+  A = A0, B = B0;
+  for (int64_t j = 0; j < p.K; ++j) {
+    const size_t u = static_cast<size_t>(j);
+    const uint32_t x = ca[u], y = cb[u];
+    if (x + y == 0) continue;
+    if (mm[2 * u] == mm[2 * u + 1]) {
+      const double d = static_cast<double>(A + x) / c.fa - static_cast<double>(B + y) / c.fb, v = mm[2 * u];
+      if ((bd.want_max && x > 0 && d >= bd.lb_max - kSlack) || (bd.want_min && d <= bd.ub_min + kSlack)) {
+        KSExtremes e;
+        if (x > 0)
+          e.mx = e.mn_a = d, e.loc_mx = e.loc_mn_a = v;
+        else
+          e.mn_b = d, e.loc_mn_b = v;
+        single.emplace_back(j, e);
+      }
+    } else {
+      const double hi = static_cast<double>(A + x) * ra - static_cast<double>(B) * rb;
+      const double lo = static_cast<double>(A) * ra - static_cast<double>(B + y) * rb;
+      if ((bd.want_max && hi >= bd.lb_max - kSlack) || (bd.want_min && lo <= bd.ub_min + kSlack))
+        sg[u] = std::numeric_limits<double>::quiet_NaN();
     }
+    A += x, B += y;
+  }
+  Flagged f;
+  gather(*c.k, p, a, la, b, lb, sg, ca, cb, f);
+  std::vector<uint64_t> fa0, fb0;
+  flagged_offsets(f, ca, cb, A0, B0, fa0, fb0);
+  std::vector<KSExtremes> part(f.buckets.size());
+  for_each_flagged(f, fa0, fb0, [&](int64_t q, const Node& n) { part[static_cast<size_t>(q)] = ks_node(c, n, bd, depth + 1); });
+  KSExtremes e;  // both lists in ascending bucket order, merged
+  size_t q = 0, s = 0;
+  while (q < part.size() || s < single.size()) {
+    if (s >= single.size() || (q < part.size() && f.buckets[q] < single[s].first))
+      merge_extremes(e, part[q++]);
+    else
+      merge_extremes(e, single[s++].second);
+  }
+  return e;
+}
+
+KSExtremes ks_node(const Ctx& c, const Node& n, KSBounds bd, int depth) {
+  KSExtremes e;
+  if (n.la + n.lb > c.leaf && depth < c.max_depth && !all_equal(n)) {
+    const Plan p = make_plan(n.a, n.la, n.b, n.lb, c.forced ? c.forced : auto_buckets(n.la + n.lb));
+    int flags = 0;
+    if (p.ok) return ks_level(c, p, n.a, n.la, n.b, n.lb, n.A0, n.B0, bd, depth, &flags);  // no NaN below the top
+  }
+  walk_ks(n, c, e);
+  return e;
+}
+
+// ---------------------------------------------------------------- Wasserstein
+
+// Integral of |F_a - F_b| over [L, U) of a sorted node (F constant between values; a zero F
+// times an infinite length counts 0: F vanishes beyond the samples' extremes).
+double walk_w(const Node& n, const Ctx& c, double L, double U) {
+  sort_segment(n.a, n.la);
+  sort_segment(n.b, n.lb);
+  const double *sa = n.a, *sb = n.b;
+  uint64_t ca = n.A0, cb = n.B0;
+  double F = static_cast<double>(ca) / c.fa - static_cast<double>(cb) / c.fb, prev = L, I = 0.0;
+  int64_t i = 0, k = 0;
+  while (i < n.la || k < n.lb) {
+    const double v = (k >= n.lb || (i < n.la && sa[i] <= sb[k])) ? sa[i] : sb[k];
+    if (F != 0.0) I += std::fabs(F) * (v - prev);
+    while (i < n.la && sa[i] == v) ++i, ++ca;
+    while (k < n.lb && sb[k] == v) ++k, ++cb;
+    F = static_cast<double>(ca) / c.fa - static_cast<double>(cb) / c.fb;
+    prev = v;
+  }
+  if (F != 0.0) I += std::fabs(F) * (U - prev);
+  return I;
+}
+
+double w_node(const Ctx& c, const Node& n, double L, double U, int depth);
+
+// One level over [L, U) in the units of a and b; returns the integral in those units.
+// Interior buckets where F cannot change sign: closed form from counts and offsets. The others
+// (and the two end buckets): their values are moved to this level's t units, t = (v - lo) *
+// scale, and integrated over [j, j + 1) (end buckets: up to t(L) / t(U)), sorted or split again.
+// flags: bit 1 NaN, bit 2 a value too far out for t (the caller falls back).
+double w_level(const Ctx& c, const Plan& p, const double* a, int64_t la, const double* b, int64_t lb, uint64_t A0,
+               uint64_t B0, double L, double U, int depth, int* flags) {
+  std::vector<uint32_t> ca, cb;
+  std::vector<double> mm;
+  *flags = count_both(*c.k, p, a, la, b, lb, ca, cb, mm);
+  if (*flags & 3) return 0.0;
+  const unsigned __int128 NA = static_cast<uint64_t>(c.fa), NB = static_cast<uint64_t>(c.fb);
+  const double tL = (L - p.m.lo) * p.m.scale, tU = (U - p.m.lo) * p.m.scale;
+  std::vector<double> sg(static_cast<size_t>(p.K));
+  long double closed = 0.0L;  // closed-form buckets: |F| at their start, times their width 1
+  long double single = 0.0L;  // buckets of one value v: |F0| (t(v) - start) + |F1| (end - t(v))
+  uint64_t A = A0, B = B0;
+  for (int64_t j = 0; j < p.K; ++j) {
+    const size_t u = static_cast<size_t>(j);
+    const uint64_t A1 = A + ca[u], B1 = B + cb[u];
+    double s = std::numeric_limits<double>::quiet_NaN();
+    if (mm[2 * u] == mm[2 * u + 1]) {
+      const double tv = (mm[2 * u] - p.m.lo) * p.m.scale;
+      const double lo = j == 0 ? tL : static_cast<double>(j), hi = j == p.K - 1 ? tU : static_cast<double>(j + 1);
+      const double F0 = static_cast<double>(A) / c.fa - static_cast<double>(B) / c.fb;
+      const double F1 = static_cast<double>(A1) / c.fa - static_cast<double>(B1) / c.fb;
+      if (F0 != 0.0) single += std::fabs(F0) * (tv - lo);  // a zero F times an infinite end counts 0
+      if (F1 != 0.0) single += std::fabs(F1) * (hi - tv);
+      s = 0.0;
+    } else if (j > 0 && j < p.K - 1) {  // exact integer tests of min F >= 0 / max F <= 0 inside
+      if (A * NB >= B1 * NA)
+        s = 1.0;
+      else if (A1 * NB <= B * NA)
+        s = -1.0;
+      if (s == s) closed += s * (static_cast<double>(A) / c.fa - static_cast<double>(B) / c.fb);
+    }
+    sg[u] = s;
+    A = A1, B = B1;
+  }
+  Flagged f;
+  gather(*c.k, p, a, la, b, lb, sg, ca, cb, f);
+  std::vector<uint64_t> fa0, fb0;
+  flagged_offsets(f, ca, cb, A0, B0, fa0, fb0);
+  std::vector<double> part(f.buckets.size(), 0.0);
+  for_each_flagged(f, fa0, fb0, [&](int64_t q, const Node& n) {
+    for (int64_t i = 0; i < n.la; ++i) n.a[i] = (n.a[i] - p.m.lo) * p.m.scale;
+    for (int64_t i = 0; i < n.lb; ++i) n.b[i] = (n.b[i] - p.m.lo) * p.m.scale;
+    const int64_t j = f.buckets[static_cast<size_t>(q)];
+    const double lo = j == 0 ? tL : static_cast<double>(j), hi = j == p.K - 1 ? tU : static_cast<double>(j + 1);
+    part[static_cast<size_t>(q)] = w_node(c, n, lo, hi, depth + 1);
   });
+  long double exact = 0.0L;
+  for (double v : part) exact += v;
+  const long double total =
+      closed + single + static_cast<long double>(f.acc_a) / c.fa - static_cast<long double>(f.acc_b) / c.fb + exact;
+  return static_cast<double>(total / static_cast<long double>(p.m.scale));
+}
+
+double w_node(const Ctx& c, const Node& n, double L, double U, int depth) {
+  if (n.la + n.lb > c.leaf && depth < c.max_depth && !all_equal(n)) {
+    const Plan p = make_plan(n.a, n.la, n.b, n.lb, c.forced ? c.forced : auto_buckets(n.la + n.lb));
+    int flags = 0;
+    if (p.ok) {
+      const double r = w_level(c, p, n.a, n.la, n.b, n.lb, n.A0, n.B0, L, U, depth, &flags);
+      if (!flags) return r;
+    }
+  }
+  return walk_w(n, c, L, U);
+}
+
+Ctx make_ctx(CpuTarget t, int64_t na, int64_t nb, int64_t buckets) {
+  Ctx c{&detail::bucket_kernels_for(t), static_cast<double>(na), static_cast<double>(nb), 0, kLeaf, kMaxDepth};
+  if (buckets > 0) c.forced = buckets, c.leaf = 8, c.max_depth = 6;  // tests: split small samples too
+  return c;
 }
 
 bool use_buckets(int64_t na, int64_t nb, int64_t buckets) {
@@ -263,69 +508,19 @@ bool use_buckets(int64_t na, int64_t nb, int64_t buckets) {
 KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method, KSAlternative alt,
                   CpuTarget t, int64_t buckets) {
   check_sizes(na, nb, "ks_2samp");
+  const Ctx c = make_ctx(t, na, nb, buckets);
   Plan p;
-  if (use_buckets(na, nb, buckets)) p = make_plan(a, na, b, nb, buckets ? buckets : auto_buckets(na + nb));
-  if (!p.ok) {
-    std::vector<double> sa, sb;
-    sorted_copies(a, na, b, nb, sa, sb, "ks_2samp");
-    return ks_2samp_sorted(sa.data(), na, sb.data(), nb, method, alt);
+  if (use_buckets(na, nb, buckets)) p = make_plan(a, na, b, nb, c.forced ? c.forced : auto_buckets(na + nb));
+  if (p.ok) {
+    const KSBounds bd{alt != KSAlternative::less, alt != KSAlternative::greater, -kInf, kInf};
+    int flags = 0;
+    const KSExtremes e = ks_level(c, p, a, na, b, nb, 0, 0, bd, 0, &flags);
+    if (flags & 1) nan_error("ks_2samp");
+    return detail::ks_finish(e, na, nb, method, alt);
   }
-  const BucketKernels& k = detail::bucket_kernels_for(t);
-  std::vector<uint32_t> ca, cb;
-  if (count_both(k, p, a, na, b, nb, ca, cb) & 1) nan_error("ks_2samp");
-  const double fa = static_cast<double>(na), fb = static_cast<double>(nb);
-  const bool want_max = alt != KSAlternative::less, want_min = alt != KSAlternative::greater;
-  // Attained values at bucket ends bound the extremes: max >= lb_max, min <= ub_min.
-  // (Bounds use reciprocals: within a few ulps of the divisions, far inside kSlack below.)
-  const double ra = 1.0 / fa, rb = 1.0 / fb;
-  double lb_max = -kInf, ub_min = kInf;
-  uint64_t A = 0, B = 0;
-  for (int64_t j = 0; j < p.K; ++j) {
-    const uint32_t x = ca[static_cast<size_t>(j)], y = cb[static_cast<size_t>(j)];
-    if (x + y == 0) continue;
-    A += x, B += y;
-    const double d = static_cast<double>(A) * ra - static_cast<double>(B) * rb;
-    lb_max = std::max(lb_max, d);
-    ub_min = std::min(ub_min, d);
-  }
-  // A bucket can hold an extreme only if its inner bound reaches the attained one; the
-  // slack covers rounding of the bounds (1e-12 >> 1 ulp, << 1/(na nb) steps do not matter).
-  constexpr double kSlack = 1e-12;
-  std::vector<double> sg(static_cast<size_t>(p.K), 0.0);
-  A = B = 0;
-  for (int64_t j = 0; j < p.K; ++j) {
-    const uint32_t x = ca[static_cast<size_t>(j)], y = cb[static_cast<size_t>(j)];
-    if (x + y == 0) continue;
-    const double hi = static_cast<double>(A + x) * ra - static_cast<double>(B) * rb;
-    const double lo = static_cast<double>(A) * ra - static_cast<double>(B + y) * rb;
-    if ((want_max && hi >= lb_max - kSlack) || (want_min && lo <= ub_min + kSlack))
-      sg[static_cast<size_t>(j)] = std::numeric_limits<double>::quiet_NaN();
-    A += x, B += y;
-  }
-  Flagged f;
-  gather(k, p, a, na, b, nb, sg, ca, cb, f);
-  // Counts before each flagged bucket.
-  const size_t nf = f.buckets.size();
-  std::vector<uint64_t> A0(nf), B0(nf);
-  {
-    uint64_t sa = 0, sb = 0;
-    size_t q = 0;
-    for (int64_t j = 0; j < p.K && q < nf; ++j) {
-      if (f.buckets[q] == j) A0[q] = sa, B0[q] = sb, ++q;
-      sa += ca[static_cast<size_t>(j)], sb += cb[static_cast<size_t>(j)];
-    }
-  }
-  std::vector<KSExtremes> part(nf);
-  for_each_flagged(f, [&](int64_t q, const double* sa, int64_t la, const double* sb, int64_t lb) {
-    walk_ks(sa, la, sb, lb, A0[static_cast<size_t>(q)], B0[static_cast<size_t>(q)], fa, fb, part[static_cast<size_t>(q)]);
-  });
-  KSExtremes e;  // buckets in ascending order, strict comparisons: first occurrences win
-  for (const KSExtremes& x : part) {
-    if (x.mx > e.mx) e.mx = x.mx, e.loc_mx = x.loc_mx;
-    if (x.mn_a < e.mn_a) e.mn_a = x.mn_a, e.loc_mn_a = x.loc_mn_a;
-    if (x.mn_b < e.mn_b) e.mn_b = x.mn_b, e.loc_mn_b = x.loc_mn_b;
-  }
-  return detail::ks_finish(e, na, nb, method, alt);
+  std::vector<double> sa, sb;
+  sorted_copies(a, na, b, nb, sa, sb, "ks_2samp");
+  return ks_2samp_sorted(sa.data(), na, sb.data(), nb, method, alt);
 }
 
 KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMethod method, KSAlternative alt) {
@@ -334,61 +529,19 @@ KSResult ks_2samp(const double* a, int64_t na, const double* b, int64_t nb, KSMe
 
 double wasserstein(const double* a, int64_t na, const double* b, int64_t nb, CpuTarget t, int64_t buckets) {
   check_sizes(na, nb, "wasserstein");
+  const Ctx c = make_ctx(t, na, nb, buckets);
   Plan p;
-  if (use_buckets(na, nb, buckets)) p = make_plan(a, na, b, nb, buckets ? buckets : auto_buckets(na + nb));
-  const BucketKernels& k = detail::bucket_kernels_for(t);
-  std::vector<uint32_t> ca, cb;
+  if (use_buckets(na, nb, buckets)) p = make_plan(a, na, b, nb, c.forced ? c.forced : auto_buckets(na + nb));
   if (p.ok) {
-    const int flags = count_both(k, p, a, na, b, nb, ca, cb);
+    int flags = 0;
+    const double w = w_level(c, p, a, na, b, nb, 0, 0, -kInf, kInf, 0, &flags);
     if (flags & 1) nan_error("wasserstein");
-    if (flags & 2) p.ok = false;  // infinite values (scipy's inf / nan arithmetic): plain path
+    if (!flags) return w;
+    // bit 2: infinite values (scipy's inf / nan arithmetic) or t overflow: plain path
   }
-  if (!p.ok) {
-    std::vector<double> sa, sb;
-    sorted_copies(a, na, b, nb, sa, sb, "wasserstein");
-    return wasserstein_sorted(sa.data(), na, sb.data(), nb);
-  }
-  const double fa = static_cast<double>(na), fb = static_cast<double>(nb);
-  const unsigned __int128 NA = static_cast<uint64_t>(na), NB = static_cast<uint64_t>(nb);
-  // sg = +1 / -1 where F_a - F_b keeps its sign over the whole bucket (exact integer tests),
-  // NaN where it may change sign and in the two unbounded end buckets.
-  std::vector<double> sg(static_cast<size_t>(p.K));
-  long double closed = 0.0L;  // sum over closed-form buckets of |F at the bucket start|
-  uint64_t A = 0, B = 0;
-  for (int64_t j = 0; j < p.K; ++j) {
-    const uint64_t A1 = A + ca[static_cast<size_t>(j)], B1 = B + cb[static_cast<size_t>(j)];
-    double s = std::numeric_limits<double>::quiet_NaN();
-    if (j > 0 && j < p.K - 1) {
-      if (A * NB >= B1 * NA)
-        s = 1.0;
-      else if (A1 * NB <= B * NA)
-        s = -1.0;
-    }
-    sg[static_cast<size_t>(j)] = s;
-    if (s == s) closed += s * (static_cast<double>(A) / fa - static_cast<double>(B) / fb);
-    A = A1, B = B1;
-  }
-  Flagged f;
-  gather(k, p, a, na, b, nb, sg, ca, cb, f);
-  const size_t nf = f.buckets.size();
-  std::vector<uint64_t> A0(nf), B0(nf);
-  {
-    uint64_t sa = 0, sb = 0;
-    size_t q = 0;
-    for (int64_t j = 0; j < p.K && q < nf; ++j) {
-      if (f.buckets[q] == j) A0[q] = sa, B0[q] = sb, ++q;
-      sa += ca[static_cast<size_t>(j)], sb += cb[static_cast<size_t>(j)];
-    }
-  }
-  std::vector<double> part(nf, 0.0);
-  for_each_flagged(f, [&](int64_t q, const double* sa, int64_t la, const double* sb, int64_t lb) {
-    const size_t u = static_cast<size_t>(q);
-    part[u] = walk_w(sa, la, sb, lb, A0[u], B0[u], fa, fb, p.m, f.buckets[u]);
-  });
-  long double exact = 0.0L;
-  for (double v : part) exact += v;
-  const long double total = closed + static_cast<long double>(f.acc_a) / fa - static_cast<long double>(f.acc_b) / fb + exact;
-  return static_cast<double>(total / static_cast<long double>(p.m.scale));
+  std::vector<double> sa, sb;
+  sorted_copies(a, na, b, nb, sa, sb, "wasserstein");
+  return wasserstein_sorted(sa.data(), na, sb.data(), nb);
 }
 
 double wasserstein(const double* a, int64_t na, const double* b, int64_t nb) {

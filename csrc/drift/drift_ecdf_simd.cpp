@@ -16,12 +16,19 @@ namespace detail {
 namespace {
 constexpr double kHuge = 1152921504606846976.0;  // 2^60: |t| at or above it flags the input
 
-int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+inline void tally(int32_t j, double v, uint32_t* counts, double* mm) {
+  ++counts[j];
+  double* q = mm + 2 * static_cast<int64_t>(j);
+  q[0] = v < q[0] ? v : q[0];
+  q[1] = v > q[1] ? v : q[1];
+}
+
+int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   int bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double t = (x[i] - m.lo) * m.scale;
     if (!(std::fabs(t) < kHuge)) bad |= t != t ? 1 : 2;
-    ++counts[bucket_of(t, m.kmax)];
+    tally(bucket_of(t, m.kmax), x[i], counts, mm);
   }
   return bad;
 }
@@ -50,7 +57,7 @@ const BucketKernels kBucketScalar = {s_count, s_pass2};
 // ---------------------------------------------------------------- AVX2
 #define PFC_AVX2 __attribute__((target("avx2")))
 namespace {
-PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   const __m256d lo = _mm256_set1_pd(m.lo), sc = _mm256_set1_pd(m.scale), km = _mm256_set1_pd(m.kmax);
   const __m256d zero = _mm256_setzero_pd(), huge = _mm256_set1_pd(kHuge);
   const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
@@ -65,9 +72,9 @@ PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* 
                                          _mm256_cmp_pd(_mm256_and_pd(t1, absmask), huge, _CMP_NLT_UQ)));
     _mm_store_si128(reinterpret_cast<__m128i*>(j), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t0, zero), km)));
     _mm_store_si128(reinterpret_cast<__m128i*>(j + 4), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t1, zero), km)));
-    for (int k = 0; k < 8; ++k) ++counts[j[k]];
+    for (int k = 0; k < 8; ++k) tally(j[k], x[i + k], counts, mm);
   }
-  int bad = s_count(x + i, n - i, m, counts);
+  int bad = s_count(x + i, n - i, m, counts, mm);
   if (_mm256_movemask_pd(nan)) bad |= 1;
   if (_mm256_movemask_pd(big)) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
   return bad;
@@ -108,7 +115,7 @@ const BucketKernels kBucketAvx2 = {a2_count, a2_pass2};
 // ---------------------------------------------------------------- AVX-512
 #define PFC_AVX512 __attribute__((target("avx512f,avx512dq,avx2")))
 namespace {
-PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   const __m512d lo = _mm512_set1_pd(m.lo), sc = _mm512_set1_pd(m.scale), km = _mm512_set1_pd(m.kmax);
   const __m512d zero = _mm512_setzero_pd(), huge = _mm512_set1_pd(kHuge);
   __mmask8 nan = 0, big = 0;
@@ -121,9 +128,9 @@ PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t
     big |= _mm512_cmp_pd_mask(_mm512_abs_pd(t0), huge, _CMP_NLT_UQ) | _mm512_cmp_pd_mask(_mm512_abs_pd(t1), huge, _CMP_NLT_UQ);
     _mm256_store_si256(reinterpret_cast<__m256i*>(j), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t0, zero), km)));
     _mm256_store_si256(reinterpret_cast<__m256i*>(j + 8), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t1, zero), km)));
-    for (int k = 0; k < 16; ++k) ++counts[j[k]];
+    for (int k = 0; k < 16; ++k) tally(j[k], x[i + k], counts, mm);
   }
-  int bad = s_count(x + i, n - i, m, counts);
+  int bad = s_count(x + i, n - i, m, counts, mm);
   if (nan) bad |= 1;
   if (big) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
   return bad;
