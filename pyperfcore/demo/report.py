@@ -309,7 +309,9 @@ def _batch_sizes(ctx) -> dict | None:
     for le, cum in hist:
         le, cum = float(le), float(cum)
         if cum - prev > 0:
-            labels.append(f"{lo:g}-{le:g}" if math.isfinite(le) else f">{lo:g}")
+            first = math.floor(lo) + 1  # batch sizes are integers: bucket (lo, le] holds lo+1..le
+            labels.append(f">{lo:g}" if not math.isfinite(le) else
+                          f"{first}" if first >= le else f"{first}-{le:g}")
             counts.append(cum - prev)
         prev, lo = cum, le
     return {"labels": labels, "batches": counts} if counts else None

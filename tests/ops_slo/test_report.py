@@ -95,6 +95,7 @@ def test_report_draws_every_plot_from_stage_data(tmp_path):
     x, sc = np.array(se["drift"]["x"]), np.array(se["drift"]["score"])
     assert sc[x > 1500].min() > se["drift"]["threshold"] > sc[x < 1500].max()
     assert se["batch_sizes"]["batches"] == [5, 4, 11, 21]
+    assert se["batch_sizes"]["labels"] == ["1", "2", "3-4", "5-8"]
     assert se["latency"]["source"].startswith("SLO stage")
     assert len(se["slo_burn"]["events"]) == 2
 
