@@ -406,6 +406,22 @@ PFC_AVX512 inline __m512 a5_exp(__m512 x) {
   // value as building 2^n from its exponent bits and multiplying, in one instruction instead of four
   return _mm512_scalef_ps(p, n);
 }
+// exp for x already inside [kExpLo, kExpHi] (no clamp).
+PFC_AVX512 inline __m512 a5_exp_in_range(__m512 x) {
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  // p * 2^n in one VSCALEFPS (n is integral and the clamp keeps the result normal): the same
+  // value as building 2^n from its exponent bits and multiplying, in one instruction instead of four
+  return _mm512_scalef_ps(p, n);
+}
 // 1 / d with one Newton step on the 14-bit estimate (about 1 ulp; d >= 1 here).
 PFC_AVX512 inline __m512 a5_rcp(__m512 d) {
   __m512 r = _mm512_rcp14_ps(d);
@@ -416,17 +432,19 @@ PFC_AVX512 inline __m512 a5_act(__m512 v, Activation act) {
   switch (act) {
     case Activation::relu: return _mm512_max_ps(v, _mm512_setzero_ps());
     case Activation::gelu: {
-      __m512 a = _mm512_min_ps(_mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(kInvSqrt2)), _mm512_set1_ps(kErfClamp));
+      // h = erfc(|v| / sqrt 2) / 2 (the A-S coefficients halved: exact), then
+      // gelu(v) = max(v, 0) - |v| h for either sign, one FMA instead of select + two products;
+      // -a^2 >= -36 is inside exp's range, so its clamp is skipped.
+      const __m512 av = _mm512_abs_ps(v);
+      __m512 a = _mm512_min_ps(_mm512_mul_ps(av, _mm512_set1_ps(kInvSqrt2)), _mm512_set1_ps(kErfClamp));
       __m512 t = a5_rcp(_mm512_fmadd_ps(_mm512_set1_ps(kErfP), a, one));
-      __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kA5), t, _mm512_set1_ps(kA4));
-      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA3));
-      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA2));
-      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA1));
+      __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(0.5f * kA5), t, _mm512_set1_ps(0.5f * kA4));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.5f * kA3));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.5f * kA2));
+      poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.5f * kA1));
       poly = _mm512_mul_ps(poly, t);
-      __m512 ec = _mm512_mul_ps(poly, a5_exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))));
-      __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-      __m512 f = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.f), ec), ec);
-      return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), f);
+      __m512 h = _mm512_mul_ps(poly, a5_exp_in_range(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)));
+      return _mm512_fnmadd_ps(av, h, _mm512_max_ps(v, _mm512_setzero_ps()));
     }
     case Activation::gelu_tanh: {
       __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
@@ -672,6 +690,9 @@ const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_
 // is the B operand: 16 columns x 4 k of one group are 64 contiguous bytes, consecutive groups 256
 // bytes apart, so a B tile loads straight from the panel with stride 256. K beyond the last full
 // 64-byte step is finished with VPDPBUSD on the stored block. INT32 sums are exact on both paths.
+// AMX intrinsics need GCC 11 / clang 12; older compilers build without this path.
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
+#define PFC_HAVE_AMX 1
 #define PFC_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
 namespace {
 struct alignas(64) TileCfg {
@@ -742,11 +763,14 @@ PFC_AMX void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_
   }
 }
 
-
+#endif  // compiler with AMX intrinsics
 
 // CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), then Linux must grant the 8 KiB tile
 // state to this process (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); any failure means no AMX.
 bool amx_supported() {
+#if !defined(PFC_HAVE_AMX)
+  return false;
+#else
   static const bool ok = [] {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -759,7 +783,13 @@ bool amx_supported() {
 #endif
   }();
   return ok;
+#endif
 }
+#if !defined(PFC_HAVE_AMX)
+void amx_configure(int) {}
+void amx_release() {}
+void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
+#endif
 
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_half_tile, a5_widen_panel, a5_f32_tile, a5_epi_f};
 #else
