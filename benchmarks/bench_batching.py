@@ -168,18 +168,20 @@ def test_asyncio_ray_serve_batch(benchmark):
     benchmark.extra_info["round_trips_per_s"] = CALLERS * (PER_CALLER // 10) / benchmark.stats.stats.median
 
 
-@pytest.mark.parametrize("model", ["sync", "async"])
-def test_asyncio_pyperfcore(benchmark, model):
+@pytest.mark.parametrize("model,api", [("sync", "infer"), ("sync", "infer_future"), ("async", "infer")])
+def test_asyncio_pyperfcore(benchmark, model, api):
     benchmark.group = "asyncio 64 callers, batch 32, no-op model"
     fn = _noop if model == "sync" else _noop_async
     sizes = []
 
     async def main():
         b = B.Batcher(fn, max_batch_size=BATCH, max_delay_ms=1, driver="asyncio")
+        await b.infer(-1)  # starts the loop driver (the fast path is then an instance attribute)
+        call = getattr(b, api)
 
         async def caller(c):
             for i in range(PER_CALLER):
-                assert await b.infer(i) == i
+                assert await call(i) == i
 
         await asyncio.gather(*[caller(c) for c in range(CALLERS)])
         sizes.append(b.stats()["mean_batch_size"])
@@ -189,13 +191,15 @@ def test_asyncio_pyperfcore(benchmark, model):
     benchmark.extra_info["mean_batch_size"] = float(np.mean(sizes))
 
 
-def _pyperfcore_asyncio_run():
+def _pyperfcore_asyncio_run(api="infer"):
     async def main():
         b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=1, driver="asyncio")
+        await b.infer(-1)
+        call = getattr(b, api)
 
         async def caller(c):
             for i in range(PER_CALLER):
-                assert await b.infer(i) == i
+                assert await call(i) == i
 
         await asyncio.gather(*[caller(c) for c in range(CALLERS)])
         await b.aclose()
@@ -225,10 +229,13 @@ def _interleaved(benchmark, a, b, reps=9):
     return ta, tb
 
 
-def test_asyncio_interleaved_pyperfcore_vs_floor(benchmark):
-    """pyperfcore (sync no-op model) over the bare floor, alternating in one benchmark."""
-    benchmark.group = "asyncio interleaved: pyperfcore / floor"
-    ta, tb = _interleaved(benchmark, lambda: asyncio.run(_floor(CALLERS, PER_CALLER)), _pyperfcore_asyncio_run)
+@pytest.mark.parametrize("api", ["infer", "infer_future"])
+def test_asyncio_interleaved_pyperfcore_vs_floor(benchmark, api):
+    """pyperfcore (sync no-op model; ``await infer(x)``, a coroutine, or ``await infer_future(x)``)
+    over the bare floor, alternating in one benchmark."""
+    benchmark.group = f"asyncio interleaved: pyperfcore {api} / floor"
+    ta, tb = _interleaved(benchmark, lambda: asyncio.run(_floor(CALLERS, PER_CALLER)),
+                          lambda: _pyperfcore_asyncio_run(api))
     benchmark.extra_info["floor_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(ta))
     benchmark.extra_info["pyperfcore_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(tb))
 

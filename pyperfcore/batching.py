@@ -793,16 +793,15 @@ class Batcher:
         if kw or not self._call_fast:
             return self._call(x, **kw)
         # Fast path: thread driver running, no cache, default attributes (set in _ensure_driver,
-        # cleared by close() and after fork; _closed is checked natively by the push).
-        req = _Req(x, _K_WAIT, None)
-        rid = req.rid = next(self._ids)
-        self._pending[rid] = req
-        st = self._q.push_wait(self._waits, rid, 0, 0, 1, _NO_DEADLINE, time.monotonic_ns(), -1)
-        if st == 0:
-            if req.ok:
-                return req.value
-            raise req.value
-        self._pending.pop(rid, None)
+        # cleared by close() and after fork; _closed is checked natively by the push). One
+        # native call with the GIL released: the request's input and result travel in a slot on
+        # the native stack (no Python object or table entry per request).
+        try:
+            return self._q.call_slot(x)
+        except _core()._BatchSlotStatus as e:
+            st = int(str(e))
+        if st == -2:
+            raise BatcherClosed(f"batcher {self.name!r} was closed without draining")
         self._raise_push(st, 1)
 
     def _call(self, x: Any, timeout: float | None = None, priority: int = 0, key: Hashable = None,
@@ -995,17 +994,28 @@ class Batcher:
 
     def _thread_main(self) -> None:
         q, waits = self._q, self._waits
+        slots = _core().SlotBatch()
         answered: list[int] = []
         ran = False
+        res: Any = None
+        rok = True
         while True:
-            # Waking the answered callers, freeing the slot and waiting all happen in one native
-            # call with the GIL released (no syscall while holding the GIL).
-            runs, key, reason, expired, dropped, _wake, finished, oldest, _cost, _n = q.cycle(waits, answered, ran, -1)
+            # Waking the answered callers (per-call slots and registered waiters), freeing the
+            # slot and waiting all happen in one native call with the GIL released.
+            (runs, key, reason, expired, dropped, _wake, finished, oldest, _cost, _n,
+             sxs) = q.cycle_slots(waits, answered, ran, -1, slots, res, rok)
             answered = []
             ran = False
+            res, rok = None, True
             if expired or dropped:
                 self._answer_gone(expired, dropped)
-            if runs:
+            if sxs is not None:
+                ran = True
+                try:
+                    res, rok = self._run_slots(sxs, runs, oldest, answered)
+                except BaseException as exc:  # pragma: no cover - every caller still gets an answer
+                    res, rok = exc, False
+            elif runs:
                 ran = True
                 try:
                     self._run_batch(runs, reason, oldest, answered)
@@ -1016,6 +1026,29 @@ class Batcher:
             if finished:
                 q.interrupt()  # let the sibling threads see it too
                 return
+
+    def _run_slots(self, sxs: list[Any], runs: list[tuple[int, int]], oldest: int,
+                   answered: list[int]) -> tuple[Any, bool]:
+        """A worker's batch holding per-call slot requests (inputs ``sxs``, first in the batch)
+        and maybe other requests (``runs``). Returns what the slot callers get: (results list,
+        True) or (exception, False); the others are answered as in _run_batch."""
+        reqs = self._take(runs) if runs else None
+        k = len(sxs)
+        xs = sxs if not reqs else sxs + [r.x for r in reqs]
+        t0 = self._now_ns()
+        try:
+            out, ok = self.fn(self._prepare(xs, oldest, t0)), True
+        except Exception as exc:
+            out, ok = exc, False
+        if not reqs and ok and self._slo is None and type(out) is list and len(out) == k:
+            self._model_time.observe((self._now_ns() - t0) / 1e9)
+            return out, True
+        ok, out, results = self._observe_model(len(xs), ok, out, t0)
+        if reqs:
+            self._deliver(reqs, ok, out, results[k:] if ok else None, answered)
+        if ok:
+            return list(results[:k]), True
+        return out, False
 
     def _drive(self) -> None:
         """One pass of the loop driver: hand out everything that is due, then arm a timer."""
@@ -1327,6 +1360,9 @@ class Batcher:
 
     def _complete(self, reqs: list[_Req], ok: bool, out: Any, t0: int, answered: list[int] | None = None) -> None:
         ok, out, results = self._observe_model(len(reqs), ok, out, t0)
+        self._deliver(reqs, ok, out, results, answered)
+
+    def _deliver(self, reqs: list[_Req], ok: bool, out: Any, results: Any, answered: list[int] | None = None) -> None:
         waits: list[int] = [] if answered is None else answered
         by_loop: dict[Any, list[_Req]] = {}
         here = self._loop if self._loop is not None and threading.get_ident() == self._loop_thread_id else None

@@ -1,6 +1,9 @@
 // Python bindings of the batching core (private: pyperfcore.batching is the public API).
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 
 #include "../bindings/bind.hpp"
@@ -43,6 +46,43 @@ py::tuple poll_tuple(const Poll& p) {
                         py::cast(p.dropped), p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost);
 }
 
+// ---------------------------------------------------------------- per-call slots (batcher(x))
+//
+// A blocking thread caller's request lives in a slot on the caller's own C++ stack: the input
+// reference (borrowed: the caller's frame holds it until the call returns), the outcome and a
+// tiny mutex/condvar. The slot's address travels through the queue as the request's tag, so the
+// worker reads inputs and writes results without any Python object or table entry per request.
+// Ids of slot requests are >= kSlotBase; the worker's slot-aware cycle strips them from what
+// Python sees.
+constexpr uint64_t kSlotBase = (uint64_t{1} << 62) + (uint64_t{1} << 61);
+std::atomic<uint64_t> g_slot_ids{0};
+
+struct CallSlot {
+  PyObject* x = nullptr;    // borrowed
+  PyObject* res = nullptr;  // new reference: the result or the exception (set with the GIL held)
+  bool ok = true;
+  int state = 0;            // 0 waiting, 1 answered, 2 dropped by close(drain=False); guarded by m
+  std::mutex m;
+  std::condition_variable cv;
+};
+
+void wake_slot(CallSlot* s, int state) {
+  // Notify while holding the lock: the caller cannot return (and destroy the slot) before the
+  // lock is released, and nothing touches the slot after that.
+  std::lock_guard<std::mutex> lk(s->m);
+  s->state = state;
+  s->cv.notify_one();
+}
+
+// The slots of the batch a worker is running (one object per worker thread, reused).
+struct SlotBatch {
+  std::vector<CallSlot*> slots;
+};
+
+struct SlotStatus : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred, int64_t max_batch_cost,
                    int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
   Config c;
@@ -65,6 +105,7 @@ void bind_batching(py::module_& m) {
 
   // Registered before BatchQueue so signatures that take a Completions name the Python type.
   py::class_<Completions> completions(m, "Completions");
+  py::class_<SlotBatch> slot_batch(m, "SlotBatch", "The per-call slots of the batch a worker thread is running.");
   py::class_<BatchQueue>(m, "BatchQueue")
       .def(py::init([](int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred,
                        int64_t max_batch_cost, int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
@@ -100,6 +141,112 @@ void bind_batching(py::module_& m) {
           py::arg("completions"), py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"),
           py::arg("deadline_ns"), py::arg("now_ns"), py::arg("timeout_ns"),
           "expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued).")
+      .def(
+          "call_slot",
+          [](BatchQueue& q, py::object x) -> py::object {
+            // batcher(x) with default attributes in one native call: the request is queued
+            // with its slot as tag and the caller sleeps (GIL released) until a worker has put
+            // the result in the slot.
+            CallSlot s;
+            s.x = x.ptr();
+            const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
+            Push st;
+            {
+              py::gil_scoped_release nogil;
+              st = q.push(id, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(), reinterpret_cast<uint64_t>(&s));
+              if (st == Push::ok) {
+                std::unique_lock<std::mutex> lk(s.m);
+                s.cv.wait(lk, [&] { return s.state != 0; });
+              }
+            }
+            if (st != Push::ok) throw SlotStatus(std::to_string(static_cast<int>(st)));
+            if (s.state == 2) throw SlotStatus("-2");
+            if (s.ok) return py::reinterpret_steal<py::object>(s.res);
+            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(s.res)), s.res);
+            Py_DECREF(s.res);
+            throw py::error_already_set();
+          },
+          py::arg("x"),
+          "One blocking default-attribute request through a per-call slot: returns the result, raises the "
+          "model's exception, or _BatchSlotStatus(push status; -2 dropped by close).")
+      .def(
+          "cycle_slots",
+          [](BatchQueue& q, Completions& c, const std::vector<uint64_t>& answered, bool batch_done,
+             int64_t timeout_ns, SlotBatch& sb, py::object results, bool ok) {
+            // cycle() that also answers the slot callers of the worker's previous batch
+            // (results: a list with one entry per slot, or the exception when ok is false) and
+            // hands out the inputs of the next batch's slot requests as a list (None if none).
+            auto& slots = sb.slots;
+            if (!slots.empty()) {
+              if (ok && (!PyList_CheckExact(results.ptr()) ||
+                         static_cast<size_t>(PyList_GET_SIZE(results.ptr())) != slots.size())) {
+                // Never leave a caller waiting: a bad hand-over fails the batch's callers.
+                results = py::module_::import("builtins")
+                              .attr("RuntimeError")("pyperfcore batcher: results for per-call slots were lost");
+                ok = false;
+              }
+              if (ok) {
+                py::list rl = py::reinterpret_borrow<py::list>(results);
+                for (size_t i = 0; i < slots.size(); ++i) {
+                  PyObject* r = PyList_GET_ITEM(rl.ptr(), static_cast<Py_ssize_t>(i));
+                  Py_INCREF(r);
+                  slots[i]->res = r;
+                  slots[i]->ok = true;
+                }
+              } else {
+                for (CallSlot* s : slots) {
+                  Py_INCREF(results.ptr());
+                  s->res = results.ptr();
+                  s->ok = false;
+                }
+              }
+            }
+            Poll p;
+            std::vector<uint64_t> ids;
+            {
+              py::gil_scoped_release nogil;
+              for (CallSlot* s : slots) wake_slot(s, 1);
+              slots.clear();
+              if (!answered.empty()) c.complete(answered.data(), answered.size());
+              if (batch_done)
+                q.done_and_wait(timeout_ns, p);
+              else
+                q.wait(timeout_ns, p);
+              ids.reserve(p.ids.size());
+              for (size_t i = 0; i < p.ids.size(); ++i) {
+                if (p.ids[i] >= kSlotBase)
+                  slots.push_back(reinterpret_cast<CallSlot*>(p.tags[i]));
+                else
+                  ids.push_back(p.ids[i]);
+              }
+              // Slot requests carry no deadline, so only close(drain=False) removes them unrun.
+              std::vector<uint64_t> dropped;
+              for (size_t i = 0; i < p.dropped.size(); ++i) {
+                if (p.dropped[i] >= kSlotBase)
+                  wake_slot(reinterpret_cast<CallSlot*>(p.dropped_tags[i]), 2);
+                else
+                  dropped.push_back(p.dropped[i]);
+              }
+              p.dropped.swap(dropped);
+            }
+            py::object xs = py::none();
+            if (!slots.empty()) {
+              py::list l(slots.size());
+              for (size_t i = 0; i < slots.size(); ++i) {
+                Py_INCREF(slots[i]->x);
+                PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i), slots[i]->x);
+              }
+              xs = std::move(l);
+            }
+            return py::make_tuple(runs_of(ids), p.key, static_cast<int>(p.reason), py::cast(p.expired),
+                                  py::cast(p.dropped), p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost,
+                                  p.queued, xs);
+          },
+          py::arg("completions"), py::arg("answered"), py::arg("batch_done"), py::arg("timeout_ns"),
+          py::arg("slots"), py::arg("results"), py::arg("ok"),
+          "cycle() plus the per-call slots: answers the previous batch's slot callers with results (or the "
+          "exception when ok is false), then returns poll_runs' tuple for the other ids and, last, the inputs "
+          "of the new batch's slot requests (None if none).")
       .def(
           "push_many",
           [](BatchQueue& q, uint64_t first, int64_t n, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
@@ -225,6 +372,9 @@ void bind_batching(py::module_& m) {
         d["sent_drain"] = c.by_reason[4];
         return d;
       });
+
+  slot_batch.def(py::init<>()).def("size", [](const SlotBatch& b) { return b.slots.size(); });
+  py::register_exception<SlotStatus>(m, "_BatchSlotStatus", PyExc_RuntimeError);
 
   completions
       .def(py::init<>())

@@ -3,6 +3,7 @@ the one-call thread path, runs of ids from the native queue, @batched on methods
 histogram bounds."""
 import asyncio
 import threading
+import time
 
 import pytest
 from hypothesis import example, given, settings
@@ -255,3 +256,126 @@ def test_extra_histogram_bounds_put_slo_threshold_on_an_edge():
         B.Batcher(lambda xs: xs, extra_buckets_s=[-1.0])
     with pytest.raises(ValueError, match="bucket"):
         B.Batcher(lambda xs: xs, extra_buckets_s=[float("nan")])
+
+
+# ----------------------------------------------------------------------------- per-call slots
+
+
+def _threads_call(b, xs, out, errs):
+    def one(x):
+        try:
+            out[x] = b(x)
+        except BaseException as exc:  # recorded and checked by the test
+            errs[x] = exc
+
+    ts = [threading.Thread(target=one, args=(x,)) for x in xs]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def test_slot_calls_mixed_with_submit_in_one_batch():
+    gate = threading.Event()
+    batches = []
+
+    def model(xs):
+        if xs == ["hold"]:
+            gate.wait(T)
+        batches.append(list(xs))
+        return [("r", x) for x in xs]
+
+    b = B.Batcher(model, max_batch_size=32, max_delay_ms=0, driver="thread")
+    try:
+        assert b(0) == ("r", 0)  # starts the workers (slot path from here on)
+        hold = b.submit("hold")
+        time.sleep(0.02)  # the model is busy
+        out, errs = {}, {}
+        ts = _threads_call(b, range(1, 9), out, errs)
+        futs = [b.submit(100 + i) for i in range(4)]
+        time.sleep(0.05)
+        gate.set()
+        for t in ts:
+            t.join(T)
+        assert not errs and out == {x: ("r", x) for x in range(1, 9)}
+        assert [f.result(T) for f in futs] == [("r", 100 + i) for i in range(4)]
+        assert hold.result(T) == ("r", "hold")
+        seen = [x for bt in batches for x in bt]
+        assert sorted(map(str, seen)) == sorted(map(str, [0, "hold", *range(1, 9), *range(100, 104)]))
+        assert any(any(isinstance(x, int) and x < 100 for x in bt) and any(isinstance(x, int) and x >= 100 for x in bt)
+                   for bt in batches)  # slot and submit() requests shared a batch
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("bad", ["raise", "short", "none"])
+def test_slot_calls_get_model_errors(bad):
+    def model(xs):
+        if bad == "raise":
+            raise KeyError("boom")
+        if bad == "short":
+            return xs[:-1]
+        return None
+
+    b = B.Batcher(model, max_batch_size=8, max_delay_ms=1, driver="thread")
+    b._ensure_driver(None)
+    try:
+        out, errs = {}, {}
+        for t in _threads_call(b, range(6), out, errs):
+            t.join(T)
+        assert not out and len(errs) == 6
+        want = KeyError if bad == "raise" else B.BatchResultError
+        assert all(isinstance(e, want) for e in errs.values())
+    finally:
+        b.close()
+
+
+def test_slot_calls_close_without_drain_answers_everyone():
+    gate = threading.Event()
+
+    def model(xs):
+        if "hold" in xs:
+            gate.wait(T)
+        return xs
+
+    b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, driver="thread")
+    assert b(0) == 0
+    hold = b.submit("hold")
+    time.sleep(0.02)
+    out, errs = {}, {}
+    ts = _threads_call(b, range(1, 7), out, errs)
+    time.sleep(0.05)  # all six queued behind the busy model
+    closer = threading.Thread(target=b.close, kwargs={"drain": False})
+    closer.start()
+    time.sleep(0.02)
+    gate.set()
+    closer.join(T)
+    for t in ts:
+        t.join(T)
+    assert not any(t.is_alive() for t in ts)
+    assert hold.result(T) == "hold"
+    assert len(out) + len(errs) == 6
+    assert all(isinstance(e, B.BatcherClosed) for e in errs.values()) and errs
+    with pytest.raises(B.BatcherClosed):
+        b(9)
+
+
+def test_slot_calls_stack_and_many_threads():
+    np = pytest.importorskip("numpy")
+    b = B.Batcher(lambda a: a * 2, max_batch_size=16, max_delay_ms=0.2, stack=True, driver="thread")
+    try:
+        res: dict[int, list] = {}
+
+        def worker(k):
+            res[k] = [b(np.full(3, k * 1000 + i, dtype=np.int64)) for i in range(200)]
+
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T * 3)
+        for k in range(16):
+            assert [int(r[0]) for r in res[k]] == [2 * (k * 1000 + i) for i in range(200)]
+        st = b.stats()
+        assert st["inferences"] == 16 * 200 and st["mean_batch_size"] > 1
+    finally:
+        b.close()
