@@ -88,6 +88,25 @@ PFC_AVX2 inline void store8_i8(int8_t* q, __m256 v) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(q), x);
 }
 
+// x / s rounded half to even without a division per element: y = x * inv (inv within 2^-23 of
+// 1/s) is within 2^-15 of the IEEE quotient for |x / s| <= 128, so rint(y) equals rint of the
+// IEEE quotient unless y lies within 2^-14 of a half-integer; those rare lanes are redone with
+// the exact division. Results are bit-identical to dividing every element.
+PFC_AVX2 inline __m256 quot8(__m256 x, __m256 inv, __m256 s) {
+  const __m256 lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
+  __m256 y = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, inv), lo), hi);
+  __m256 r = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 d = _mm256_andnot_ps(_mm256_set1_ps(-0.f), _mm256_sub_ps(y, r));
+  __m256 near = _mm256_cmp_ps(d, _mm256_set1_ps(0.5f - 0x1p-14f), _CMP_GT_OQ);
+  if (_mm256_movemask_ps(near)) y = _mm256_blendv_ps(y, _mm256_div_ps(x, s), near);
+  return y;
+}
+PFC_AVX2 inline __m256 recip8(__m256 s) {  // one Newton step on rcp: relative error < 2^-23
+  __m256 r0 = _mm256_rcp_ps(s);
+  __m256 r1 = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(s, r0, _mm256_set1_ps(1.f)), r0);
+  return _mm256_fmadd_ps(r1, _mm256_fnmadd_ps(s, r1, _mm256_set1_ps(1.f)), r1);
+}
+
 template <class T>
 PFC_AVX2 float a2_amax(const T* p, int64_t n, bool* bad) {
   __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps(), badv = _mm256_setzero_ps();
@@ -128,15 +147,18 @@ PFC_AVX2 void a2_amax_acc(const T* p, int64_t n, float* acc, bool* bad) {
 }
 template <class T>
 PFC_AVX2 void a2_quant(const T* p, int64_t n, float scale, int8_t* q) {
-  const __m256 s = _mm256_set1_ps(scale);
+  const __m256 s = _mm256_set1_ps(scale), inv = _mm256_set1_ps(1.f / scale);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) store8_i8(q + i, _mm256_div_ps(l8(p + i), s));
+  for (; i + 8 <= n; i += 8) store8_i8(q + i, quot8(l8(p + i), inv, s));
   s_quant(p + i, n - i, scale, q + i);
 }
 template <class T>
 PFC_AVX2 void a2_quant_vec(const T* p, int64_t n, const float* scales, int8_t* q) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) store8_i8(q + i, _mm256_div_ps(l8(p + i), _mm256_loadu_ps(scales + i)));
+  for (; i + 8 <= n; i += 8) {
+    const __m256 s = _mm256_loadu_ps(scales + i);
+    store8_i8(q + i, quot8(l8(p + i), recip8(s), s));
+  }
   s_quant_vec(p + i, n - i, scales + i, q + i);
 }
 PFC_AVX2 inline __m256 q8(const int8_t* q) {
@@ -172,6 +194,19 @@ PFC_AVX512 inline __m128i rne16(__m512 v) {
   const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
   __m512i r = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return _mm512_cvtsepi32_epi8(r);
+}
+// See quot8: multiply by a near-reciprocal, redo lanes near a rounding tie with the division.
+PFC_AVX512 inline __m512 quot16(__m512 x, __m512 inv, __m512 s) {
+  const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  __m512 y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, inv), lo), hi);
+  __m512 r = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __mmask16 near = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(y, r)), _mm512_set1_ps(0.5f - 0x1p-14f), _CMP_GT_OQ);
+  if (near) y = _mm512_mask_div_ps(y, near, x, s);
+  return y;
+}
+PFC_AVX512 inline __m512 recip16(__m512 s) {  // rcp14 and one Newton step: relative error < 2^-23
+  __m512 r0 = _mm512_rcp14_ps(s);
+  return _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(s, r0, _mm512_set1_ps(1.f)), r0);
 }
 inline __mmask16 tail_mask(int64_t k) { return static_cast<__mmask16>((1u << k) - 1u); }
 
@@ -210,13 +245,13 @@ PFC_AVX512 void a5_amax_acc(const T* p, int64_t n, float* acc, bool* bad) {
 }
 template <class T>
 PFC_AVX512 void a5_quant(const T* p, int64_t n, float scale, int8_t* q) {
-  const __m512 s = _mm512_set1_ps(scale);
+  const __m512 s = _mm512_set1_ps(scale), inv = _mm512_set1_ps(1.f / scale);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), rne16(_mm512_div_ps(l16(p + i), s)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), rne16(quot16(l16(p + i), inv, s)));
   if (i < n) {
     __mmask16 k = tail_mask(n - i);
-    _mm_mask_storeu_epi8(q + i, k, rne16(_mm512_div_ps(l16m(p + i, k), s)));
+    _mm_mask_storeu_epi8(q + i, k, rne16(quot16(l16m(p + i, k), inv, s)));
   }
 }
 template <class T>
@@ -225,7 +260,7 @@ PFC_AVX512 void a5_quant_vec(const T* p, int64_t n, const float* scales, int8_t*
     __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(n - i);
     // Masked-off lanes divide 0 by 1, never by a zero scale.
     __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), k, scales + i);
-    _mm_mask_storeu_epi8(q + i, k, rne16(_mm512_div_ps(l16m(p + i, k), s)));
+    _mm_mask_storeu_epi8(q + i, k, rne16(quot16(l16m(p + i, k), recip16(s), s)));
   }
 }
 PFC_AVX512 inline __m512 q16(const int8_t* q, __mmask16 k) {

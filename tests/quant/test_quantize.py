@@ -244,3 +244,21 @@ def test_triton_channels_last_split_rows(triton_device, shape, rng):
     q_ref, s_ref = quant.quantize(x, axis=1, backend="cpu")
     np.testing.assert_array_equal(q.cpu().numpy(), q_ref)
     np.testing.assert_array_equal(s.cpu().numpy(), s_ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quotients_at_and_next_to_ties(cpu_target, seed):
+    # The SIMD kernels multiply by a near-reciprocal and redo lanes close to a rounding tie with
+    # an IEEE division; inputs placed exactly on ties (and one ulp either side) exercise that.
+    rng = np.random.default_rng(seed)
+    amax = np.float32(rng.uniform(0.01, 1000))
+    scale = amax / np.float32(127)
+    k = rng.integers(-126, 127, size=3000).astype(np.float32)
+    x = ((k + np.float32(0.5)) * scale).astype(np.float32)
+    x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf)), [amax]])
+    x = np.tile(x.astype(np.float32), (3, 1))
+    for axis in (0, 1, None):
+        q, s = quant.quantize(x, axis=axis)
+        q_ref, s_ref = quant.quantize(x, axis=axis, backend="reference")
+        np.testing.assert_array_equal(q, q_ref)
+        np.testing.assert_array_equal(s, s_ref)
