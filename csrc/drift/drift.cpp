@@ -96,8 +96,9 @@ void add_counts(std::vector<uint64_t>& a, const std::vector<uint64_t>& b) {
     if (__builtin_add_overflow(a[i], b[i], &a[i])) throw std::overflow_error("drift: count overflow in merge");
 }
 
-// Histogram slots through the lookup table (see Histogram::lut_). Exact whatever the table
-// says: the search result is corrected against the neighbouring edges before it is counted.
+// Histogram slots through the lookup table (see Histogram::lut_): a binary search over the
+// edges of the value's cell (the correction loops after it never move for a table built by
+// the constructor; they keep the result exact for any table).
 template <class T>
 void hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t* lut, int64_t cells, double scale,
               uint64_t* counts) {
@@ -128,7 +129,7 @@ void hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t
 
 template <class T>
 void hist_update(std::vector<uint64_t>& counts, const std::vector<double>& edges, const std::vector<uint32_t>& lut,
-                 double scale, const T* x, int64_t n, CpuTarget t) {
+                 double scale, uint32_t span, const T* x, int64_t n, CpuTarget t) {
   if (n <= 0) return;
   const detail::Kernels& k = detail::kernels_for(t);
   const int64_t ne = static_cast<int64_t>(edges.size());
@@ -141,8 +142,16 @@ void hist_update(std::vector<uint64_t>& counts, const std::vector<double>& edges
     std::vector<uint64_t> local(slots, 0);
     for (int64_t c = b; c < end; ++c) {
       const int64_t i0 = c * kChunk, m = std::min(kChunk, n - i0);
-      if (!lut.empty())
-        hist_lut(x + i0, m, e, ne, lut.data(), static_cast<int64_t>(lut.size()) - 1, scale, local.data());
+      const int64_t cells = static_cast<int64_t>(lut.size()) - 1;
+      // SIMD lookup (linear scan of the cell's edges, all lanes together) where cells hold few
+      // edges; the scalar lookup binary-searches wide cells.
+      if (!lut.empty() && span <= detail::kLutSimdSpan && k.hist_lut_f64 != nullptr && k.hist_lut_f32 != nullptr) {
+        if constexpr (std::is_same<T, double>::value)
+          k.hist_lut_f64(x + i0, m, e, ne, lut.data(), cells, scale, local.data());
+        else
+          k.hist_lut_f32(x + i0, m, e, ne, lut.data(), cells, scale, local.data());
+      } else if (!lut.empty())
+        hist_lut(x + i0, m, e, ne, lut.data(), cells, scale, local.data());
       else if constexpr (std::is_same<T, double>::value)
         k.hist_f64(x + i0, m, e, ne, local.data());
       else
@@ -241,12 +250,19 @@ Histogram::Histogram(std::vector<double> edges) : edges_(std::move(edges)) {
     const int64_t cells = std::min<int64_t>(std::max<int64_t>(16 * k, 64), int64_t(1) << 18);
     const double scale = static_cast<double>(cells) / span;
     if (std::isfinite(scale) && scale > 0) {
-      lut_.resize(static_cast<size_t>(cells) + 1);
-      size_t idx = 1;  // #edges <= cell start, kept in [1, k] (values in range have ub there)
-      for (int64_t c = 0; c <= cells; ++c) {
-        const double start = first + static_cast<double>(c) / scale;
-        while (idx < static_cast<size_t>(k) && edges_[idx] <= start) ++idx;
-        lut_[static_cast<size_t>(c)] = static_cast<uint32_t>(idx);
+      // lut[c] = number of edges whose own cell is below c, with the cell of a value computed
+      // exactly as the lookups compute it (same operations, so the same rounding): an edge in
+      // a lower cell is < v, one in a higher cell is > v, so a value in cell c has
+      // lut[c] + #(edges of cell c that are <= v) edges <= v, with no correction.
+      lut_.assign(static_cast<size_t>(cells) + 1, 0);
+      for (size_t i = 0; i < edges_.size(); ++i) {
+        int64_t c = static_cast<int64_t>((edges_[i] - first) * scale);
+        c = c < cells ? c : cells - 1;
+        ++lut_[static_cast<size_t>(c) + 1];
+      }
+      for (int64_t c = 1; c <= cells; ++c) {
+        lut_span_ = std::max(lut_span_, lut_[static_cast<size_t>(c)]);
+        lut_[static_cast<size_t>(c)] += lut_[static_cast<size_t>(c - 1)];
       }
       lut_scale_ = scale;
     }
@@ -261,11 +277,11 @@ uint64_t Histogram::total() const {
 
 void Histogram::update(const double* x, int64_t n, CpuTarget t) {
   if (edges_.empty()) throw std::logic_error("histogram has no edges");
-  hist_update(counts_, edges_, lut_, lut_scale_, x, n, t);
+  hist_update(counts_, edges_, lut_, lut_scale_, lut_span_, x, n, t);
 }
 void Histogram::update(const float* x, int64_t n, CpuTarget t) {
   if (edges_.empty()) throw std::logic_error("histogram has no edges");
-  hist_update(counts_, edges_, lut_, lut_scale_, x, n, t);
+  hist_update(counts_, edges_, lut_, lut_scale_, lut_span_, x, n, t);
 }
 
 void Histogram::merge(const Histogram& o) {

@@ -47,10 +47,11 @@ class Histogram {
   std::vector<double> edges_;
   std::vector<uint64_t> counts_;
   // Bin lookup for finite edges: cell c of a uniform grid over [e[0], e[k]) holds the number of
-  // edges <= the cell's start, so a value's bin is found by arithmetic plus a search over the
-  // few edges inside its cell (uniform edges: none). Empty when an edge is infinite.
+  // edges in lower cells, so a value's bin is found by arithmetic plus a scan of the few edges
+  // inside its own cell (uniform edges: usually none). Empty when an edge is infinite.
   std::vector<uint32_t> lut_;
   double lut_scale_ = 0;
+  uint32_t lut_span_ = 0;  // most edges inside one cell: the SIMD lookup scans at most this many
 };
 
 // Count, mean and central moments (M2..M4) of the finite values, exactly mergeable

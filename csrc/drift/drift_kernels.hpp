@@ -25,7 +25,15 @@ struct Kernels {
   // s[0..2] += sum over finite x of d^2, d^3, d^4 with d = x - mean.
   void (*pass2_f64)(const double* x, int64_t n, double mean, double* s);
   void (*pass2_f32)(const float* x, int64_t n, double mean, double* s);
+  // Histogram through the lookup table of finite edges (Histogram::lut_, cells + 1 entries):
+  // same slots as hist_f64. Null where the target has none (scalar: drift.cpp's hist_lut).
+  void (*hist_lut_f64)(const double* x, int64_t n, const double* edges, int64_t ne, const uint32_t* lut,
+                       int64_t cells, double scale, uint64_t* counts);
+  void (*hist_lut_f32)(const float* x, int64_t n, const double* edges, int64_t ne, const uint32_t* lut,
+                       int64_t cells, double scale, uint64_t* counts);
 };
+// Cells with more edges than this use the scalar lookup (binary search inside the cell).
+constexpr uint32_t kLutSimdSpan = 4;
 
 extern const Kernels kScalar;
 extern const Kernels kAvx2;

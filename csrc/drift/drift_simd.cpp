@@ -74,10 +74,35 @@ void s_pass2(const T* x, int64_t n, double mean, double* s) {
   s[1] += s3;
   s[2] += s4;
 }
+// Slot of a value outside [e[0], e[ne - 1]) or NaN (see Histogram).
+inline int64_t out_slot(double v, double first, double last, int64_t ne) {
+  return v != v ? ne + 1 : (v < first ? 0 : (v == last ? ne - 1 : ne));
+}
+
+// Lookup-table slots (see Histogram::lut_), one value at a time, by the same steps as the SIMD
+// variants: start at lut[c], scan the cell's own edges (lut[c] .. lut[c + 1]) past those <= v.
+template <class T>
+void s_hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t* lut, int64_t cells, double scale,
+                uint64_t* counts) {
+  const double first = e[0], last = e[ne - 1];
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(x[i]);
+    if (!(v >= first && v < last)) {
+      ++counts[out_slot(v, first, last, ne)];
+      continue;
+    }
+    int64_t c = static_cast<int64_t>((v - first) * scale);
+    c = c < cells - 1 ? c : cells - 1;
+    uint32_t idx = lut[c];
+    const uint32_t hi = lut[c + 1];
+    while (idx < hi && e[idx] <= v) ++idx;
+    ++counts[idx];
+  }
+}
 }  // namespace
 
 const Kernels kScalar = {s_hist<double>, s_hist<float>, s_pass1<double>, s_pass1<float>,
-                         s_pass2<double>, s_pass2<float>};
+                         s_pass2<double>, s_pass2<float>, nullptr, nullptr};
 
 #if defined(__x86_64__)
 // ---------------------------------------------------------------- AVX2
@@ -181,10 +206,41 @@ PFC_AVX2 void a2_pass2(const T* x, int64_t n, double mean, double* s) {
   s[2] += (c[0] + c[1]) + (c[2] + c[3]);
   s_pass2(x + i, n - i, mean, s);
 }
+template <class T>
+PFC_AVX2 void a2_hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t* lut, int64_t cells,
+                          double scale, uint64_t* counts) {
+  const double first = e[0], last = e[ne - 1];
+  const __m256d vf = _mm256_set1_pd(first), vl = _mm256_set1_pd(last), sc = _mm256_set1_pd(scale);
+  const __m256i low = _mm256_set1_epi64x(0xffffffffLL);
+  const __m128i cmax = _mm_set1_epi32(static_cast<int32_t>(cells - 1));
+  alignas(32) int64_t slots[4];
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d v = ld4(x + i);
+    const __m256d in = _mm256_and_pd(_mm256_cmp_pd(v, vf, _CMP_GE_OQ), _mm256_cmp_pd(v, vl, _CMP_LT_OQ));
+    const __m256d t = _mm256_and_pd(in, _mm256_mul_pd(_mm256_sub_pd(v, vf), sc));  // 0 outside
+    const __m128i c = _mm_min_epi32(_mm256_cvttpd_epi32(t), cmax);
+    // lut[c] and lut[c + 1] in one 8-byte gather (little-endian: lut[c] in the low half)
+    const __m256i pr = _mm256_i32gather_epi64(reinterpret_cast<const long long*>(lut), c, 4);
+    __m256i idx = _mm256_and_si256(pr, low);
+    const __m256i hi = _mm256_srli_epi64(pr, 32);
+    __m256d m = _mm256_and_pd(in, _mm256_castsi256_pd(_mm256_cmpgt_epi64(hi, idx)));
+    while (_mm256_movemask_pd(m)) {  // only lanes whose cell holds edges
+      m = _mm256_and_pd(m, _mm256_cmp_pd(_mm256_mask_i64gather_pd(v, e, idx, m, 8), v, _CMP_LE_OQ));
+      idx = _mm256_sub_epi64(idx, _mm256_castpd_si256(m));  // m lanes are -1
+      m = _mm256_and_pd(m, _mm256_castsi256_pd(_mm256_cmpgt_epi64(hi, idx)));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(slots), idx);
+    const int inm = _mm256_movemask_pd(in);
+    for (int j = 0; j < 4; ++j)
+      ++counts[(inm >> j & 1) ? slots[j] : out_slot(static_cast<double>(x[i + j]), first, last, ne)];
+  }
+  s_hist_lut(x + i, n - i, e, ne, lut, cells, scale, counts);
+}
 }  // namespace
 
 const Kernels kAvx2 = {a2_hist<double>, a2_hist<float>, a2_pass1<double>, a2_pass1<float>,
-                       a2_pass2<double>, a2_pass2<float>};
+                       a2_pass2<double>, a2_pass2<float>, a2_hist_lut<double>, a2_hist_lut<float>};
 
 // ---------------------------------------------------------------- AVX-512
 #define PFC_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
@@ -270,10 +326,44 @@ PFC_AVX512 void a5_pass2(const T* x, int64_t n, double mean, double* s) {
   s[2] += _mm512_reduce_add_pd(s4);
   s_pass2(x + i, n - i, mean, s);
 }
+template <class T>
+PFC_AVX512 void a5_hist_lut(const T* x, int64_t n, const double* e, int64_t ne, const uint32_t* lut, int64_t cells,
+                            double scale, uint64_t* counts) {
+  const double first = e[0], last = e[ne - 1];
+  const __m512d vf = _mm512_set1_pd(first), vl = _mm512_set1_pd(last), sc = _mm512_set1_pd(scale);
+  const __m512i one = _mm512_set1_epi64(1), low = _mm512_set1_epi64(0xffffffffLL);
+  const __m256i cmax = _mm256_set1_epi32(static_cast<int32_t>(cells - 1));
+  alignas(64) int64_t slots[8];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m512d v = ld8(x + i);
+    const __mmask8 in = _mm512_cmp_pd_mask(v, vf, _CMP_GE_OQ) & _mm512_cmp_pd_mask(v, vl, _CMP_LT_OQ);
+    const __m512d t = _mm512_maskz_mul_pd(in, _mm512_sub_pd(v, vf), sc);  // 0 outside
+    const __m256i c = _mm256_min_epi32(_mm512_cvttpd_epi32(t), cmax);
+    // lut[c] and lut[c + 1] in one 8-byte gather (little-endian: lut[c] in the low half)
+    const __m512i pr = _mm512_i32gather_epi64(c, reinterpret_cast<const long long*>(lut), 4);
+    __m512i idx = _mm512_and_si512(pr, low);
+    const __m512i hi = _mm512_srli_epi64(pr, 32);
+    __mmask8 m = in & _mm512_cmplt_epu64_mask(idx, hi);
+    while (m) {  // only lanes whose cell holds edges
+      m &= _mm512_cmp_pd_mask(_mm512_mask_i64gather_pd(v, m, idx, e, 8), v, _CMP_LE_OQ);
+      idx = _mm512_mask_add_epi64(idx, m, idx, one);
+      m &= _mm512_cmplt_epu64_mask(idx, hi);
+    }
+    _mm512_store_si512(reinterpret_cast<__m512i*>(slots), idx);
+    if (in == 0xff) {
+      for (int j = 0; j < 8; ++j) ++counts[slots[j]];
+    } else {
+      for (int j = 0; j < 8; ++j)
+        ++counts[(in >> j & 1) ? slots[j] : out_slot(static_cast<double>(x[i + j]), first, last, ne)];
+    }
+  }
+  s_hist_lut(x + i, n - i, e, ne, lut, cells, scale, counts);
+}
 }  // namespace
 
 const Kernels kAvx512 = {a5_hist<double>, a5_hist<float>, a5_pass1<double>, a5_pass1<float>,
-                         a5_pass2<double>, a5_pass2<float>};
+                         a5_pass2<double>, a5_pass2<float>, a5_hist_lut<double>, a5_hist_lut<float>};
 #else
 const Kernels kAvx2 = kScalar;
 const Kernels kAvx512 = kScalar;

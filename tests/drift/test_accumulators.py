@@ -185,3 +185,29 @@ def test_histogram_infinite_edges_every_target(cpu_target, rng):
     h = drift.Histogram(edges)
     h.update(x, target=cpu_target)
     np.testing.assert_array_equal(h.counts, ref.drift_hist_counts(x, edges))
+
+
+@given(st.lists(st.tuples(st.floats(-100, 100), st.integers(1, 8)), min_size=1, max_size=12),
+       st.integers(0, 2**32 - 1))
+def test_histogram_lookup_edge_groups_every_target(groups, seed):
+    """Groups of 1-8 edges a few ulps apart (cells holding more edges than the SIMD lookup scans
+    take the scalar search), values on, just beside and between the edges, every target."""
+    import pyperfcore
+
+    edges = []
+    for v, m in groups:
+        e = v
+        for _ in range(m):
+            edges.append(e)
+            e = np.nextafter(e, np.inf)
+    edges = np.unique(np.asarray(edges, dtype=np.float64))
+    if edges.size < 2:
+        return
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(edges[0] - 1, edges[-1] + 1, 997), edges, np.nextafter(edges, np.inf),
+                        np.nextafter(edges, -np.inf), [np.nan, np.inf, -np.inf]])
+    want = ref.drift_hist_counts(x, edges)
+    for t in pyperfcore.build_info()["cpu_targets_supported"]:
+        h = drift.Histogram(edges)
+        h.update(x, target=t)
+        np.testing.assert_array_equal(h.counts, want, err_msg=t)
