@@ -47,7 +47,7 @@ def _run(benchmark, fn, total):
 # ----------------------------------------------------------------------------- asyncio
 
 
-async def _floor(n_callers: int, per: int) -> None:
+async def _floor(n_callers: int, per: int, coro: bool = False) -> None:
     loop = asyncio.get_running_loop()
     pend: list[asyncio.Future] = []
     sched = [False]
@@ -60,6 +60,14 @@ async def _floor(n_callers: int, per: int) -> None:
             for f in batch:
                 f.set_result(1)
 
+    async def one():  # the coroutine floor: the same, behind one `async def` per request
+        f = loop.create_future()
+        pend.append(f)
+        if not sched[0]:
+            sched[0] = True
+            loop.call_soon(flush)
+        return await f
+
     async def caller():
         for _ in range(per):
             f = loop.create_future()
@@ -69,7 +77,11 @@ async def _floor(n_callers: int, per: int) -> None:
                 loop.call_soon(flush)
             await f
 
-    await asyncio.gather(*[caller() for _ in range(n_callers)])
+    async def caller_coro():
+        for _ in range(per):
+            await one()
+
+    await asyncio.gather(*[(caller_coro if coro else caller)() for _ in range(n_callers)])
 
 
 class LeanAsyncBatcher:
@@ -234,8 +246,22 @@ def test_asyncio_interleaved_pyperfcore_vs_floor(benchmark, api):
     """pyperfcore (sync no-op model; ``await infer(x)``, a coroutine, or ``await infer_future(x)``)
     over the bare floor, alternating in one benchmark."""
     benchmark.group = f"asyncio interleaved: pyperfcore {api} / floor"
-    ta, tb = _interleaved(benchmark, lambda: asyncio.run(_floor(CALLERS, PER_CALLER)),
-                          lambda: _pyperfcore_asyncio_run(api))
+    tc: list[float] = []
+
+    def ours_then_coro_floor():
+        _pyperfcore_asyncio_run(api)
+        t0 = time.perf_counter()
+        asyncio.run(_floor(CALLERS, PER_CALLER, coro=True))
+        tc.append(time.perf_counter() - t0)
+
+    ta, tb = _interleaved(benchmark, lambda: asyncio.run(_floor(CALLERS, PER_CALLER)), ours_then_coro_floor)
+    tb = [x - c for x, c in zip(tb, tc)]  # ours alone
+    ratios = sorted(x / y for x, y in zip(ta, tb))
+    benchmark.extra_info["ratio_of_medians"] = float(np.median(ta) / np.median(tb))
+    benchmark.extra_info["pairwise_ratio_min_median_max"] = [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
+    # The floor with one `async def` per request (what a coroutine-returning infer() must add).
+    benchmark.extra_info["coroutine_floor_over_floor"] = float(np.median(ta) / np.median(tc))
+    benchmark.extra_info["pyperfcore_over_coroutine_floor"] = float(np.median(tc) / np.median(tb))
     benchmark.extra_info["floor_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(ta))
     benchmark.extra_info["pyperfcore_round_trips_per_s"] = CALLERS * PER_CALLER / float(np.median(tb))
 
@@ -307,14 +333,38 @@ def test_threads_pyperfcore(benchmark, how):
     b.close()
 
 
+def _gil_floor(_x):
+    time.sleep(0)  # releases the GIL around a syscall and takes it back
+    return _x
+
+
 def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
-    """``batcher(x)`` over the concurrent.futures batcher, alternating in one benchmark."""
+    """``batcher(x)`` over the concurrent.futures batcher, alternating in one benchmark.
+
+    Also records, in the same alternation, a GIL floor: the 8 threads only release and retake
+    the GIL once per call (``time.sleep(0)``), no batching at all. A blocking round trip through
+    any batcher must at least do that (the caller sleeps until answered), so no thread batcher
+    can beat this rate by much."""
     benchmark.group = "threads interleaved: pyperfcore / concurrent.futures"
     cfb = CfBatcher(_noop, BATCH)
     b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread")
-    ta, tb = _interleaved(benchmark, lambda: _threads(cfb), lambda: _threads(b))
+    tg: list[float] = []
+
+    def ours_then_floor():
+        _threads(b)
+        t0 = time.perf_counter()
+        _threads(_gil_floor)
+        tg.append(time.perf_counter() - t0)
+
+    ta, tb = _interleaved(benchmark, lambda: _threads(cfb), ours_then_floor)
+    tb = [x - g for x, g in zip(tb, tg)]  # ours alone
+    benchmark.extra_info["ratio_of_medians"] = float(np.median(ta) / np.median(tb))
+    ratios = sorted(x / y for x, y in zip(ta, tb))
+    benchmark.extra_info["pairwise_ratio_min_median_max"] = [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
     benchmark.extra_info["cf_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(ta))
     benchmark.extra_info["pyperfcore_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(tb))
+    benchmark.extra_info["gil_floor_calls_per_s"] = THREADS * PER_THREAD / float(np.median(tg))
+    benchmark.extra_info["pyperfcore_over_gil_floor"] = float(np.median(tg) / np.median(tb))
     b.close()
     cfb.close()
 
