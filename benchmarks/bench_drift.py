@@ -16,6 +16,15 @@ def samples():
     return rng.normal(0, 1, N), rng.normal(0.01, 1.05, N)
 
 
+@pytest.fixture(scope="module")
+def hard_samples():
+    """Inputs that a value grid handles worst: heavy ties (values rounded to 0.01) and a heavy
+    tail (log-normal, sigma 3: the bulk sits in a tiny part of the range)."""
+    rng = np.random.default_rng(11)
+    return {"ties": (np.round(rng.normal(0, 1, N), 2), np.round(rng.normal(0.01, 1, N), 2)),
+            "lognormal": (rng.lognormal(0, 3, N), rng.lognormal(0.02, 3, N))}
+
+
 def _numpy_psi(a, b, bins=10):
     e = np.quantile(a, np.linspace(0, 1, bins + 1))
     e[0], e[-1] = -np.inf, np.inf
@@ -31,6 +40,7 @@ def test_ks(benchmark, samples, impl):
     a, b = samples
     ours, ref = drift.ks_2samp(a, b), ss.ks_2samp(a, b)
     assert ours.statistic == ref.statistic and abs(ours.pvalue - ref.pvalue) <= 1e-9 * ref.pvalue
+    assert ours.statistic_location == ref.statistic_location
     fn = (lambda: drift.ks_2samp(a, b)) if impl == "pyperfcore" else (lambda: ss.ks_2samp(a, b))
     benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
     benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
@@ -89,5 +99,28 @@ def test_ks_greater(benchmark, samples, impl):
     ours, ref = drift.ks_2samp(a, b, "greater"), ss.ks_2samp(a, b, "greater")
     assert ours.statistic == ref.statistic and abs(ours.pvalue - ref.pvalue) <= 1e-9 * ref.pvalue
     fn = (lambda: drift.ks_2samp(a, b, "greater")) if impl == "pyperfcore" else (lambda: ss.ks_2samp(a, b, "greater"))
+    benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.mark.parametrize("kind", ["ties", "lognormal"])
+@pytest.mark.parametrize("impl", ["pyperfcore", "scipy"])
+def test_ks_hard(benchmark, hard_samples, kind, impl):
+    benchmark.group = f"ks_2samp 1e6 vs 1e6 ({kind})"
+    a, b = hard_samples[kind]
+    ours, ref = drift.ks_2samp(a, b), ss.ks_2samp(a, b)
+    assert ours.statistic == ref.statistic and ours.statistic_location == ref.statistic_location
+    assert abs(ours.pvalue - ref.pvalue) <= 1e-9 * max(ref.pvalue, 1e-300)
+    fn = (lambda: drift.ks_2samp(a, b)) if impl == "pyperfcore" else (lambda: ss.ks_2samp(a, b))
+    benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.mark.parametrize("impl", ["pyperfcore", "scipy"])
+def test_wasserstein_lognormal(benchmark, hard_samples, impl):
+    benchmark.group = "wasserstein 1e6 vs 1e6 (lognormal)"
+    a, b = hard_samples["lognormal"]
+    assert drift.wasserstein_distance(a, b) == pytest.approx(ss.wasserstein_distance(a, b), rel=1e-9)
+    fn = (lambda: drift.wasserstein_distance(a, b)) if impl == "pyperfcore" else (lambda: ss.wasserstein_distance(a, b))
     benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
     benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
