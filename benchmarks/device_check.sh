@@ -23,13 +23,19 @@ PYPERFCORE_CUDA=ON PYPERFCORE_CUDA_ARCHS=90 $PY -m pip install -q --no-build-iso
 echo "built in $(( $(date +%s) - start )) s"
 $PY -m pyperfcore info | tee "$OUT/info.txt"
 
+# Time limits keep the table at the end even if a phase runs long (set 0 to disable).
+TEST_TIMEOUT=${TEST_TIMEOUT:-0}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-0}
+XDIST=""
+$PY -c "import xdist" 2>/dev/null && XDIST="-n ${XDIST_WORKERS:-4}"
+
 echo "=== GPU tests"
-$PY -m pytest tests -m "cuda or gpu or triton" -q -p no:cacheprovider --maxfail=10 --no-header -rs \
+timeout --signal=INT "$TEST_TIMEOUT" $PY -m pytest tests -m "cuda or gpu or triton" $XDIST -q -p no:cacheprovider --maxfail=10 --no-header -rs \
   2>&1 | tee "$OUT/tests.log" | tail -25
 tests_rc=${PIPESTATUS[0]}
 
 echo "=== GPU benchmarks"
-$PY -m pytest benchmarks -m "gpu or cuda" --benchmark-only -q -p no:cacheprovider --no-header \
+timeout --signal=INT "$BENCH_TIMEOUT" $PY -m pytest benchmarks -m "gpu or cuda" --benchmark-only -q -p no:cacheprovider --no-header \
   --benchmark-json="$OUT/bench.json" >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -5 "$OUT/bench.log"
