@@ -80,6 +80,7 @@ struct Plan {
   BucketMap m;
   int64_t K = 0;
   bool ok = false;
+  bool ties = false;  // the sample repeats values: track bucket extremes (one-valued buckets)
 };
 
 // Buckets 1..K-2 cover a core [lo, hi] of the values, from a strided sample: its 1/256 and
@@ -99,6 +100,14 @@ Plan make_plan(const double* a, int64_t na, const double* b, int64_t nb, int64_t
   };
   take(a, na);
   take(b, nb);
+  if (s.size() >= 2) {  // repeated values in ~1024 of the sample: 1/16 or more is tie-heavy data
+    std::vector<double> d;
+    for (size_t i = 0, step = std::max<size_t>(1, s.size() / 1024); i < s.size(); i += step) d.push_back(s[i]);
+    std::sort(d.begin(), d.end());
+    size_t dup = 0;
+    for (size_t i = 1; i < d.size(); ++i) dup += d[i] == d[i - 1];
+    p.ties = dup * 16 >= d.size();
+  }
   double lo = kInf, hi = -kInf;
   if (s.size() >= 2) {
     auto quantile = [&](size_t r) {
@@ -132,9 +141,10 @@ Plan make_plan(const double* a, int64_t na, const double* b, int64_t nb, int64_t
   return p;
 }
 
-// Bucket counts of both samples (exact integers: independent of the thread split) and the
-// extremes of each bucket over both samples, mm[2j] = min, mm[2j + 1] = max (a bucket whose
-// min equals its max holds one value: its ECDFs need no sorting).
+// Bucket counts of both samples (exact integers: independent of the thread split) and, for
+// tie-heavy data, the extremes of each bucket over both samples, mm[2j] = min, mm[2j + 1] = max
+// (a bucket whose min equals its max holds one value: its ECDFs need no sorting); mm is left
+// empty otherwise.
 int count_both(const BucketKernels& k, const Plan& p, const double* a, int64_t na, const double* b, int64_t nb,
                std::vector<uint32_t>& ca, std::vector<uint32_t>& cb, std::vector<double>& mm) {
   const int64_t K = p.K;
@@ -147,11 +157,16 @@ int count_both(const BucketKernels& k, const Plan& p, const double* a, int64_t n
       std::vector<uint32_t>& h = local[static_cast<size_t>(q)];
       std::vector<double>& e = lmm[static_cast<size_t>(q)];
       h.assign(static_cast<size_t>(2 * K), 0);
-      e.resize(static_cast<size_t>(2 * K));
-      for (int64_t j = 0; j < K; ++j) e[static_cast<size_t>(2 * j)] = kInf, e[static_cast<size_t>(2 * j + 1)] = -kInf;
+      if (p.ties) {
+        e.resize(static_cast<size_t>(2 * K));
+        for (int64_t j = 0; j < K; ++j) e[static_cast<size_t>(2 * j)] = kInf, e[static_cast<size_t>(2 * j + 1)] = -kInf;
+      }
       const int64_t a0 = na * q / parts, a1 = na * (q + 1) / parts, b0 = nb * q / parts, b1 = nb * (q + 1) / parts;
-      bad[static_cast<size_t>(q)] =
-          k.count(a + a0, a1 - a0, p.m, h.data(), e.data()) | k.count(b + b0, b1 - b0, p.m, h.data() + K, e.data());
+      if (p.ties)
+        bad[static_cast<size_t>(q)] = k.count_mm(a + a0, a1 - a0, p.m, h.data(), e.data()) |
+                                      k.count_mm(b + b0, b1 - b0, p.m, h.data() + K, e.data());
+      else
+        bad[static_cast<size_t>(q)] = k.count(a + a0, a1 - a0, p.m, h.data()) | k.count(b + b0, b1 - b0, p.m, h.data() + K);
     }
   });
   ca.assign(local[0].begin(), local[0].begin() + K);
@@ -165,6 +180,7 @@ int count_both(const BucketKernels& k, const Plan& p, const double* a, int64_t n
     for (int64_t j = 0; j < K; ++j) {
       const size_t u = static_cast<size_t>(j);
       ca[u] += h[j], cb[u] += h[K + j];
+      if (!p.ties) continue;
       mm[2 * u] = std::min(mm[2 * u], e[2 * j]);
       mm[2 * u + 1] = std::max(mm[2 * u + 1], e[2 * j + 1]);
     }
@@ -349,7 +365,7 @@ KSExtremes ks_level(const Ctx& c, const Plan& p, const double* a, int64_t la, co
     const size_t u = static_cast<size_t>(j);
     const uint32_t x = ca[u], y = cb[u];
     if (x + y == 0) continue;
-    if (mm[2 * u] == mm[2 * u + 1]) {
+    if (!mm.empty() && mm[2 * u] == mm[2 * u + 1]) {
       const double d = static_cast<double>(A + x) / c.fa - static_cast<double>(B + y) / c.fb, v = mm[2 * u];
       if ((bd.want_max && x > 0 && d >= bd.lb_max - kSlack) || (bd.want_min && d <= bd.ub_min + kSlack)) {
         KSExtremes e;
@@ -441,7 +457,7 @@ double w_level(const Ctx& c, const Plan& p, const double* a, int64_t la, const d
     const size_t u = static_cast<size_t>(j);
     const uint64_t A1 = A + ca[u], B1 = B + cb[u];
     double s = std::numeric_limits<double>::quiet_NaN();
-    if (mm[2 * u] == mm[2 * u + 1]) {
+    if (!mm.empty() && mm[2 * u] == mm[2 * u + 1]) {
       const double tv = (mm[2 * u] - p.m.lo) * p.m.scale;
       const double lo = j == 0 ? tL : static_cast<double>(j), hi = j == p.K - 1 ? tU : static_cast<double>(j + 1);
       const double F0 = static_cast<double>(A) / c.fa - static_cast<double>(B) / c.fb;

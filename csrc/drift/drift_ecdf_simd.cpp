@@ -23,14 +23,25 @@ inline void tally(int32_t j, double v, uint32_t* counts, double* mm) {
   q[1] = v > q[1] ? v : q[1];
 }
 
-int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+template <bool MM>
+int s_count_t(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   int bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double t = (x[i] - m.lo) * m.scale;
     if (!(std::fabs(t) < kHuge)) bad |= t != t ? 1 : 2;
-    tally(bucket_of(t, m.kmax), x[i], counts, mm);
+    const int32_t j = bucket_of(t, m.kmax);
+    if (MM)
+      tally(j, x[i], counts, mm);
+    else
+      ++counts[j];
   }
   return bad;
+}
+int s_count_mm(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+  return s_count_t<true>(x, n, m, counts, mm);
+}
+int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  return s_count_t<false>(x, n, m, counts, nullptr);
 }
 
 double s_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
@@ -51,13 +62,14 @@ double s_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg,
 }
 }  // namespace
 
-const BucketKernels kBucketScalar = {s_count, s_pass2};
+const BucketKernels kBucketScalar = {s_count, s_count_mm, s_pass2};
 
 #if defined(__x86_64__)
 // ---------------------------------------------------------------- AVX2
 #define PFC_AVX2 __attribute__((target("avx2")))
 namespace {
-PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+template <bool MM>
+PFC_AVX2 int a2_count_t(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   const __m256d lo = _mm256_set1_pd(m.lo), sc = _mm256_set1_pd(m.scale), km = _mm256_set1_pd(m.kmax);
   const __m256d zero = _mm256_setzero_pd(), huge = _mm256_set1_pd(kHuge);
   const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
@@ -72,9 +84,14 @@ PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* 
                                          _mm256_cmp_pd(_mm256_and_pd(t1, absmask), huge, _CMP_NLT_UQ)));
     _mm_store_si128(reinterpret_cast<__m128i*>(j), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t0, zero), km)));
     _mm_store_si128(reinterpret_cast<__m128i*>(j + 4), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t1, zero), km)));
-    for (int k = 0; k < 8; ++k) tally(j[k], x[i + k], counts, mm);
+    for (int k = 0; k < 8; ++k) {
+      if (MM)
+        tally(j[k], x[i + k], counts, mm);
+      else
+        ++counts[j[k]];
+    }
   }
-  int bad = s_count(x + i, n - i, m, counts, mm);
+  int bad = s_count_t<MM>(x + i, n - i, m, counts, mm);
   if (_mm256_movemask_pd(nan)) bad |= 1;
   if (_mm256_movemask_pd(big)) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
   return bad;
@@ -110,12 +127,20 @@ PFC_AVX2 double a2_pass2(const double* x, int64_t n, const BucketMap& m, const d
 }
 }  // namespace
 
-const BucketKernels kBucketAvx2 = {a2_count, a2_pass2};
+PFC_AVX2 int a2_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  return a2_count_t<false>(x, n, m, counts, nullptr);
+}
+PFC_AVX2 int a2_count_mm(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+  return a2_count_t<true>(x, n, m, counts, mm);
+}
+
+const BucketKernels kBucketAvx2 = {a2_count, a2_count_mm, a2_pass2};
 
 // ---------------------------------------------------------------- AVX-512
 #define PFC_AVX512 __attribute__((target("avx512f,avx512dq,avx2")))
 namespace {
-PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+template <bool MM>
+PFC_AVX512 int a5_count_t(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
   const __m512d lo = _mm512_set1_pd(m.lo), sc = _mm512_set1_pd(m.scale), km = _mm512_set1_pd(m.kmax);
   const __m512d zero = _mm512_setzero_pd(), huge = _mm512_set1_pd(kHuge);
   __mmask8 nan = 0, big = 0;
@@ -128,9 +153,14 @@ PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t
     big |= _mm512_cmp_pd_mask(_mm512_abs_pd(t0), huge, _CMP_NLT_UQ) | _mm512_cmp_pd_mask(_mm512_abs_pd(t1), huge, _CMP_NLT_UQ);
     _mm256_store_si256(reinterpret_cast<__m256i*>(j), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t0, zero), km)));
     _mm256_store_si256(reinterpret_cast<__m256i*>(j + 8), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t1, zero), km)));
-    for (int k = 0; k < 16; ++k) tally(j[k], x[i + k], counts, mm);
+    for (int k = 0; k < 16; ++k) {
+      if (MM)
+        tally(j[k], x[i + k], counts, mm);
+      else
+        ++counts[j[k]];
+    }
   }
-  int bad = s_count(x + i, n - i, m, counts, mm);
+  int bad = s_count_t<MM>(x + i, n - i, m, counts, mm);
   if (nan) bad |= 1;
   if (big) bad |= 2;  // also set by NaN lanes: callers test bit 1 first
   return bad;
@@ -163,7 +193,14 @@ PFC_AVX512 double a5_pass2(const double* x, int64_t n, const BucketMap& m, const
 }
 }  // namespace
 
-const BucketKernels kBucketAvx512 = {a5_count, a5_pass2};
+PFC_AVX512 int a5_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
+  return a5_count_t<false>(x, n, m, counts, nullptr);
+}
+PFC_AVX512 int a5_count_mm(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm) {
+  return a5_count_t<true>(x, n, m, counts, mm);
+}
+
+const BucketKernels kBucketAvx512 = {a5_count, a5_count_mm, a5_pass2};
 #else
 const BucketKernels kBucketAvx2 = kBucketScalar;
 const BucketKernels kBucketAvx512 = kBucketScalar;

@@ -77,10 +77,11 @@ inline int32_t bucket_of(double t, double kmax) {
 }
 
 struct BucketKernels {
-  // counts[j(x)] += 1 for each x, and the bucket's extremes mm[2j] = min, mm[2j + 1] = max.
-  // Returns a bit set: 1 if some x is NaN, 2 if some |t| is not below 2^60 (infinite input or
-  // a value far outside the mapped range; may also be set by NaN).
-  int (*count)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm);
+  // counts[j(x)] += 1 for each x. Returns a bit set: 1 if some x is NaN, 2 if some |t| is not
+  // below 2^60 (infinite input or a value far outside the mapped range; may also be set by NaN).
+  int (*count)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts);
+  // The same, and the bucket's extremes mm[2j] = min, mm[2j + 1] = max (for data with ties).
+  int (*count_mm)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm);
   // For each x with sg[j] NaN: append x and j to xs / js. Otherwise add sg[j] * (1 - (t - j)).
   // Returns the sum (meaningless where sg is 0 for skipped buckets and t is infinite).
   double (*pass2)(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
