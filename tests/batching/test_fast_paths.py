@@ -292,7 +292,9 @@ def test_slot_calls_mixed_with_submit_in_one_batch():
         out, errs = {}, {}
         ts = _threads_call(b, range(1, 9), out, errs)
         futs = [b.submit(100 + i) for i in range(4)]
-        time.sleep(0.05)
+        end = time.monotonic() + T
+        while b.stats()["submitted"] < 14 and time.monotonic() < end:  # all queued behind "hold"
+            time.sleep(0.001)
         gate.set()
         for t in ts:
             t.join(T)
@@ -379,3 +381,41 @@ def test_slot_calls_stack_and_many_threads():
         assert st["inferences"] == 16 * 200 and st["mean_batch_size"] > 1
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("opts", [{"max_concurrent_batches": 3}, {"target_p99_ms": 50}, {"max_delay_ms": 20}],
+                         ids=["3-slots", "slo", "drain"])
+def test_slot_calls_concurrent_slots_slo_and_drain(opts):
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def model(xs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return [x + 1 for x in xs]
+
+    kw = {"max_batch_size": 4, "max_delay_ms": 0.5, "driver": "thread", **opts}
+    b = B.Batcher(model, **kw)
+    assert b(0) == 1
+    out, errs = {}, {}
+    ts = _threads_call(b, range(1, 25), out, errs)
+    if "max_delay_ms" in opts:
+        end = time.monotonic() + T
+        while b.stats()["submitted"] < 25 and time.monotonic() < end:  # every caller has pushed
+            time.sleep(0.001)
+        b.close(drain=True)  # queued slot callers are drained, not dropped
+    for t in ts:
+        t.join(T)
+    assert not errs and out == {x: x + 1 for x in range(1, 25)}
+    mc = opts.get("max_concurrent_batches", 1)
+    assert 1 <= peak[0] <= mc
+    st = b.stats()
+    assert st["inferences"] == 25 and all(v >= 0 for v in st["sent"].values())
+    if "target_p99_ms" in opts:
+        assert st["slo"]["model_ms_per_item"] >= 0
+    b.close()
