@@ -64,7 +64,10 @@ void sorted_copies(const double* a, int64_t na, const double* b, int64_t nb, std
   parallel_for(2, 1, [&](int64_t s, int64_t e) {
     for (int64_t i = s; i < e; ++i) {
       std::vector<double>& v = i == 0 ? sa : sb;
-      std::sort(v.begin(), v.end());
+      if (v.size() > 4096)
+        sort_f64(v.data(), static_cast<int64_t>(v.size()), v.data());  // LSD radix: ~2x std::sort here
+      else
+        std::sort(v.begin(), v.end());
     }
   });
 }
