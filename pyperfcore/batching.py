@@ -1683,6 +1683,15 @@ class _SloPolicy:
 # --------------------------------------------------------------------------- decorator
 
 
+def _mark_coroutine_function(obj: Any) -> None:
+    """inspect.iscoroutinefunction (3.12+) and asyncio.iscoroutinefunction (every version) say True."""
+    if hasattr(inspect, "markcoroutinefunction"):
+        inspect.markcoroutinefunction(obj)
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is not None:
+        obj._is_coroutine = marker
+
+
 class _Batched:
     """What :func:`batched` returns: a single-request callable backed by a Batcher.
 
@@ -1702,8 +1711,8 @@ class _Batched:
         self._attr = f"__pyperfcore_batcher_{getattr(f, '__name__', 'fn')}"
         self._by_obj: "weakref.WeakKeyDictionary[Any, _Batched]" = weakref.WeakKeyDictionary()
         self._is_async = inspect.iscoroutinefunction(f)
-        if self._is_async and hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
-            inspect.markcoroutinefunction(self)
+        if self._is_async:  # so frameworks that check for a coroutine function await it
+            _mark_coroutine_function(self)
         if "name" not in kwargs:
             kwargs["name"] = getattr(f, "__qualname__", getattr(f, "__name__", "batched"))
         # Made now so a bad option is an error where the decorator is written; it starts no
@@ -1753,6 +1762,8 @@ class _Batched:
                     bound._attr = self._attr
                     bound._by_obj = self._by_obj
                     bound._is_async = self._is_async
+                    if self._is_async:
+                        _mark_coroutine_function(bound)
                     if d is not None:
                         d[self._attr] = bound
                     else:

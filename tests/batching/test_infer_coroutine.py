@@ -173,7 +173,19 @@ def test_batched_async_function_returns_coroutines():
     async def model(xs):
         return [x + 1 for x in xs]
 
+    assert asyncio.iscoroutinefunction(model)
+
+    class Svc:
+        @B.batched(max_batch_size=4, max_delay_ms=1)
+        async def score(self, xs):
+            return [x * 3 for x in xs]
+
+    svc = Svc()
+    assert asyncio.iscoroutinefunction(svc.score)
+
     async def main():
+        assert await asyncio.create_task(svc.score(2)) == 6
+        await svc.score.batcher.aclose()
         c = model(1)
         assert inspect.iscoroutine(c)
         assert await c == 2
