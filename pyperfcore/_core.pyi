@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'PackedHalf', 'PackedInt8', 'amx_available', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_now_ns', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
+__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_now_ns', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
 class PackedInt8:
     """
     INT8 weights packed for the W8A8 GEMM (see linear.hpp).
@@ -78,11 +78,23 @@ class Completions:
         """
         Waits with the GIL released; False on timeout.
         """
+class SlotBatch:
+    """
+    The per-call slots of the batch a worker thread is running.
+    """
+    def __init__(self) -> None:
+        ...
+    def size(self) -> int:
+        ...
 class BatchQueue:
     def __init__(self, max_batch_size: typing.SupportsInt | typing.SupportsIndex, max_delay_ns: typing.SupportsInt | typing.SupportsIndex, preferred: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], max_batch_cost: typing.SupportsInt | typing.SupportsIndex = 0, max_queue_size: typing.SupportsInt | typing.SupportsIndex = 10000, max_concurrent_batches: typing.SupportsInt | typing.SupportsIndex = 1, starvation_ns: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
     def batch_done(self) -> None:
         ...
+    def call_slot(self, x: typing.Any) -> typing.Any:
+        """
+        One blocking default-attribute request through a per-call slot: returns the result, raises the model's exception, or _BatchSlotStatus(push status; -2 dropped by close).
+        """
     def cancel(self, id: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
     def close(self, drain: bool) -> None:
@@ -96,6 +108,10 @@ class BatchQueue:
     def cycle(self, completions: Completions, answered: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], batch_done: bool, timeout_ns: typing.SupportsInt | typing.SupportsIndex) -> tuple:
         """
         complete(answered) + [batch_done] + wait_runs(timeout_ns), with the GIL released throughout.
+        """
+    def cycle_slots(self, completions: Completions, answered: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], batch_done: bool, timeout_ns: typing.SupportsInt | typing.SupportsIndex, slots: SlotBatch, results: typing.Any, ok: bool) -> tuple[list, int, int, typing.Any, typing.Any, int, bool, int, int, int, typing.Any]:
+        """
+        cycle() plus the per-call slots: answers the previous batch's slot callers with results (or the exception when ok is false), then returns poll_runs' tuple for the other ids and, last, the inputs of the new batch's slot requests (None if none).
         """
     def in_flight(self) -> int:
         ...
@@ -133,6 +149,8 @@ class BatchQueue:
         """
         wait() with the batch as runs [(first_id, count), ...].
         """
+class _BatchSlotStatus(RuntimeError):
+    pass
 class _DsHll:
     @staticmethod
     def deserialize(arg0: bytes) -> _DsHll:
