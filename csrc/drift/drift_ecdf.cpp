@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -89,6 +90,8 @@ struct Plan {
 // Buckets 1..K-2 cover a core [lo, hi] of the values, from a strided sample: its 1/256 and
 // 255/256 quantiles, or, when those are far apart compared with the 1/16 and 15/16 ones (heavy
 // tails: Cauchy, log-normal), the latter, so that the bulk of the mass gets fine buckets.
+// (Narrowing further to the quartiles was measured slower: the end buckets then often hold an
+// extreme and are split at every level.)
 // Buckets 0 and K-1 take everything beyond the core (they are split again when they matter).
 // A sample with one value falls back to the exact extremes of the data.
 Plan make_plan(const double* a, int64_t na, const double* b, int64_t nb, int64_t K) {
@@ -216,15 +219,19 @@ void gather(const BucketKernels& k, const Plan& p, const double* a, int64_t na, 
     f.off_b.push_back(f.off_b.back() + cb[static_cast<size_t>(j)]);
   }
   const int64_t nba = (na + kBlock - 1) / kBlock, nbb = (nb + kBlock - 1) / kBlock;
-  std::vector<std::vector<double>> xs(static_cast<size_t>(nba + nbb));
-  std::vector<std::vector<uint32_t>> js(static_cast<size_t>(nba + nbb));
+  // Room for a whole block each, left uninitialized: only the pages written are touched.
+  std::unique_ptr<double[]> xs(new double[static_cast<size_t>(na + nb)]);
+  std::unique_ptr<uint32_t[]> js(new uint32_t[static_cast<size_t>(na + nb)]);
+  std::vector<int64_t> got(static_cast<size_t>(nba + nbb), 0);
   std::vector<double> acc(static_cast<size_t>(nba + nbb), 0.0);
+  auto start = [&](int64_t c) { return c < nba ? c * kBlock : na + (c - nba) * kBlock; };
   parallel_for(nba + nbb, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const bool is_a = c < nba;
       const double* x = is_a ? a : b;
       const int64_t n = is_a ? na : nb, i0 = (is_a ? c : c - nba) * kBlock, m = std::min(kBlock, n - i0);
-      acc[static_cast<size_t>(c)] = k.pass2(x + i0, m, p.m, sg.data(), &xs[static_cast<size_t>(c)], &js[static_cast<size_t>(c)]);
+      const size_t u = static_cast<size_t>(c);
+      got[u] = k.pass2(x + i0, m, p.m, sg.data(), xs.get() + start(c), js.get() + start(c), &acc[u]);
     }
   });
   f.va.resize(static_cast<size_t>(f.off_a.back()));
@@ -235,9 +242,9 @@ void gather(const BucketKernels& k, const Plan& p, const double* a, int64_t na, 
     (is_a ? f.acc_a : f.acc_b) += acc[static_cast<size_t>(c)];
     std::vector<double>& out = is_a ? f.va : f.vb;
     std::vector<int64_t>& cur = is_a ? cur_a : cur_b;
-    const std::vector<double>& x = xs[static_cast<size_t>(c)];
-    const std::vector<uint32_t>& j = js[static_cast<size_t>(c)];
-    for (size_t i = 0; i < x.size(); ++i) out[static_cast<size_t>(cur[static_cast<size_t>(pos[j[i]])]++)] = x[i];
+    const double* x = xs.get() + start(c);
+    const uint32_t* j = js.get() + start(c);
+    for (int64_t i = 0; i < got[static_cast<size_t>(c)]; ++i) out[static_cast<size_t>(cur[static_cast<size_t>(pos[j[i]])]++)] = x[i];
   }
 }
 
@@ -361,6 +368,11 @@ KSExtremes ks_level(const Ctx& c, const Plan& p, const double* a, int64_t la, co
   // (1e-12) covers the rounding of bounds and statistic (~1e-16) many times over. A bucket of
   // one value has one point, at its end: it is resolved here from its counts, never gathered.
   constexpr double kSlack = 1e-12;
+  // Two-sided: the side that cannot reach the other's attained value cannot decide the result
+  // (statistic, location and sign all come from the larger side; the max side on a tie), so
+  // each side is resolved only where it can reach max(lb_max, -ub_min).
+  const double thr_max = bd.want_min ? std::max(bd.lb_max, -bd.ub_min) : bd.lb_max;
+  const double thr_min = bd.want_max ? std::min(bd.ub_min, -bd.lb_max) : bd.ub_min;
   std::vector<double> sg(static_cast<size_t>(p.K), 0.0);
   std::vector<std::pair<int64_t, KSExtremes>> single;
   A = A0, B = B0;
@@ -370,7 +382,7 @@ KSExtremes ks_level(const Ctx& c, const Plan& p, const double* a, int64_t la, co
     if (x + y == 0) continue;
     if (!mm.empty() && mm[2 * u] == mm[2 * u + 1]) {
       const double d = static_cast<double>(A + x) / c.fa - static_cast<double>(B + y) / c.fb, v = mm[2 * u];
-      if ((bd.want_max && x > 0 && d >= bd.lb_max - kSlack) || (bd.want_min && d <= bd.ub_min + kSlack)) {
+      if ((bd.want_max && x > 0 && d >= thr_max - kSlack) || (bd.want_min && d <= thr_min + kSlack)) {
         KSExtremes e;
         if (x > 0)
           e.mx = e.mn_a = d, e.loc_mx = e.loc_mn_a = v;
@@ -381,7 +393,7 @@ KSExtremes ks_level(const Ctx& c, const Plan& p, const double* a, int64_t la, co
     } else {
       const double hi = static_cast<double>(A + x) * ra - static_cast<double>(B) * rb;
       const double lo = static_cast<double>(A) * ra - static_cast<double>(B + y) * rb;
-      if ((bd.want_max && hi >= bd.lb_max - kSlack) || (bd.want_min && lo <= bd.ub_min + kSlack))
+      if ((bd.want_max && hi >= thr_max - kSlack) || (bd.want_min && lo <= thr_min + kSlack))
         sg[u] = std::numeric_limits<double>::quiet_NaN();
     }
     A += x, B += y;

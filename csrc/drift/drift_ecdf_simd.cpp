@@ -44,21 +44,23 @@ int s_count(const double* x, int64_t n, const BucketMap& m, uint32_t* counts) {
   return s_count_t<false>(x, n, m, counts, nullptr);
 }
 
-double s_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
-               std::vector<uint32_t>* js) {
-  double acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
+int64_t s_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, double* xs, uint32_t* js,
+                double* acc) {
+  double sum = 0;
+  int64_t w = 0;
+  for (int64_t i = 0; i < n; ++i) {  // branch-free: flagged values are often half of a run
     const double t = (x[i] - m.lo) * m.scale;
     const int32_t j = bucket_of(t, m.kmax);
     const double s = sg[j];
-    if (s != s) {
-      xs->push_back(x[i]);
-      js->push_back(static_cast<uint32_t>(j));
-    } else {
-      acc += s * (1.0 - (t - static_cast<double>(j)));
-    }
+    const bool flag = s != s;
+    xs[w] = x[i];
+    js[w] = static_cast<uint32_t>(j);
+    w += flag;
+    const double c = s * (1.0 - (t - static_cast<double>(j)));
+    sum += flag ? 0.0 : c;
   }
-  return acc;
+  *acc += sum;
+  return w;
 }
 }  // namespace
 
@@ -97,33 +99,34 @@ PFC_AVX2 int a2_count_t(const double* x, int64_t n, const BucketMap& m, uint32_t
   return bad;
 }
 
-PFC_AVX2 double a2_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
-                         std::vector<uint32_t>* js) {
+PFC_AVX2 int64_t a2_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, double* xs, uint32_t* js,
+                          double* acc) {
   const __m256d lo = _mm256_set1_pd(m.lo), sc = _mm256_set1_pd(m.scale), km = _mm256_set1_pd(m.kmax);
   const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
-  __m256d acc = zero;
+  __m256d sum = zero;
   alignas(16) int32_t jj[4];
-  int64_t i = 0;
+  int64_t i = 0, w = 0;
   for (; i + 4 <= n; i += 4) {
     const __m256d t = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(x + i), lo), sc);
     const __m128i j = _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(t, zero), km));
     const __m256d s = _mm256_i32gather_pd(sg, j, 8);
     const __m256d g = _mm256_cmp_pd(s, s, _CMP_UNORD_Q);
     const __m256d c = _mm256_mul_pd(s, _mm256_sub_pd(one, _mm256_sub_pd(t, _mm256_cvtepi32_pd(j))));
-    acc = _mm256_add_pd(acc, _mm256_andnot_pd(g, c));
-    int mask = _mm256_movemask_pd(g);
-    if (mask) {
+    sum = _mm256_add_pd(sum, _mm256_andnot_pd(g, c));
+    const int mask = _mm256_movemask_pd(g);
+    if (mask) {  // branch-free append of the flagged lanes
       _mm_store_si128(reinterpret_cast<__m128i*>(jj), j);
-      for (int k = 0; k < 4; ++k)
-        if (mask >> k & 1) {
-          xs->push_back(x[i + k]);
-          js->push_back(static_cast<uint32_t>(jj[k]));
-        }
+      for (int k = 0; k < 4; ++k) {
+        xs[w] = x[i + k];
+        js[w] = static_cast<uint32_t>(jj[k]);
+        w += mask >> k & 1;
+      }
     }
   }
   alignas(32) double a[4];
-  _mm256_store_pd(a, acc);
-  return ((a[0] + a[1]) + (a[2] + a[3])) + s_pass2(x + i, n - i, m, sg, xs, js);
+  _mm256_store_pd(a, sum);
+  *acc += (a[0] + a[1]) + (a[2] + a[3]);
+  return w + s_pass2(x + i, n - i, m, sg, xs + w, js + w, acc);
 }
 }  // namespace
 
@@ -166,30 +169,28 @@ PFC_AVX512 int a5_count_t(const double* x, int64_t n, const BucketMap& m, uint32
   return bad;
 }
 
-PFC_AVX512 double a5_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
-                           std::vector<uint32_t>* js) {
+PFC_AVX512 int64_t a5_pass2(const double* x, int64_t n, const BucketMap& m, const double* sg, double* xs,
+                            uint32_t* js, double* acc) {
   const __m512d lo = _mm512_set1_pd(m.lo), sc = _mm512_set1_pd(m.scale), km = _mm512_set1_pd(m.kmax);
   const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
-  __m512d acc = zero;
-  alignas(32) int32_t jj[8];
-  int64_t i = 0;
+  __m512d sum = zero;
+  int64_t i = 0, w = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m512d t = _mm512_mul_pd(_mm512_sub_pd(_mm512_loadu_pd(x + i), lo), sc);
+    const __m512d v = _mm512_loadu_pd(x + i);
+    const __m512d t = _mm512_mul_pd(_mm512_sub_pd(v, lo), sc);
     const __m256i j = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(t, zero), km));
     const __m512d s = _mm512_i32gather_pd(j, sg, 8);
     const __mmask8 g = _mm512_cmp_pd_mask(s, s, _CMP_UNORD_Q);
     const __m512d c = _mm512_mul_pd(s, _mm512_sub_pd(one, _mm512_sub_pd(t, _mm512_cvtepi32_pd(j))));
-    acc = _mm512_mask_add_pd(acc, static_cast<__mmask8>(~g), acc, c);
-    if (g) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(jj), j);
-      for (int k = 0; k < 8; ++k)
-        if (g >> k & 1) {
-          xs->push_back(x[i + k]);
-          js->push_back(static_cast<uint32_t>(jj[k]));
-        }
+    sum = _mm512_mask_add_pd(sum, static_cast<__mmask8>(~g), sum, c);
+    if (g) {  // compress-store the flagged lanes
+      _mm512_mask_compressstoreu_pd(xs + w, g, v);
+      _mm512_mask_compressstoreu_epi32(js + w, static_cast<__mmask16>(g), _mm512_castsi256_si512(j));
+      w += __builtin_popcount(g);
     }
   }
-  return _mm512_reduce_add_pd(acc) + s_pass2(x + i, n - i, m, sg, xs, js);
+  *acc += _mm512_reduce_add_pd(sum);
+  return w + s_pass2(x + i, n - i, m, sg, xs + w, js + w, acc);
 }
 }  // namespace
 

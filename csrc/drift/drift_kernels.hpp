@@ -82,10 +82,11 @@ struct BucketKernels {
   int (*count)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts);
   // The same, and the bucket's extremes mm[2j] = min, mm[2j + 1] = max (for data with ties).
   int (*count_mm)(const double* x, int64_t n, const BucketMap& m, uint32_t* counts, double* mm);
-  // For each x with sg[j] NaN: append x and j to xs / js. Otherwise add sg[j] * (1 - (t - j)).
-  // Returns the sum (meaningless where sg is 0 for skipped buckets and t is infinite).
-  double (*pass2)(const double* x, int64_t n, const BucketMap& m, const double* sg, std::vector<double>* xs,
-                  std::vector<uint32_t>* js);
+  // For each x with sg[j] NaN: append x and j to xs / js (room for n each). Otherwise add
+  // sg[j] * (1 - (t - j)) to *acc (meaningless where sg is 0 and t infinite). Returns the
+  // number of values appended.
+  int64_t (*pass2)(const double* x, int64_t n, const BucketMap& m, const double* sg, double* xs, uint32_t* js,
+                   double* acc);
 };
 
 extern const BucketKernels kBucketScalar;
