@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -95,13 +96,35 @@ def run(ctx) -> dict:
                          "training_data": "sklearn.datasets.load_digits", "training_data_sha256": data_hash,
                          "input_schema": {"x": ["float32", [None, 64]]}, "output_schema": {"logits": ["float32", [None, 10]]}},
     }
+    # Its INT8 version (pyperfcore kernels), with lineage to the fp32 model and its agreement.
+    import copy
+
+    from .. import quant
+
+    model_int8 = quant.optimize(copy.deepcopy(model), dtype="int8")
+    with torch.inference_mode():
+        lf = model(torch.from_numpy(x_all[te])).numpy()
+        li = model_int8(torch.from_numpy(x_all[te])).numpy()
+    acc8 = float((li.argmax(1) == y_all[te]).mean())
+    agree = float((li.argmax(1) == lf.argmax(1)).mean())
+    saved = Path(quant.save(model_int8, ctx.workdir / "digits-int8"))
+    path8 = {f.name: f for f in sorted(saved.iterdir())} if saved.is_dir() else saved  # safetensors + JSON
+    ctx.log(f"INT8 version (pyperfcore W8A8 kernels): held-out accuracy {acc8:.3f}, "
+            f"top-1 agreement with fp32 {agree:.3f}, max |logit diff| {np.abs(li - lf).max():.3f}")
+    ctx.models["digits-int8"] = {
+        "path": path8,
+        "metrics": {"accuracy": acc8, "top1_agreement_with_fp32": agree},
+        "version_info": {"framework": "pyperfcore.quant W8A8", "derived_from": "digits-fp32",
+                         "quantization": "per-channel symmetric int8 weights, per-token int8 activations"},
+    }
     images = np.clip(np.rint(stream * 255.0), 0, 255).astype(np.uint8).reshape(-1, 8, 8, 1)
     ctx.data.update(
-        model=model, model_fn=model_fn, model_input_dim=64,
+        model=model, model_fn=model_fn, model_input_dim=64, model_int8=model_int8, predictions=n_req,
         features={"reference": x_all[tr], "stream": stream, "drift_start": drift_start, "stream_labels": labels},
         traffic={"arrival_s": arrival_s, "spike": (int(0.4 * n_req), int(0.6 * n_req))},
         images=images, eval={"x": x_all[te], "y": y_all[te]},
     )
     return {"model": "MLP 64-256-256-10 (GELU)", "train_images": len(tr), "accuracy": acc,
+            "accuracy_int8": acc8, "top1_agreement_int8": agree,
             "requests": n_req, "drift_start": drift_start, "accuracy_before_drift": clean_acc,
             "accuracy_after_drift": drift_acc, "duration_s": float(arrival_s[-1])}
