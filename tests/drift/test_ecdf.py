@@ -173,3 +173,63 @@ def test_bad_bucket_count(rng):
     for k in (1, 2, 2**25):
         with pytest.raises(ValueError, match="buckets"):
             _core().drift_ks_2samp(a, a, "auto", False, "two-sided", k)
+
+
+@settings(max_examples=25)
+@given(st.sampled_from(KINDS + ["lognormal", "mixture"]), st.sampled_from(KINDS + ["lognormal", "mixture"]),
+       st.integers(4_096, 30_000), st.integers(4_096, 30_000), st.integers(0, 2**32 - 1),
+       st.sampled_from(["two-sided", "less", "greater"]))
+def test_automatic_path_random_kinds(cpu_target, ka, kb, n1, n2, seed, alt):
+    """The automatic choices (bucket count, core, leaf size, depth) on samples large enough for
+    the bucket path, drawn from mixed kinds, against scipy."""
+    rng = np.random.default_rng(seed)
+
+    def draw(kind, n):
+        if kind == "lognormal":
+            return rng.lognormal(0, rng.uniform(0.5, 4), n)
+        if kind == "mixture":
+            return np.where(rng.random(n) < rng.uniform(0.1, 0.9), np.round(rng.uniform(-2, 2)), rng.normal(0, 1, n))
+        return _draw_np(rng, kind, n)
+
+    a, b = draw(ka, n1), draw(kb, n2)
+    r, s = drift.ks_2samp(a, b, alt), ss.ks_2samp(a, b, alt)
+    assert r.statistic == s.statistic and r.statistic_location == s.statistic_location
+    assert r.statistic_sign == s.statistic_sign
+    assert abs(r.pvalue - s.pvalue) <= 1e-9 * max(s.pvalue, 1e-300)
+    w, sw = drift.wasserstein_distance(a, b), ss.wasserstein_distance(a, b)
+    assert w == pytest.approx(sw, rel=1e-9, abs=1e-12)
+
+
+def _draw_np(rng, kind, n):
+    shift = rng.uniform(0, 1)
+    if kind == "normal":
+        return rng.normal(shift, 1, n)
+    if kind == "ties":
+        return np.round(rng.normal(shift, 1, n), 1)
+    if kind == "ints":
+        return rng.integers(0, 5, n).astype(np.float64)
+    if kind == "cauchy":
+        return rng.standard_cauchy(n) + shift
+    if kind == "outliers":
+        x = rng.normal(shift, 1, n)
+        x[rng.random(n) < 0.05] = 1e6
+        return x
+    if kind == "zeros":
+        x = np.where(rng.random(n) < 0.5, 0.0, -0.0)
+        x[rng.random(n) < 0.3] = shift
+        return x
+    return np.full(n, np.round(shift, 1))
+
+
+@pytest.mark.parametrize("n", [95, 50_000])
+@pytest.mark.parametrize("buckets", [0, 3, 64])
+def test_wasserstein_far_outliers_keep_precision(cpu_target, n, buckets, rng):
+    """A distance tiny next to the values' range (equal outliers at 1e12 in both samples): the
+    closed-form buckets would lose the small values' positions, so the rounding bound sends this
+    to the exact path (a regression case found by hypothesis)."""
+    a = rng.normal(0, 1, n)
+    a[n // 3] = 1e12
+    b = a + 1.0
+    b[n // 3] = 1e12
+    w = _core().drift_wasserstein(a, b, False, buckets)
+    assert w == pytest.approx(ss.wasserstein_distance(a, b), rel=1e-9)
