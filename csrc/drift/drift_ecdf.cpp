@@ -18,6 +18,7 @@
 // Wasserstein, infinite values take the plain path: sort both, walk.
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -44,6 +45,23 @@ constexpr int kMaxDepth = 4;                     // levels of buckets inside buc
 constexpr int64_t kBlock = int64_t(1) << 17;    // values per pass-2 task (fixed: sums do not
                                                 // depend on the thread count)
 
+// parallel_for whose body may throw (allocations): the pool's tasks must not, so the first
+// exception is kept and rethrown on the calling thread after the loop.
+template <class Fn>
+void parallel_for_safe(int64_t n, int64_t grain, const Fn& fn) {
+  std::exception_ptr first;
+  std::mutex mu;
+  parallel_for(n, grain, [&](int64_t s, int64_t e) {
+    try {
+      fn(s, e);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mu);
+      if (!first) first = std::current_exception();
+    }
+  });
+  if (first) std::rethrow_exception(first);
+}
+
 void check_sizes(int64_t na, int64_t nb, const char* what) {
   if (na <= 0 || nb <= 0) throw std::invalid_argument(std::string(what) + ": samples must not be empty");
   if (static_cast<uint64_t>(na) >= (uint64_t(1) << 32) || static_cast<uint64_t>(nb) >= (uint64_t(1) << 32))
@@ -62,7 +80,7 @@ void sorted_copies(const double* a, int64_t na, const double* b, int64_t nb, std
     if (b[i] != b[i]) nan_error(what);
   sa.assign(a, a + na);
   sb.assign(b, b + nb);
-  parallel_for(2, 1, [&](int64_t s, int64_t e) {
+  parallel_for_safe(2, 1, [&](int64_t s, int64_t e) {
     for (int64_t i = s; i < e; ++i) {
       std::vector<double>& v = i == 0 ? sa : sb;
       if (v.size() > 4096)
@@ -163,7 +181,7 @@ int count_both(const BucketKernels& k, const Plan& p, const double* a, int64_t n
   std::vector<std::vector<uint32_t>> local(static_cast<size_t>(parts));
   std::vector<std::vector<double>> lmm(static_cast<size_t>(parts));
   std::vector<int> bad(static_cast<size_t>(parts), 0);
-  parallel_for(parts, 1, [&](int64_t q0, int64_t q1) {
+  parallel_for_safe(parts, 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       std::vector<uint32_t>& h = local[static_cast<size_t>(q)];
       std::vector<double>& e = lmm[static_cast<size_t>(q)];
@@ -230,7 +248,7 @@ void gather(const BucketKernels& k, const Plan& p, const double* a, int64_t na, 
   std::vector<int64_t> got(static_cast<size_t>(nba + nbb), 0);
   std::vector<double> acc(static_cast<size_t>(nba + nbb), 0.0);
   auto start = [&](int64_t c) { return c < nba ? c * kBlock : na + (c - nba) * kBlock; };
-  parallel_for(nba + nbb, 1, [&](int64_t c0, int64_t c1) {
+  parallel_for_safe(nba + nbb, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const bool is_a = c < nba;
       const double* x = is_a ? a : b;
@@ -293,7 +311,7 @@ void flagged_offsets(const Flagged& f, const std::vector<uint32_t>& ca, const st
 template <class Fn>
 void for_each_flagged(Flagged& f, const std::vector<uint64_t>& fa0, const std::vector<uint64_t>& fb0, const Fn& fn) {
   const int64_t nf = static_cast<int64_t>(f.buckets.size());
-  parallel_for(nf, 8, [&](int64_t s, int64_t e) {
+  parallel_for_safe(nf, 8, [&](int64_t s, int64_t e) {
     for (int64_t q = s; q < e; ++q) {
       const size_t u = static_cast<size_t>(q);
       Node n{f.va.data() + f.off_a[u], f.off_a[u + 1] - f.off_a[u], f.vb.data() + f.off_b[u],
