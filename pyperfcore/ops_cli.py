@@ -73,7 +73,8 @@ def _cmd_gate(args) -> int:
     rep = gate(cand, base, xs, candidate_size_bytes=size, max_size_bytes=args.max_size,
                max_p99_s=args.max_p99_ms / 1e3 if args.max_p99_ms else None,
                max_p99_ratio=args.max_p99_ratio, min_agreement=args.min_agreement,
-               labels=labels, max_output_psi=args.max_psi)
+               labels=labels, max_output_psi=args.max_psi, load_rps=args.load_rps,
+               load_duration_s=args.load_duration, max_load_p99_ratio=args.max_load_p99_ratio)
     print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.text())
     return 0 if rep.ok else 1
 
@@ -126,6 +127,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-p99-ratio", type=float, default=1.5, help="p99 vs baseline")
     p.add_argument("--min-agreement", type=float, default=0.98)
     p.add_argument("--max-psi", type=float, default=0.2, help="output drift limit (PSI)")
+    p.add_argument("--load-rps", type=float,
+                   help="also drive both models through the batcher at this steady rate and "
+                        "compare p99 under that load")
+    p.add_argument("--load-duration", type=float, default=3.0, help="seconds of load per model")
+    p.add_argument("--max-load-p99-ratio", type=float, default=1.5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_gate)
 

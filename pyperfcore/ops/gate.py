@@ -57,10 +57,18 @@ def gate(candidate: Callable, baseline: Callable, inputs: Sequence, *,
          max_p99_s: float | None = None, max_p99_ratio: float | None = 1.5,
          min_agreement: float = 0.98, labels: Sequence | None = None,
          min_accuracy_delta: float = -0.01, max_output_psi: float = 0.2,
-         atol: float = 1e-4, repeats: int = 1) -> GateReport:
+         atol: float = 1e-4, repeats: int = 1, load_rps: float | None = None,
+         load_duration_s: float = 3.0, max_load_p99_ratio: float = 1.5,
+         max_batch_size: int = 16, max_delay_ms: float = 2.0) -> GateReport:
     """Replay ``inputs`` (e.g. from the inference log) one request at a time through both models
     and check size, p99 latency (absolute and relative to the baseline), agreement, accuracy
-    against ``labels`` when given, and the drift (PSI) of the candidate's outputs."""
+    against ``labels`` when given, and the drift (PSI) of the candidate's outputs.
+
+    With ``load_rps``, both models are also driven through the batcher by the standard steady
+    load of :func:`pyperfcore.ops.bench.bench_model` (Poisson arrivals at ``load_rps`` for
+    ``load_duration_s``), and the candidate's p99 under that load must stay within
+    ``max_load_p99_ratio`` of the baseline's (and under ``max_p99_s`` when given), with no
+    errors or unfinished requests."""
     if len(inputs) == 0:
         raise ValueError("the gate needs replayed inputs")
     lat = {"candidate": [], "baseline": []}
@@ -110,7 +118,41 @@ def gate(candidate: Callable, baseline: Callable, inputs: Sequence, *,
     except (TypeError, ValueError):
         checks.append(("output drift PSI", True, "n/a", f"<= {max_output_psi}",
                        "outputs are not numeric"))
+    if load_rps is not None:
+        checks.extend(_load_checks(candidate, baseline, inputs, load_rps, load_duration_s,
+                                   max_load_p99_ratio, max_p99_s, max_batch_size, max_delay_ms))
     return GateReport(all(c[1] for c in checks), checks)
+
+
+def _load_checks(candidate, baseline, inputs, rps, duration_s, max_ratio, max_p99_s,
+                 max_batch_size, max_delay_ms) -> list:
+    from .bench import bench_model
+
+    res = {}
+    for name, fn in (("baseline", baseline), ("candidate", candidate)):
+        # The gate's models take one request; the batcher hands over a list of them.
+        def batch_fn(batch, fn=fn):
+            return [fn(x) for x in batch]
+
+        run = bench_model(batch_fn, list(inputs), profiles=("steady",), rps=rps,
+                          duration_s=duration_s, max_batch_size=max_batch_size,
+                          max_delay_ms=max_delay_ms, model_name=name)
+        res[name] = run["profiles"]["steady"]
+    c, b = res["candidate"], res["baseline"]
+    checks = []
+    failed = c["errors"] + c["unfinished"]
+    checks.append(("errors under load", failed == 0, str(failed), "0",
+                   f"{c['requests']} requests at {rps:g} req/s"))
+    if c["p99_ms"] is not None and b["p99_ms"] is not None:
+        r = c["p99_ms"] / b["p99_ms"] if b["p99_ms"] > 0 else 1.0
+        checks.append(("p99 under load", r <= max_ratio, f"{r:.2f}x", f"{max_ratio:.2f}x",
+                       f"candidate {c['p99_ms']:.2f} ms, baseline {b['p99_ms']:.2f} ms"))
+        if max_p99_s is not None:
+            checks.append(("p99 under load abs", c["p99_ms"] <= max_p99_s * 1e3,
+                           f"{c['p99_ms']:.2f} ms", f"{max_p99_s * 1e3:.2f} ms", ""))
+    else:
+        checks.append(("p99 under load", False, "n/a", f"{max_ratio:.2f}x", "no request completed"))
+    return checks
 
 
 def decision_threshold(scores, labels, *, cost_fp: float, cost_fn: float,

@@ -111,6 +111,44 @@ def test_gate_passes_equal_and_fails_worse_models():
         G.gate(lambda x: 1 / 0, base, xs)
 
 
+def test_gate_latency_under_standard_load():
+    # Both models driven through the batcher at a steady rate: a candidate that takes 10 ms per
+    # request where the baseline takes nothing fails the p99-under-load check; an equal one
+    # passes; one that raises under load is reported as failing requests, not a crash.
+    import time
+
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=4) for _ in range(50)]
+    fast = lambda x: float(x.sum())  # noqa: E731
+
+    def slow(x):
+        time.sleep(0.010)
+        return float(x.sum())
+
+    # Generous limit for equal models: p99 of a short run on a shared machine is noisy.
+    rep = G.gate(fast, fast, xs, max_p99_ratio=None, load_rps=200, load_duration_s=0.5,
+                 max_load_p99_ratio=4.0)
+    names = {c[0]: c for c in rep.checks}
+    assert names["errors under load"][1] and names["p99 under load"][1], rep.text()
+    rep = G.gate(slow, fast, xs, max_p99_ratio=None, load_rps=200, load_duration_s=0.5,
+                 max_load_p99_ratio=1.5)
+    names = {c[0]: c for c in rep.checks}
+    assert not rep.ok and not names["p99 under load"][1], rep.text()
+    assert names["agreement"][1]  # same answers: only the latency under load fails
+
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] > len(xs):  # fine on the one-at-a-time replay, fails under load
+            raise RuntimeError("overloaded")
+        return float(x.sum())
+
+    rep = G.gate(flaky, fast, xs, max_p99_ratio=None, load_rps=200, load_duration_s=0.3)
+    names = {c[0]: c for c in rep.checks}
+    assert not names["errors under load"][1], rep.text()
+
+
 def test_decision_threshold_matches_brute_force():
     rng = np.random.default_rng(4)
     y = rng.random(500) < 0.2
