@@ -3,8 +3,28 @@ GEMM and the FP16/BF16-weight GEMM, each with the fused epilogue (dequant, bias,
 residual). Same math as the C++ kernels (see csrc/quant/linear.hpp).
 
 The uint8 activations enter ``tl.dot`` as int8 ``q - 128`` (Tensor cores take s8 x s8); the
-epilogue adds back ``(128 - zp) * colsum(w)``. Autotuned over serving shapes on a GPU; one
-small configuration under ``TRITON_INTERPRET=1``.
+epilogue adds back ``(128 - zp) * colsum(w)``.
+
+Two W8A8 paths, chosen by M (``FUSED_MAX_M``):
+
+- small M (decode-style serving, M <= 16): ONE launch. Each program first scans its rows of
+  the float32 activations over the whole K (the per-token range; the rows are a few KB and stay in
+  L2), then streams its slice of the weight, quantizing the activation tiles on the fly with
+  exactly the rules of the standalone quantization kernel. Here the weight read is the floor, so
+  the configs use narrow N tiles and split-K to put more CTAs on it; split-K partial sums are
+  INT32 (exact, order-free) and the last CTA of a tile (a ticket counter) applies the epilogue
+  and leaves the workspace zeroed again.
+- larger M: the per-token quantization kernel, then a tiled INT8 GEMM with GROUP_M swizzling.
+
+Host overhead matters as much as the kernels at small M, so the launchers allocate only outputs,
+never synchronize by default, and after the first call for a shape call the tuned kernel
+directly (skipping the autotuner's per-call bookkeeping).
+
+Non-finite activations: a row of x holding NaN/inf gives a NaN output row (``poison``, never a
+finite wrong answer) and is flagged per row; ``check_finite=True`` turns the flag into a
+``ValueError`` at the cost of one device synchronization (skipped during CUDA graph capture).
+The FP16/BF16 path rounds the activations to the weight's type for the Tensor cores (as an fp16
+model does); a value outside float16's range gives a NaN output row the same way.
 """
 from __future__ import annotations
 
@@ -18,6 +38,9 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _ACTS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must be constexpr
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
+_HALF_MAX = tl.constexpr(65504.0)
+_NAN = tl.constexpr(float("nan"))
+FUSED_MAX_M = 16  # W8A8 rows up to this take the single-launch fused kernel
 
 
 @triton.jit
@@ -86,75 +109,287 @@ def _activation(v, ACT: tl.constexpr):
 
 
 @triton.jit
-def _epilogue_store(v, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+def _epilogue_store(v, poison, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
                     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr):
+    # poison: broadcastable to [BLOCK_M, BLOCK_N], true where the input was not finite.
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if HAS_BIAS:
         v = v + tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
     v = _activation(v, ACT)
     if HAS_RES:
         v = v + tl.load(r_ptr + rm[:, None].to(tl.int64) * s_rm + rn[None, :], mask=mask, other=0.0)
+    v = tl.where(poison, _NAN, v)
     tl.store(y_ptr + rm[:, None].to(tl.int64) * s_ym + rn[None, :], v, mask=mask)
 
 
-def _configs():
-    if _INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4)]
-    out = []
-    for bm, bn, bk, w, s in [(16, 64, 128, 4, 4), (32, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 128, 64, 8, 3),
-                             (128, 256, 64, 8, 3), (64, 64, 128, 4, 4), (16, 128, 128, 4, 4)]:
-        out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s))
-    return out
-
-
-def _bucket(m):  # autotune key: M rounded to serving buckets
-    return 1 << max(0, (int(m) - 1).bit_length())
-
-
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"])
 @triton.jit
-def _w8a8_kernel(q_ptr, w_ptr, sa_ptr, zp_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET,
-                 s_qm, s_wn, s_rm, s_ym, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        a = tl.load(q_ptr + rm[:, None].to(tl.int64) * s_qm + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K), other=128)
-        a = (a.to(tl.int32) - 128).to(tl.int8)
-        b = tl.load(w_ptr + rn[None, :].to(tl.int64) * s_wn + kk[:, None], mask=(rn[None, :] < N) & (kk[:, None] < K), other=0)
-        acc += tl.dot(a, b, out_dtype=tl.int32)
-    sa = tl.load(sa_ptr + rm, mask=rm < M, other=1.0)
-    zp = tl.load(zp_ptr + rm, mask=rm < M, other=128)
+def _w8a8_epilogue(acc, sa, zp, bad, rm, rn, M, N, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+                   HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr):
+    # acc = sum_k (q - 128) * w; sa, zp (int32), bad: per row [BLOCK_M].
     sw = tl.load(sw_ptr + rn, mask=rn < N, other=1.0)
     cs = tl.load(cs_ptr + rn, mask=rn < N, other=0)
     acc = acc + (128 - zp)[:, None] * cs[None, :]
     v = acc.to(tl.float32) * (sa[:, None] * sw[None, :])
-    _epilogue_store(v, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym, HAS_BIAS, ACT, HAS_RES)
+    _epilogue_store(v, (bad != 0)[:, None], rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym, HAS_BIAS, ACT, HAS_RES)
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"])
-@triton.jit
-def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_wn, s_rm, s_ym,
-                 HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+# ----------------------------------------------------------------------------------- configs
+# <= 8 per kernel so that tuning fits a short device check; pruned by M so that each M bucket
+# only compiles and times the configs that make sense for it.
+def _cfg(bm, bn, bk, w, s, **extra):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra}, num_warps=w, num_stages=s)
+
+
+def _fused_configs():
+    if _INTERPRET:  # one config (no timing under the interpreter); tests run INTERPRETER_EXTRA too
+        return [_cfg(16, 32, 32, 4, 1, SPLIT_K=3)]
+    # BLOCK_M 16 (the smallest tl.dot tile); 4096/BLOCK_N * SPLIT_K CTAs stream the weight.
+    return [_cfg(16, 32, 256, 4, 4, SPLIT_K=1), _cfg(16, 64, 256, 4, 4, SPLIT_K=1),
+            _cfg(16, 64, 128, 4, 4, SPLIT_K=2), _cfg(16, 32, 256, 4, 3, SPLIT_K=2),
+            _cfg(16, 64, 256, 4, 3, SPLIT_K=4), _cfg(16, 128, 128, 4, 4, SPLIT_K=4),
+            _cfg(16, 128, 256, 8, 3, SPLIT_K=8), _cfg(16, 64, 512, 4, 3, SPLIT_K=2)]
+
+
+def _gemm_configs():
+    if _INTERPRET:
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2)]
+    return [_cfg(32, 64, 256, 4, 4, GROUP_M=8), _cfg(64, 128, 128, 4, 4, GROUP_M=8),
+            _cfg(64, 256, 128, 8, 3, GROUP_M=8), _cfg(128, 128, 128, 8, 3, GROUP_M=8),
+            _cfg(128, 128, 128, 4, 4, GROUP_M=8), _cfg(128, 256, 128, 8, 3, GROUP_M=8),
+            _cfg(256, 128, 128, 8, 3, GROUP_M=8), _cfg(64, 64, 256, 4, 4, GROUP_M=8)]
+
+
+def _half_configs():
+    if _INTERPRET:
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2)]
+    return [_cfg(16, 32, 128, 4, 4, GROUP_M=8), _cfg(16, 64, 128, 4, 4, GROUP_M=8),
+            _cfg(32, 64, 128, 4, 4, GROUP_M=8), _cfg(64, 128, 64, 4, 4, GROUP_M=8),
+            _cfg(128, 128, 64, 8, 3, GROUP_M=8), _cfg(128, 256, 64, 8, 3, GROUP_M=8),
+            _cfg(64, 256, 64, 8, 4, GROUP_M=8), _cfg(128, 128, 32, 4, 4, GROUP_M=8)]
+
+
+# More configs the interpreter tests run explicitly (the autotuned lists above hold one there).
+INTERPRETER_EXTRA = {"fused": [_cfg(16, 32, 32, 4, 1, SPLIT_K=1), _cfg(16, 64, 64, 4, 1, SPLIT_K=2)],
+                     "w8a8": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)], "half": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)]}
+
+
+def _prune_by_m(configs, named_args, **_):
+    # Tiles much taller than M waste the MMA and, for small M, the CTAs that stream the weight.
+    mb = int(named_args["M_BUCKET"])
+    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, 2 * mb)]
+    if mb >= 256:
+        keep = [c for c in keep if c.kwargs["BLOCK_M"] >= 64] or keep
+    return keep or configs[:1]
+
+
+def _bench_fast(kernel_call, quantiles):
+    # Shorter than triton's default (25 ms warm-up, 100 ms timing) so that the 8 configs of a
+    # shape tune in about a second; the sweep script times the winners properly.
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
+def _bucket(m):  # autotune key: M rounded up to a power of two
+    return 1 << max(0, (int(m) - 1).bit_length())
+
+
+def _even_k(a):
+    return a["K"] % a["BLOCK_K"] == 0
+
+
+_TUNE = dict(key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune_by_m},
+             do_bench=None if _INTERPRET else _bench_fast)
+
+
+# ----------------------------------------------------------------------------------- kernels
+@triton.autotune(configs=_fused_configs(), **_TUNE)
+@triton.heuristics({"EVEN_K": _even_k})
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_ptr, ws_ptr, cnt_ptr,
+                       M, N, K, M_BUCKET, s_xm, s_wn, s_rm, s_ym,
+                       SYMMETRIC: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+                       EVEN_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
+    row_ok = rm < M
+    # Rows/columns past the edge read a valid row/column (wrapped) and are never stored: the
+    # weight and activation loads need no row/column mask.
+    xrow = x_ptr + (rm % M)[:, None].to(tl.int64) * s_xm
+    wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
+
+    # Pass 1: each row's range over the whole K (0 included), NaN/inf flagged, as _act_quant_kernel.
+    lo = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+    hi = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+    bad = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        if EVEN_K:
+            v = tl.load(xrow + kk[None, :])
+            fin = tl.abs(v) <= _FLT_MAX
+        else:
+            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+            fin = (tl.abs(v) <= _FLT_MAX) | (kk[None, :] >= K)
+        bad = tl.maximum(bad, tl.where(fin, 0, 1))
+        v = tl.where(fin, v, 0.0)
+        lo = tl.minimum(lo, v)
+        hi = tl.maximum(hi, v)
+    mn = tl.min(lo, axis=1)
+    mx = tl.max(hi, axis=1)
+    badr = tl.max(bad, axis=1)
+    if SYMMETRIC:
+        amax = tl.maximum(-mn, mx)
+        s = tl.math.div_rn(amax, 127.0)
+        s = tl.where(s >= _FLT_MIN, s, 1.0)
+        inv = tl.math.div_rn(tl.full([BLOCK_M], 1.0, tl.float32), s)
+        zp = tl.full([BLOCK_M], 128.0, tl.float32)
+        qmin = 1.0
+    else:
+        s = tl.math.div_rn(mx - mn, 255.0)
+        s = tl.where(s >= _FLT_MIN, s, 1.0)
+        inv = tl.math.div_rn(tl.full([BLOCK_M], 1.0, tl.float32), s)
+        zp = tl.minimum(tl.maximum(_rne(-mn * inv), 0.0), 255.0)
+        qmin = 0.0
+    if (pid_n == 0) & (pid_k == 0):
+        tl.store(bad_ptr + rm, badr, mask=row_ok)
+
+    # Pass 2: this split's K range; activation tiles quantized on the fly (same rules as pass 1's
+    # kernel), weight tiles streamed once.
+    per = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+    k_lo = pid_k * per
+    k_hi = tl.minimum(k_lo + per, K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        kk = k0 + rk
+        if EVEN_K:
+            v = tl.load(xrow + kk[None, :])
+            b = tl.load(wcol + kk[:, None])
+        else:
+            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+            b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
+        qv = tl.minimum(tl.maximum(_rne(v * inv[:, None]) + zp[:, None], qmin), 255.0)
+        a = (qv.to(tl.int32) - 128).to(tl.int8)
+        acc += tl.dot(a, b, out_dtype=tl.int32)
+
+    zpi = zp.to(tl.int32)
+    if SPLIT_K == 1:
+        _w8a8_epilogue(acc, s, zpi, badr, rm, rn, M, N, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+                       HAS_BIAS, ACT, HAS_RES)
+    else:
+        # INT32 partial sums (exact in any order) into a zeroed [M, N] workspace; the CTA that takes
+        # the last ticket of this output tile reads the total back, zeroing it (and the ticket) for
+        # the next call, and runs the epilogue. Atomics act at L2, so the reads see every partial.
+        mask = row_ok[:, None] & (rn[None, :] < N)
+        wsp = ws_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
+        tl.atomic_add(wsp, acc, mask=mask, sem="release")
+        tl.debug_barrier()
+        tile = pid_m * tl.num_programs(1) + pid_n
+        ticket = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if ticket == SPLIT_K - 1:
+            total = tl.atomic_xchg(wsp, tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32), mask=mask, sem="acquire")
+            tl.atomic_xchg(cnt_ptr + tile, 0)
+            _w8a8_epilogue(total, s, zpi, badr, rm, rn, M, N, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+                           HAS_BIAS, ACT, HAS_RES)
+
+
+@triton.jit
+def _swizzle(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    # GROUP_M row-tiles share each column band of the weight while it is in L2.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    gsz = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % gsz
+    pid_n = (pid % per_group) // gsz
+    return pid_m, pid_n
+
+
+@triton.autotune(configs=_gemm_configs(), **_TUNE)
+@triton.heuristics({"EVEN_K": _even_k})
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _w8a8_kernel(q_ptr, w_ptr, sa_ptr, zp_ptr, bad_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET,
+                 s_qm, s_wn, s_rm, s_ym, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                 EVEN_K: tl.constexpr):
+    pid_m, pid_n = _swizzle(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    arow = q_ptr + (rm % M)[:, None].to(tl.int64) * s_qm
+    wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        if EVEN_K:
+            a = tl.load(arow + kk[None, :])
+            b = tl.load(wcol + kk[:, None])
+        else:
+            a = tl.load(arow + kk[None, :], mask=kk[None, :] < K, other=128)
+            b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
+        a = (a.to(tl.int32) - 128).to(tl.int8)
+        acc += tl.dot(a, b, out_dtype=tl.int32)
+    rmask = rm < M
+    sa = tl.load(sa_ptr + rm, mask=rmask, other=1.0)
+    zp = tl.load(zp_ptr + rm, mask=rmask, other=128)
+    bad = tl.load(bad_ptr + rm, mask=rmask, other=0)
+    _w8a8_epilogue(acc, sa, zp, bad, rm, rn, M, N, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, s_rm, s_ym, HAS_BIAS, ACT, HAS_RES)
+
+
+@triton.autotune(configs=_half_configs(), **_TUNE)
+@triton.heuristics({"EVEN_K": _even_k})
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_wn, s_rm, s_ym,
+                 HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, DOT_F32: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                 EVEN_K: tl.constexpr):
+    pid_m, pid_n = _swizzle(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    xrow = x_ptr + (rm % M)[:, None].to(tl.int64) * s_xm
+    wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
-        a = tl.load(x_ptr + rm[:, None].to(tl.int64) * s_xm + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-        b = tl.load(w_ptr + rn[None, :].to(tl.int64) * s_wn + kk[:, None], mask=(rn[None, :] < N) & (kk[:, None] < K), other=0.0)
-        # fp32 activations x half weights: the weights are widened, accumulation is fp32.
-        acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    _epilogue_store(acc, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym, HAS_BIAS, ACT, HAS_RES)
+        if EVEN_K:
+            a = tl.load(xrow + kk[None, :])
+            b = tl.load(wcol + kk[:, None])
+        else:
+            a = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+            b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0.0)
+        if w_ptr.dtype.element_ty == tl.float16:
+            a = tl.where(tl.abs(a) <= _HALF_MAX, a, _NAN)  # would round to inf: poison, not clamp
+        if DOT_F32:
+            # The interpreter has no bf16 matmul and truncates f32 -> bf16: round to nearest even
+            # by hand (as the GPU's cvt.rn does) and multiply the same rounded values in fp32.
+            u = a.to(tl.uint32, bitcast=True)
+            u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+            acc += tl.dot(u.to(tl.float32, bitcast=True), b.to(tl.float32), input_precision="ieee")
+        else:  # Tensor cores, fp16/bf16 operands, fp32 accumulation
+            acc += tl.dot(a.to(w_ptr.dtype.element_ty), b, out_dtype=tl.float32)
+    # NaN/inf in a row of x makes every sum of that row non-finite (inf * w is inf or NaN): the
+    # poison is per element, no cross-tile reduction needed. (Finite inputs cannot overflow the
+    # fp32 sum here: |x| <= 65504 for fp16, and bf16-range x would need K * |x * w| > 3.4e38.)
+    _epilogue_store(acc, ~(tl.abs(acc) <= _FLT_MAX), rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+                    HAS_BIAS, ACT, HAS_RES)
+
+
+# ---------------------------------------------------------------------------------- launchers
+_BEST: dict = {}  # (kernel name, autotune key...) -> tuned Config: later calls skip the autotuner
+
+
+def _launch(kernel, key, grid, args, meta):
+    cfg = _BEST.get(key)
+    if cfg is None:
+        kernel[grid](*args, **meta)
+        _BEST[key] = kernel.best_config
+        return
+    kernel.fn[grid(cfg.kwargs)](*args, **meta, **cfg.all_kwargs())
 
 
 def _capturing(x: torch.Tensor) -> bool:
@@ -169,55 +404,112 @@ def _check_rows(x: torch.Tensor, k: int, what: str) -> torch.Tensor:
     return x if (x.shape[1] <= 1 or x.stride(1) == 1) else x.contiguous()
 
 
-def quantize_activations(x: torch.Tensor, symmetric: bool = False):
-    """Per-token uint8 codes [m, k], scales [m], zero points [m] (int32); ValueError on NaN/inf."""
-    m, k = x.shape
-    x = _check_rows(x, k, "x")
-    q = torch.empty((m, k), dtype=torch.uint8, device=x.device)
-    s = torch.ones((m,), dtype=torch.float32, device=x.device)
-    z = torch.zeros((m,), dtype=torch.int32, device=x.device)
-    if m == 0:
-        return q, s, z
-    bad = torch.zeros((m,), dtype=torch.int32, device=x.device)
-    block = max(64, min(4096, triton.next_power_of_2(max(k, 1))))
-    _act_quant_kernel[(m,)](x, q, s, z, bad, k, max(x.stride(0), 1), max(q.stride(0), 1), SYMMETRIC=symmetric, BLOCK_K=block)
+def _raise_if_flagged(bad: torch.Tensor, x: torch.Tensor) -> None:
     # Reading the flag synchronizes; inside CUDA graph capture that is not allowed, so there the
-    # check is skipped (documented: validate inputs before capturing a graph).
+    # check is skipped (the output rows are NaN instead; documented).
     if not _capturing(x) and bool(bad.any()):
         raise ValueError("linear: activations contain NaN or infinity")
+
+
+def quantize_activations(x: torch.Tensor, symmetric: bool = False, check_finite: bool = True):
+    """Per-token uint8 codes [m, k], scales [m], zero points [m] (int32).
+
+    ValueError on NaN/inf (one synchronization) unless ``check_finite=False``; then use
+    :func:`quantize_activations_flagged` to get the per-row flags."""
+    q, s, z, bad = quantize_activations_flagged(x, symmetric)
+    if check_finite and bad.numel():
+        _raise_if_flagged(bad, x)
     return q, s, z
 
 
-def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residual=None, symmetric=False):
-    """y = act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual for float32 x [m, k]."""
+def quantize_activations_flagged(x: torch.Tensor, symmetric: bool = False):
+    """As :func:`quantize_activations` without synchronizing: also returns int32 flags [m], nonzero
+    for rows holding NaN/inf (whose codes are meaningless)."""
+    m, k = x.shape
+    x = _check_rows(x, k, "x")
+    dev = x.device
+    q = torch.empty((m, k), dtype=torch.uint8, device=dev)
+    s = torch.empty((m,), dtype=torch.float32, device=dev)
+    z = torch.empty((m,), dtype=torch.int32, device=dev)
+    bad = torch.empty((m,), dtype=torch.int32, device=dev)
+    if m == 0:
+        return q, s, z, bad
+    block = max(64, min(4096, triton.next_power_of_2(max(k, 1))))
+    _act_quant_kernel[(m,)](x, q, s, z, bad, k, max(x.stride(0), 1), max(q.stride(0), 1), SYMMETRIC=symmetric,
+                            BLOCK_K=block)
+    return q, s, z, bad
+
+
+def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residual=None, symmetric=False,
+                check_finite=False, path=None):
+    """y = act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual for float32 x [m, k].
+
+    ``path``: None (by M: ``fused`` for m <= FUSED_MAX_M, else ``two_pass``), ``fused`` or
+    ``two_pass``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises instead."""
     n, k = qweight.shape
     x = _check_rows(x, k, "x")
     m = x.shape[0]
-    y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    dev = x.device
+    y = torch.empty((m, n), dtype=torch.float32, device=dev)
     if m == 0 or n == 0:
         return y
-    q, sa, zp = quantize_activations(x, symmetric)
     r = None if residual is None else _check_rows(residual, n, "residual")
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
-    _w8a8_kernel[grid](q, qweight, sa, zp, wscale, colsum, bias if bias is not None else y, r if r is not None else y, y,
-                       m, n, k, _bucket(m), max(q.stride(0), 1), qweight.stride(0), r.stride(0) if r is not None else 0,
-                       y.stride(0), HAS_BIAS=bias is not None, ACT=_ACTS[activation], HAS_RES=r is not None)
+    act = _ACTS[activation]
+    mb = _bucket(m)
+    bias_t = bias if bias is not None else y
+    res_t = r if r is not None else y
+    s_rm = r.stride(0) if r is not None else 0
+    if path is None:
+        path = "fused" if m <= FUSED_MAX_M else "two_pass"
+    if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
+        path = "two_pass"
+    if path == "fused":
+        bad = torch.empty((m,), dtype=torch.int32, device=dev)
+        # split-K workspace and tickets; zero on entry, left zeroed by the kernel
+        ws = torch.zeros((m * n + triton.cdiv(m, 16) * triton.cdiv(n, 16),), dtype=torch.int32, device=dev)
+        cnt = ws[m * n:]
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])  # noqa: E731
+        _launch(_w8a8_fused_kernel, ("fused", mb, n, k, str(dev)), grid,
+                (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, max(x.stride(0), 1),
+                 qweight.stride(0), s_rm, y.stride(0)),
+                dict(SYMMETRIC=bool(symmetric), HAS_BIAS=bias is not None, ACT=act, HAS_RES=r is not None))
+    elif path == "two_pass":
+        q, sa, zp, bad = quantize_activations_flagged(x, symmetric)
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        _launch(_w8a8_kernel, ("w8a8", mb, n, k, str(dev)), grid,
+                (q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb, max(q.stride(0), 1),
+                 qweight.stride(0), s_rm, y.stride(0)),
+                dict(HAS_BIAS=bias is not None, ACT=act, HAS_RES=r is not None))
+    else:
+        raise ValueError(f"path must be None, 'fused' or 'two_pass', got {path!r}")
+    if check_finite:
+        _raise_if_flagged(bad, x)
     return y
 
 
-def linear_half(x, weight, bias=None, activation="none", residual=None):
-    """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k], fp32 accumulation."""
+def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False):
+    """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k]: x is rounded to the
+    weight's type, products on Tensor cores, fp32 accumulation and epilogue. Rows of x with
+    NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises instead."""
     n, k = weight.shape
     x = _check_rows(x, k, "x")
-    if not _capturing(x) and not torch.isfinite(x).all():
-        raise ValueError("linear: activations contain NaN or infinity")
+    if weight.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"weight must be float16 or bfloat16, got {weight.dtype}")
     m = x.shape[0]
+    if check_finite and m and not _capturing(x):
+        limit = 65504.0 if weight.dtype == torch.float16 else 3.4028234663852886e38
+        if not bool((x.abs() <= limit).all()):  # NaN compares false
+            raise ValueError("linear: activations contain NaN or infinity"
+                             + (" (or values beyond float16's range)" if weight.dtype == torch.float16 else ""))
     y = torch.empty((m, n), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
         return y
     r = None if residual is None else _check_rows(residual, n, "residual")
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
-    _half_kernel[grid](x, weight, bias if bias is not None else y, r if r is not None else y, y, m, n, k, _bucket(m),
-                       max(x.stride(0), 1), weight.stride(0), r.stride(0) if r is not None else 0, y.stride(0),
-                       HAS_BIAS=bias is not None, ACT=_ACTS[activation], HAS_RES=r is not None)
+    mb = _bucket(m)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    _launch(_half_kernel, ("half", mb, n, k, str(x.device), weight.dtype), grid,
+            (x, weight, bias if bias is not None else y, r if r is not None else y, y, m, n, k, mb,
+             max(x.stride(0), 1), weight.stride(0), r.stride(0) if r is not None else 0, y.stride(0)),
+            dict(HAS_BIAS=bias is not None, ACT=_ACTS[activation], HAS_RES=r is not None,
+                 DOT_F32=_INTERPRET and weight.dtype == torch.bfloat16))
     return y

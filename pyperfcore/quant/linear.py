@@ -443,8 +443,10 @@ def _w8a8_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     if t["inv_smooth"] is not None:
         xt = xt * t["inv_smooth"]
     rt = None if r is None else _torch_input(r).float()
+    # check_finite: this API promises a ValueError on NaN/inf activations (one device sync); the
+    # raw kernels (and the torch custom ops) return NaN rows instead, without synchronizing.
     y = tg.linear_w8a8(xt, t["w"], t["scale"], t["colsum"], t["bias"], layer.activation, rt,
-                       symmetric=layer.act_quant == "symmetric")
+                       symmetric=layer.act_quant == "symmetric", check_finite=True)
     return y.numpy() if was_np else y
 
 
@@ -456,7 +458,7 @@ def _half_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     xt = _torch_input(x).float()
     t = _device_tensors(layer, xt.device)
     rt = None if r is None else _torch_input(r).float()
-    y = tg.linear_half(xt, t["w"], t["bias"], layer.activation, rt)
+    y = tg.linear_half(xt, t["w"], t["bias"], layer.activation, rt, check_finite=True)
     return y.numpy() if was_np else y
 
 

@@ -50,6 +50,13 @@ def test_triton_activation_quantization_exact(m, k, sym, seed):
     np.testing.assert_array_equal(z.cpu().numpy(), ez)
 
 
+def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """x rounded to nearest even in float16/bfloat16 (as the GPU kernel feeds the Tensor cores)."""
+    import torch
+
+    return torch.from_numpy(x).to(getattr(torch, dtype)).double().numpy()
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_triton_half_matches_oracle(dtype, rng):
     import torch
@@ -59,8 +66,43 @@ def test_triton_half_matches_oracle(dtype, rng):
     x = rng.standard_normal((5, 37)).astype(np.float32)
     layer = quant.QuantizedLinear(w, b, activation="gelu", dtype=dtype)
     y = layer(torch.from_numpy(x).to(_device()), backend="triton").cpu().numpy()
-    exp = ref.linear_half(x, layer.weight_rounded, b, "gelu")
+    exp = ref.linear_half(_round_to(x, dtype), layer.weight_rounded, b, "gelu")
     np.testing.assert_allclose(y, exp, rtol=1e-4, atol=1e-4)
+    # and the rounding of x is the only departure from the fp32-activation oracle
+    loose = ref.linear_half(x, layer.weight_rounded, b, "gelu")
+    np.testing.assert_allclose(y, loose, rtol=0.05, atol=0.05)
+
+
+@given(m=st.integers(1, 40), k=st.integers(1, 80), n=st.integers(1, 80), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from(["float16", "bfloat16"]), act=st.sampled_from(quant.ACTIVATIONS), res=st.booleans(),
+       cfg=st.integers(0, 1))
+@settings(max_examples=8)
+def test_triton_half_every_config_matches_oracle(m, k, n, seed, dtype, act, res, cfg):
+    """The fp16/bf16 Tensor-core kernel (every config the interpreter has, on a GPU every tuned
+    one) against the float64 oracle of the rounded operands; odd M, K, N exercise every edge."""
+    import torch
+    import triton
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, k)) * 4).astype(np.float32)
+    w = torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)).to(getattr(torch, dtype))
+    b = rng.standard_normal(n).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if res else None
+    exp = ref.linear_half(_round_to(x, dtype), w.double().numpy(), b, act, r)
+    configs = qg._half_kernel.configs + qg.INTERPRETER_EXTRA["half"]
+    c = configs[cfg % len(configs)]
+    xt, wt, bt = torch.from_numpy(x).to(dev), w.to(dev), torch.from_numpy(b).to(dev)
+    rt = None if r is None else torch.from_numpy(r).to(dev)
+    y = torch.full((m, n), float("nan"), device=dev)
+    grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(n, c.kwargs["BLOCK_N"]),)
+    qg._half_kernel.fn[grid](xt, wt, bt, y if rt is None else rt, y, m, n, k, qg._bucket(m), xt.stride(0), wt.stride(0),
+                             0 if rt is None else rt.stride(0), y.stride(0), HAS_BIAS=True, ACT=qg._ACTS[act],
+                             HAS_RES=rt is not None, DOT_F32=qg._INTERPRET and dtype == "bfloat16",
+                             num_warps=c.num_warps, num_stages=c.num_stages, **c.kwargs)
+    np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(exp).max())))
 
 
 def test_triton_nan_is_an_error(rng):
@@ -73,32 +115,170 @@ def test_triton_nan_is_an_error(rng):
         layer(x, backend="triton")
 
 
+def _exact_case(m, seed, k=300, n=200):
+    # |sum| <= 255 * 127 * 300 < 2^24: with unit scales the float32 output is the exact INT32 sum
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy((rng.standard_normal((m, k)) * rng.uniform(0.1, 5, (m, 1)) + 0.5).astype(np.float32)).to(dev)
+    qw = torch.from_numpy(rng.integers(-127, 128, (n, k), dtype=np.int8)).to(dev)
+    cs = qw.to(torch.int32).sum(dim=1).to(torch.int32)
+    q, sa, zp = qg.quantize_activations(x)
+    exact = ((q.double() - zp.double()[:, None]) @ qw.double().T).cpu().numpy()
+    assert np.abs(exact).max() < 2**24 and np.unique(zp.cpu().numpy()).size >= min(m, 2)
+    ones_m = torch.ones(m, dtype=torch.float32, device=dev)
+    ones_n = torch.ones(n, dtype=torch.float32, device=dev)
+    return x, q, sa.cpu().numpy(), zp, qw, cs, ones_m, ones_n, exact
+
+
 @pytest.mark.parametrize("m", [1, 16, 33])
 def test_triton_w8a8_every_config_exact(m):
-    """Every autotune configuration of the W8A8 kernel (on a GPU all of them, under the interpreter
-    the one it has) gives the exact INT32 sums: with unit scales, no bias and no activation the
-    output is float(sum_k (q - zp) * w), exact below 2^24. K and N are not multiples of any block,
-    so the masks on every edge are exercised, and zero points differ per row."""
+    """Every configuration of the two-pass W8A8 GEMM (on a GPU all tuned ones, under the
+    interpreter its own) gives the exact INT32 sums. K and N are not multiples of any block, so
+    the masks on every edge are exercised, and zero points differ per row."""
     import torch
     import triton
 
     from pyperfcore.kernels import quant_gemm as qg
 
-    dev = _device()
-    rng = np.random.default_rng(m)
-    k, n = 300, 200  # |sum| <= 255 * 127 * 300 < 2^24
-    x = torch.from_numpy((rng.standard_normal((m, k)) * rng.uniform(0.1, 5, (m, 1)) + 0.5).astype(np.float32)).to(dev)
-    qw = torch.from_numpy(rng.integers(-127, 128, (n, k), dtype=np.int8)).to(dev)
-    cs = qw.to(torch.int32).sum(dim=1).to(torch.int32)
-    q, _, zp = qg.quantize_activations(x)
-    ones_m = torch.ones(m, dtype=torch.float32, device=dev)
-    ones_n = torch.ones(n, dtype=torch.float32, device=dev)
-    exact = ((q.double() - zp.double()[:, None]) @ qw.double().T).cpu().numpy()
-    assert np.abs(exact).max() < 2**24 and np.unique(zp.cpu().numpy()).size >= min(m, 2)
-    for cfg in qg._w8a8_kernel.configs:
+    x, q, _, zp, qw, cs, ones_m, ones_n, exact = _exact_case(m, m)
+    dev = x.device
+    bad = torch.zeros(m, dtype=torch.int32, device=dev)
+    for cfg in qg._w8a8_kernel.configs + qg.INTERPRETER_EXTRA["w8a8"]:
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-        y = torch.full((m, n), float("nan"), dtype=torch.float32, device=dev)
-        qg._w8a8_kernel.fn[(triton.cdiv(m, bm), triton.cdiv(n, bn))](
-            q, qw, ones_m, zp, ones_n, cs, y, y, y, m, n, k, qg._bucket(m), q.stride(0), qw.stride(0), 0, y.stride(0),
-            HAS_BIAS=False, ACT=0, HAS_RES=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs)
+        y = torch.full((m, qw.shape[0]), float("nan"), dtype=torch.float32, device=dev)
+        qg._w8a8_kernel.fn[(triton.cdiv(m, bm) * triton.cdiv(qw.shape[0], bn),)](
+            q, qw, ones_m, zp, bad, ones_n, cs, y, y, y, m, qw.shape[0], q.shape[1], qg._bucket(m), q.stride(0),
+            qw.stride(0), 0, y.stride(0), HAS_BIAS=False, ACT=0, HAS_RES=False, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, **cfg.kwargs)
         np.testing.assert_array_equal(y.cpu().numpy(), exact, err_msg=str(cfg))
+
+
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_triton_fused_every_config_exact(m):
+    """The single-launch small-M kernel (activation quantization inside, split-K with INT32
+    partials and a ticket per tile) gives the exact INT32 sums (times the activation scales it
+    computes, which must equal the standalone quantizer's) for every configuration, called
+    twice in a row: the split-K workspace and tickets must be left zeroed by the first call."""
+    import torch
+    import triton
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    x, q, sa, zp, qw, cs, ones_m, ones_n, exact = _exact_case(m, 100 + m)
+    dev = x.device
+    n, k = qw.shape
+    for cfg in qg._w8a8_fused_kernel.configs + qg.INTERPRETER_EXTRA["fused"]:
+        ws = torch.zeros(m * n + triton.cdiv(m, 16) * triton.cdiv(n, 16), dtype=torch.int32, device=dev)
+        for _ in range(2):
+            y = torch.full((m, n), float("nan"), dtype=torch.float32, device=dev)
+            bad = torch.full((m,), 7, dtype=torch.int32, device=dev)
+            grid = (triton.cdiv(m, cfg.kwargs["BLOCK_M"]), triton.cdiv(n, cfg.kwargs["BLOCK_N"]), cfg.kwargs["SPLIT_K"])
+            qg._w8a8_fused_kernel.fn[grid](x, qw, ones_n, cs, y, y, y, bad, ws, ws[m * n:], m, n, k, qg._bucket(m),
+                                           x.stride(0), qw.stride(0), 0, y.stride(0), SYMMETRIC=False, HAS_BIAS=False,
+                                           ACT=0, HAS_RES=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                                           **cfg.kwargs)
+            # the fused kernel applies its own activation scales: float32(sum) * sa, one rounding
+            exp = exact.astype(np.float32) * sa[:, None]
+            np.testing.assert_array_equal(y.cpu().numpy(), exp, err_msg=str(cfg))
+            assert not bad.cpu().numpy().any(), cfg
+            assert not ws.cpu().numpy().any(), f"workspace not left zeroed by {cfg}"
+
+
+@given(m=st.integers(1, 20), k=st.integers(1, 150), n=st.integers(1, 90), seed=st.integers(0, 2**32 - 1),
+       act=st.sampled_from(quant.ACTIVATIONS), sym=st.booleans(), res=st.booleans(),
+       path=st.sampled_from(["fused", "two_pass"]))
+@settings(max_examples=12)
+def test_triton_paths_match_oracle(m, k, n, seed, act, sym, res, path):
+    """Both W8A8 paths, forced, against the numpy oracle on hypothesis-chosen shapes (M = 1 and
+    odd K/N included), non-contiguous x rows, both quantization modes; the second call per shape
+    takes the cached-config fast launch."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, None, act_quant="symmetric" if sym else "asymmetric")
+    b = rng.standard_normal(n).astype(np.float32)
+    x = (rng.standard_normal((m, 2 * k)) * rng.uniform(0.1, 4, (m, 1)) + rng.uniform(-1, 1, (m, 1))).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if res else None
+    exp = ref.linear_w8a8(x[:, ::2], layer.qweight, layer.wscale, b, act, r, sym)
+    xt = torch.from_numpy(x).to(dev)[:, ::2]
+    args = (torch.from_numpy(layer.qweight).to(dev), torch.from_numpy(layer.wscale).to(dev),
+            torch.from_numpy(layer.qweight.sum(axis=1, dtype=np.int32)).to(dev), torch.from_numpy(b).to(dev), act,
+            None if r is None else torch.from_numpy(r).to(dev))
+    for _ in range(2):
+        y = qg.linear_w8a8(xt, *args, symmetric=sym, path=path).cpu().numpy()
+        np.testing.assert_allclose(y, exp, rtol=2e-5, atol=5e-6 * max(1.0, float(np.abs(exp).max(initial=0))))
+
+
+@pytest.mark.parametrize("path", ["fused", "two_pass"])
+def test_triton_nonfinite_rows_poisoned_or_raised(path, rng):
+    """Without check_finite the kernels never synchronize: rows holding NaN/inf come out all NaN
+    (never finite and wrong, even after a ReLU that would map -inf to 0) while the other rows are
+    unaffected; with check_finite=True the call raises."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    n, k = 24, 40
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, None)
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    x[1, 7], x[3, 0] = np.nan, -np.inf
+    args = (torch.from_numpy(layer.qweight).to(dev), torch.from_numpy(layer.wscale).to(dev),
+            torch.from_numpy(layer.qweight.sum(axis=1, dtype=np.int32)).to(dev), None, "relu")
+    y = qg.linear_w8a8(torch.from_numpy(x).to(dev), *args, path=path).cpu().numpy()
+    assert np.isnan(y[[1, 3]]).all()
+    ok = [0, 2, 4]
+    exp = ref.linear_w8a8(x[ok], layer.qweight, layer.wscale, None, "relu")
+    np.testing.assert_allclose(y[ok], exp, rtol=2e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        qg.linear_w8a8(torch.from_numpy(x).to(dev), *args, path=path, check_finite=True)
+    with pytest.raises(ValueError, match="path"):
+        qg.linear_w8a8(torch.from_numpy(x).to(dev), *args, path="bogus")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_triton_half_nonfinite_rows(dtype, rng):
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    w = torch.from_numpy(rng.standard_normal((20, 33)).astype(np.float32)).to(getattr(torch, dtype)).to(dev)
+    x = rng.standard_normal((4, 33)).astype(np.float32)
+    x[2, 5] = np.inf
+    big = dtype == "float16"
+    if big:
+        x[0, 1] = 7.0e4  # finite in fp32, beyond float16: must not come out as a wrong finite number
+    y = qg.linear_half(torch.from_numpy(x).to(dev), w, None, "relu").cpu().numpy()
+    bad_rows = [0, 2] if big else [2]
+    assert np.isnan(y[bad_rows]).all() and np.isfinite(np.delete(y, bad_rows, axis=0)).all()
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        qg.linear_half(torch.from_numpy(x).to(dev), w, None, "relu", check_finite=True)
+
+
+def test_triton_empty_and_bad_input(rng):
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    qw = torch.from_numpy(rng.integers(-127, 128, (6, 8), dtype=np.int8)).to(dev)
+    args = (qw, torch.ones(6, device=dev), qw.to(torch.int32).sum(1).to(torch.int32))
+    for path in (None, "fused", "two_pass"):
+        assert qg.linear_w8a8(torch.zeros((0, 8), device=dev), *args, path=path).shape == (0, 6)
+    with pytest.raises(ValueError, match=r"\[m, 8\]"):
+        qg.linear_w8a8(torch.zeros((2, 7), device=dev), *args)
+    with pytest.raises(TypeError, match="float32"):
+        qg.linear_w8a8(torch.zeros((2, 8), device=dev, dtype=torch.float64), *args)
+    with pytest.raises(TypeError, match="float16 or bfloat16"):
+        qg.linear_half(torch.zeros((2, 8), device=dev), torch.zeros((6, 8), device=dev))
+    assert qg.linear_half(torch.zeros((0, 8), device=dev), torch.zeros((6, 8), device=dev).half()).shape == (0, 6)
