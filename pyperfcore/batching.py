@@ -421,7 +421,6 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
-        self._drive_scheduled = False
         self._reset_fast()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_ns = _NO_DEADLINE
@@ -462,6 +461,9 @@ class Batcher:
         self._fast_loop: asyncio.AbstractEventLoop | None = None
         self._fx: list[Any] = []
         self._ff: list[Any] = []
+        # The per-request step in native code (one vectorcall; see LoopSubmitter in
+        # batching_bind.cpp); it also holds the scheduled flag and the admission limit.
+        self._sub = _core().LoopSubmitter(self._fx, self._ff)
         self._fbase = _FAST_BASE
         self._fpushed = _FAST_BASE
         self._fdead = 0
@@ -469,15 +471,17 @@ class Batcher:
         self._fast_limit = 1 << 62
 
     def _enable_fast(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Installs ``infer`` for the driving loop as an instance attribute: a closure over the
-        loop and the two lists, so the per-request path does no attribute look-ups on self
-        beyond two (measured: about half the cost of the method form under load)."""
+        """Installs ``infer`` / ``infer_future`` for the driving loop as instance attributes.
+
+        ``infer_future`` is the native :class:`LoopSubmitter` itself: one vectorcall per request
+        that checks (one positional argument, the loop's thread, below the admission limit),
+        makes the future, appends (x, future) to the two lists and schedules the driver once
+        per loop iteration; anything else goes to the checked path. ``infer`` is a coroutine
+        around the same native step (a coroutine is what create_task/TaskGroup need).
+        """
         self._update_fast_limit()
         self._fast_loop = loop
-        ff, fx = self._ff, self._fx
-        ff_append, fx_append = ff.append, fx.append
-        create = loop.create_future
-        call_soon = loop.call_soon
+        sub = self._sub
         slow = self._infer
         me = self
         # The loop's thread, not _get_running_loop() (measured ~5% of a round trip): only the
@@ -485,50 +489,61 @@ class Batcher:
         # same thread, call_soon raises "Event loop is closed" at the call.
         tid = self._loop_thread_id
         get_ident = threading.get_ident
+        ff = self._ff
 
         def slow_kw(x: Any, timeout: float | None = None, priority: int = 0, key: Hashable = None,
                     cost: int = 1) -> Awaitable[Any]:
             if timeout is None and priority == 0 and key is None and cost == 1 and type(priority) is int and \
-                    type(cost) is int and len(ff) < me._fast_limit and get_ident() == tid:
-                return infer_future(x)
+                    type(cost) is int and sub.enabled and len(ff) < sub.limit and get_ident() == tid:
+                return sub(x)  # default values spelled out: still the fast path
             return slow(x, timeout, priority, key, cost)
 
-        def infer_future(x: Any, /, **kw: Any) -> Any:
-            # Any keyword (even a default value spelled out) takes the checked path: one test
-            # instead of four keyword defaults looked up and compared per call.
-            if not kw and len(ff) < me._fast_limit and get_ident() == tid:
-                f = create()
-                fx_append(x)
-                ff_append(f)
-                if not me._drive_scheduled:
-                    me._drive_scheduled = True
-                    call_soon(me._drive)
-                return f
+        def future_fallback(x: Any, /, **kw: Any) -> Any:
             return _as_future(slow_kw(x, **kw))
 
-        async def infer(x: Any, /, **kw: Any) -> Any:
-            # The same fast path inside a coroutine (what create_task/TaskGroup need); the
-            # checks run when the coroutine starts, i.e. on the thread that awaits it.
-            if not kw and len(ff) < me._fast_limit and get_ident() == tid:
-                f = create()
-                fx_append(x)
-                ff_append(f)
-                if not me._drive_scheduled:
-                    me._drive_scheduled = True
-                    call_soon(me._drive)
-                return await f
-            return await slow_kw(x, **kw)
+        aw = sub.aw
 
+        async def infer(x: Any, /, **kw: Any) -> Any:
+            # The checks run when the coroutine starts, i.e. on the thread that awaits it.
+            if kw:
+                return await slow_kw(x, **kw)
+            return await aw(x)
+
+        # Futures straight from the loop's own future type when the loop does not override
+        # create_future (the base loop's create_future is a Python-level call around it).
+        create = loop.create_future
+        if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
+            create = functools.partial(asyncio.Future, loop=loop)
+        sub.enable(create, loop.call_soon, me._drive, future_fallback, slow_kw, tid)
         functools.update_wrapper(infer, Batcher.infer)
-        functools.update_wrapper(infer_future, Batcher.infer_future)
+        sub.__doc__ = Batcher.infer_future.__doc__
+        sub.__wrapped__ = Batcher.infer_future
         self.infer = infer  # type: ignore[method-assign]
-        self.infer_future = infer_future  # type: ignore[method-assign]
+        self.infer_future = sub  # type: ignore[method-assign]
 
     def _disable_fast(self) -> None:
         self._call_fast = False
         self._fast_loop = None
+        self._sub.disable()
         self.__dict__.pop("infer", None)
         self.__dict__.pop("infer_future", None)
+
+    # Shared with the native submitter (which reads them per request).
+    @property
+    def _drive_scheduled(self) -> bool:
+        return self._sub.scheduled
+
+    @_drive_scheduled.setter
+    def _drive_scheduled(self, v: bool) -> None:
+        self._sub.scheduled = v
+
+    @property
+    def _fast_limit(self) -> int:
+        return self._sub.limit
+
+    @_fast_limit.setter
+    def _fast_limit(self, v: int) -> None:
+        self._sub.limit = v
 
     def _init_stats(self) -> None:
         self._batch_sizes = Histogram(_size_buckets(self.max_batch_size))
@@ -546,7 +561,6 @@ class Batcher:
         self._threads = []
         self._loop = None
         self._loop_thread_id = None
-        self._drive_scheduled = False
         self._reset_fast()
         self._timer = None
         self._timer_ns = _NO_DEADLINE

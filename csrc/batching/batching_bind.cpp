@@ -83,6 +83,248 @@ struct SlotStatus : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// ---------------------------------------------------------------- loop submitter (asyncio)
+//
+// The per-request half of the asyncio fast path, as a plain CPython type with vectorcall (a
+// pybind11 function call costs several times more than the whole request). Calling it with one
+// positional argument on the driving loop's thread, while the fast path is enabled and below its
+// admission limit, makes the request's future, appends (x, future) to the two lists the Python
+// driver shares with it, schedules the driver once per loop iteration and returns the future.
+// Anything else (keywords, another thread, disabled, at the limit) goes to the fallback
+// callable with the same arguments, so every check of the checked path still applies.
+// It holds references to loop methods and to the batcher's bound driver (a cycle through the
+// batcher): hence GC support.
+struct LoopSubmitter {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject* fx;           // list: inputs
+  PyObject* ff;           // list: futures
+  PyObject* create;       // future factory, e.g. loop.create_future
+  PyObject* call_soon;    // loop.call_soon
+  PyObject* drive;        // the batcher's driver (scheduled once per iteration)
+  PyObject* fallback;     // __call__ fallback(x, **kw) -> asyncio.Future
+  PyObject* fallback_aw;  // aw() fallback(x, **kw) -> awaitable
+  PyObject* dict;
+  unsigned long tid;
+  Py_ssize_t limit;
+  int scheduled;
+  int enabled;
+};
+
+PyObject* sub_push(LoopSubmitter* s, PyObject* x) {
+  PyObject* f = PyObject_CallNoArgs(s->create);
+  if (f == nullptr) return nullptr;
+  if (PyList_Append(s->fx, x) < 0) {
+    Py_DECREF(f);
+    return nullptr;
+  }
+  if (PyList_Append(s->ff, f) < 0) {
+    Py_ssize_t n = PyList_GET_SIZE(s->fx);
+    PyList_SetSlice(s->fx, n - 1, n, nullptr);
+    Py_DECREF(f);
+    return nullptr;
+  }
+  if (!s->scheduled) {
+    PyObject* r = PyObject_CallOneArg(s->call_soon, s->drive);
+    if (r == nullptr) {  // e.g. "Event loop is closed": nothing stays buffered
+      Py_ssize_t n = PyList_GET_SIZE(s->ff);
+      PyObject *t, *v, *tb;
+      PyErr_Fetch(&t, &v, &tb);
+      PyList_SetSlice(s->ff, n - 1, n, nullptr);
+      PyList_SetSlice(s->fx, n - 1, n, nullptr);
+      PyErr_Restore(t, v, tb);
+      Py_DECREF(f);
+      return nullptr;
+    }
+    Py_DECREF(r);
+    s->scheduled = 1;
+  }
+  return f;
+}
+
+inline bool sub_fast_ok(LoopSubmitter* s, Py_ssize_t nargs, PyObject* kwnames) {
+  return nargs == 1 && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0) && s->enabled &&
+         PyList_GET_SIZE(s->ff) < s->limit && PyThread_get_thread_ident() == s->tid;
+}
+
+PyObject* sub_fallback(PyObject* fb, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  if (fb == nullptr || fb == Py_None) {
+    PyErr_SetString(PyExc_RuntimeError, "pyperfcore batcher: loop submitter is not bound to a loop");
+    return nullptr;
+  }
+  return PyObject_Vectorcall(fb, args, nargsf, kwnames);
+}
+
+PyObject* sub_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  if (sub_fast_ok(s, PyVectorcall_NARGS(nargsf), kwnames)) return sub_push(s, args[0]);
+  return sub_fallback(s->fallback, args, nargsf, kwnames);
+}
+
+PyObject* sub_aw(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  if (sub_fast_ok(s, nargs, kwnames)) return sub_push(s, args[0]);
+  return sub_fallback(s->fallback_aw, args, static_cast<size_t>(nargs), kwnames);
+}
+
+int sub_traverse(PyObject* self, visitproc visit, void* arg) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  Py_VISIT(s->fx);
+  Py_VISIT(s->ff);
+  Py_VISIT(s->create);
+  Py_VISIT(s->call_soon);
+  Py_VISIT(s->drive);
+  Py_VISIT(s->fallback);
+  Py_VISIT(s->fallback_aw);
+  Py_VISIT(s->dict);
+  return 0;
+}
+
+void sub_clear_loop(LoopSubmitter* s) {
+  s->enabled = 0;
+  Py_CLEAR(s->create);
+  Py_CLEAR(s->call_soon);
+  Py_CLEAR(s->drive);
+  Py_CLEAR(s->fallback);
+  Py_CLEAR(s->fallback_aw);
+}
+
+int sub_clear(PyObject* self) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  sub_clear_loop(s);
+  Py_CLEAR(s->fx);
+  Py_CLEAR(s->ff);
+  Py_CLEAR(s->dict);
+  return 0;
+}
+
+void sub_dealloc(PyObject* self) {
+  PyObject_GC_UnTrack(self);
+  sub_clear(self);
+  Py_TYPE(self)->tp_free(self);
+}
+
+PyObject* sub_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
+  PyObject *fx, *ff;
+  static const char* kwlist[] = {"inputs", "futures", nullptr};
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!", const_cast<char**>(kwlist), &PyList_Type, &fx, &PyList_Type,
+                                   &ff))
+    return nullptr;
+  auto* s = reinterpret_cast<LoopSubmitter*>(type->tp_alloc(type, 0));
+  if (s == nullptr) return nullptr;
+  s->vectorcall = sub_vectorcall;
+  Py_INCREF(fx);
+  s->fx = fx;
+  Py_INCREF(ff);
+  s->ff = ff;
+  s->limit = PY_SSIZE_T_MAX;
+  return reinterpret_cast<PyObject*>(s);
+}
+
+PyObject* sub_enable(PyObject* self, PyObject* args) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  PyObject *create, *call_soon, *drive, *fb, *fb_aw;
+  unsigned long tid;
+  if (!PyArg_ParseTuple(args, "OOOOOk", &create, &call_soon, &drive, &fb, &fb_aw, &tid)) return nullptr;
+  for (PyObject* o : {create, call_soon, drive, fb, fb_aw}) {
+    if (!PyCallable_Check(o)) {
+      PyErr_SetString(PyExc_TypeError, "LoopSubmitter.enable: every argument but the thread id must be callable");
+      return nullptr;
+    }
+  }
+  sub_clear_loop(s);
+  Py_INCREF(create);
+  s->create = create;
+  Py_INCREF(call_soon);
+  s->call_soon = call_soon;
+  Py_INCREF(drive);
+  s->drive = drive;
+  Py_INCREF(fb);
+  s->fallback = fb;
+  Py_INCREF(fb_aw);
+  s->fallback_aw = fb_aw;
+  s->tid = tid;
+  s->enabled = 1;
+  Py_RETURN_NONE;
+}
+
+PyObject* sub_disable(PyObject* self, PyObject*) {
+  // Keeps the fallbacks: a caller holding the bound object still reaches the checked path.
+  reinterpret_cast<LoopSubmitter*>(self)->enabled = 0;
+  Py_RETURN_NONE;
+}
+
+PyObject* sub_get_scheduled(PyObject* self, void*) {
+  return PyBool_FromLong(reinterpret_cast<LoopSubmitter*>(self)->scheduled);
+}
+int sub_set_scheduled(PyObject* self, PyObject* v, void*) {
+  if (v == nullptr) {
+    PyErr_SetString(PyExc_AttributeError, "cannot delete scheduled");
+    return -1;
+  }
+  int t = PyObject_IsTrue(v);
+  if (t < 0) return -1;
+  reinterpret_cast<LoopSubmitter*>(self)->scheduled = t;
+  return 0;
+}
+PyObject* sub_get_limit(PyObject* self, void*) {
+  return PyLong_FromSsize_t(reinterpret_cast<LoopSubmitter*>(self)->limit);
+}
+int sub_set_limit(PyObject* self, PyObject* v, void*) {
+  if (v == nullptr) {
+    PyErr_SetString(PyExc_AttributeError, "cannot delete limit");
+    return -1;
+  }
+  int overflow = 0;
+  long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+  if (x == -1 && PyErr_Occurred()) return -1;
+  if (overflow > 0 || x > PY_SSIZE_T_MAX) x = PY_SSIZE_T_MAX;
+  if (overflow < 0 || x < 0) x = 0;
+  reinterpret_cast<LoopSubmitter*>(self)->limit = static_cast<Py_ssize_t>(x);
+  return 0;
+}
+PyObject* sub_get_enabled(PyObject* self, void*) {
+  return PyBool_FromLong(reinterpret_cast<LoopSubmitter*>(self)->enabled);
+}
+
+PyMethodDef sub_methods[] = {
+    {"aw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(sub_aw)), METH_FASTCALL | METH_KEYWORDS,
+     "aw(x, **kw): the fast path's future, or fallback_aw(x, **kw) (an awaitable)."},
+    {"enable", sub_enable, METH_VARARGS,
+     "enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id): bind to a loop."},
+    {"disable", sub_disable, METH_NOARGS, "Every later call takes the fallback."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef sub_getset[] = {
+    {"scheduled", sub_get_scheduled, sub_set_scheduled, "The driver is scheduled for this loop iteration.", nullptr},
+    {"limit", sub_get_limit, sub_set_limit, "Fast-path admission: len(futures) must stay below it.", nullptr},
+    {"enabled", sub_get_enabled, nullptr, "Bound to a loop and taking fast-path requests.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyTypeObject LoopSubmitterType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyObject* make_loop_submitter_type() {
+  PyTypeObject& t = LoopSubmitterType;
+  t.tp_name = "pyperfcore._core.LoopSubmitter";
+  t.tp_basicsize = sizeof(LoopSubmitter);
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+  t.tp_doc =
+      "LoopSubmitter(inputs, futures): the asyncio fast path's per-request step (see pyperfcore.batching). "
+      "Calling it returns an asyncio.Future.";
+  t.tp_vectorcall_offset = offsetof(LoopSubmitter, vectorcall);
+  t.tp_call = PyVectorcall_Call;
+  t.tp_dictoffset = offsetof(LoopSubmitter, dict);
+  t.tp_new = sub_new;
+  t.tp_dealloc = sub_dealloc;
+  t.tp_traverse = sub_traverse;
+  t.tp_clear = sub_clear;
+  t.tp_methods = sub_methods;
+  t.tp_getset = sub_getset;
+  if (PyType_Ready(&t) < 0) return nullptr;
+  Py_INCREF(&t);
+  return reinterpret_cast<PyObject*>(&t);
+}
+
 Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred, int64_t max_batch_cost,
                    int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
   Config c;
@@ -101,6 +343,11 @@ Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int
 }  // namespace
 
 void bind_batching(py::module_& m) {
+  {
+    PyObject* t = make_loop_submitter_type();
+    if (t == nullptr) throw py::error_already_set();
+    m.add_object("LoopSubmitter", py::reinterpret_steal<py::object>(t));
+  }
   m.def("batching_now_ns", &BatchQueue::now_ns, "The steady clock the native queue waits on (CLOCK_MONOTONIC).");
 
   // Registered before BatchQueue so signatures that take a Completions name the Python type.
