@@ -83,8 +83,83 @@ __global__ void preprocess_kernel(PrepostImageArgs a) {
   }
 }
 
+// The normalize / layout fast path: no resize, no crop, contiguous HWC rows (the image is a flat
+// run of pixels) and a contiguous NCHW plane per channel. One block takes kFlatPix pixels of
+// one image: 16-byte loads of the packed pixels into shared memory, then each thread converts
+// 4 consecutive pixels of one plane and writes them as one vector (16 bytes for float32), so
+// both the loads and the per-plane stores are coalesced (the HWC -> CHW transpose happens in
+// shared memory). Same arithmetic as preprocess_kernel.
+constexpr int kFlatThreads = 256;
+constexpr int kFlatPix = 4096;
+
+template <class O>
+struct alignas(4 * sizeof(O)) Vec4 {
+  O v[4];
+};
+
+template <int KIND, int C>
+__global__ void __launch_bounds__(kFlatThreads) normalize_flat_kernel(PrepostImageArgs a, int64_t hw, int aligned) {
+  using O = typename OutT<KIND>::type;
+  __shared__ __align__(16) uint8_t tile[kFlatPix * C];
+  const int64_t i = blockIdx.y;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kFlatPix;
+  const int npix = static_cast<int>(min(static_cast<int64_t>(kFlatPix), hw - p0));
+  const int nbytes = npix * C;
+  const uint8_t* src = a.x + i * a.xs_n + p0 * C;
+  if (aligned && (nbytes & 15) == 0) {
+    const uint4* s4 = reinterpret_cast<const uint4*>(src);
+    uint4* t4 = reinterpret_cast<uint4*>(tile);
+    for (int j = threadIdx.x; j < (nbytes >> 4); j += kFlatThreads) t4[j] = __ldg(s4 + j);
+  } else {
+    for (int j = threadIdx.x; j < nbytes; j += kFlatThreads) tile[j] = src[j];
+  }
+  __syncthreads();
+  O* out = static_cast<O*>(a.out) + i * a.os_n + p0;
+  const bool vec = aligned && (npix & 3) == 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int sc = (C == 3 && a.swap_rb) ? 2 - c : c;
+    const float mean = a.mean[c], inv = a.inv_std[c];
+    O* plane = out + c * a.os_c;
+    if (vec) {
+      Vec4<O>* p4 = reinterpret_cast<Vec4<O>*>(plane);
+      for (int q = threadIdx.x; q < (npix >> 2); q += kFlatThreads) {
+        Vec4<O> v;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          v.v[e] = OutT<KIND>::conv((static_cast<float>(tile[(q * 4 + e) * C + sc]) - mean) * inv, a.out_scale);
+        p4[q] = v;
+      }
+    } else {
+      for (int p = threadIdx.x; p < npix; p += kFlatThreads)
+        plane[p] = OutT<KIND>::conv((static_cast<float>(tile[p * C + sc]) - mean) * inv, a.out_scale);
+    }
+  }
+}
+
+// Whether the batch and the output take the flat path, and whether its vector accesses are aligned.
+inline bool flat_layout(const PrepostImageArgs& a) {
+  return a.ys == nullptr && a.top == 0 && a.left == 0 && a.oh == a.h && a.ow == a.w && a.xs_c == 1 && a.xs_w == a.c &&
+         a.xs_h == a.w * a.c && a.os_w == 1 && a.os_h == a.ow;
+}
+
+template <int KIND>
+cudaError_t launch_flat(const PrepostImageArgs& a, cudaStream_t s) {
+  using O = typename OutT<KIND>::type;
+  const int64_t hw = a.h * a.w;
+  const uintptr_t xp = reinterpret_cast<uintptr_t>(a.x), op = reinterpret_cast<uintptr_t>(a.out);
+  const int aligned = xp % 16 == 0 && a.xs_n % 16 == 0 && op % (4 * sizeof(O)) == 0 && a.os_n % 4 == 0 && a.os_c % 4 == 0;
+  dim3 grid(static_cast<unsigned>((hw + kFlatPix - 1) / kFlatPix), static_cast<unsigned>(a.n));
+  if (a.c == 3)
+    normalize_flat_kernel<KIND, 3><<<grid, kFlatThreads, 0, s>>>(a, hw, aligned);
+  else
+    normalize_flat_kernel<KIND, 1><<<grid, kFlatThreads, 0, s>>>(a, hw, aligned);
+  return cudaGetLastError();
+}
+
 template <int KIND>
 cudaError_t launch_preprocess(const PrepostImageArgs& a, cudaStream_t s) {
+  if (flat_layout(a) && (a.h * a.w + kFlatPix - 1) / kFlatPix <= 2147483647LL) return launch_flat<KIND>(a, s);
   const int threads = 128;
   dim3 grid(static_cast<unsigned>((a.ow + threads - 1) / threads), static_cast<unsigned>(a.oh), static_cast<unsigned>(a.n));
   if (a.ys != nullptr)
@@ -213,6 +288,177 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const T* __restrict_
   }
 }
 
+// Merge of (max, sum of exp(x - max)) pairs; a zero sum means "no finite value yet".
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+  if (s2 == 0.f) return;
+  if (s == 0.f) {
+    m = m2;
+    s = s2;
+  } else if (m2 > m) {
+    s = s * expf(m - m2) + s2;
+    m = m2;
+  } else {
+    s += s2 * expf(m2 - m);
+  }
+}
+
+// The small-k path (k <= K <= 16): a single pass over the row. Each thread keeps its own top-K
+// in registers (sorted, insertion by the unrolled compare-swap chain) and an online
+// (max, sum of exp) of its elements; the block then merges the sums and picks the k best of
+// the per-thread lists, the winning thread shifting its list by one each round.
+template <class T, int K>
+__global__ void __launch_bounds__(kTopkThreads) topk_small_kernel(const T* __restrict__ x, int64_t cols, int64_t row_stride,
+                                                                  const float* __restrict__ scales, int64_t n_scales,
+                                                                  int64_t k, int softmax, float* __restrict__ values,
+                                                                  int64_t* __restrict__ indices,
+                                                                  int32_t* __restrict__ bad) {
+  __shared__ float s_v[kWarps];
+  __shared__ float s_s[kWarps];
+  __shared__ int s_i[kWarps];
+  __shared__ int s_f[kWarps];
+  const int64_t r = blockIdx.x;
+  const T* row = x + r * row_stride;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float inf = __int_as_float(0x7f800000);
+  constexpr int kNone = 0x7fffffff;  // index of an empty slot: after every real index
+
+  float tv[K];
+  int ti[K];
+#pragma unroll
+  for (int e = 0; e < K; ++e) {
+    tv[e] = -inf;
+    ti[e] = kNone;
+  }
+  float m = -inf, sum = 0.f, mx = -inf;
+  int flags = 0;
+  for (int j = threadIdx.x; j < cols; j += kTopkThreads) {
+    const float v = load_logit(row, j, scales, n_scales);
+    if (v != v) {
+      flags |= 1;
+      continue;
+    }
+    if (v == inf) {
+      flags |= 2;
+      continue;
+    }
+    mx = fmaxf(mx, v);
+    if (softmax && v != -inf) {
+      if (sum == 0.f) {
+        m = v;
+        sum = 1.f;
+      } else if (v > m) {
+        sum = sum * expf(m - v) + 1.f;
+        m = v;
+      } else {
+        sum += expf(v - m);
+      }
+    }
+    if (better(v, j, tv[K - 1], ti[K - 1])) {
+      float cv = v;
+      int ci = j;
+#pragma unroll
+      for (int e = 0; e < K; ++e) {
+        if (better(cv, ci, tv[e], ti[e])) {
+          const float tv2 = tv[e];
+          const int ti2 = ti[e];
+          tv[e] = cv;
+          ti[e] = ci;
+          cv = tv2;
+          ci = ti2;
+        }
+      }
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, m, off), os = __shfl_xor_sync(0xffffffffu, sum, off);
+    lse_merge(m, sum, om, os);
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    flags |= __shfl_xor_sync(0xffffffffu, flags, off);
+  }
+  if (lane == 0) {
+    s_v[warp] = m;
+    s_s[warp] = sum;
+    s_f[warp] = flags;
+    s_i[warp] = __float_as_int(mx);
+  }
+  __syncthreads();
+  m = s_v[0];
+  sum = s_s[0];
+  flags = s_f[0];
+  mx = __int_as_float(s_i[0]);
+  for (int w = 1; w < kWarps; ++w) {
+    lse_merge(m, sum, s_v[w], s_s[w]);
+    flags |= s_f[w];
+    mx = fmaxf(mx, __int_as_float(s_i[w]));
+  }
+  const int code = (flags & 1) ? 1 : ((flags & 2) ? 2 : ((softmax && mx == -inf) ? 3 : 0));
+  if (threadIdx.x == 0) bad[r] = code;
+  if (code != 0) return;  // the whole block takes this branch
+  const float lse = softmax ? m + logf(sum) : 0.f;
+  __syncthreads();  // s_v / s_i are reused below
+
+  for (int64_t t = 0; t < k; ++t) {
+    float bv = tv[0];
+    int bi = ti[0];
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+      if (better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0) {
+      s_v[warp] = bv;
+      s_i[warp] = bi;
+    }
+    __syncthreads();
+    bv = s_v[0];
+    bi = s_i[0];
+    for (int w = 1; w < kWarps; ++w)
+      if (better(s_v[w], s_i[w], bv, bi)) {
+        bv = s_v[w];
+        bi = s_i[w];
+      }
+    if (ti[0] == bi) {  // indices are unique across threads: the owner drops its head
+#pragma unroll
+      for (int e = 0; e + 1 < K; ++e) {
+        tv[e] = tv[e + 1];
+        ti[e] = ti[e + 1];
+      }
+      tv[K - 1] = -inf;
+      ti[K - 1] = kNone;
+    }
+    if (threadIdx.x == 0) {
+      values[r * k + t] = softmax ? expf(bv - lse) : bv;
+      indices[r * k + t] = bi;
+    }
+    __syncthreads();  // s_v / s_i are rewritten by the next round
+  }
+}
+
+template <class T>
+cudaError_t launch_topk(const T* x, int64_t rows, int64_t cols, int64_t row_stride, const float* scales, int64_t n_scales,
+                        int64_t k, int softmax, float* values, int64_t* indices, int32_t* bad, cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>(rows);
+#define PPC_TOPK_SMALL(KK) \
+  topk_small_kernel<T, KK><<<grid, kTopkThreads, 0, s>>>(x, cols, row_stride, scales, n_scales, k, softmax, values, indices, bad)
+  if (cols >= 2147483647LL || k > 16)
+    topk_kernel<T><<<grid, kTopkThreads, 0, s>>>(x, cols, row_stride, scales, n_scales, k, softmax, values, indices, bad);
+  else if (k <= 1)
+    PPC_TOPK_SMALL(1);
+  else if (k <= 2)
+    PPC_TOPK_SMALL(2);
+  else if (k <= 4)
+    PPC_TOPK_SMALL(4);
+  else if (k <= 8)
+    PPC_TOPK_SMALL(8);
+  else
+    PPC_TOPK_SMALL(16);
+#undef PPC_TOPK_SMALL
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 int prepost_preprocess(const PrepostImageArgs& a, void* stream_ptr) {
@@ -234,19 +480,16 @@ int prepost_topk(const void* x, int dtype, int64_t rows, int64_t cols, int64_t r
   if (rows <= 0 || cols <= 0) return 0;
   if (rows > 2147483647LL) return cudaErrorInvalidConfiguration;
   cudaStream_t s = static_cast<cudaStream_t>(stream_ptr);
-  const unsigned grid = static_cast<unsigned>(rows);
   if (dtype == 0)
-    topk_kernel<float><<<grid, kTopkThreads, 0, s>>>(static_cast<const float*>(x), cols, row_stride, scales, n_scales, k,
-                                                     softmax, values, indices, bad);
-  else if (dtype == 1)
-    topk_kernel<__half><<<grid, kTopkThreads, 0, s>>>(static_cast<const __half*>(x), cols, row_stride, scales, n_scales, k,
-                                                      softmax, values, indices, bad);
-  else if (dtype == 2)
-    topk_kernel<int8_t><<<grid, kTopkThreads, 0, s>>>(static_cast<const int8_t*>(x), cols, row_stride, scales, n_scales,
-                                                      k, softmax, values, indices, bad);
-  else
-    return cudaErrorInvalidValue;
-  return cudaGetLastError();
+    return launch_topk(static_cast<const float*>(x), rows, cols, row_stride, scales, n_scales, k, softmax, values, indices,
+                       bad, s);
+  if (dtype == 1)
+    return launch_topk(static_cast<const __half*>(x), rows, cols, row_stride, scales, n_scales, k, softmax, values, indices,
+                       bad, s);
+  if (dtype == 2)
+    return launch_topk(static_cast<const int8_t*>(x), rows, cols, row_stride, scales, n_scales, k, softmax, values, indices,
+                       bad, s);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace cuda

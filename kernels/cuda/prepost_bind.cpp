@@ -14,6 +14,17 @@ namespace py = pybind11;
 
 namespace pyperfcore {
 namespace cuda {
+namespace {
+// The device check asks the driver (cudaGetDeviceCount); once it has passed it stays passed,
+// so each call costs a flag test, not a driver query.
+bool g_device_ok = false;
+inline void device_ok() {
+  if (!g_device_ok) {
+    require_device();
+    g_device_ok = true;
+  }
+}
+}  // namespace
 
 void bind_cuda_prepost(py::module_& m) {
   m.def(
@@ -65,7 +76,7 @@ void bind_cuda_prepost(py::module_& m) {
         a.xs = reinterpret_cast<const int32_t*>(xs);
         a.xw = reinterpret_cast<const float*>(xw);
         a.tx = tx;
-        require_device();
+        device_ok();
         py::gil_scoped_release nogil;
         check(prepost_preprocess(a, reinterpret_cast<void*>(stream)), "prepost_preprocess");
       },
@@ -82,7 +93,7 @@ void bind_cuda_prepost(py::module_& m) {
         if (k < 0 || k > cols) throw py::value_error("prepost_topk: k must be in [0, cols]");
         if (dtype == 2 && (scales == 0 || (n_scales != 1 && n_scales != cols)))
           throw py::value_error("prepost_topk: int8 logits need one scale or one per class");
-        require_device();
+        device_ok();
         py::gil_scoped_release nogil;
         check(prepost_topk(reinterpret_cast<const void*>(x), dtype, rows, cols, row_stride, reinterpret_cast<const float*>(scales),
                            n_scales, k, softmax ? 1 : 0, reinterpret_cast<float*>(values), reinterpret_cast<int64_t*>(indices),
@@ -92,6 +103,39 @@ void bind_cuda_prepost(py::module_& m) {
       py::arg("x"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("scales"),
       py::arg("n_scales"), py::arg("k"), py::arg("softmax"), py::arg("values"), py::arg("indices"), py::arg("bad"),
       py::arg("stream"), "Top-k (optionally softmax probabilities) of each logits row; bad[r] flags NaN/+inf/all -inf.");
+  m.def(
+      "prepost_nms",
+      [](uintptr_t boxes, uintptr_t classes, uintptr_t class_end, int64_t n, float iou_threshold, uintptr_t mask,
+         uintptr_t removed, uintptr_t keep, uintptr_t count, uintptr_t stream) {
+        if (n < 0) throw py::value_error("prepost_nms: n must be >= 0");
+        if ((n + 63) / 64 > 65535) throw py::value_error("prepost_nms: at most 65535 * 64 boxes per call");
+        device_ok();
+        py::gil_scoped_release nogil;
+        check(prepost_nms(reinterpret_cast<const float*>(boxes), reinterpret_cast<const int64_t*>(classes),
+                          reinterpret_cast<const int64_t*>(class_end), n, iou_threshold, reinterpret_cast<uint64_t*>(mask),
+                          reinterpret_cast<uint64_t*>(removed), reinterpret_cast<int64_t*>(keep),
+                          reinterpret_cast<int32_t*>(count), reinterpret_cast<void*>(stream)),
+              "prepost_nms");
+      },
+      py::arg("boxes"), py::arg("classes"), py::arg("class_end"), py::arg("n"), py::arg("iou_threshold"), py::arg("mask"),
+      py::arg("removed"), py::arg("keep"), py::arg("count"), py::arg("stream"),
+      "NMS of boxes sorted by (class, score desc, index): kept positions into keep, their number into count.");
+  m.def(
+      "prepost_embed",
+      [](uintptr_t x, int64_t rows, int64_t dim, int64_t row_stride, float eps, bool normalize, uintptr_t out, uintptr_t q,
+         uintptr_t scales, uintptr_t bad, uintptr_t stream) {
+        if (rows < 0 || dim < 0) throw py::value_error("prepost_embed: negative shape");
+        if ((q == 0) != (scales == 0)) throw py::value_error("prepost_embed: give both q and scales or neither");
+        device_ok();
+        py::gil_scoped_release nogil;
+        check(prepost_embed(reinterpret_cast<const float*>(x), rows, dim, row_stride, eps, normalize ? 1 : 0,
+                            reinterpret_cast<float*>(out), reinterpret_cast<int8_t*>(q), reinterpret_cast<float*>(scales),
+                            reinterpret_cast<int32_t*>(bad), reinterpret_cast<void*>(stream)),
+              "prepost_embed");
+      },
+      py::arg("x"), py::arg("rows"), py::arg("dim"), py::arg("row_stride"), py::arg("eps"), py::arg("normalize"),
+      py::arg("out"), py::arg("q"), py::arg("scales"), py::arg("bad"), py::arg("stream"),
+      "L2-normalize (out) and/or INT8-compress (q, scales) float32 rows; bad[r] flags NaN/infinity.");
 }
 
 }  // namespace cuda

@@ -5,7 +5,10 @@
   ``(x - mean) * inv_std`` -> any output strides (NCHW / NHWC / a caller's ``out``) -> dtype.
 - ``topk_rows``: top-k of each row (descending, ties by lower index) with full-softmax
   probabilities, one program per row.
-- ``softmax_rows`` (softmax / log-softmax), ``sigmoid_threshold``, ``l2_normalize``.
+- ``softmax_rows`` (softmax / log-softmax), ``sigmoid_threshold``.
+- ``l2_normalize`` and ``compress_embeddings`` (int8, one scale per row): the sum of squares in
+  the CPU backend's float32 order (16 running sums over 16-element chunks, the tail, then the
+  16 sums), launched without multiply-add fusion, so results equal the CPU's bit for bit.
 
 Every kernel reports NaN / infinity per row in a flag array the launcher checks, so bad input is
 an error at the call site, as on the CPU backend.
@@ -230,23 +233,59 @@ def _sigmoid_threshold_kernel(x_ptr, s_ptr, out_ptr, bad_ptr, N, s_row, T,
 
 
 @triton.jit
-def _l2_kernel(x_ptr, out_ptr, bad_ptr, N, s_row, eps, BLOCK: tl.constexpr):
-    r = tl.program_id(0).to(tl.int64)
-    base = tl.arange(0, BLOCK)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    bad = tl.zeros([BLOCK], dtype=tl.int32)
-    for start in range(0, N, BLOCK):
-        offs = start + base
-        x = tl.load(x_ptr + r * s_row + offs, mask=offs < N, other=0.0)
-        bad = tl.maximum(bad, tl.where(tl.abs(x) <= _FLT_MAX, 0, 1))
+def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
+                  NORMALIZE: tl.constexpr, L2: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr,
+                  BLOCK: tl.constexpr):
+    # ROWS rows per program. Sum of squares in the CPU order (see the module docstring), then
+    # d = max(sqrt(ss), eps); L2 stores x / d; QUANT stores scale = max|v| / 127 (1 for a zero
+    # row) and q = clip(rne(v / scale), -127, 127) with v = x / d (NORMALIZE) or x.
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    rm = rows < R
+    base = x_ptr + rows * s_row
+    j16 = tl.arange(0, 16)
+    acc = tl.zeros([ROWS, 16], dtype=tl.float32)
+    bad = tl.zeros([ROWS], dtype=tl.int32)
+    nfull = (N // 16) * 16
+    for start in range(0, nfull, 16):
+        x = tl.load(base[:, None] + start + j16[None, :], mask=rm[:, None], other=0.0)
+        bad = tl.maximum(bad, tl.max(tl.where(tl.abs(x) <= _FLT_MAX, 0, 1), axis=1))
         acc += x * x
-    tl.store(bad_ptr + r, tl.max(bad, axis=0))
-    d = tl.maximum(tl.sqrt_rn(tl.sum(acc, axis=0)), eps)
-    for start in range(0, N, BLOCK):
-        offs = start + base
-        m = offs < N
-        x = tl.load(x_ptr + r * s_row + offs, mask=m, other=0.0)
-        tl.store(out_ptr + r * N + offs, tl.math.div_rn(x, d), mask=m)
+    s = tl.zeros([ROWS], dtype=tl.float32)
+    for i in range(nfull, N):
+        x = tl.load(base + i, mask=rm, other=0.0)
+        bad = tl.maximum(bad, tl.where(tl.abs(x) <= _FLT_MAX, 0, 1))
+        s += x * x
+    for j in tl.static_range(16):
+        s += tl.sum(tl.where(j16[None, :] == j, acc, 0.0), axis=1)  # one term each: exact
+    tl.store(bad_ptr + rows, bad, mask=rm)
+    sq = tl.sqrt_rn(s)
+    d = tl.where(sq < eps, eps, sq)
+    cols = tl.arange(0, BLOCK)
+    if L2:
+        for start in range(0, N, BLOCK):
+            offs = start + cols
+            m = rm[:, None] & (offs[None, :] < N)
+            x = tl.load(base[:, None] + offs[None, :], mask=m, other=0.0)
+            tl.store(out_ptr + rows[:, None] * N + offs[None, :], tl.math.div_rn(x, d[:, None]), mask=m)
+    if QUANT:
+        amax = tl.zeros([ROWS], dtype=tl.float32)
+        for start in range(0, N, BLOCK):
+            offs = start + cols
+            m = rm[:, None] & (offs[None, :] < N)
+            v = tl.load(base[:, None] + offs[None, :], mask=m, other=0.0)
+            if NORMALIZE:
+                v = tl.math.div_rn(v, d[:, None])
+            amax = tl.maximum(amax, tl.max(tl.abs(v), axis=1))
+        sc = tl.where(amax > 0.0, tl.math.div_rn(amax, tl.full([ROWS], 127.0, tl.float32)), 1.0)
+        tl.store(sc_ptr + rows, sc, mask=rm)
+        for start in range(0, N, BLOCK):
+            offs = start + cols
+            m = rm[:, None] & (offs[None, :] < N)
+            v = tl.load(base[:, None] + offs[None, :], mask=m, other=0.0)
+            if NORMALIZE:
+                v = tl.math.div_rn(v, d[:, None])
+            t = tl.minimum(tl.maximum(tl.math.div_rn(v, sc[:, None]), -127.0), 127.0)
+            tl.store(q_ptr + rows[:, None] * N + offs[None, :], _rne(t).to(tl.int8), mask=m)
 
 
 _BAD = {1: "logits contain NaN", 2: "logits contain +inf; softmax is undefined",
@@ -320,16 +359,36 @@ def sigmoid_threshold(x: torch.Tensor, logit_threshold: float, scale: torch.Tens
     return out.view(torch.bool)
 
 
-def l2_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+def _embed(x: torch.Tensor, eps: float, normalize: bool, l2: bool, quant: bool, what: str):
     rows, n = x.shape
-    out = torch.empty((rows, n), dtype=torch.float32, device=x.device)
+    out = torch.empty((rows, n), dtype=torch.float32, device=x.device) if l2 else None
+    q = torch.empty((rows, n), dtype=torch.int8, device=x.device) if quant else None
+    sc = torch.empty(rows, dtype=torch.float32, device=x.device) if quant else None
     if rows == 0 or n == 0:
-        return out
+        if quant:
+            sc.fill_(1.0)
+        return out, q, sc
     if n > 1 and x.stride(1) != 1:
         x = x.contiguous()
     bad = torch.zeros(rows, dtype=torch.int32, device=x.device)
-    block = max(64, min(4096, triton.next_power_of_2(n)))
-    _l2_kernel[(rows,)](x, out, bad, n, x.stride(0), float(eps), BLOCK=block)
+    rows_per = 16
+    block = max(64, min(256, triton.next_power_of_2(n)))
+    dummy = bad
+    kw = {} if x.device.type == "cpu" else {"enable_fp_fusion": False}  # no FMA: the CPU's rounding
+    _embed_kernel[(triton.cdiv(rows, rows_per),)](
+        x, out if l2 else dummy, q if quant else dummy, sc if quant else dummy, bad, rows, n, x.stride(0), float(eps),
+        NORMALIZE=bool(normalize), L2=bool(l2), QUANT=bool(quant), ROWS=rows_per, BLOCK=block, **kw)
     if bool(bad.any()):
-        raise ValueError("l2_normalize: embeddings contain NaN or infinity")
-    return out
+        raise ValueError(f"{what}: embeddings contain NaN or infinity")
+    return out, q, sc
+
+
+def l2_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / max(||x||, eps)`` per row of a float32 [rows, dim] tensor (equal to the CPU backend)."""
+    return _embed(x, eps, True, True, False, "l2_normalize")[0]
+
+
+def compress_embeddings(x: torch.Tensor, normalize: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 [rows, dim], scales float32 [rows]) as ``pyperfcore.prepost.compress_embeddings``."""
+    _, q, sc = _embed(x, eps, normalize, False, True, "compress_embeddings")
+    return q, sc

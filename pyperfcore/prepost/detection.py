@@ -77,3 +77,53 @@ def _nms_cpu(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     s = np.ascontiguousarray(to_numpy(scores))
     c = np.ascontiguousarray(to_numpy(idxs), dtype=np.int64)
     return like(boxes, _core().prepost_batched_nms(b, s, c, thr))[0]
+
+
+def _nms_sorted_float_threshold(thr: float) -> float:
+    """The largest float32 <= thr: for a float32 IoU, ``iou > thr`` (torchvision compares in
+    double) holds exactly iff ``iou > that``."""
+    if np.isinf(thr):
+        return thr
+    f = np.float32(thr)
+    if float(f) > thr:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return float(f)
+
+
+@register("batched_nms", "cuda", ("cuda",))
+def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
+    """Sort by (class, score descending, index) with torch, build the IoU bitmask of each class's
+    run of boxes and pick the kept ones in one warp (kernels/cuda/prepost_post.cu), then order the
+    kept indices by score (ties: lower index). Synchronizes once (the number of kept boxes)."""
+    import torch
+
+    from .._runtime import _cuda_module
+
+    dev = boxes.device
+    if scores.device != dev or idxs.device != dev:
+        raise ValueError("batched_nms: boxes, scores and idxs must be on the same device")
+    n = int(boxes.shape[0])
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=dev)
+    with torch.cuda.device(dev):
+        b = boxes.contiguous()
+        s = scores.contiguous()
+        if not bool(torch.isfinite(b).all()) or bool(torch.isnan(s).any()):
+            raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
+        c = idxs.to(torch.int64)
+        order = torch.sort(s, descending=True, stable=True).indices  # ties: lower index first
+        perm = order[torch.sort(c[order], stable=True).indices]  # by class, then score order
+        cs = c[perm].contiguous()
+        bs = b[perm].contiguous()
+        ends = torch.searchsorted(cs, cs, right=True)
+        cb = (n + 63) // 64
+        mask = torch.empty(n * cb, dtype=torch.int64, device=dev)
+        removed = torch.empty(cb, dtype=torch.int64, device=dev)
+        keep = torch.empty(n, dtype=torch.int64, device=dev)
+        count = torch.empty(1, dtype=torch.int32, device=dev)
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        _cuda_module().prepost_nms(bs.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, _nms_sorted_float_threshold(thr),
+                                   mask.data_ptr(), removed.data_ptr(), keep.data_ptr(), count.data_ptr(), stream)
+        kept = perm[keep[:int(count.item())]]
+        kept = torch.sort(kept).values  # index order, so the stable score sort breaks ties by index
+        return kept[torch.sort(s[kept], descending=True, stable=True).indices]

@@ -104,3 +104,48 @@ def _l2_triton(x: Any, eps: float) -> Any:
     from ..kernels import prepost as tk
 
     return tk.l2_normalize(x, eps)
+
+
+@register("compress_embeddings", "triton", ("cuda",))
+def _compress_triton(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
+    from ..kernels import prepost as tk
+
+    return tk.compress_embeddings(x, normalize, eps)
+
+
+def _embed_cuda(x: Any, eps: float, normalize: bool, l2: bool, quant: bool, what: str) -> tuple[Any, Any, Any]:
+    """One warp per row (kernels/cuda/prepost_post.cu), the CPU backend's float32 operations in
+    its order: equal to it bit for bit. Synchronizes once to report NaN / infinity."""
+    import torch
+
+    from .._runtime import _cuda_module
+
+    rows, dim = (int(v) for v in x.shape)
+    dev = x.device
+    out = torch.empty((rows, dim), dtype=torch.float32, device=dev) if l2 else None
+    q = torch.empty((rows, dim), dtype=torch.int8, device=dev) if quant else None
+    sc = torch.empty(rows, dtype=torch.float32, device=dev) if quant else None
+    if rows == 0:
+        return out, q, sc
+    if dim > 1 and x.stride(1) != 1:
+        x = x.contiguous()
+    bad = torch.empty(rows, dtype=torch.int32, device=dev)
+    with torch.cuda.device(dev):
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        _cuda_module().prepost_embed(x.data_ptr(), rows, dim, x.stride(0) if dim else 0, eps, normalize,
+                                     out.data_ptr() if l2 else 0, q.data_ptr() if quant else 0,
+                                     sc.data_ptr() if quant else 0, bad.data_ptr(), stream)
+    if bool(bad.any()):
+        raise ValueError(f"{what}: embeddings contain NaN or infinity")
+    return out, q, sc
+
+
+@register("l2_normalize", "cuda", ("cuda",))
+def _l2_cuda(x: Any, eps: float) -> Any:
+    return _embed_cuda(x, eps, True, True, False, "l2_normalize")[0]
+
+
+@register("compress_embeddings", "cuda", ("cuda",))
+def _compress_cuda(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
+    _, q, sc = _embed_cuda(x, eps, normalize, False, True, "compress_embeddings")
+    return q, sc
