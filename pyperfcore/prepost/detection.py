@@ -79,22 +79,12 @@ def _nms_cpu(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     return like(boxes, _core().prepost_batched_nms(b, s, c, thr))[0]
 
 
-def _nms_sorted_float_threshold(thr: float) -> float:
-    """The largest float32 <= thr: for a float32 IoU, ``iou > thr`` (torchvision compares in
-    double) holds exactly iff ``iou > that``."""
-    if np.isinf(thr):
-        return thr
-    f = np.float32(thr)
-    if float(f) > thr:
-        f = np.nextafter(f, np.float32(-np.inf))
-    return float(f)
-
-
 @register("batched_nms", "cuda", ("cuda",))
 def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     """Sort by (class, score descending, index) with torch, build the IoU bitmask of each class's
     run of boxes and pick the kept ones in one warp (kernels/cuda/prepost_post.cu), then order the
-    kept indices by score (ties: lower index). Synchronizes once (the number of kept boxes)."""
+    kept indices by score (ties: lower index). The threshold is compared as float32, as on the
+    CPU backend. Synchronizes on the finiteness check and the number of kept boxes."""
     import torch
 
     from .._runtime import _cuda_module
@@ -122,7 +112,7 @@ def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
         keep = torch.empty(n, dtype=torch.int64, device=dev)
         count = torch.empty(1, dtype=torch.int32, device=dev)
         stream = torch.cuda.current_stream(dev).cuda_stream
-        _cuda_module().prepost_nms(bs.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, _nms_sorted_float_threshold(thr),
+        _cuda_module().prepost_nms(bs.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, thr,
                                    mask.data_ptr(), removed.data_ptr(), keep.data_ptr(), count.data_ptr(), stream)
         kept = perm[keep[:int(count.item())]]
         kept = torch.sort(kept).values  # index order, so the stable score sort breaks ties by index

@@ -268,3 +268,175 @@ def test_cuda_tensors_pick_a_gpu_backend(rng):
     np.testing.assert_allclose(out.cpu().numpy(), pp.preprocess_images(x.cpu().numpy(), mean=MEAN, std=STD), rtol=1e-6)
     v, i = pp.softmax_topk(torch.randn(4, 100, device="cuda"), 5)
     assert v.is_cuda and i.is_cuda
+
+
+# ---------------------------------------------------------------- embeddings (triton, cuda)
+def _check_embeddings(backend, device, x):
+    xt = torch.from_numpy(x).to(device)
+    got = pp.l2_normalize(xt, backend=backend)
+    assert got.device.type == device and got.dtype == torch.float32
+    # The GPU kernels sum the squares in the CPU backend's float32 order: equal bit for bit.
+    np.testing.assert_array_equal(got.cpu().numpy(), pp.l2_normalize(x, backend="cpu"))
+    for norm in (True, False):
+        q, s = pp.compress_embeddings(xt, normalize=norm, backend=backend)
+        qc, sc = pp.compress_embeddings(x, normalize=norm, backend="cpu")
+        assert q.dtype == torch.int8 and s.dtype == torch.float32 and q.device.type == device
+        np.testing.assert_array_equal(q.cpu().numpy(), qc)
+        np.testing.assert_array_equal(s.cpu().numpy(), sc)
+    if x.shape[0] and x.shape[1]:
+        q, s = ref.prepost_compress(ref.prepost_l2_normalize(x))  # and close to the numpy oracle
+        qg, sg = pp.compress_embeddings(xt, backend=backend)
+        assert np.abs(qg.cpu().numpy().astype(int) - q).max() <= 1
+        np.testing.assert_allclose(sg.cpu().numpy(), s, rtol=1e-5)
+
+
+def _embedding_case(rows, dim, seed, zero_row):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, dim)) * rng.uniform(1e-3, 1e3)).astype(np.float32)
+    if zero_row and rows:
+        x[0] = 0
+    return x
+
+
+def _check_embedding_errors(backend, device):
+    for bad in (np.nan, np.inf):
+        x = torch.ones((3, 20), device=device)
+        x[2, 17] = bad
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            pp.l2_normalize(x, backend=backend)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            pp.compress_embeddings(x, backend=backend)
+    q, s = pp.compress_embeddings(torch.ones((0, 8), device=device), backend=backend)
+    assert q.shape == (0, 8) and s.shape == (0,)
+
+
+@pytest.mark.triton
+@settings(max_examples=8)
+@given(st.integers(0, 20), st.integers(0, 70), st.integers(0, 2**32 - 1), st.booleans())
+def test_triton_embeddings_equal_cpu(triton_device, rows, dim, seed, zero_row):
+    _check_embeddings("triton", triton_device, _embedding_case(rows, dim, seed, zero_row))
+
+
+@pytest.mark.triton
+def test_triton_embedding_errors(triton_device):
+    _check_embedding_errors("triton", triton_device)
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+@settings(max_examples=40)
+@given(st.integers(0, 40), st.integers(0, 600), st.integers(0, 2**32 - 1), st.booleans())
+def test_cuda_embeddings_equal_cpu(rows, dim, seed, zero_row):
+    _check_embeddings("cuda", "cuda", _embedding_case(rows, dim, seed, zero_row))
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_embedding_errors_and_strided_rows(rng):
+    _check_embedding_errors("cuda", "cuda")
+    x = rng.standard_normal((50, 300)).astype(np.float32)
+    view = torch.from_numpy(x).cuda()[::2, 7:263]  # row stride != dim
+    np.testing.assert_array_equal(pp.l2_normalize(view, backend="cuda").cpu().numpy(),
+                                  pp.l2_normalize(np.ascontiguousarray(x[::2, 7:263]), backend="cpu"))
+
+
+# ---------------------------------------------------------------- normalize fast path (cuda)
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_normalize_flat_path_equals_cpu(rng):
+    # No resize or crop, packed HWC -> NCHW: the vectorized shared-memory path. Sizes give full
+    # 4096-pixel tiles plus tails (vector and scalar), misaligned bases (a 1-byte offset view,
+    # an out= view at an odd element offset) and both channel counts: equal to the CPU backend.
+    for n, h, w, c in ((3, 64, 70, 3), (2, 33, 17, 3), (2, 64, 64, 1), (1, 1, 5, 3), (4, 224, 224, 3)):
+        flat = rng.integers(0, 256, n * h * w * c + 1, dtype=np.uint8)
+        for off in (0, 1):
+            x = flat[off:off + n * h * w * c].reshape(n, h, w, c)
+            xt = torch.from_numpy(flat).cuda()[off:off + n * h * w * c].view(n, h, w, c)
+            for dtype in ("float32", "float16", "bfloat16", "int8", "uint8"):
+                for order in ("RGB", "BGR"):
+                    kw = dict(mean=MEAN[:c] if c == 3 else MEAN[0], std=STD[:c] if c == 3 else STD[0], dtype=dtype,
+                              input_order=order)
+                    if dtype == "int8":
+                        kw["scale"] = 0.02
+                    exp = pp.preprocess_images(np.ascontiguousarray(x), backend="cpu", **kw)
+                    got = pp.preprocess_images(xt, backend="cuda", **kw)
+                    assert torch.equal(got.cpu(), torch.from_numpy(exp) if dtype != "bfloat16"
+                                       else torch.from_numpy(exp.view(np.int16)).view(torch.bfloat16)), \
+                        (n, h, w, c, off, dtype, order)
+                    big = torch.zeros((n * c * h * w + 3,), dtype=got.dtype, device="cuda")
+                    res = pp.preprocess_images(xt, backend="cuda", out=big[3:].view(got.shape), **kw)
+                    assert torch.equal(res.cpu(), got.cpu()) and not big[:3].any()
+
+
+# ---------------------------------------------------------------- top-k (cuda), larger k and rows
+@pytest.mark.cuda
+@pytest.mark.gpu
+@settings(max_examples=40)
+@given(st.integers(1, 5), st.integers(1, 3000), st.integers(0, 2**32 - 1), st.integers(0, 20),
+       st.sampled_from(["float32", "float16", "ties", "neginf"]))
+def test_cuda_softmax_topk_small_and_large_k(rows, cols, seed, k, kind):
+    # k <= 16 takes the single-pass register top-k, k > 16 the multi-pass kernel.
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        x = rng.integers(-3, 3, (rows, cols)).astype(np.float32)
+    else:
+        x = (rng.standard_normal((rows, cols)) * 5).astype(np.float32 if kind != "float16" else np.float16)
+    if kind == "neginf":
+        x[:, rng.integers(0, cols, max(1, cols // 2))] = -np.inf
+        x[:, 0] = 1.0
+    k = min(k, cols)
+    xf = x.astype(np.float32)
+    v, i = pp.softmax_topk(torch.from_numpy(x).cuda(), k, backend="cuda")
+    pv, pi = ref.prepost_softmax_topk(xf, k)
+    np.testing.assert_array_equal(i.cpu().numpy(), pi)
+    np.testing.assert_allclose(v.cpu().numpy(), pv, rtol=2e-5, atol=1e-7)
+    np.testing.assert_array_equal(pp.argmax(torch.from_numpy(x).cuda(), backend="cuda").cpu().numpy(),
+                                  np.argmax(xf, axis=1))
+
+
+# ---------------------------------------------------------------- batched NMS (cuda)
+@st.composite
+def nms_cases(draw):
+    n = draw(st.integers(0, 300))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    xy = rng.uniform(0, 60, (n, 2))
+    wh = rng.uniform(0, 25, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    if n and draw(st.booleans()):
+        boxes[rng.integers(0, n, n // 4)] = boxes[0]  # duplicates: IoU exactly 1
+    scores = rng.choice(rng.uniform(0, 1, max(n // 3, 1)), n).astype(np.float32)  # ties on purpose
+    idxs = rng.integers(0, draw(st.integers(1, 6)), n)
+    return boxes, scores, idxs, draw(st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]))
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+@settings(max_examples=60)
+@given(nms_cases())
+def test_cuda_batched_nms_matches_oracle(case):
+    boxes, scores, idxs, thr = case
+    got = pp.batched_nms(torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda(),
+                         torch.from_numpy(idxs).cuda(), thr, backend="cuda")
+    assert got.is_cuda and got.dtype == torch.int64
+    np.testing.assert_array_equal(got.cpu().numpy(), ref.prepost_batched_nms(boxes, scores, idxs, thr))
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_batched_nms_large_and_errors(rng):
+    # Thousands of boxes over many 64-box blocks and 1 or 80 classes, against the CPU backend.
+    for n, ncls in ((3000, 1), (5000, 80)):
+        xy = rng.uniform(0, 1000, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 120, (n, 2))], axis=1).astype(np.float32)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        idxs = rng.integers(0, ncls, n)
+        got = pp.batched_nms(torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda(),
+                             torch.from_numpy(idxs).cuda(), 0.5, backend="cuda")
+        np.testing.assert_array_equal(got.cpu().numpy(), pp.batched_nms(boxes, scores, idxs, 0.5, backend="cpu"))
+    b = torch.tensor([[0, 0, 1, 1], [0, 0, 1, float("nan")]], device="cuda")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        pp.batched_nms(b, torch.ones(2, device="cuda"), torch.zeros(2, dtype=torch.int64, device="cuda"), 0.5,
+                       backend="cuda")
+    empty = pp.batched_nms(torch.zeros((0, 4), device="cuda"), torch.zeros(0, device="cuda"),
+                           torch.zeros(0, dtype=torch.int64, device="cuda"), 0.5, backend="cuda")
+    assert empty.shape == (0,) and empty.is_cuda
