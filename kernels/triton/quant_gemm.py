@@ -38,8 +38,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _ACTS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must be constexpr
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
-_HALF_MAX = tl.constexpr(65504.0)
-_NAN = tl.constexpr(float("nan"))
+_NAN_BITS = tl.constexpr(0x7FC00000)  # (a NaN global breaks triton's "global unchanged" check: nan != nan)
 FUSED_MAX_M = 16  # W8A8 rows up to this take the single-launch fused kernel
 
 
@@ -118,7 +117,7 @@ def _epilogue_store(v, poison, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
     v = _activation(v, ACT)
     if HAS_RES:
         v = v + tl.load(r_ptr + rm[:, None].to(tl.int64) * s_rm + rn[None, :], mask=mask, other=0.0)
-    v = tl.where(poison, _NAN, v)
+    v = tl.where(poison, tl.full(v.shape, _NAN_BITS, tl.int32).to(tl.float32, bitcast=True), v)
     tl.store(y_ptr + rm[:, None].to(tl.int64) * s_ym + rn[None, :], v, mask=mask)
 
 
@@ -362,18 +361,17 @@ def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_w
         else:
             a = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0.0)
-        if w_ptr.dtype.element_ty == tl.float16:
-            a = tl.where(tl.abs(a) <= _HALF_MAX, a, _NAN)  # would round to inf: poison, not clamp
         if DOT_F32:
             # The interpreter has no bf16 matmul and truncates f32 -> bf16: round to nearest even
             # by hand (as the GPU's cvt.rn does) and multiply the same rounded values in fp32.
-            u = a.to(tl.uint32, bitcast=True)
+            u = a.to(tl.float32).to(tl.uint32, bitcast=True)
             u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
             acc += tl.dot(u.to(tl.float32, bitcast=True), b.to(tl.float32), input_precision="ieee")
         else:  # Tensor cores, fp16/bf16 operands, fp32 accumulation
             acc += tl.dot(a.to(w_ptr.dtype.element_ty), b, out_dtype=tl.float32)
-    # NaN/inf in a row of x makes every sum of that row non-finite (inf * w is inf or NaN): the
-    # poison is per element, no cross-tile reduction needed. (Finite inputs cannot overflow the
+    # NaN/inf in a row of x (fp32 values beyond float16's range round to inf) makes every sum of
+    # that row non-finite (inf * w is inf or NaN): the poison is per element, no cross-tile
+    # reduction needed. (Finite inputs cannot overflow the
     # fp32 sum here: |x| <= 65504 for fp16, and bf16-range x would need K * |x * w| > 3.4e38.)
     _epilogue_store(acc, ~(tl.abs(acc) <= _FLT_MAX), rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
                     HAS_BIAS, ACT, HAS_RES)
@@ -488,13 +486,16 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
 
 
 def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False):
-    """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k]: x is rounded to the
-    weight's type, products on Tensor cores, fp32 accumulation and epilogue. Rows of x with
+    """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k]: x (float32, or
+    already of the weight's type) is rounded to the weight's type, products on Tensor cores, fp32 accumulation and epilogue. Rows of x with
     NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises instead."""
     n, k = weight.shape
-    x = _check_rows(x, k, "x")
     if weight.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"weight must be float16 or bfloat16, got {weight.dtype}")
+    if isinstance(x, torch.Tensor) and x.dtype == weight.dtype and x.dim() == 2 and x.shape[1] == k:
+        x = x if (k <= 1 or x.stride(1) == 1) else x.contiguous()  # already rounded: read as is
+    else:
+        x = _check_rows(x, k, "x")
     m = x.shape[0]
     if check_finite and m and not _capturing(x):
         limit = 65504.0 if weight.dtype == torch.float16 else 3.4028234663852886e38
