@@ -87,7 +87,7 @@ class Histogram:
     :meth:`quantile` (bucket upper bound, an over-estimate within one bucket).
     """
 
-    __slots__ = ("bounds", "_counts", "sum", "count", "max")
+    __slots__ = ("bounds", "_counts", "sum", "count", "max", "_pull")
 
     def __init__(self, bounds: Sequence[float]):
         b = sorted(float(x) for x in bounds)
@@ -98,6 +98,9 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
         self.max = 0.0
+        # Called before every read: a batcher whose batches run natively adds what its native
+        # runner recorded since the last read.
+        self._pull: Callable[[], None] | None = None
 
     def observe(self, value: float, n: int = 1) -> None:
         self._counts[bisect.bisect_left(self.bounds, value)] += n
@@ -107,12 +110,16 @@ class Histogram:
             self.max = value
 
     def snapshot(self) -> dict[str, Any]:
+        if self._pull is not None:
+            self._pull()
         cum = list(itertools.accumulate(self._counts))
         return {"buckets": list(zip(self.bounds + [math.inf], cum)), "sum": self.sum, "count": self.count,
                 "max": self.max}
 
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding quantile q (0 when empty; ``max`` in the last bucket)."""
+        if self._pull is not None:
+            self._pull()
         if self.count == 0:
             return 0.0
         target = q * self.count
@@ -124,6 +131,8 @@ class Histogram:
         return self.max
 
     def mean(self) -> float:
+        if self._pull is not None:
+            self._pull()
         return self.sum / self.count if self.count else 0.0
 
 
@@ -455,6 +464,9 @@ class Batcher:
         batch). ``None`` marks an entry already answered (cancelled and swept, or rejected);
         ``_fnone`` counts them above ``_fdead``.
         """
+        if "_sub" in self.__dict__:
+            self._fold_native_stats()
+        self._native_drive: Callable[..., Any] | None = None  # batching_drive_fast, when it applies
         self.__dict__.pop("infer", None)  # the per-loop fast infer / infer_future (see _enable_fast)
         self.__dict__.pop("infer_future", None)
         self._call_fast = False  # batcher(x) may skip its checks (thread driver running, no cache)
@@ -515,6 +527,15 @@ class Batcher:
         if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
             create = functools.partial(asyncio.Future, loop=loop)
         sub.enable(create, loop.call_soon, me._drive, future_fallback, slow_kw, tid)
+        # A sync model without stack= or SLO bookkeeping: fast-path batches run natively
+        # (batching_drive_fast), statistics folded in when read.
+        self._native_drive = None
+        if not self._is_async and not self.stack and self._slo is None:
+            sub.configure_runner(asyncio.Future, asyncio.Future.done, asyncio.Future.set_result,
+                                 asyncio.InvalidStateError, self._batch_sizes.bounds, self._queue_wait.bounds)
+            self._native_drive = _core().batching_drive_fast
+            for h in (self._batch_sizes, self._queue_wait, self._model_time):
+                h._pull = self._fold_native_stats
         functools.update_wrapper(infer, Batcher.infer)
         sub.__doc__ = Batcher.infer_future.__doc__
         sub.__wrapped__ = Batcher.infer_future
@@ -544,6 +565,58 @@ class Batcher:
     @_fast_limit.setter
     def _fast_limit(self, v: int) -> None:
         self._sub.limit = v
+
+    @property
+    def _fbase(self) -> int:
+        return self._sub.fbase
+
+    @_fbase.setter
+    def _fbase(self, v: int) -> None:
+        self._sub.fbase = v
+
+    @property
+    def _fpushed(self) -> int:
+        return self._sub.fpushed
+
+    @_fpushed.setter
+    def _fpushed(self, v: int) -> None:
+        self._sub.fpushed = v
+
+    @property
+    def _fdead(self) -> int:
+        return self._sub.fdead
+
+    @_fdead.setter
+    def _fdead(self, v: int) -> None:
+        self._sub.fdead = v
+
+    @property
+    def _fnone(self) -> int:
+        return self._sub.fnone
+
+    @_fnone.setter
+    def _fnone(self, v: int) -> None:
+        self._sub.fnone = v
+
+    def _fold_native_stats(self) -> None:
+        """Adds the native batch runner's statistics (kept since the last fold) to the Python ones."""
+        t = self._sub.take_stats()
+        if t is None:
+            return
+        ex, inf, canc, *hs = t
+        c = self._py_counts
+        c["executions"] += ex
+        c["inferences"] += inf
+        c["cancellations"] += canc
+        for h, (counts, hsum, hmax, hcount) in zip((self._batch_sizes, self._queue_wait, self._model_time), hs):
+            hc = h._counts
+            for i, k in enumerate(counts):
+                if k:
+                    hc[i] += k
+            h.sum += int(hsum) if h is self._batch_sizes else hsum
+            h.count += hcount
+            if hcount and hmax > h.max:
+                h.max = int(hmax) if h is self._batch_sizes else hmax
 
     def _init_stats(self) -> None:
         self._batch_sizes = Histogram(_size_buckets(self.max_batch_size))
@@ -1066,19 +1139,33 @@ class Batcher:
 
     def _drive(self) -> None:
         """One pass of the loop driver: hand out everything that is due, then arm a timer."""
-        self._drive_scheduled = False
+        sub = self._sub
+        sub.scheduled = False
         q = self._q
         loop = self._loop
+        native = self._native_drive
         while True:
             now = time.monotonic_ns()
-            first = self._fpushed
-            n = self._fbase + len(self._ff) - first
-            st, polled = q.push_poll_runs(first, n, now)
-            if n:
-                if st == 0:
-                    self._fpushed = first + n
-                else:  # full or closed: _flush_fast pushes what fits or fails the rest
+            if native is not None:
+                # Pushes, polls and runs fast-path batches natively; back here for the rest.
+                st, polled, fin = native(sub, q, self.fn)
+                if fin is not None:  # the model raised or returned a bad batch: answer here
+                    try:
+                        self._complete_fast(*fin)
+                    finally:
+                        q.batch_done()
+                    continue
+                if st:
                     self._flush_fast()
+            else:
+                first = sub.fpushed
+                n = sub.fbase + len(self._ff) - first
+                st, polled = q.push_poll_runs(first, n, now)
+                if n:
+                    if st == 0:
+                        sub.fpushed = first + n
+                    else:  # full or closed: _flush_fast pushes what fits or fails the rest
+                        self._flush_fast()
             runs, key, reason, expired, dropped, wake, finished, oldest, _cost, queued = polled
             if expired or dropped:
                 self._answer_gone(expired, dropped)
@@ -1514,6 +1601,7 @@ class Batcher:
         ``cache_hits``, and histograms ``batch_size``, ``queue_wait_s`` (the oldest request of each
         batch), ``model_time_s``.
         """
+        self._fold_native_stats()
         c = self._q.counters()
         p = self._py_counts
         out = {

@@ -1,7 +1,9 @@
 // Python bindings of the batching core (private: pyperfcore.batching is the public API).
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
+#include <new>
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
@@ -94,6 +96,35 @@ struct SlotStatus : std::runtime_error {
 // callable with the same arguments, so every check of the checked path still applies.
 // It holds references to loop methods and to the batcher's bound driver (a cycle through the
 // batcher): hence GC support.
+// Id space of the loop fast path (pyperfcore.batching._FAST_BASE .. _BULK_BASE).
+constexpr uint64_t kFastBase = uint64_t{1} << 61;
+constexpr uint64_t kBulkBase = uint64_t{1} << 62;
+
+// Batch statistics the native runner keeps until Python folds them into its Histograms
+// (Histogram.observe's rules: bisect_left on the bounds, len(bounds) + 1 buckets).
+struct RunHist {
+  std::vector<double> bounds;
+  std::vector<int64_t> counts;
+  double sum = 0, max = 0;
+  int64_t count = 0;
+  void observe(double v) {
+    counts[static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin())] += 1;
+    sum += v;
+    count += 1;
+    if (v > max) max = v;
+  }
+  void reset() {
+    std::fill(counts.begin(), counts.end(), 0);
+    sum = max = 0;
+    count = 0;
+  }
+};
+struct RunStats {
+  RunHist batch_size, queue_wait, model_time;
+  int64_t executions = 0, inferences = 0, cancellations = 0;
+  bool pending = false;
+};
+
 struct LoopSubmitter {
   PyObject_HEAD
   vectorcallfunc vectorcall;
@@ -105,8 +136,22 @@ struct LoopSubmitter {
   PyObject* fallback;     // __call__ fallback(x, **kw) -> asyncio.Future
   PyObject* fallback_aw;  // aw() fallback(x, **kw) -> awaitable
   PyObject* dict;
+  // The batch runner (configure_runner): asyncio.Future, its done / set_result descriptors,
+  // asyncio.InvalidStateError; nullptr until configured.
+  PyObject* future_type;
+  PyObject* done;
+  PyObject* set_result;
+  PyObject* invalid_state;
+  RunStats* stats;
   unsigned long tid;
   Py_ssize_t limit;
+  // Fast-path bookkeeping shared with Python (see Batcher._reset_fast): futures[i] belongs to
+  // id fbase + i; ids below fpushed are in the native queue; entries below fdead are retired;
+  // fnone counts None entries at or above fdead.
+  unsigned long long fbase;
+  unsigned long long fpushed;
+  Py_ssize_t fdead;
+  Py_ssize_t fnone;
   int scheduled;
   int enabled;
 };
@@ -177,6 +222,10 @@ int sub_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(s->fallback);
   Py_VISIT(s->fallback_aw);
   Py_VISIT(s->dict);
+  Py_VISIT(s->future_type);
+  Py_VISIT(s->done);
+  Py_VISIT(s->set_result);
+  Py_VISIT(s->invalid_state);
   return 0;
 }
 
@@ -195,12 +244,17 @@ int sub_clear(PyObject* self) {
   Py_CLEAR(s->fx);
   Py_CLEAR(s->ff);
   Py_CLEAR(s->dict);
+  Py_CLEAR(s->future_type);
+  Py_CLEAR(s->done);
+  Py_CLEAR(s->set_result);
+  Py_CLEAR(s->invalid_state);
   return 0;
 }
 
 void sub_dealloc(PyObject* self) {
   PyObject_GC_UnTrack(self);
   sub_clear(self);
+  delete reinterpret_cast<LoopSubmitter*>(self)->stats;
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -218,6 +272,12 @@ PyObject* sub_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
   Py_INCREF(ff);
   s->ff = ff;
   s->limit = PY_SSIZE_T_MAX;
+  s->fbase = s->fpushed = kFastBase;
+  s->stats = new (std::nothrow) RunStats();
+  if (s->stats == nullptr) {
+    Py_DECREF(s);
+    return PyErr_NoMemory();
+  }
   return reinterpret_cast<PyObject*>(s);
 }
 
@@ -283,6 +343,93 @@ int sub_set_limit(PyObject* self, PyObject* v, void*) {
   reinterpret_cast<LoopSubmitter*>(self)->limit = static_cast<Py_ssize_t>(x);
   return 0;
 }
+template <typename T, T LoopSubmitter::*F>
+PyObject* sub_get_int(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(static_cast<unsigned long long>(reinterpret_cast<LoopSubmitter*>(self)->*F));
+}
+template <typename T, T LoopSubmitter::*F>
+int sub_set_int(PyObject* self, PyObject* v, void*) {
+  if (v == nullptr) {
+    PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
+    return -1;
+  }
+  unsigned long long x = PyLong_AsUnsignedLongLong(v);
+  if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) return -1;
+  reinterpret_cast<LoopSubmitter*>(self)->*F = static_cast<T>(x);
+  return 0;
+}
+
+PyObject* floats_to_list(const std::vector<int64_t>& v) {
+  PyObject* l = PyList_New(static_cast<Py_ssize_t>(v.size()));
+  if (l == nullptr) return nullptr;
+  for (size_t i = 0; i < v.size(); ++i) PyList_SET_ITEM(l, static_cast<Py_ssize_t>(i), PyLong_FromLongLong(v[i]));
+  return l;
+}
+
+PyObject* hist_tuple(const RunHist& h) {
+  return Py_BuildValue("(Nddn)", floats_to_list(h.counts), h.sum, h.max, static_cast<Py_ssize_t>(h.count));
+}
+
+PyObject* sub_take_stats(PyObject* self, PyObject*) {
+  // (executions, inferences, cancellations, batch_size, queue_wait, model_time) with each
+  // histogram as (counts, sum, max, count), then reset; None when nothing is pending.
+  RunStats* st = reinterpret_cast<LoopSubmitter*>(self)->stats;
+  if (!st->pending) Py_RETURN_NONE;
+  PyObject* out = Py_BuildValue("(LLLNNN)", static_cast<long long>(st->executions),
+                                static_cast<long long>(st->inferences), static_cast<long long>(st->cancellations),
+                                hist_tuple(st->batch_size), hist_tuple(st->queue_wait), hist_tuple(st->model_time));
+  if (out == nullptr) return nullptr;
+  st->executions = st->inferences = st->cancellations = 0;
+  st->batch_size.reset();
+  st->queue_wait.reset();
+  st->model_time.reset();
+  st->pending = false;
+  return out;
+}
+
+bool bounds_from(PyObject* seq, std::vector<double>& out) {
+  PyObject* f = PySequence_Fast(seq, "bounds must be a sequence of numbers");
+  if (f == nullptr) return false;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+  out.clear();
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(f, i));
+    if (d == -1.0 && PyErr_Occurred()) {
+      Py_DECREF(f);
+      return false;
+    }
+    out.push_back(d);
+  }
+  Py_DECREF(f);
+  return true;
+}
+
+PyObject* sub_configure_runner(PyObject* self, PyObject* args) {
+  auto* s = reinterpret_cast<LoopSubmitter*>(self);
+  PyObject *ft, *done, *setr, *inv, *bs, *tb;
+  if (!PyArg_ParseTuple(args, "OOOOOO", &ft, &done, &setr, &inv, &bs, &tb)) return nullptr;
+  if (!PyType_Check(ft) || !PyCallable_Check(done) || !PyCallable_Check(setr) || !PyExceptionClass_Check(inv)) {
+    PyErr_SetString(PyExc_TypeError,
+                    "configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds)");
+    return nullptr;
+  }
+  RunStats* st = s->stats;
+  if (!bounds_from(bs, st->batch_size.bounds) || !bounds_from(tb, st->queue_wait.bounds)) return nullptr;
+  st->model_time.bounds = st->queue_wait.bounds;
+  for (RunHist* h : {&st->batch_size, &st->queue_wait, &st->model_time}) {
+    if (!std::is_sorted(h->bounds.begin(), h->bounds.end())) {
+      PyErr_SetString(PyExc_ValueError, "histogram bounds must be sorted");
+      return nullptr;
+    }
+    h->counts.assign(h->bounds.size() + 1, 0);
+  }
+  Py_XSETREF(s->future_type, Py_NewRef(ft));
+  Py_XSETREF(s->done, Py_NewRef(done));
+  Py_XSETREF(s->set_result, Py_NewRef(setr));
+  Py_XSETREF(s->invalid_state, Py_NewRef(inv));
+  Py_RETURN_NONE;
+}
+
 PyObject* sub_get_enabled(PyObject* self, void*) {
   return PyBool_FromLong(reinterpret_cast<LoopSubmitter*>(self)->enabled);
 }
@@ -293,12 +440,25 @@ PyMethodDef sub_methods[] = {
     {"enable", sub_enable, METH_VARARGS,
      "enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id): bind to a loop."},
     {"disable", sub_disable, METH_NOARGS, "Every later call takes the fallback."},
+    {"configure_runner", sub_configure_runner, METH_VARARGS,
+     "configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds): lets "
+     "batching_drive_fast run fast-path batches of a sync model natively."},
+    {"take_stats", sub_take_stats, METH_NOARGS,
+     "The runner's batch statistics since the last call (then reset), or None."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef sub_getset[] = {
     {"scheduled", sub_get_scheduled, sub_set_scheduled, "The driver is scheduled for this loop iteration.", nullptr},
     {"limit", sub_get_limit, sub_set_limit, "Fast-path admission: len(futures) must stay below it.", nullptr},
     {"enabled", sub_get_enabled, nullptr, "Bound to a loop and taking fast-path requests.", nullptr},
+    {"fbase", sub_get_int<unsigned long long, &LoopSubmitter::fbase>,
+     sub_set_int<unsigned long long, &LoopSubmitter::fbase>, "Id of futures[0].", nullptr},
+    {"fpushed", sub_get_int<unsigned long long, &LoopSubmitter::fpushed>,
+     sub_set_int<unsigned long long, &LoopSubmitter::fpushed>, "Ids below this are in the native queue.", nullptr},
+    {"fdead", sub_get_int<Py_ssize_t, &LoopSubmitter::fdead>, sub_set_int<Py_ssize_t, &LoopSubmitter::fdead>,
+     "Entries below this index are retired.", nullptr},
+    {"fnone", sub_get_int<Py_ssize_t, &LoopSubmitter::fnone>, sub_set_int<Py_ssize_t, &LoopSubmitter::fnone>,
+     "None entries at or above fdead.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 PyTypeObject LoopSubmitterType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -325,6 +485,156 @@ PyObject* make_loop_submitter_type() {
   return reinterpret_cast<PyObject*>(&t);
 }
 
+// True when f is done (None entries, already answered, count as done).
+int fut_done(LoopSubmitter* s, PyObject* f) {
+  if (f == Py_None) return 1;
+  PyObject* r;
+  if (Py_TYPE(f) == reinterpret_cast<PyTypeObject*>(s->future_type)) {
+    PyObject* a[1] = {f};
+    r = PyObject_Vectorcall(s->done, a, 1, nullptr);
+  } else {
+    r = PyObject_CallMethod(f, "done", nullptr);
+  }
+  if (r == nullptr) return -1;
+  int t = PyObject_IsTrue(r);
+  Py_DECREF(r);
+  return t;
+}
+
+// One pass of the asyncio driver for the common case, in one call: pushes the loop's buffered
+// fast-path requests, polls, and while the due batch is a single run of fast-path ids (and
+// nothing expired or was dropped), runs it right here: drops cancelled callers, calls the sync
+// model once, answers every future, records the statistics natively. Returns
+// (push_status, poll, finish) to Python for everything else:
+//  - poll is poll_runs' tuple when Python must act (a push failed, expiries/drops, a mixed or
+//    non-fast batch, closed, or no batch: then it carries next_wake);
+//  - finish = (futures, ok, out, t0) when the model raised or returned something other than a
+//    list of the right length: the slot is still taken; Python answers and calls batch_done().
+py::tuple drive_fast(LoopSubmitter* s, BatchQueue& q, PyObject* fn) {
+  Poll p;
+  for (;;) {
+    const int64_t now = BatchQueue::now_ns();
+    const uint64_t first = s->fpushed;
+    const int64_t n = static_cast<int64_t>(s->fbase + static_cast<uint64_t>(PyList_GET_SIZE(s->ff)) - first);
+    int st = 0;
+    if (n > 0) {
+      st = static_cast<int>(q.push_many(first, n, 0, 0, 1, batching::kNoDeadline, now));
+      if (st == 0) s->fpushed = first + static_cast<uint64_t>(n);
+    }
+    p.clear();
+    q.poll(now, p);
+    bool fast = st == 0 && p.expired.empty() && p.dropped.empty() && !p.finished && !p.ids.empty() &&
+                p.ids.front() >= kFastBase && p.ids.back() < kBulkBase;
+    for (size_t k = 1; fast && k < p.ids.size(); ++k) fast = p.ids[k] == p.ids[k - 1] + 1;
+    Py_ssize_t i = fast ? static_cast<Py_ssize_t>(p.ids.front() - s->fbase) : 0;
+    Py_ssize_t e = i + static_cast<Py_ssize_t>(p.ids.size());
+    if (fast && (i < s->fdead || e > PyList_GET_SIZE(s->ff))) fast = false;  // never expected: Python decides
+    if (!fast) return py::make_tuple(st, poll_runs_tuple(p), py::none());
+
+    // Take futures/inputs [i, e) and retire every entry below e (they have left the queue).
+    py::object fs = py::reinterpret_steal<py::object>(PyList_GetSlice(s->ff, i, e));
+    py::object xs = py::reinterpret_steal<py::object>(PyList_GetSlice(s->fx, i, e));
+    if (!fs || !xs) {
+      q.batch_done();
+      throw py::error_already_set();
+    }
+    if (s->fnone) {
+      Py_ssize_t nn = 0;
+      for (Py_ssize_t k = s->fdead; k < e; ++k) nn += PyList_GET_ITEM(s->ff, k) == Py_None;
+      s->fnone -= nn;
+    }
+    s->limit += e - s->fdead;
+    const Py_ssize_t len = PyList_GET_SIZE(s->ff);
+    if (e > 64 && 2 * e > len) {
+      if (PyList_SetSlice(s->ff, 0, e, nullptr) < 0 || PyList_SetSlice(s->fx, 0, e, nullptr) < 0) {
+        q.batch_done();
+        throw py::error_already_set();
+      }
+      s->fbase += static_cast<uint64_t>(e);
+      s->limit -= e;
+      e = 0;
+    }
+    s->fdead = e;
+    // A cancelled caller's request never reaches the model.
+    Py_ssize_t c = PyList_GET_SIZE(fs.ptr()), gone = 0;
+    std::vector<char> keep;
+    for (Py_ssize_t k = 0; k < c; ++k) {
+      int d = fut_done(s, PyList_GET_ITEM(fs.ptr(), k));
+      if (d < 0) {
+        q.batch_done();
+        throw py::error_already_set();
+      }
+      if (d && keep.empty()) keep.assign(static_cast<size_t>(c), 1);
+      if (d) {
+        keep[static_cast<size_t>(k)] = 0;
+        ++gone;
+      }
+    }
+    RunStats* rs = s->stats;
+    if (gone) {
+      rs->cancellations += gone;
+      rs->pending = true;
+      py::list fs2, xs2;
+      for (Py_ssize_t k = 0; k < c; ++k) {
+        if (!keep[static_cast<size_t>(k)]) continue;
+        fs2.append(PyList_GET_ITEM(fs.ptr(), k));
+        xs2.append(PyList_GET_ITEM(xs.ptr(), k));
+      }
+      fs = std::move(fs2);
+      xs = std::move(xs2);
+      c -= gone;
+      if (c == 0) {
+        q.batch_done();
+        continue;
+      }
+    }
+    const int64_t t0 = BatchQueue::now_ns();
+    rs->pending = true;
+    rs->executions += 1;
+    rs->inferences += c;
+    rs->batch_size.observe(static_cast<double>(c));
+    rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - p.oldest_enqueue_ns)) / 1e9);
+    PyObject* out = PyObject_CallOneArg(fn, xs.ptr());
+    if (out == nullptr) {
+      if (!PyErr_ExceptionMatches(PyExc_Exception)) {  // KeyboardInterrupt, SystemExit: propagate
+        q.batch_done();
+        throw py::error_already_set();
+      }
+      PyObject *t, *v, *tb;
+      PyErr_Fetch(&t, &v, &tb);
+      PyErr_NormalizeException(&t, &v, &tb);
+      if (tb != nullptr) PyException_SetTraceback(v, tb);
+      Py_XDECREF(t);
+      Py_XDECREF(tb);
+      return py::make_tuple(0, py::none(), py::make_tuple(fs, false, py::reinterpret_steal<py::object>(v), t0));
+    }
+    py::object outo = py::reinterpret_steal<py::object>(out);
+    if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != c)
+      return py::make_tuple(0, py::none(), py::make_tuple(fs, true, outo, t0));
+    rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
+    for (Py_ssize_t k = 0; k < c; ++k) {
+      PyObject* f = PyList_GET_ITEM(fs.ptr(), k);
+      PyObject* v = PyList_GET_ITEM(out, k);
+      PyObject* r;
+      if (Py_TYPE(f) == reinterpret_cast<PyTypeObject*>(s->future_type)) {
+        PyObject* a[2] = {f, v};
+        r = PyObject_Vectorcall(s->set_result, a, 2, nullptr);
+      } else {
+        r = PyObject_CallMethod(f, "set_result", "O", v);
+      }
+      if (r != nullptr) {
+        Py_DECREF(r);
+      } else if (PyErr_ExceptionMatches(s->invalid_state)) {
+        PyErr_Clear();  // the model cancelled a caller: answer the rest
+      } else {
+        q.batch_done();
+        throw py::error_already_set();
+      }
+    }
+    q.batch_done();
+  }
+}
+
 Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int64_t> preferred, int64_t max_batch_cost,
                    int64_t max_queue_size, int64_t max_concurrent, int64_t starvation_ns) {
   Config c;
@@ -348,6 +658,16 @@ void bind_batching(py::module_& m) {
     if (t == nullptr) throw py::error_already_set();
     m.add_object("LoopSubmitter", py::reinterpret_steal<py::object>(t));
   }
+  m.def(
+      "batching_drive_fast",
+      [](py::object sub, BatchQueue& q, py::object fn) {
+        if (Py_TYPE(sub.ptr()) != &LoopSubmitterType) throw py::type_error("batching_drive_fast: sub must be a LoopSubmitter");
+        auto* s = reinterpret_cast<LoopSubmitter*>(sub.ptr());
+        if (s->future_type == nullptr) throw py::value_error("batching_drive_fast: configure_runner() was not called");
+        return drive_fast(s, q, fn.ptr());
+      },
+      py::arg("sub"), py::arg("queue"), py::arg("fn"),
+      "The asyncio driver's common case in one call: (push_status, poll_runs tuple or None, finish or None).");
   m.def("batching_now_ns", &BatchQueue::now_ns, "The steady clock the native queue waits on (CLOCK_MONOTONIC).");
 
   // Registered before BatchQueue so signatures that take a Completions name the Python type.
