@@ -93,8 +93,15 @@ class _Plan:
         if np.any(self.std == 0):
             raise ValueError("preprocess_images: std must not be 0")
         self.inv_std = (np.float32(1) / self.std).astype(np.float32)
-        self.geometry = np.array([self._geometry(s[0], s[1], size, crop) for s in shapes], dtype=np.int64).reshape(-1, 6)
-        outs = {(int(g[4]), int(g[5])) for g in self.geometry}
+        if self.batch is not None and shapes:  # one geometry for the whole batch
+            g = self._geometry(shapes[0][0], shapes[0][1], size, crop)
+            self.geometry = np.empty((len(shapes), 6), dtype=np.int64)
+            self.geometry[:] = g
+            outs = {(g[4], g[5])}
+        else:
+            self.geometry = np.array([self._geometry(s[0], s[1], size, crop) for s in shapes],
+                                     dtype=np.int64).reshape(-1, 6)
+            outs = {(int(g[4]), int(g[5])) for g in self.geometry}
         if len(outs) > 1:
             raise ValueError("preprocess_images: images of different sizes need size= or crop= giving one output "
                              f"size; got output sizes {sorted(outs)}")
