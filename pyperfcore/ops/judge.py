@@ -173,6 +173,9 @@ class MetricResult:
     test: MannWhitneyResult | None = None
     control_n: int = 0
     experiment_n: int = 0
+    value: float | None = None      # threshold metrics (output drift): the statistic ...
+    threshold: float | None = None  # ... and the limit it was judged against
+    method: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -183,6 +186,8 @@ class MetricResult:
              "critical": self.critical, "group": self.group, "reason": self.reason,
              "ratio": self.ratio, "control_n": self.control_n,
              "experiment_n": self.experiment_n}
+        if self.value is not None:
+            d.update(value=self.value, threshold=self.threshold, method=self.method)
         if self.test is not None:
             fin = lambda v: v if math.isfinite(v) else None  # noqa: E731 (strict JSON)
             d.update(p_value=self.test.p_value, estimate=self.test.estimate,
@@ -264,6 +269,11 @@ class Judge:
     """Scores a canary: ``Judge(metrics).judge(control, experiment)`` with dicts of
     metric name -> samples (per-request or per-interval values).
 
+    ``metrics`` are :class:`MetricConfig` (Mann-Whitney) or any config with ``name``,
+    ``group``, ``weight``, ``critical`` and ``classify(control, experiment) -> MetricResult``,
+    such as :class:`pyperfcore.ops.output_drift.OutputDriftConfig` (a threshold on the drift of
+    the candidate's outputs).
+
     pass_threshold / marginal_threshold : score at or above which the verdict is ``pass`` /
         ``marginal`` (95 / 75 by default); below marginal it is ``fail``.
     """
@@ -289,7 +299,9 @@ class Judge:
         self.marginal_threshold = marginal_threshold
 
     def judge(self, control: Mapping, experiment: Mapping) -> JudgeResult:
-        results = [classify(control.get(m.name), experiment.get(m.name), m)
+        results = [m.classify(control.get(m.name), experiment.get(m.name))
+                   if hasattr(m, "classify") else
+                   classify(control.get(m.name), experiment.get(m.name), m)
                    for m in self.metrics]
         groups: dict = {}
         for r in results:

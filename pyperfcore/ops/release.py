@@ -24,10 +24,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .judge import Judge, JudgeResult, MetricConfig
+from .output_drift import OutputDriftConfig, extract_values, has_nan
 
 __all__ = ["hash_bucket", "Router", "ArmStats", "CanaryController", "CanaryStep",
            "slo_trigger", "error_rate_trigger", "latency_trigger", "drift_trigger",
-           "default_judge", "argo_analysis_template", "argo_rollout", "flagger_canary"]
+           "default_judge", "argo_analysis_template", "argo_rollout", "flagger_canary",
+           "OutputDriftConfig"]
 
 BUCKETS = 10_000  # weight resolution: 0.01 %
 
@@ -40,19 +42,23 @@ def hash_bucket(key, salt: str = "") -> int:
 
 
 class ArmStats:
-    """Bounded recent samples for one arm: latency (s), error flag, output agreement, per
-    request; ``window`` most recent kept."""
+    """Bounded recent samples for one arm: latency (s), error flag, output agreement and (when
+    the router collects them) output values per named extractor, per request; ``window`` most
+    recent kept."""
 
     def __init__(self, window: int = 50_000):
+        self.window = window
         self.latency = deque(maxlen=window)
         self.error = deque(maxlen=window)
         self.agree = deque(maxlen=window)
+        self.outputs: dict = {}  # extractor name -> deque of 1-D value arrays, one per request
         self.requests = 0
         self.errors = 0
         self.epoch = 0  # bumped by reset(): late background results of an old step are dropped
         self._lock = threading.Lock()
 
-    def add(self, latency_s: float, error: bool, agree: float | None = None) -> None:
+    def add(self, latency_s: float, error: bool, agree: float | None = None,
+            outputs: dict | None = None) -> None:
         with self._lock:
             self.requests += 1
             self.errors += bool(error)
@@ -60,6 +66,12 @@ class ArmStats:
             self.error.append(1.0 if error else 0.0)
             if agree is not None:
                 self.agree.append(float(agree))
+            if outputs:
+                for name, v in outputs.items():
+                    d = self.outputs.get(name)
+                    if d is None:
+                        d = self.outputs[name] = deque(maxlen=self.window)
+                    d.append(v)
 
     def add_agreement(self, agree: float, epoch: int | None = None) -> bool:
         """One agreement sample measured apart from the request (canary comparison); ignored
@@ -73,13 +85,16 @@ class ArmStats:
     def reset(self) -> None:
         with self._lock:
             self.latency.clear(), self.error.clear(), self.agree.clear()
+            self.outputs = {}
             self.requests = self.errors = 0
             self.epoch += 1
 
     def arrays(self) -> dict:
         with self._lock:
+            outs = {k: (np.concatenate(list(d)) if d else np.array([]))
+                    for k, d in self.outputs.items()}
             return {"latency": np.array(self.latency), "error": np.array(self.error),
-                    "agreement": np.array(self.agree)}
+                    "agreement": np.array(self.agree), "outputs": outs}
 
 
 def _default_agree(a, b) -> float:
@@ -109,13 +124,20 @@ class Router:
     call per compared request, counted in ``compare_calls``) or inline after the candidate
     answered (``compare_sync=True``: deterministic, for tests and batch jobs). Which requests are
     compared is decided by the key hash (with a different salt), so it is reproducible.
+
+    Output values for drift (``outputs=`` or :meth:`collect_outputs`, set by a
+    :class:`CanaryController` whose judge has an output-drift metric): a dict name -> extractor
+    (see :func:`pyperfcore.ops.output_drift.extract_values`), or one extractor stored as
+    ``output_drift``. Each answered request adds its extracted values to its arm's stats. An
+    output whose numeric values hold NaN/inf, or that an extractor cannot read, counts as an
+    error of the arm that produced it and adds no values (the user still gets that output).
     """
 
     def __init__(self, stable: Callable, candidate: Callable | None = None, *,
                  mode: str = "off", weight: float = 0.0, salt: str = "pyperfcore",
                  agree: Callable = _default_agree, shadow_workers: int = 2,
                  shadow_queue: int = 1024, window: int = 50_000, compare: float = 0.0,
-                 compare_sync: bool = False,
+                 compare_sync: bool = False, outputs=None,
                  clock: Callable[[], float] = time.perf_counter):
         if not callable(stable):
             raise TypeError("stable model must be callable")
@@ -135,6 +157,38 @@ class Router:
         self._rng = np.random.default_rng()
         self.mode, self.weight = "off", 0.0
         self.set_mode(mode, weight)
+        self._extractors: dict = {}
+        self.collect_outputs(outputs)
+
+    def collect_outputs(self, extractors) -> None:
+        """Record output values per request: ``{name: extractor}``, one extractor (stored as
+        ``output_drift``) or None to stop."""
+        if extractors is None:
+            ex = {}
+        elif isinstance(extractors, dict):
+            ex = dict(extractors)
+        else:
+            ex = {"output_drift": extractors}
+        for name, how in ex.items():
+            if not (callable(how) or how in ("values", "argmax", "max", "norm")):
+                raise ValueError(f"output extractor {name!r}: 'values', 'argmax', 'max', "
+                                 f"'norm' or a callable, got {how!r}")
+        self._extractors = ex
+
+    def _values(self, out):
+        """(values per extractor or None, bad output?)"""
+        if not self._extractors:
+            return None, False
+        vals = {}
+        for name, how in self._extractors.items():
+            try:
+                v = extract_values(out, how)
+            except Exception:
+                return None, True
+            if has_nan(v):
+                return None, True
+            vals[name] = v
+        return vals, False
 
     def set_mode(self, mode: str, weight: float | None = None) -> None:
         if mode not in ("off", "canary", "ab", "shadow"):
@@ -185,16 +239,16 @@ class Router:
                 out, dt = self._call("stable", self.stable, x)
                 self.stats["stable"].add(dt, False)
                 return out
-            self.stats["candidate"].add(dt, False)
+            vals, bad = self._values(out)
+            self.stats["candidate"].add(dt, bad, outputs=vals)
             if self._compared(key):
                 self._compare(x, out)
             return out
         out, dt = self._call("stable", self.stable, x)
+        vals, bad = self._values(out)
         if self.mode == "shadow":
             self._shadow(x, out)
-            self.stats["stable"].add(dt, False)
-        else:
-            self.stats["stable"].add(dt, False)
+        self.stats["stable"].add(dt, bad, outputs=vals)
         return out
 
     def _shadow(self, x, stable_out) -> None:
@@ -246,7 +300,8 @@ class Router:
                 self.stats["candidate"].add(self.clock() - t, True, 0.0)
                 return
             dt = self.clock() - t
-            self.stats["candidate"].add(dt, False, float(self.agree(stable_out, out)))
+            vals, bad = self._values(out)
+            self.stats["candidate"].add(dt, bad, float(self.agree(stable_out, out)), vals)
         finally:
             with self._lock:
                 self._pending -= 1
@@ -344,6 +399,13 @@ class CanaryController:
     Call :meth:`tick` periodically (or after requests). Per-request samples are grouped into
     intervals of ``interval`` requests so error rate and agreement are judged as rates.
 
+    Output drift: with ``output_drift=True`` (the default :class:`OutputDriftConfig`: PSI 0.2,
+    critical) or a config, or with a judge that already has such metrics, the controller makes
+    the router collect each arm's output values and judges, at every step, the drift of the
+    candidate's outputs against the stable arm's outputs of the same step (at 100 %, the previous
+    step's, as for the other metrics). A failing critical drift metric scores 0 and rolls back
+    like any failed analysis (audit trail, alias history).
+
     State: ``running`` -> ``promoted`` | ``rolled_back``.
     """
 
@@ -352,14 +414,27 @@ class CanaryController:
                  triggers: Sequence[Callable] = (), max_marginal_retries: int = 1,
                  audit=None, registry=None, model: str | None = None,
                  candidate_version: int | None = None, actor: str = "pyperfcore-canary",
-                 on_event: Callable[[dict], None] | None = None):
+                 on_event: Callable[[dict], None] | None = None,
+                 output_drift: OutputDriftConfig | bool | None = None):
         if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(steps):
             raise ValueError("steps are increasing percentages in (0, 100]")
         if steps[0] >= 100:
             raise ValueError("a canary needs a first step below 100% to collect a baseline")
         if min_requests < interval or interval < 1:
             raise ValueError("need 1 <= interval <= min_requests")
-        self.router, self.judge = router, judge or default_judge()
+        judge = judge or default_judge()
+        if output_drift:
+            cfg = OutputDriftConfig() if output_drift is True else output_drift
+            if not isinstance(cfg, OutputDriftConfig):
+                raise TypeError("output_drift is True or an OutputDriftConfig")
+            if any(m.name == cfg.name for m in judge.metrics):
+                raise ValueError(f"the judge already has a metric named {cfg.name!r}")
+            judge = Judge([*judge.metrics, cfg], pass_threshold=judge.pass_threshold,
+                          marginal_threshold=judge.marginal_threshold)
+        self.router, self.judge = router, judge
+        self._drift = [m for m in judge.metrics if isinstance(m, OutputDriftConfig)]
+        if self._drift:
+            router.collect_outputs({m.name: m.extract for m in self._drift})
         self.steps = [CanaryStep(float(s)) for s in steps]
         self.min_requests, self.interval = int(min_requests), int(interval)
         self.triggers = list(triggers)
@@ -400,6 +475,8 @@ class CanaryController:
         n = (a["error"].size // k) * k
         rates = a["error"][:n].reshape(-1, k).mean(axis=1) if n else np.array([])
         out = {"latency": a["latency"], "error_rate": rates}
+        for m in self._drift:  # pooled over the step: one drift statistic per analysis
+            out[m.name] = a["outputs"].get(m.name, np.array([]))
         if arm == "candidate" and a["agreement"].size:
             m = (a["agreement"].size // k) * k
             out["agreement"] = a["agreement"][:m].reshape(-1, k).mean(axis=1)
@@ -432,12 +509,16 @@ class CanaryController:
         step.verdict, step.score = res.verdict, res.score
         self._record("canary_analysis", weight=step.weight, verdict=res.verdict,
                      score=res.score, metrics=[m.to_dict() for m in res.metrics],
-                     agreement_intervals=[float(v) for v in exp.get("agreement", [])])
+                     agreement_intervals=[float(v) for v in exp.get("agreement", [])],
+                     errors={"stable": self.router.stats["stable"].errors,
+                             "candidate": cs.errors})
         if res.verdict == "fail" or (res.verdict == "marginal"
                                      and self.retries >= self.max_marginal_retries):
             failed = [m.name for m in res.metrics if m.failed]
+            why = next((m.reason for m in res.metrics if m.name == res.critical_failure), None)
             self.rollback(f"canary analysis {res.verdict} at {step.weight:g}% "
-                          f"(score {res.score:.0f}; failing: {', '.join(failed) or '-'})")
+                          f"(score {res.score:.0f}; failing: {', '.join(failed) or '-'})"
+                          + (f": {why}" if why else ""))
         elif res.verdict == "marginal":
             self.retries += 1
             self._enter_step()
