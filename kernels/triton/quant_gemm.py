@@ -463,11 +463,16 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         path = "two_pass"
     if path == "fused":
         bad = torch.empty((m,), dtype=torch.int32, device=dev)
-        # split-K workspace and tickets; zero on entry, left zeroed by the kernel
-        ws = torch.zeros((m * n + triton.cdiv(m, 16) * triton.cdiv(n, 16),), dtype=torch.int32, device=dev)
-        cnt = ws[m * n:]
+        key = ("fused", mb, n, k, str(dev))
+        tuned = _BEST.get(key)
+        if tuned is not None and tuned.kwargs["SPLIT_K"] == 1:
+            ws = cnt = bad  # never touched without split-K: no workspace, no memset launch
+        else:
+            # split-K partial sums and tickets: zero on entry, left zeroed by the kernel
+            ws = torch.zeros((m * n + triton.cdiv(m, 16) * triton.cdiv(n, 16),), dtype=torch.int32, device=dev)
+            cnt = ws[m * n:]
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])  # noqa: E731
-        _launch(_w8a8_fused_kernel, ("fused", mb, n, k, str(dev)), grid,
+        _launch(_w8a8_fused_kernel, key, grid,
                 (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, max(x.stride(0), 1),
                  qweight.stride(0), s_rm, y.stride(0)),
                 dict(SYMMETRIC=bool(symmetric), HAS_BIAS=bias is not None, ACT=act, HAS_RES=r is not None))

@@ -282,3 +282,26 @@ def test_triton_empty_and_bad_input(rng):
     with pytest.raises(TypeError, match="float16 or bfloat16"):
         qg.linear_half(torch.zeros((2, 8), device=dev), torch.zeros((6, 8), device=dev))
     assert qg.linear_half(torch.zeros((0, 8), device=dev), torch.zeros((6, 8), device=dev).half()).shape == (0, 6)
+
+
+@pytest.mark.parametrize("cfg_index", [0, 1])
+def test_triton_fused_cached_config_launch(cfg_index, rng, monkeypatch):
+    """The fast launch with a remembered config (as after tuning on a GPU), including a SPLIT_K=1
+    config, where the launcher allocates no workspace at all."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    m, k, n = 5, 96, 70
+    cfg = qg.INTERPRETER_EXTRA["fused"][cfg_index]
+    monkeypatch.setitem(qg._BEST, ("fused", qg._bucket(m), n, k, str(torch.empty(0, device=dev).device)), cfg)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, None)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = (rng.standard_normal((m, k)) * 2 + 0.3).astype(np.float32)
+    exp = ref.linear_w8a8(x, layer.qweight, layer.wscale, b, "silu")
+    y = qg.linear_w8a8(torch.from_numpy(x).to(dev), torch.from_numpy(layer.qweight).to(dev),
+                       torch.from_numpy(layer.wscale).to(dev), torch.from_numpy(layer.qweight.sum(axis=1, dtype=np.int32)).to(dev),
+                       torch.from_numpy(b).to(dev), "silu", path="fused")
+    np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=2e-5, atol=1e-5)
