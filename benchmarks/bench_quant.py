@@ -4,7 +4,7 @@ One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
   mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused; FP16 weights)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
-  gpu-w8a8-linear-*: marked `gpu`, run only in the device check (see the end of this file).
+  (the GPU W8A8 benchmark lives in benchmarks/bench_quant_gpu.py)
 Run: python -m pytest benchmarks/bench_quant.py --benchmark-only -p no:cacheprovider
 """
 from __future__ import annotations
@@ -178,95 +178,3 @@ def test_minilm_encode(benchmark, minilm, name):
     if name == "pyperfcore_w8a8":
         assert rep.meets(0.995, 0.99, 0.9)
     benchmark.pedantic(model.encode, args=(sentences,), rounds=3, iterations=1, warmup_rounds=1)
-
-
-# ------------------------------------------------------------------ GPU (device check only)
-# W8A8 linear y = gelu(dequant(q @ w^T) + bias), K = N = 4096, float32 activations in and out.
-#   pyperfcore_triton_w8a8: per-token quantization kernel + the Triton INT8 GEMM with the fused
-#       epilogue (the path QuantizedLinear / optimize() take on CUDA, including its NaN check).
-#   torch_int_mm+epilogue: the same math unfused: torch per-token quantization, torch._int_mm,
-#       then dequant, bias and GELU as separate kernels (_int_mm refuses M <= 16: skipped there).
-#   torch_fp16_addmm+gelu: an fp16 model on cuBLAS: addmm (bias fused) then GELU, fp16 in/out.
-GPU_M = (1, 16, 128, 1024, 4096)
-GPU_KN = 4096
-
-
-def _cuda_torch():
-    if not torch.cuda.is_available():
-        pytest.skip("torch sees no GPU")
-    return torch
-
-
-@pytest.fixture(scope="module")
-def gpu_layer():
-    t = _cuda_torch()
-    g = t.Generator(device="cpu").manual_seed(0)
-    w = t.randn(GPU_KN, GPU_KN, generator=g) * 0.02
-    b = t.randn(GPU_KN, generator=g) * 0.1
-    layer = quant.QuantizedLinear(w.numpy(), b.numpy(), activation="gelu")
-    dev = {"qweight": t.from_numpy(layer.qweight).cuda(), "wscale": t.from_numpy(layer.wscale).cuda(),
-           "bias": b.cuda()}
-    dev["colsum"] = dev["qweight"].to(t.int32).sum(dim=1).to(t.int32)
-    dev["w_t"] = dev["qweight"].t()  # [K, N] view, column-major, as _int_mm takes it
-    dev["w16"] = w.half().cuda()
-    dev["b16"] = b.half().cuda()
-    return layer, dev
-
-
-def _gpu_sync(fn):
-    def run():
-        out = fn()
-        torch.cuda.synchronize()
-        return out
-
-    return run
-
-
-def _int_mm_epilogue(x, dev):
-    amax = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-    sa = amax / 127
-    q = torch.round(x / sa).clamp(-127, 127).to(torch.int8)
-    acc = torch._int_mm(q, dev["w_t"])
-    return torch.nn.functional.gelu(acc.float() * sa * dev["wscale"] + dev["bias"])
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("m", GPU_M)
-@pytest.mark.parametrize("name", ["pyperfcore_triton_w8a8", "torch_int_mm+epilogue", "torch_fp16_addmm+gelu"])
-def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
-    t = _cuda_torch()
-    from pyperfcore.kernels import quant_gemm as qg
-
-    layer, dev = gpu_layer
-    benchmark.group = f"gpu-w8a8-linear-{m}x{GPU_KN}x{GPU_KN}-gelu"
-    x = t.randn(m, GPU_KN, generator=t.Generator(device="cpu").manual_seed(m)).cuda()
-    x16 = x.half()
-    with t.no_grad():
-        # fp64 reference of the float layer: every implementation must be close to it
-        ref64 = t.nn.functional.gelu(x.double() @ t.from_numpy(layer.dequantized_weight()).cuda().double().T
-                                     + dev["bias"].double())
-    fns = {
-        "pyperfcore_triton_w8a8": lambda: qg.linear_w8a8(x, dev["qweight"], dev["wscale"], dev["colsum"], dev["bias"],
-                                                         "gelu"),
-        "torch_int_mm+epilogue": lambda: _int_mm_epilogue(x, dev),
-        "torch_fp16_addmm+gelu": lambda: t.nn.functional.gelu(t.addmm(dev["b16"], x16, dev["w16"].T)),
-    }
-    if name == "torch_int_mm+epilogue" and m <= 16:
-        pytest.skip("torch._int_mm needs M > 16 on CUDA")
-    y = fns[name]()  # first call: Triton compiles and autotunes here, outside the timing
-    t.cuda.synchronize()
-    if name == "pyperfcore_triton_w8a8":
-        # bit-level check of the integer path: same codes through the CPU kernel's math in fp64
-        q, sa, zp = qg.quantize_activations(x)
-        acc = (q.double() - zp.double()[:, None]) @ dev["qweight"].double().T
-        exp = t.nn.functional.gelu(acc * (sa.double()[:, None] * dev["wscale"].double()[None, :]) + dev["bias"].double())
-        err = float((y.double() - exp).abs().max())
-        assert err <= 1e-4 * max(1.0, float(exp.abs().max())), err
-    yd = y.double()
-    cos = t.nn.functional.cosine_similarity(yd, ref64, dim=1)
-    assert float(cos.min()) > 0.999, (name, float(cos.min()))
-    benchmark.extra_info.update(cosine_min_vs_fp64=float(cos.min()), max_abs_err=float((yd - ref64).abs().max()),
-                                gop=2 * m * GPU_KN * GPU_KN / 1e9)
-    benchmark.pedantic(_gpu_sync(fns[name]), rounds=30, iterations=1, warmup_rounds=3)
-    if benchmark.stats:  # None under --benchmark-disable
-        benchmark.extra_info["TOP/s"] = 2 * m * GPU_KN * GPU_KN / benchmark.stats.stats.median / 1e12

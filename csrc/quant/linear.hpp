@@ -19,9 +19,9 @@ enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, silu 
 
 // The fused epilogue, applied per output element before it is stored:
 //   y = act(acc_dequantized + bias[n]) + residual[m, n]
-// bias and residual may be null. `gelu` is the erf form (torch.nn.GELU()), `gelu_tanh` the tanh
-// approximation (GELU(approximate="tanh")); both, and silu, use polynomial exp and the
-// Abramowitz-Stegun erf (|error| < 1.5e-7): |act error| <= 2e-6 |y| + 1e-7 max(1, |v|).
+// bias and residual may be null. `gelu` is the erf form (torch.nn.GELU()) through a rational
+// minimax fit of erfc (no exp), `gelu_tanh` the tanh approximation (GELU(approximate="tanh")),
+// which, like silu, uses a polynomial exp: |act error| <= 2e-6 |y| + 1e-7 max(1, |v|).
 struct Epilogue {
   const float* bias = nullptr;
   Activation act = Activation::none;
