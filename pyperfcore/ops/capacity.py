@@ -229,14 +229,22 @@ def keep_alive(idle_gaps_s, *, cold_start_s: float, hourly_price: float,
 
 
 def hpa_spec(name: str, plan: Plan, *, metric: str = "pyperfcore_queue_depth",
-             min_replicas: int | None = None, max_replicas: int | None = None) -> dict:
+             min_replicas: int | None = None, max_replicas: int | None = None,
+             target: str = "Deployment") -> dict:
     """``autoscaling/v2`` HorizontalPodAutoscaler on queue depth per pod: the target is one full
-    batch waiting per replica, the depth at which the plan's batcher still meets its SLO."""
+    batch waiting per replica, the depth at which the plan's batcher still meets its SLO.
+
+    ``target`` is ``Deployment`` (apps/v1) or ``Rollout`` (Argo Rollouts, which has the scale
+    subresource an HPA needs). Checked against the official schema by
+    :func:`pyperfcore.ops.k8s.validate` in the tests."""
+    refs = {"Deployment": "apps/v1", "Rollout": "argoproj.io/v1alpha1"}
+    if target not in refs:
+        raise ValueError(f"target is one of {sorted(refs)}, got {target!r}")
     lo = min_replicas if min_replicas is not None else max(1, plan.replicas)
     hi = max_replicas if max_replicas is not None else max(lo, plan.replicas * 3)
     return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": name},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"scaleTargetRef": {"apiVersion": refs[target], "kind": target,
                                         "name": name},
                      "minReplicas": lo, "maxReplicas": hi,
                      "metrics": [{"type": "Pods", "pods": {

@@ -612,15 +612,25 @@ def argo_rollout(name: str, image: str, *, steps: Sequence[float] = (5, 25, 50, 
 def flagger_canary(name: str, *, namespace: str = "default", port: int = 8080,
                    steps: Sequence[float] = (5, 25, 50), min_success_pct: float = 99.0,
                    max_duration_ms: float = 300.0, interval: str = "1m",
-                   threshold: int = 5) -> dict:
+                   threshold: int = 5, autoscaler: str | None = None) -> dict:
     """Flagger ``Canary`` with explicit ``stepWeights`` and the built-in success-rate and
-    duration checks (``threshold`` failed checks roll back)."""
+    duration checks (``threshold`` failed checks roll back); ``autoscaler`` names the
+    ``autoscaling/v2`` HPA (e.g. :func:`pyperfcore.ops.capacity.hpa_spec`) Flagger should
+    manage for the primary and canary. Validate with :func:`pyperfcore.ops.k8s.validate`
+    (Flagger's intervals must read like ``30s`` or ``1m``)."""
+    steps_pct = [int(s) for s in steps if s < 100]
+    if not steps_pct:
+        raise ValueError("a Flagger canary needs at least one step weight below 100")
+    spec = {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "service": {"port": port}}
+    if autoscaler is not None:
+        spec["autoscalerRef"] = {"apiVersion": "autoscaling/v2",
+                                 "kind": "HorizontalPodAutoscaler", "name": autoscaler}
     return {"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                     "service": {"port": port},
+            "spec": {**spec,
                      "analysis": {"interval": interval, "threshold": threshold,
-                                  "stepWeights": [int(s) for s in steps if s < 100],
+                                  "stepWeights": steps_pct,
                                   "metrics": [
                                       {"name": "request-success-rate", "interval": interval,
                                        "thresholdRange": {"min": min_success_pct}},
