@@ -274,6 +274,76 @@ class _Req:
         return self.kind != _K_WAIT and self.sink.done()
 
 
+class _FdTimer:
+    """The loop driver's delay timer where the OS has timerfd (Linux): armed at an absolute
+    monotonic deadline in nanoseconds and watched by the loop with ``add_reader``.
+
+    A ``loop.call_at`` timer wakes through the selector's timeout, which epoll takes in whole
+    milliseconds rounded up (a 1 ms delay often became 1.3-2 ms); the timerfd wakes the selector
+    when it expires. The reader is registered only while armed (it holds the callback).
+    """
+
+    __slots__ = ("fd", "loop", "cb", "registered", "armed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cb: Callable[[], None]):
+        fd = _core().batching_timerfd()
+        if fd < 0:
+            raise NotImplementedError("no timerfd on this platform")
+        self.fd, self.loop, self.cb = fd, loop, cb
+        self.registered = self.armed = False
+        try:
+            loop.add_reader(fd, self._fired)  # NotImplementedError on loops without readers
+            self.registered = True
+        except BaseException:
+            os.close(fd)
+            self.fd = -1
+            raise
+
+    def arm(self, deadline_ns: int) -> None:
+        _core().batching_timerfd_arm(self.fd, max(1, deadline_ns))
+        self.armed = True
+        if not self.registered:
+            self.loop.add_reader(self.fd, self._fired)
+            self.registered = True
+
+    def _fired(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:  # disarmed meanwhile
+            return
+        self.armed = False
+        self.cb()
+        if not self.armed and self.registered:
+            self.loop.remove_reader(self.fd)
+            self.registered = False
+
+    def cancel(self) -> None:
+        """Disarms (any thread); the reader goes when the loop next fires it or at close()."""
+        if self.fd >= 0:
+            _core().batching_timerfd_arm(self.fd, 0)
+        self.armed = False
+
+    def close(self) -> None:
+        """On the loop's thread."""
+        if self.fd < 0:
+            return
+        if self.registered:
+            try:
+                self.loop.remove_reader(self.fd)
+            except Exception:  # pragma: no cover - loop already closed
+                pass
+            self.registered = False
+        os.close(self.fd)
+        self.fd = -1
+
+    def __del__(self) -> None:  # pragma: no cover - close() is the normal way
+        if self.fd >= 0 and not self.registered:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+
+
 _live_batchers: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 # Native objects of a parent process, kept alive in a forked child: their mutexes may be held
 # by threads that do not exist there, so they are never touched or destroyed again.
@@ -431,8 +501,9 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._reset_fast()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | _FdTimer | None = None  # armed delay timer
         self._timer_ns = _NO_DEADLINE
+        self._fdtimer: _FdTimer | bool | None = None  # None: not tried yet; False: unavailable
         self._closed = False
         self._ids = itertools.count(1)  # single requests (next() is atomic under the GIL)
         self._bulk_next = _BULK_BASE  # contiguous ranges for push_many
@@ -637,6 +708,7 @@ class Batcher:
         self._reset_fast()
         self._timer = None
         self._timer_ns = _NO_DEADLINE
+        self._fdtimer = None  # the parent's belongs to the parent's loop
         self._cache_inflight = {}
         self._pid = os.getpid()
         if self._driver in ("thread", "asyncio") and self._clock is None:
@@ -1179,11 +1251,43 @@ class Batcher:
                 self._run_batch(runs, reason, oldest)
         if self.max_queue_size is not None:
             self._update_fast_limit(queued)
+        if self._closed and self._fdtimer:
+            self._release_fdtimer()
         if wake < _NO_DEADLINE and loop is not None and (self._timer is None or wake < self._timer_ns):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_ns = wake
-            self._timer = loop.call_at(loop.time() + max(0, wake - now) / 1e9, self._on_timer)
+            self._timer = self._arm_timer(loop, wake, now)
+
+    def _release_fdtimer(self) -> None:
+        """Closed and idle: the timerfd and its reader go (a later timer would use call_at)."""
+        t = self._fdtimer
+        if not t or not self._closed or self._q.size() or self._q.in_flight():
+            return
+        self._fdtimer = False
+        if self._loop is not None and threading.get_ident() == self._loop_thread_id:
+            t.close()
+        elif self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(t.close)
+            except RuntimeError:  # loop closed: its selector is gone
+                os.close(t.fd)
+                t.fd = -1
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, wake: int, now: int) -> Any:
+        """A timer calling _on_timer at monotonic time ``wake`` (ns): the timerfd where there is
+        one, else ``loop.call_at`` (millisecond wake-ups on epoll)."""
+        t = self._fdtimer
+        if t is None:
+            try:
+                t = _FdTimer(loop, self._on_timer)
+            except (NotImplementedError, OSError, RuntimeError):
+                t = False
+            self._fdtimer = t
+        if t:
+            t.arm(wake)
+            return t
+        return loop.call_at(loop.time() + max(0, wake - now) / 1e9, self._on_timer)
 
     def _run_fast_sync(self, s: int, c: int, oldest: int) -> None:
         """A batch of fast-path requests with a sync model, on the loop: _run_batch with the
@@ -1558,6 +1662,7 @@ class Batcher:
         if self._timer is not None and self._q.size() == 0 and self._q.in_flight() == 0:
             self._timer.cancel()
             self._timer = None
+        self._release_fdtimer()
         _live_batchers.discard(self)
 
     async def aclose(self, drain: bool = True) -> None:

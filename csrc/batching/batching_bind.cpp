@@ -8,6 +8,13 @@
 #include <mutex>
 #include <stdexcept>
 
+#if defined(__linux__)
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#endif
+
 #include "../bindings/bind.hpp"
 #include "batching.hpp"
 #include "batching_bench.hpp"
@@ -668,6 +675,37 @@ void bind_batching(py::module_& m) {
       },
       py::arg("sub"), py::arg("queue"), py::arg("fn"),
       "The asyncio driver's common case in one call: (push_status, poll_runs tuple or None, finish or None).");
+  // The asyncio driver's delay timer: a timerfd on CLOCK_MONOTONIC (the clock of
+  // batching_now_ns and time.monotonic_ns) armed at an absolute nanosecond deadline. The loop
+  // watches it with add_reader, so the wake-up does not depend on the selector's timeout, which
+  // epoll takes in whole milliseconds rounded up (plus the thread's timer slack).
+  m.def("batching_timerfd", []() -> int {
+#if defined(__linux__)
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0) throw std::runtime_error(std::string("timerfd_create: ") + std::strerror(errno));
+    return fd;
+#else
+    return -1;
+#endif
+  }, "A non-blocking timerfd on the monotonic clock, or -1 where there is none (not Linux).");
+  m.def(
+      "batching_timerfd_arm",
+      [](int fd, int64_t deadline_ns) {
+#if defined(__linux__)
+        itimerspec its{};
+        if (deadline_ns > 0) {  // 0: disarm
+          its.it_value.tv_sec = static_cast<time_t>(deadline_ns / 1000000000);
+          its.it_value.tv_nsec = static_cast<long>(deadline_ns % 1000000000);
+        }
+        if (timerfd_settime(fd, deadline_ns > 0 ? TFD_TIMER_ABSTIME : 0, &its, nullptr) != 0)
+          throw std::runtime_error(std::string("timerfd_settime: ") + std::strerror(errno));
+#else
+        (void)fd;
+        (void)deadline_ns;
+        throw std::runtime_error("timerfd is Linux-only");
+#endif
+      },
+      py::arg("fd"), py::arg("deadline_ns"), "Arms the timerfd at an absolute monotonic deadline (0 disarms).");
   m.def("batching_now_ns", &BatchQueue::now_ns, "The steady clock the native queue waits on (CLOCK_MONOTONIC).");
 
   // Registered before BatchQueue so signatures that take a Completions name the Python type.
