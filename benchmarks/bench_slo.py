@@ -72,3 +72,55 @@ def test_mann_whitney(benchmark, impl, n):
     else:  # p-value only
         benchmark(scipy_stats.mannwhitneyu, x, y, method="asymptotic")
     benchmark.extra_info["pairs"] = n * n
+
+
+# ------------------------------------------------------------------------ canary output drift
+def _psi_numpy(ref, cur, bins=10):
+    e = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    e[0], e[-1] = -np.inf, np.inf
+    p = np.histogram(ref, e)[0] / ref.size
+    q = np.histogram(cur, e)[0] / cur.size
+    p, q = np.where(p == 0, 1e-4, p), np.where(q == 0, 1e-4, q)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+@pytest.mark.parametrize("impl", ["pyperfcore", "numpy-scipy"])
+@pytest.mark.parametrize("method", ["psi", "ks", "wasserstein"])
+@pytest.mark.parametrize("n", [5_000, 50_000])
+def test_output_drift_statistic(benchmark, impl, method, n):
+    """One canary analysis's output-drift statistic over n outputs per arm."""
+    from pyperfcore.ops.output_drift import drift_statistic
+
+    rng = np.random.default_rng(2)
+    b, c = rng.beta(2, 5, n), rng.beta(2.2, 5, n)
+    benchmark.group = f"output drift {method} n={n} per arm"
+    ref = {"psi": lambda: _psi_numpy(b, c),
+           "ks": lambda: scipy_stats.ks_2samp(b, c).statistic,
+           "wasserstein": lambda: scipy_stats.wasserstein_distance(b, c) / b.std()}[method]
+    ours = lambda: drift_statistic(b, c, method=method).value  # noqa: E731
+    assert ours() == pytest.approx(ref(), rel=1e-9, abs=1e-12)
+    benchmark(ours if impl == "pyperfcore" else ref)
+    benchmark.extra_info["values_per_s"] = 2 * n / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("impl", ["bare-call", "router", "router+outputs"])
+def test_router_per_request(benchmark, impl):
+    """Per-request cost of the in-process router in canary mode, without and with output-value
+    collection for the drift metric (a float score per request)."""
+    from pyperfcore.ops import release as R
+
+    model = lambda x: 0.25 * x  # noqa: E731
+    benchmark.group = "router per request (canary 50 %)"
+    if impl == "bare-call":
+        fn = model
+    else:
+        fn = R.Router(model, model, mode="canary", weight=50, window=10_000,
+                      outputs="values" if impl == "router+outputs" else None)
+    xs = np.random.default_rng(3).random(1000)
+    assert fn(0.5) == 0.125
+
+    def run():
+        for i in range(xs.size):
+            fn(xs[i])
+    benchmark(run)
+    benchmark.extra_info["requests_per_s"] = xs.size / benchmark.stats.stats.median

@@ -109,19 +109,44 @@ def gate(candidate: Callable, baseline: Callable, inputs: Sequence, *,
         d = acc["candidate"] - acc["baseline"]
         checks.append(("accuracy delta", d >= min_accuracy_delta, f"{d:+.4f}",
                        f">= {min_accuracy_delta:+}", f"candidate {acc['candidate']:.4f}"))
-    try:
-        cb = np.concatenate([np.asarray(o, np.float64).ravel() for o in outs["baseline"]])
-        cc = np.concatenate([np.asarray(o, np.float64).ravel() for o in outs["candidate"]])
-        d = psi(cb, cc)
-        checks.append(("output drift PSI", d <= max_output_psi, f"{d:.4f}",
-                       f"<= {max_output_psi}", ""))
-    except (TypeError, ValueError):
-        checks.append(("output drift PSI", True, "n/a", f"<= {max_output_psi}",
-                       "outputs are not numeric"))
+    checks.append(_drift_check(outs, max_output_psi))
     if load_rps is not None:
         checks.extend(_load_checks(candidate, baseline, inputs, load_rps, load_duration_s,
                                    max_load_p99_ratio, max_p99_s, max_batch_size, max_delay_ms))
     return GateReport(all(c[1] for c in checks), checks)
+
+
+def _drift_check(outs, max_psi) -> tuple:
+    """PSI of the candidate's outputs against the baseline's: numeric values over quantile bins
+    (:func:`psi`), labels (strings, integers, booleans) over the label distribution. A NaN/inf
+    output fails the check (it has no place in a distribution and must not pass unseen)."""
+    from .output_drift import drift_statistic
+
+    vals = {}
+    for k, v in outs.items():
+        arrs = [np.asarray(o).ravel() for o in v]
+        try:
+            vals[k] = np.concatenate(arrs) if arrs else np.array([])
+        except ValueError:
+            return ("output drift PSI", True, "n/a", f"<= {max_psi}", "outputs of mixed shape")
+    b, c = vals["baseline"], vals["candidate"]
+    nan = {k: int((~np.isfinite(a)).sum()) for k, a in vals.items() if a.dtype.kind in "fc"}
+    if any(nan.values()):
+        return ("output drift PSI", False, "NaN", f"<= {max_psi}",
+                ", ".join(f"{k} {n} NaN/inf output values" for k, n in nan.items() if n))
+    if b.size == 0 or c.size == 0:
+        return ("output drift PSI", True, "n/a", f"<= {max_psi}", "no output values")
+    if b.dtype.kind == "f" or c.dtype.kind == "f":
+        try:
+            d = psi(b.astype(np.float64), c.astype(np.float64))
+        except (TypeError, ValueError):
+            return ("output drift PSI", True, "n/a", f"<= {max_psi}", "outputs are not numeric")
+        return ("output drift PSI", d <= max_psi, f"{d:.4f}", f"<= {max_psi}", "")
+    try:
+        d = drift_statistic(b, c, kind="labels", method="psi").value
+    except (TypeError, ValueError) as e:
+        return ("output drift PSI", True, "n/a", f"<= {max_psi}", f"outputs not comparable: {e}")
+    return ("output drift PSI", d <= max_psi, f"{d:.4f}", f"<= {max_psi}", "label distribution")
 
 
 def _load_checks(candidate, baseline, inputs, rps, duration_s, max_ratio, max_p99_s,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import math
 import threading
 import time
 from collections import deque
@@ -91,10 +92,22 @@ class ArmStats:
 
     def arrays(self) -> dict:
         with self._lock:
-            outs = {k: (np.concatenate(list(d)) if d else np.array([]))
-                    for k, d in self.outputs.items()}
+            outs = {k: _pool(d) for k, d in self.outputs.items()}
             return {"latency": np.array(self.latency), "error": np.array(self.error),
                     "agreement": np.array(self.agree), "outputs": outs}
+
+
+_SCALARS = (float, int, str, bool, np.floating, np.integer, np.bool_, np.str_)
+
+
+def _pool(d) -> np.ndarray:
+    """One 1-D array from per-request entries: scalars (the fast path) or 1-D arrays."""
+    if not d:
+        return np.array([])
+    items = list(d)
+    if all(isinstance(v, _SCALARS) for v in items):
+        return np.asarray(items)
+    return np.concatenate([np.atleast_1d(np.asarray(v)) for v in items])
 
 
 def _default_agree(a, b) -> float:
@@ -181,6 +194,12 @@ class Router:
             return None, False
         vals = {}
         for name, how in self._extractors.items():
+            if how == "values" and isinstance(out, _SCALARS):
+                # one scalar per request (a score, a label): kept as is, no array per request
+                if isinstance(out, (float, np.floating)) and not math.isfinite(out):
+                    return None, True
+                vals[name] = out
+                continue
             try:
                 v = extract_values(out, how)
             except Exception:

@@ -339,3 +339,27 @@ def test_nan_outputs_of_the_candidate_fail_through_the_error_rate():
     by = {m.name: m for m in ctl.last_result.metrics}
     assert by["error_rate"].failed and not by["output_drift"].failed
     assert "error_rate" in ctl.steps[0].reason
+
+
+def test_gate_judges_label_outputs_and_fails_nan_outputs():
+    from pyperfcore.ops import gate as G
+
+    rng = np.random.default_rng(10)
+    xs = list(rng.normal(size=400))
+    base = lambda x: "spam" if x > 0.5 else "ham"  # noqa: E731
+    shifted = lambda x: "spam" if x > -0.3 else "ham"  # noqa: E731
+    rep = G.gate(base, base, xs, max_p99_ratio=None)
+    drift = {c[0]: c for c in rep.checks}["output drift PSI"]
+    assert rep.ok and drift[2] == "0.0000" and drift[4] == "label distribution"
+    rep = G.gate(shifted, base, xs, max_p99_ratio=None, min_agreement=0.0)
+    drift = {c[0]: c for c in rep.checks}["output drift PSI"]
+    bl = np.array([base(x) for x in xs])
+    cl = np.array([shifted(x) for x in xs])
+    assert not drift[1] and float(drift[2]) == pytest.approx(label_psi_oracle(bl, cl), abs=1e-4)
+    assert not rep.ok
+    # a NaN output fails the drift check instead of passing as "not numeric"
+    nan_at = {3, 77}
+    cand = lambda x, it=iter(range(10**6)): float("nan") if next(it) in nan_at else float(x)  # noqa: E731
+    rep = G.gate(cand, lambda x: float(x), xs, max_p99_ratio=None, min_agreement=0.0)
+    drift = {c[0]: c for c in rep.checks}["output drift PSI"]
+    assert not drift[1] and drift[2] == "NaN" and "candidate 2 NaN" in drift[4]
