@@ -79,12 +79,15 @@ def _nms_cpu(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     return like(boxes, _core().prepost_batched_nms(b, s, c, thr))[0]
 
 
+_NMS_MASK_LIMIT = 2**31  # bytes of the n x ceil(n / 64) uint64 bitmask (about 131,000 boxes)
+
+
 @register("batched_nms", "cuda", ("cuda",))
 def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     """Sort by (class, score descending, index) with torch, build the IoU bitmask of each class's
     run of boxes and pick the kept ones in one warp (kernels/cuda/prepost_post.cu), then order the
     kept indices by score (ties: lower index). The threshold is compared as float32, as on the
-    CPU backend. Synchronizes on the finiteness check and the number of kept boxes."""
+    CPU backend. Synchronizes once (the number of kept boxes and the NaN / infinity check)."""
     import torch
 
     from .._runtime import _cuda_module
@@ -95,18 +98,22 @@ def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     n = int(boxes.shape[0])
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=dev)
+    cb = (n + 63) // 64
+    if n * cb * 8 > _NMS_MASK_LIMIT:
+        raise ValueError(f"batched_nms: {n} boxes need a {n * cb * 8 / 2**30:.1f} GiB IoU bitmask on the GPU (limit "
+                         f"{_NMS_MASK_LIMIT / 2**30:.0f} GiB); filter by score first or use backend='cpu'")
     with torch.cuda.device(dev):
         b = boxes.contiguous()
         s = scores.contiguous()
-        if not bool(torch.isfinite(b).all()) or bool(torch.isnan(s).any()):
-            raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
+        # Checked on the device and read back with the kept count: one synchronization per call
+        # (the kernels run bounded loops whatever the values).
+        bad = torch.isnan(s).any() | ~torch.isfinite(b).all()
         c = idxs.to(torch.int64)
         order = torch.sort(s, descending=True, stable=True).indices  # ties: lower index first
         perm = order[torch.sort(c[order], stable=True).indices]  # by class, then score order
         cs = c[perm].contiguous()
         bs = b[perm].contiguous()
         ends = torch.searchsorted(cs, cs, right=True)
-        cb = (n + 63) // 64
         mask = torch.empty(n * cb, dtype=torch.int64, device=dev)
         removed = torch.empty(cb, dtype=torch.int64, device=dev)
         keep = torch.empty(n, dtype=torch.int64, device=dev)
@@ -114,6 +121,9 @@ def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
         stream = torch.cuda.current_stream(dev).cuda_stream
         _cuda_module().prepost_nms(bs.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, thr,
                                    mask.data_ptr(), removed.data_ptr(), keep.data_ptr(), count.data_ptr(), stream)
-        kept = perm[keep[:int(count.item())]]
+        nkeep, nbad = torch.cat([count, bad.view(1).to(torch.int32)]).tolist()
+        if nbad:
+            raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
+        kept = perm[keep[:nkeep]]
         kept = torch.sort(kept).values  # index order, so the stable score sort breaks ties by index
         return kept[torch.sort(s[kept], descending=True, stable=True).indices]
