@@ -221,17 +221,16 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
 
     # Pass 1: each row's range over the whole K (0 included), NaN/inf flagged, as _act_quant_kernel.
-    lo = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-    hi = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-    bad = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        if EVEN_K:
-            v = tl.load(xrow + kk[None, :])
-            fin = tl.abs(v) <= _FLT_MAX
-        else:
-            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
-            fin = (tl.abs(v) <= _FLT_MAX) | (kk[None, :] >= K)
+    # Its own narrow tile (STAT_K columns): three [BLOCK_M, BLOCK_K] tiles would spill registers.
+    STAT_K: tl.constexpr = 128
+    sk = tl.arange(0, STAT_K)
+    lo = tl.zeros([BLOCK_M, STAT_K], dtype=tl.float32)
+    hi = tl.zeros([BLOCK_M, STAT_K], dtype=tl.float32)
+    bad = tl.zeros([BLOCK_M, STAT_K], dtype=tl.int32)
+    for k0 in range(0, K, STAT_K):
+        kk = k0 + sk
+        v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+        fin = (tl.abs(v) <= _FLT_MAX) | (kk[None, :] >= K)
         bad = tl.maximum(bad, tl.where(fin, 0, 1))
         v = tl.where(fin, v, 0.0)
         lo = tl.minimum(lo, v)
@@ -270,7 +269,7 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
             v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
         qv = tl.minimum(tl.maximum(_rne(v * inv[:, None]) + zp[:, None], qmin), 255.0)
-        a = (qv.to(tl.int32) - 128).to(tl.int8)
+        a = (qv - 128.0).to(tl.int8)  # exact: an integer in [-128, 127]
         acc += tl.dot(a, b, out_dtype=tl.int32)
 
     zpi = zp.to(tl.int32)
@@ -330,7 +329,7 @@ def _w8a8_kernel(q_ptr, w_ptr, sa_ptr, zp_ptr, bad_ptr, sw_ptr, cs_ptr, b_ptr, r
         else:
             a = tl.load(arow + kk[None, :], mask=kk[None, :] < K, other=128)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
-        a = (a.to(tl.int32) - 128).to(tl.int8)
+        a = (a ^ 0x80).to(tl.int8, bitcast=True)  # q - 128 for a uint8 q, one op per byte
         acc += tl.dot(a, b, out_dtype=tl.int32)
     rmask = rm < M
     sa = tl.load(sa_ptr + rm, mask=rmask, other=1.0)

@@ -74,10 +74,9 @@ def test_triton_half_matches_oracle(dtype, rng):
 
 
 @given(m=st.integers(1, 40), k=st.integers(1, 80), n=st.integers(1, 80), seed=st.integers(0, 2**32 - 1),
-       dtype=st.sampled_from(["float16", "bfloat16"]), act=st.sampled_from(quant.ACTIVATIONS), res=st.booleans(),
-       cfg=st.integers(0, 1))
-@settings(max_examples=8)
-def test_triton_half_every_config_matches_oracle(m, k, n, seed, dtype, act, res, cfg):
+       dtype=st.sampled_from(["float16", "bfloat16"]), act=st.sampled_from(quant.ACTIVATIONS), res=st.booleans())
+@settings(max_examples=6)
+def test_triton_half_every_config_matches_oracle(m, k, n, seed, dtype, act, res):
     """The fp16/bf16 Tensor-core kernel (every config the interpreter has, on a GPU every tuned
     one) against the float64 oracle of the rounded operands; odd M, K, N exercise every edge."""
     import torch
@@ -92,17 +91,17 @@ def test_triton_half_every_config_matches_oracle(m, k, n, seed, dtype, act, res,
     b = rng.standard_normal(n).astype(np.float32)
     r = rng.standard_normal((m, n)).astype(np.float32) if res else None
     exp = ref.linear_half(_round_to(x, dtype), w.double().numpy(), b, act, r)
-    configs = qg._half_kernel.configs + qg.INTERPRETER_EXTRA["half"]
-    c = configs[cfg % len(configs)]
     xt, wt, bt = torch.from_numpy(x).to(dev), w.to(dev), torch.from_numpy(b).to(dev)
     rt = None if r is None else torch.from_numpy(r).to(dev)
-    y = torch.full((m, n), float("nan"), device=dev)
-    grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(n, c.kwargs["BLOCK_N"]),)
-    qg._half_kernel.fn[grid](xt, wt, bt, y if rt is None else rt, y, m, n, k, qg._bucket(m), xt.stride(0), wt.stride(0),
-                             0 if rt is None else rt.stride(0), y.stride(0), HAS_BIAS=True, ACT=qg._ACTS[act],
-                             HAS_RES=rt is not None, DOT_F32=qg._INTERPRET and dtype == "bfloat16",
-                             num_warps=c.num_warps, num_stages=c.num_stages, **c.kwargs)
-    np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(exp).max())))
+    for c in qg._half_kernel.configs + qg.INTERPRETER_EXTRA["half"]:
+        y = torch.full((m, n), float("nan"), device=dev)
+        grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(n, c.kwargs["BLOCK_N"]),)
+        qg._half_kernel.fn[grid](xt, wt, bt, y if rt is None else rt, y, m, n, k, qg._bucket(m), xt.stride(0),
+                                 wt.stride(0), 0 if rt is None else rt.stride(0), y.stride(0), HAS_BIAS=True,
+                                 ACT=qg._ACTS[act], HAS_RES=rt is not None, DOT_F32=qg._INTERPRET and dtype == "bfloat16",
+                                 num_warps=c.num_warps, num_stages=c.num_stages, **c.kwargs)
+        np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(exp).max())),
+                                   err_msg=str(c))
 
 
 def test_triton_nan_is_an_error(rng):
