@@ -45,12 +45,17 @@ import numpy as np
 from .judge import MetricResult
 
 __all__ = ["OutputDriftConfig", "DriftStat", "drift_statistic", "extract_values",
-           "DEFAULT_THRESHOLDS", "has_nan"]
+           "DEFAULT_THRESHOLDS", "has_nan", "OutputTypeMismatch"]
 
 DEFAULT_THRESHOLDS = {"psi": 0.2, "ks": 0.15, "wasserstein": 0.3, "jensenshannon": 0.2}
 _METHODS = {"numeric": ("psi", "wasserstein", "ks", "jensenshannon"),
             "labels": ("psi", "jensenshannon")}
 _EXTRACT = ("values", "argmax", "max", "norm")
+
+
+class OutputTypeMismatch(TypeError):
+    """The candidate's outputs are not of the baseline's kind (labels vs values, strings vs
+    integers): the judge fails the drift metric with this reason rather than comparing them."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,9 @@ def drift_statistic(baseline, candidate, *, kind: str = "auto", method: str | No
         raise ValueError(f"kind is 'auto', 'numeric' or 'labels', got {kind!r}")
     if b.size == 0 or c.size == 0:
         raise ValueError("output drift needs two non-empty samples")
+    if (b.dtype.kind in "biuf") != (c.dtype.kind in "biuf"):
+        raise OutputTypeMismatch(f"one arm's outputs are numeric, the other's are not "
+                                 f"({b.dtype} vs {c.dtype})")
     k = _kind(b, c, kind)
     m = method or "psi"
     if m not in _METHODS[k]:
@@ -138,11 +146,13 @@ def drift_statistic(baseline, candidate, *, kind: str = "auto", method: str | No
     if k == "labels":
         b, c = _as_labels(b), _as_labels(c)
         if b.dtype.kind != c.dtype.kind:
-            raise TypeError(f"baseline and candidate labels differ in type ({b.dtype} vs {c.dtype})")
+            raise OutputTypeMismatch(f"baseline and candidate labels differ in type "
+                                     f"({b.dtype} vs {c.dtype})")
         fn = D.psi if m == "psi" else D.jensen_shannon
         return DriftStat(float(fn(b, c, kind="categorical")), m, k, b.size, c.size)
     if b.dtype.kind not in "biuf" or c.dtype.kind not in "biuf":
-        raise TypeError("numeric output drift needs numeric values")
+        raise OutputTypeMismatch(f"numeric output drift needs numeric values in both arms "
+                                 f"({b.dtype} vs {c.dtype})")
     b, c = b.astype(np.float64), c.astype(np.float64)
     for name, a in (("baseline", b), ("candidate", c)):
         if not np.isfinite(a).all():
@@ -213,8 +223,13 @@ class OutputDriftConfig:
             return MetricResult(classification="NoData", **base,
                                 reason=f"{min(b.size, c.size)} output values for {who}, "
                                        f"need {self.min_samples}")
-        s = drift_statistic(b, c, kind=self.kind, method=self.method, bins=self.bins)
         thr = self.effective_threshold
+        try:
+            s = drift_statistic(b, c, kind=self.kind, method=self.method, bins=self.bins)
+        except OutputTypeMismatch as e:
+            return MetricResult(classification="High", threshold=thr, **base,
+                                reason=f"candidate outputs not comparable with the "
+                                       f"baseline's: {e}")
         extra = f", p={s.p_value:.2g}" if s.p_value is not None else ""
         if s.value > thr:
             return MetricResult(classification="High", value=s.value, threshold=thr,

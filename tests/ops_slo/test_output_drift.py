@@ -98,8 +98,10 @@ def test_bad_outputs_are_errors_at_the_call_site():
         drift_statistic(np.array([]), np.array([1.0]))
     with pytest.raises(ValueError, match="does not apply"):
         drift_statistic(np.array(["a"]), np.array(["b"]), method="ks")
-    with pytest.raises(TypeError, match="differ"):
+    with pytest.raises(TypeError, match="the other's are not"):
         drift_statistic(np.array(["a", "b"]), np.array([1, 2]))
+    with pytest.raises(TypeError, match="differ"):
+        drift_statistic(np.array(["a", "b"]), np.array([1, 2], dtype=object))
     with pytest.raises(TypeError, match="floats"):
         drift_statistic(np.array([0.5]), np.array([1.5]), kind="labels")
     with pytest.raises(ValueError, match="kind"):
@@ -363,3 +365,11 @@ def test_gate_judges_label_outputs_and_fails_nan_outputs():
     rep = G.gate(cand, lambda x: float(x), xs, max_p99_ratio=None, min_agreement=0.0)
     drift = {c[0]: c for c in rep.checks}["output drift PSI"]
     assert not drift[1] and drift[2] == "NaN" and "candidate 2 NaN" in drift[4]
+
+
+def test_outputs_of_another_type_fail_the_metric_with_the_reason():
+    cfg = OutputDriftConfig(min_samples=5)
+    r = cfg.classify(np.array(["a", "b"] * 10), np.arange(20))
+    assert r.classification == "High" and "not comparable" in r.reason
+    r = cfg.classify(np.arange(20) * 0.5, np.array(["x"] * 20))
+    assert r.classification == "High" and "numeric, the other's are not" in r.reason
