@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "../common/threads.hpp"
-#include "../quant/quant.hpp"
 #include "prepost.hpp"
 #include "prepost_kernels.hpp"
 
@@ -32,55 +31,60 @@ void check_logits(const Logits& x) {
   }
 }
 
-// Row r as contiguous floats: the input itself (float32) or `buf` filled from it.
-const float* row_floats(const Logits& x, int64_t r, std::vector<float>& buf) {
-  const int64_t n = x.cols;
+// Row r as contiguous floats: the input itself (float32) or `buf` (n values) filled from it.
+const float* row_floats(const Logits& x, const detail::RowOps& ops, int64_t r, float* buf) {
   if (x.dtype == 0) return static_cast<const float*>(x.data) + r * x.row_stride;
-  buf.resize(static_cast<size_t>(n));
-  if (x.dtype == 1) {
-    const uint16_t* p = static_cast<const uint16_t*>(x.data) + r * x.row_stride;
-    for (int64_t i = 0; i < n; ++i) buf[static_cast<size_t>(i)] = quant::half_to_float(p[i]);
-  } else {
-    const int8_t* p = static_cast<const int8_t*>(x.data) + r * x.row_stride;
-    if (x.n_scales == 1) {
-      const float s = x.scales[0];
-      for (int64_t i = 0; i < n; ++i) buf[static_cast<size_t>(i)] = static_cast<float>(p[i]) * s;
-    } else {
-      for (int64_t i = 0; i < n; ++i) buf[static_cast<size_t>(i)] = static_cast<float>(p[i]) * x.scales[i];
-    }
-  }
-  return buf.data();
+  const int64_t item = x.dtype == 1 ? 2 : 1;
+  ops.widen(static_cast<const char*>(x.data) + r * x.row_stride * item, x.dtype, x.cols, x.scales, x.n_scales, buf);
+  return buf;
 }
-
-// The k-th largest of n <= 32 values (1 <= k <= n) by insertion into a descending list: for the
-// small k of top-k this is a few dozen compares, several times cheaper than std::nth_element.
-float kth_largest(const float* v, int n, int64_t k) {
-  float top[32];
-  int64_t cnt = 0;
-  for (int i = 0; i < n; ++i) {
-    const float x = v[i];
-    if (cnt == k && !(x > top[k - 1])) continue;
-    int64_t pos = cnt < k ? cnt++ : k - 1;
-    while (pos > 0 && top[pos - 1] < x) {
-      top[pos] = top[pos - 1];
-      --pos;
-    }
-    top[pos] = x;
-  }
-  return top[k - 1];
-}
-
-enum Bad : int { kOk = 0, kNan = 1, kPosInf = 2, kAllNegInf = 3 };
 
 [[noreturn]] void throw_bad(int why) {
-  if (why == kNan) throw std::invalid_argument("logits contain NaN");
-  if (why == kPosInf) throw std::invalid_argument("logits contain +inf; softmax is undefined");
+  if (why == detail::kScanNan) throw std::invalid_argument("logits contain NaN");
+  if (why == detail::kScanPosInf) throw std::invalid_argument("logits contain +inf; softmax is undefined");
   throw std::invalid_argument("a row of logits is all -inf; softmax is undefined");
 }
 
-// Rows per task: about 2^18 values (some 50-100 us of work), so small batches run on the calling
-// thread alone: waking the pool costs more than they take.
-int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(cols, 1)); }
+// Rows per task. Below 2^18 values (some 60-80 us of top-k or softmax work on one core) the
+// calling thread does it all: waking the pool costs microseconds, and on this project's shared
+// 2-core machine a second thread did not lower the median at [256, 1000] (see docs/prepost.md).
+// Above, tasks of about 2^15 values: the pool hands them out one at a time, so when the other
+// cores are busy the caller simply takes more of them.
+int64_t grain_rows(int64_t rows, int64_t cols) {
+  const int64_t c = std::max<int64_t>(cols, 1);
+  if (rows * c < (int64_t{1} << 18)) return std::max<int64_t>(rows, 1);
+  return std::max<int64_t>(1, (int64_t{1} << 15) / c);
+}
+
+// Sorted (value desc, index asc) list of the best k so far, written in place in the output row,
+// each with a payload (its position in the candidate list). Candidates arrive in index order, so
+// a value equal to one in the list goes after it, and one equal to the k-th is not better: ties
+// keep the lower index.
+struct TopList {
+  float* v;
+  int64_t* i;
+  int32_t* p;
+  int64_t k, cnt = 0;
+  inline void insert(float x, int64_t j, int32_t payload) {
+    if (cnt == k && !(x > v[k - 1])) return;
+    int64_t pos = cnt < k ? cnt++ : k - 1;
+    while (pos > 0 && v[pos - 1] < x) {
+      v[pos] = v[pos - 1];
+      i[pos] = i[pos - 1];
+      p[pos] = p[pos - 1];
+      --pos;
+    }
+    v[pos] = x;
+    i[pos] = j;
+    p[pos] = payload;
+  }
+};
+
+int bad_of(bool nan, float m, bool softmax) {
+  if (nan) return detail::kScanNan;
+  if (m == kInf) return detail::kScanPosInf;
+  return softmax && m == -kInf ? detail::kScanAllNegInf : detail::kScanOk;
+}
 
 }  // namespace
 
@@ -90,111 +94,95 @@ void topk(const Logits& x, int64_t k, bool softmax, float* values, int64_t* indi
     throw std::invalid_argument("top-k: k = " + std::to_string(k) + " must be in [0, " + std::to_string(x.cols) + "]");
   if (x.rows == 0 || x.cols == 0) return;
   const detail::RowOps& ops = detail::row_ops(target);
-  std::atomic<int> bad{kOk};
-  const bool filter_ok = x.cols < INT32_MAX;
-  parallel_for(x.rows, grain_rows(x.cols), [&](int64_t b, int64_t e) {
-    std::vector<float> buf, cv;
-    std::vector<int32_t> ci;
-    std::vector<float> tv(static_cast<size_t>(k + 1));
-    std::vector<int64_t> ti(static_cast<size_t>(k + 1));
+  std::atomic<int> bad{detail::kScanOk};
+  const int64_t n = x.cols;
+  // The scan collects candidates with int32 indices and takes 1 <= k <= the target's lanes; other
+  // k walk the row with next_greater.
+  const bool scan = k >= 1 && k <= ops.lanes && n < INT32_MAX - 64;
+  parallel_for(x.rows, grain_rows(x.rows, n), [&](int64_t b, int64_t e) {
+    std::vector<float> buf(x.dtype == 0 ? 0 : static_cast<size_t>(n));
+    std::vector<float> cv(scan ? static_cast<size_t>(n + 32) : 0), ce(scan ? static_cast<size_t>(n + 32) : 0);
+    std::vector<int32_t> ci(scan ? static_cast<size_t>(n + 32) : 0);
+    std::vector<int32_t> slot(static_cast<size_t>(std::max<int64_t>(k, 1)));
     for (int64_t r = b; r < e; ++r) {
-      const float* row = row_floats(x, r, buf);
-      const int64_t n = x.cols;
+      if (bad.load(std::memory_order_relaxed) != detail::kScanOk) return;
+      const float* row = row_floats(x, ops, r, buf.data());
+      float* vo = values + r * k;
+      int64_t* io = indices + r * k;
+      if (scan) {
+        const float* next = x.dtype == 0 && r + 1 < e ? row + x.row_stride : nullptr;
+        const detail::TopkScan sc = ops.topk_scan(row, n, k, softmax, cv.data(), ci.data(), ce.data(), next);
+        if (sc.status != detail::kScanOk) {
+          bad.store(sc.status);
+          return;
+        }
+        TopList top{vo, io, slot.data(), k};
+        for (int64_t j = 0; j < sc.count; ++j)
+          top.insert(cv[static_cast<size_t>(j)], ci[static_cast<size_t>(j)], static_cast<int32_t>(j));
+        // The probabilities from the exps the sum was made of: exp(x - max) / sum, accurate for
+        // logits of any magnitude (x - max is exact or nearly for the top values).
+        if (softmax)
+          for (int64_t j = 0; j < k; ++j) vo[j] = ce[static_cast<size_t>(slot[j])] / sc.sum;
+        continue;
+      }
+      // k = 0 or k > lanes: walk the row with next_greater.
       bool nan = false;
-      float lanes[32];
-      const int L = ops.lane_max(row, n, &nan, lanes);
-      float m = -kInf;
-      for (int j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
-      if (nan) {
-        bad.store(kNan);
-        return;
-      }
-      if (m == kInf) {
-        bad.store(kPosInf);
-        return;
-      }
-      if (softmax && m == -kInf) {
-        bad.store(kAllNegInf);
+      const float m = ops.max_nan(row, n, &nan);
+      const int why = bad_of(nan, m, softmax);
+      if (why != detail::kScanOk) {
+        bad.store(why);
         return;
       }
       if (k == 0) continue;
-      // Sorted (value desc, index asc) list of the best k so far. Candidates arrive in index
-      // order, so a value equal to one in the list goes after it, and one equal to the k-th
-      // is not better: ties keep the lower index.
-      int64_t cnt = 0;
-      auto insert = [&](float v, int64_t i) {
-        if (cnt == k && !(v > tv[static_cast<size_t>(k - 1)])) return;
-        int64_t pos = cnt < k ? cnt : k - 1;
-        while (pos > 0 && tv[static_cast<size_t>(pos - 1)] < v) {
-          tv[static_cast<size_t>(pos)] = tv[static_cast<size_t>(pos - 1)];
-          ti[static_cast<size_t>(pos)] = ti[static_cast<size_t>(pos - 1)];
-          --pos;
-        }
-        tv[static_cast<size_t>(pos)] = v;
-        ti[static_cast<size_t>(pos)] = i;
-        if (cnt < k) ++cnt;
-      };
-      if (filter_ok && k <= L) {
-        // Threshold filter: the k-th largest lane maximum bounds the k-th largest value from
-        // below, so every top-k element (and every tie of the k-th) is >= it; typically only
-        // about 2k values pass, and one vector pass collects them.
-        const float bound = kth_largest(lanes, L, k);
-        cv.resize(static_cast<size_t>(n + 16));
-        ci.resize(static_cast<size_t>(n + 16));
-        const int64_t c = ops.collect_ge(row, n, bound, cv.data(), ci.data());
-        for (int64_t j = 0; j < c; ++j) insert(cv[static_cast<size_t>(j)], ci[static_cast<size_t>(j)]);
-      } else {
-        for (int64_t i = 0; i < k; ++i) insert(row[i], i);
-        int64_t i = k;
-        while (i < n) {
-          i = ops.next_greater(row, i, n, tv[static_cast<size_t>(k - 1)]);
-          if (i >= n) break;
-          insert(row[i], i);
-          ++i;
-        }
+      TopList top{vo, io, slot.data(), k};
+      for (int64_t i = 0; i < k; ++i) top.insert(row[i], i, 0);
+      for (int64_t i = k; i < n; ++i) {
+        i = ops.next_greater(row, i, n, vo[k - 1]);
+        if (i >= n) break;
+        top.insert(row[i], i, 0);
       }
-      float* vo = values + r * k;
-      int64_t* io = indices + r * k;
       if (softmax) {
-        const float lse = m + std::log(ops.sum_exp(row, n, m));
-        for (int64_t j = 0; j < k; ++j) vo[j] = std::exp(tv[static_cast<size_t>(j)] - lse);
-      } else {
-        for (int64_t j = 0; j < k; ++j) vo[j] = tv[static_cast<size_t>(j)];
+        const float s = ops.sum_exp(row, n, m);
+        ops.exp_store(vo, k, m, vo);
+        for (int64_t j = 0; j < k; ++j) vo[j] /= s;
       }
-      for (int64_t j = 0; j < k; ++j) io[j] = ti[static_cast<size_t>(j)];
     }
   });
-  if (bad.load() != kOk) throw_bad(bad.load());
+  if (bad.load() != detail::kScanOk) throw_bad(bad.load());
 }
 
 void softmax_rows(const Logits& x, bool log_space, float* out, CpuTarget target) {
   check_logits(x);
   if (x.rows == 0 || x.cols == 0) return;
   const detail::RowOps& ops = detail::row_ops(target);
-  std::atomic<int> bad{kOk};
-  parallel_for(x.rows, grain_rows(x.cols), [&](int64_t b, int64_t e) {
-    std::vector<float> buf;
+  std::atomic<int> bad{detail::kScanOk};
+  const int64_t n = x.cols;
+  parallel_for(x.rows, grain_rows(x.rows, n), [&](int64_t b, int64_t e) {
+    std::vector<float> buf(x.dtype == 0 ? 0 : static_cast<size_t>(n));
     for (int64_t r = b; r < e; ++r) {
-      const float* row = row_floats(x, r, buf);
-      const int64_t n = x.cols;
+      if (bad.load(std::memory_order_relaxed) != detail::kScanOk) return;
+      const float* row = row_floats(x, ops, r, buf.data());
       bool nan = false;
       const float m = ops.max_nan(row, n, &nan);
-      int why = nan ? kNan : (m == kInf ? kPosInf : (m == -kInf ? kAllNegInf : kOk));
-      if (why != kOk) {
+      const int why = bad_of(nan, m, true);
+      if (why != detail::kScanOk) {
         bad.store(why);
         return;
       }
-      const float s = ops.sum_exp(row, n, m);
       float* o = out + r * n;
       if (log_space) {
-        const float lse = m + std::log(s);
-        for (int64_t i = 0; i < n; ++i) o[i] = row[i] - lse;
+        // x - lse with lse in double, subtracted as two floats (hi + lo).
+        const double lse = static_cast<double>(m) + std::log(static_cast<double>(ops.sum_exp(row, n, m)));
+        const float hi = static_cast<float>(lse);
+        ops.sub2(row, n, hi, static_cast<float>(lse - static_cast<double>(hi)), o);
       } else {
-        ops.exp_scale(row, n, m, 1.f / s, o);
+        // One exp pass: store exp(x - m), then scale the (L1-resident) row by 1 / sum.
+        const float s = ops.exp_store(row, n, m, o);
+        ops.scale(o, n, 1.f / s);
       }
     }
   });
-  if (bad.load() != kOk) throw_bad(bad.load());
+  if (bad.load() != detail::kScanOk) throw_bad(bad.load());
 }
 
 void sigmoid_threshold(const Logits& x, double logit_threshold, uint8_t* mask, CpuTarget target) {
@@ -204,11 +192,12 @@ void sigmoid_threshold(const Logits& x, double logit_threshold, uint8_t* mask, C
   // x > t in exact arithmetic, for float x: x > t  <=>  x > the largest float <= t.
   float tf = static_cast<float>(logit_threshold);
   if (static_cast<double>(tf) > logit_threshold) tf = std::nextafter(tf, -kInf);
-  std::atomic<int> bad{kOk};
-  parallel_for(x.rows, grain_rows(x.cols), [&](int64_t b, int64_t e) {
-    std::vector<float> buf;
+  const detail::RowOps& ops = detail::row_ops(target);
+  std::atomic<int> bad{detail::kScanOk};
+  parallel_for(x.rows, grain_rows(x.rows, x.cols), [&](int64_t b, int64_t e) {
+    std::vector<float> buf(x.dtype == 0 ? 0 : static_cast<size_t>(x.cols));
     for (int64_t r = b; r < e; ++r) {
-      const float* row = row_floats(x, r, buf);
+      const float* row = row_floats(x, ops, r, buf.data());
       uint8_t* o = mask + r * x.cols;
       bool nan = false;
       for (int64_t i = 0; i < x.cols; ++i) {
@@ -216,12 +205,12 @@ void sigmoid_threshold(const Logits& x, double logit_threshold, uint8_t* mask, C
         o[i] = row[i] > tf ? 1 : 0;
       }
       if (nan) {
-        bad.store(kNan);
+        bad.store(detail::kScanNan);
         return;
       }
     }
   });
-  if (bad.load() != kOk) throw_bad(bad.load());
+  if (bad.load() != detail::kScanOk) throw_bad(bad.load());
 }
 
 }  // namespace prepost

@@ -98,22 +98,38 @@ struct ImageKernels {
 ImageKernels image_kernels(CpuTarget t, OutType dtype, int64_t channels, Layout layout, bool stream = false);
 
 // Float row primitives of the classification ops.
+enum ScanStatus : int { kScanOk = 0, kScanNan = 1, kScanPosInf = 2, kScanAllNegInf = 3 };
+struct TopkScan {
+  int status = kScanOk;
+  float max = 0.f;    // the row's maximum
+  float sum = 0.f;    // sum of exp(x - max) when asked for
+  int64_t count = 0;  // candidates written
+};
 struct RowOps {
+  // topk_scan handles 1 <= k <= lanes.
+  int lanes;
+  // dst = the float values of a float16 (dtype 1) or int8 (dtype 2, times scales[0] or scales[i])
+  // row of n values.
+  void (*widen)(const void* src, int dtype, int64_t n, const float* scales, int64_t n_scales, float* dst);
   // max over n values; sets *bad when one is NaN.
   float (*max_nan)(const float* x, int64_t n, bool* bad);
-  // sum of exp(x - m).
+  // sum of exp(x - m) (m >= every x).
   float (*sum_exp)(const float* x, int64_t n, float m);
-  // out = exp(x - m) * mul.
-  void (*exp_scale)(const float* x, int64_t n, float m, float mul, float* out);
+  // out = exp(x - m); returns the sum of out.
+  float (*exp_store)(const float* x, int64_t n, float m, float* out);
+  // x *= a.
+  void (*scale)(float* x, int64_t n, float a);
+  // out = (x - hi) - lo: subtracting a double constant given as hi + lo floats.
+  void (*sub2)(const float* x, int64_t n, float hi, float lo, float* out);
   // index of the first value > t at or after i (n if none).
   int64_t (*next_greater)(const float* x, int64_t i, int64_t n, float t);
-  // Per-lane maxima of x (element i goes to lane i mod L, L <= 32 returned; empty lanes -inf);
-  // sets *bad when a value is NaN. The k-th largest lane maximum (k <= L) is a lower bound of
-  // the k-th largest element: the top-k filter's threshold.
-  int (*lane_max)(const float* x, int64_t n, bool* bad, float* lanes);
-  // Copies the values >= t and their indices, in index order; returns how many. vals and idx
-  // need room for n + 16 entries.
-  int64_t (*collect_ge)(const float* x, int64_t n, float t, float* vals, int32_t* idx);
+  // One row of top-k (1 <= k <= lanes): max, NaN / +inf checks (and all -inf when want_sum), the
+  // sum of exp(x - max) when want_sum, and every value >= a lower bound of the k-th largest
+  // (so every top-k value and every tie of the k-th) with its index and, when want_sum, its
+  // exp(x - max) as summed, in index order. vals, idx and exps need room for n + 32 entries. On a
+  // bad status nothing else is valid. `next` (may be null): the next row of n values, prefetched.
+  TopkScan (*topk_scan)(const float* x, int64_t n, int64_t k, bool want_sum, float* vals, int32_t* idx, float* exps,
+                        const float* next);
 };
 const RowOps& row_ops(CpuTarget t);
 
