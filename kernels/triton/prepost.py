@@ -33,6 +33,19 @@ def _rne(v):
     return tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)
 
 
+_CONSTS: dict[tuple, torch.Tensor] = {}
+
+
+def _const(device: torch.device, dtype: torch.dtype, value: float) -> torch.Tensor:
+    """A cached one-element tensor (dummy pointer arguments, the unit scale): creating one per
+    call would cost an allocation and a fill kernel on the GPU. Never written by the kernels."""
+    key = (str(device), dtype, value)
+    t = _CONSTS.get(key)
+    if t is None:
+        t = _CONSTS[key] = torch.full((1,), value, dtype=dtype, device=device)
+    return t
+
+
 # ---------------------------------------------------------------- images
 @triton.jit
 def _preprocess_kernel(
@@ -120,8 +133,7 @@ def preprocess_batch(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int]
     grid = (n * oh, triton.cdiv(ow, block))
     xsn, xsh, xsw, xsc = x.stride()
     if taps is None:
-        dummy_i = torch.zeros(1, dtype=torch.int32, device=x.device)
-        dummy_f = torch.zeros(1, dtype=torch.float32, device=x.device)
+        dummy_i, dummy_f = _const(x.device, torch.int32, 0), _const(x.device, torch.float32, 0.0)
         ys, yw, xs, xw, ty, tx = dummy_i, dummy_f, dummy_i, dummy_f, 1, 1
     else:
         ys, yw, xs, xw = taps
@@ -309,7 +321,7 @@ def _logit_args(x: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tens
     if int8:
         s = scale.to(device=x.device, dtype=torch.float32).reshape(-1).contiguous()
         return x, s, True, s.numel() > 1
-    return x, torch.ones(1, dtype=torch.float32, device=x.device), False, False
+    return x, _const(x.device, torch.float32, 1.0), False, False
 
 
 def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,7 +335,7 @@ def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool
     if rows == 0 or n == 0:
         return v, i
     x, s, int8, per = _logit_args(x, scale)
-    bad = torch.zeros(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
     block = max(64, triton.next_power_of_2(n))
     _topk_kernel[(rows,)](x, s, v, i, bad, n, x.stride(0), k, SOFTMAX=bool(softmax), INT8=int8, PER_CLASS=per,
                           BLOCK=block, num_warps=4 if block <= 4096 else 8)
@@ -337,7 +349,7 @@ def softmax_rows(x: torch.Tensor, scale: torch.Tensor | None, log: bool) -> torc
     if rows == 0 or n == 0:
         return out
     x, s, int8, per = _logit_args(x, scale)
-    bad = torch.zeros(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
     block = max(64, min(4096, triton.next_power_of_2(n)))
     _softmax_kernel[(rows,)](x, s, out, bad, n, x.stride(0), LOG=bool(log), INT8=int8, PER_CLASS=per, BLOCK=block)
     _raise_bad(bad)
@@ -352,7 +364,7 @@ def sigmoid_threshold(x: torch.Tensor, logit_threshold: float, scale: torch.Tens
     x, s, int8, per = _logit_args(x, scale)
     block = max(64, min(1024, triton.next_power_of_2(n)))
     nb = triton.cdiv(n, block)
-    bad = torch.zeros(rows * nb, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows * nb, dtype=torch.int32, device=x.device)
     _sigmoid_threshold_kernel[(rows, nb)](x, s, out, bad, n, x.stride(0), float(logit_threshold),
                                           INT8=int8, PER_CLASS=per, BLOCK=block)
     _raise_bad(bad)
@@ -370,7 +382,7 @@ def _embed(x: torch.Tensor, eps: float, normalize: bool, l2: bool, quant: bool, 
         return out, q, sc
     if n > 1 and x.stride(1) != 1:
         x = x.contiguous()
-    bad = torch.zeros(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
     rows_per = 16
     block = max(64, min(256, triton.next_power_of_2(n)))
     dummy = bad
