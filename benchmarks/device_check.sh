@@ -29,16 +29,34 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-0}
 XDIST=""
 $PY -c "import xdist" 2>/dev/null && XDIST="-n ${XDIST_WORKERS:-4}"
 
+PHASES=${PHASES:-tests,sweeps,bench}
+SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-120}
+tests_rc=0
+bench_rc=0
+
+if [[ ",$PHASES," == *",sweeps,"* ]]; then
+  # Standalone sweeps: every tuning candidate and the peers, timed with CUDA events.
+  for s in benchmarks/gpu_sweep_*.py; do
+    [ -f "$s" ] || continue
+    echo "=== sweep $s"
+    timeout --signal=INT "$SWEEP_TIMEOUT" $PY "$s" 2>&1 | tee "$OUT/$(basename "$s" .py).log" | tail -60
+  done
+fi
+
+if [[ ",$PHASES," == *",tests,"* ]]; then
 echo "=== GPU tests"
 timeout --signal=INT "$TEST_TIMEOUT" $PY -m pytest tests -m "cuda or gpu or triton" $XDIST -q -p no:cacheprovider --maxfail=10 --no-header -rs \
   2>&1 | tee "$OUT/tests.log" | tail -25
 tests_rc=${PIPESTATUS[0]}
+fi
 
+if [[ ",$PHASES," == *",bench,"* ]]; then
 echo "=== GPU benchmarks"
 timeout --signal=INT "$BENCH_TIMEOUT" $PY -m pytest benchmarks -m "gpu or cuda" --benchmark-only -q -p no:cacheprovider --no-header \
   --benchmark-json="$OUT/bench.json" >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -5 "$OUT/bench.log"
+fi
 
 echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
 $PY benchmarks/device_table.py "$OUT/bench.json"
