@@ -378,11 +378,18 @@ def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_w
 
 # ---------------------------------------------------------------------------------- launchers
 _BEST: dict = {}  # (kernel name, autotune key...) -> tuned Config: later calls skip the autotuner
+# False: no timing runs, the first config that suits M is used (one compile per specialization
+# instead of one per config; the GPU tests that vary constexprs a lot turn tuning off).
+AUTOTUNE = os.environ.get("PYPERFCORE_TRITON_AUTOTUNE", "1") not in ("0", "")
 
 
 def _launch(kernel, key, grid, args, meta):
     cfg = _BEST.get(key)
     if cfg is None:
+        if not AUTOTUNE:
+            cfg = _prune_by_m(kernel.configs, {"M_BUCKET": key[1]})[0]
+            kernel.fn[grid(cfg.kwargs)](*args, **meta, **cfg.all_kwargs())
+            return
         kernel[grid](*args, **meta)
         _BEST[key] = kernel.best_config
         return
