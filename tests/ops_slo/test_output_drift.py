@@ -373,3 +373,42 @@ def test_outputs_of_another_type_fail_the_metric_with_the_reason():
     assert r.classification == "High" and "not comparable" in r.reason
     r = cfg.classify(np.arange(20) * 0.5, np.array(["x"] * 20))
     assert r.classification == "High" and "numeric, the other's are not" in r.reason
+
+
+def test_default_thresholds_false_alarm_and_power_as_documented():
+    # docs/release.md: same distribution, 200 vs 200 values -> PSI > 0.2 in about 2.5 % of
+    # analyses; a 0.5-sigma mean shift at 1000 vs 200 -> over 0.2 in about 90 %.
+    rng = np.random.default_rng(11)
+    cfg = OutputDriftConfig()
+    null = [cfg.classify(rng.normal(size=200), rng.normal(size=200)).failed for _ in range(300)]
+    assert np.mean(null) <= 0.06
+    lab = OutputDriftConfig()
+    p = np.r_[np.full(5, 0.15), np.full(5, 0.05)]
+    null_l = [lab.classify(rng.choice(10, 200, p=p), rng.choice(10, 200, p=p)).failed
+              for _ in range(300)]
+    assert np.mean(null_l) <= 0.06
+    power = [cfg.classify(rng.normal(size=1000), rng.normal(0.5, 1, 200)).failed
+             for _ in range(100)]
+    assert np.mean(power) >= 0.75
+
+
+_outs = st.one_of(st.floats(-10, 10), st.just(float("nan")), st.just(float("inf")),
+                  st.lists(st.floats(-10, 10), min_size=0, max_size=3).map(np.array),
+                  st.lists(st.floats(-10, 10), min_size=1, max_size=3)
+                  .map(lambda v: np.array(v + [np.nan])))
+
+
+@settings(max_examples=60)
+@given(st.lists(_outs, min_size=0, max_size=40))
+def test_router_collection_matches_a_plain_oracle(outs):
+    it = iter(outs)
+    r = R.Router(lambda x: next(it), outputs="values")
+    for i in range(len(outs)):
+        r(i)
+    s = r.stats["stable"]
+    bad = [not np.isfinite(np.asarray(o, float)).all() for o in outs]
+    assert s.requests == len(outs) and s.errors == sum(bad)
+    want = [np.atleast_1d(np.asarray(o, float)) for o, b in zip(outs, bad) if not b]
+    want = np.concatenate(want) if want else np.array([])
+    got = s.arrays()["outputs"].get("output_drift", np.array([]))
+    np.testing.assert_array_equal(np.asarray(got, float), want)
