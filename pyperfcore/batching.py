@@ -416,6 +416,14 @@ class Batcher:
     extra_buckets_s
         Extra upper bounds (seconds) for the ``queue_wait_s`` and ``model_time_s`` histograms, so
         that an SLO threshold sits exactly on a bucket edge (Prometheus style).
+    caller_runs
+        Thread driver only: a ``batcher(x)`` caller whose request finds a batch due (a free
+        model slot and a full batch, or ``max_delay_ms`` elapsed, e.g. at once with
+        ``max_delay_ms=0``) runs that batch itself on its own thread, GIL held, instead of
+        handing it to a worker thread and sleeping; it sleeps (GIL released) only when nothing is
+        due. Saves the thread and GIL hand-offs of a round trip; the model then also runs on
+        caller threads (still one batch at a time per model slot), so use it when that is
+        acceptable. Default False.
     """
 
     def __init__(
@@ -438,6 +446,7 @@ class Batcher:
         driver: str = "auto",
         name: str | None = None,
         extra_buckets_s: Iterable[float] | None = None,
+        caller_runs: bool = False,
     ):
         if not callable(fn):
             raise TypeError(f"Batcher: fn must be callable, got {type(fn).__name__}")
@@ -462,6 +471,8 @@ class Batcher:
             raise TypeError("merger must be callable")
         if clock is not None and not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
+        if not isinstance(caller_runs, bool):
+            raise TypeError(f"caller_runs must be a bool, got {type(caller_runs).__name__}")
         if driver not in ("auto", "thread", "asyncio", "manual"):
             raise ValueError("driver must be 'auto', 'thread', 'asyncio' or 'manual'")
         if clock is not None and driver not in ("auto", "manual"):
@@ -484,6 +495,8 @@ class Batcher:
         self.splitter = splitter
         self.merger = merger
         self.target_p99_ms = target_p99_ms
+        self.caller_runs = caller_runs
+        self._cr_handler = self._caller_runs_batch  # bound once (a call passes it to native code)
         self._clock = clock
         self._cfg = dict(
             max_batch_size=max_batch_size,
@@ -956,6 +969,8 @@ class Batcher:
         # native call with the GIL released: the request's input and result travel in a slot on
         # the native stack (no Python object or table entry per request).
         try:
+            if self.caller_runs:
+                return self._q.call_slot_runs(self._waits, x, self._cr_handler)
             return self._q.call_slot(x)
         except _core()._BatchSlotStatus as e:
             st = int(str(e))
@@ -1185,6 +1200,22 @@ class Batcher:
             if finished:
                 q.interrupt()  # let the sibling threads see it too
                 return
+
+    def _caller_runs_batch(self, runs: list[tuple[int, int]], reason: int, oldest: int, sxs: list[Any] | None,
+                           expired: list[int], dropped: list[int]) -> tuple[Any, bool, list[int]]:
+        """A caller-runs caller's turn with what one poll handed out (the worker's per-batch
+        step): answers expired/dropped requests, runs the batch. Returns (slot results or the
+        exception, ok, ids of waiting callers to wake); the native side answers the slots, wakes
+        everyone and frees the model slot."""
+        if expired or dropped:
+            self._answer_gone(expired, dropped)
+        answered: list[int] = []
+        if sxs is not None:
+            res, rok = self._run_slots(sxs, runs, oldest, answered)
+            return res, rok, answered
+        if runs:
+            self._run_batch(runs, reason, oldest, answered)
+        return None, True, answered
 
     def _run_slots(self, sxs: list[Any], runs: list[tuple[int, int]], oldest: int,
                    answered: list[int]) -> tuple[Any, bool]:

@@ -775,6 +775,117 @@ void bind_batching(py::module_& m) {
           "One blocking default-attribute request through a per-call slot: returns the result, raises the "
           "model's exception, or _BatchSlotStatus(push status; -2 dropped by close).")
       .def(
+          "call_slot_runs",
+          [](BatchQueue& q, Completions& c, py::object x, py::object handler) -> py::object {
+            // batcher(x) in caller-runs mode: the request goes in through a per-call slot as in
+            // call_slot, but without waking a worker; while the caller's own request is
+            // unanswered and a batch is due, the caller runs it itself, GIL held: no thread
+            // hand-off and no GIL hand-off per request when batches are due at once. Only when
+            // nothing is due does it wake one worker and sleep (GIL released) on its slot.
+            // handler(runs, reason, oldest, slot_inputs or None, expired, dropped) is the
+            // worker's per-batch Python step and returns (slot results, ok, answered ids).
+            CallSlot s;
+            s.x = x.ptr();
+            const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
+            Push st = q.push_many(id, 1, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(),
+                                  reinterpret_cast<uint64_t>(&s), /*wake=*/false);
+            if (st != Push::ok) throw SlotStatus(std::to_string(static_cast<int>(st)));
+            std::vector<CallSlot*> slots;
+            std::vector<uint64_t> ids, dropped;
+            for (;;) {
+              {
+                std::lock_guard<std::mutex> lk(s.m);
+                if (s.state != 0) break;
+              }
+              Poll p;
+              q.poll(BatchQueue::now_ns(), p);
+              if (p.ids.empty() && p.expired.empty() && p.dropped.empty()) {
+                // Nothing to run here: a worker takes what becomes due; sleep until answered.
+                py::gil_scoped_release nogil;
+                q.wake_one();
+                std::unique_lock<std::mutex> lk(s.m);
+                s.cv.wait(lk, [&] { return s.state != 0; });
+                break;
+              }
+              slots.clear();
+              ids.clear();
+              dropped.clear();
+              for (size_t i = 0; i < p.ids.size(); ++i) {
+                if (p.ids[i] >= kSlotBase)
+                  slots.push_back(reinterpret_cast<CallSlot*>(p.tags[i]));
+                else
+                  ids.push_back(p.ids[i]);
+              }
+              for (size_t i = 0; i < p.dropped.size(); ++i) {
+                if (p.dropped[i] >= kSlotBase)
+                  wake_slot(reinterpret_cast<CallSlot*>(p.dropped_tags[i]), 2);
+                else
+                  dropped.push_back(p.dropped[i]);
+              }
+              const bool ran = !p.ids.empty();
+              py::object xs = py::none();
+              if (!slots.empty()) {
+                py::list l(slots.size());
+                for (size_t i = 0; i < slots.size(); ++i) {
+                  Py_INCREF(slots[i]->x);
+                  PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i), slots[i]->x);
+                }
+                xs = std::move(l);
+              }
+              py::object res = py::none();
+              bool ok = true;
+              std::vector<uint64_t> answered;
+              try {
+                py::tuple out = handler(runs_of(ids), static_cast<int>(p.reason), p.oldest_enqueue_ns, xs,
+                                        py::cast(p.expired), py::cast(dropped));
+                res = out[0];
+                ok = out[1].cast<bool>();
+                answered = out[2].cast<std::vector<uint64_t>>();
+              } catch (py::error_already_set& e) {
+                // Never leave a caller waiting: the batch's slot callers get the error.
+                res = e.value();
+                ok = false;
+                if (ran) {
+                  for (CallSlot* o : slots) {
+                    Py_INCREF(res.ptr());
+                    o->res = res.ptr();
+                    o->ok = false;
+                    wake_slot(o, 1);
+                  }
+                  q.batch_done();
+                }
+                throw;
+              }
+              if (!ran) continue;
+              if (!slots.empty() && ok &&
+                  (!PyList_CheckExact(res.ptr()) || static_cast<size_t>(PyList_GET_SIZE(res.ptr())) != slots.size())) {
+                res = py::module_::import("builtins")
+                          .attr("RuntimeError")("pyperfcore batcher: results for per-call slots were lost");
+                ok = false;
+              }
+              for (size_t i = 0; i < slots.size(); ++i) {
+                PyObject* r = ok ? PyList_GET_ITEM(res.ptr(), static_cast<Py_ssize_t>(i)) : res.ptr();
+                Py_INCREF(r);
+                slots[i]->res = r;
+                slots[i]->ok = ok;
+              }
+              // Short, never-blocking wakes with the GIL held: releasing it here would hand it
+              // to a waiting thread on every batch.
+              for (CallSlot* o : slots) wake_slot(o, 1);
+              if (!answered.empty()) c.complete(answered.data(), answered.size());
+              q.batch_done();
+            }
+            if (s.state == 2) throw SlotStatus("-2");
+            if (s.ok) return py::reinterpret_steal<py::object>(s.res);
+            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(s.res)), s.res);
+            Py_DECREF(s.res);
+            throw py::error_already_set();
+          },
+          py::arg("completions"), py::arg("x"), py::arg("handler"),
+          "call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, "
+          "oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is "
+          "answered.")
+      .def(
           "cycle_slots",
           [](BatchQueue& q, Completions& c, const std::vector<uint64_t>& answered, bool batch_done,
              int64_t timeout_ns, SlotBatch& sb, py::object results, bool ok) {

@@ -274,7 +274,8 @@ def _threads_call(b, xs, out, errs):
     return ts
 
 
-def test_slot_calls_mixed_with_submit_in_one_batch():
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+def test_slot_calls_mixed_with_submit_in_one_batch(cr):
     gate = threading.Event()
     batches = []
 
@@ -284,7 +285,7 @@ def test_slot_calls_mixed_with_submit_in_one_batch():
         batches.append(list(xs))
         return [("r", x) for x in xs]
 
-    b = B.Batcher(model, max_batch_size=32, max_delay_ms=0, driver="thread")
+    b = B.Batcher(model, max_batch_size=32, max_delay_ms=0, driver="thread", caller_runs=cr)
     try:
         assert b(0) == ("r", 0)  # starts the workers (slot path from here on)
         hold = b.submit("hold")
@@ -309,8 +310,9 @@ def test_slot_calls_mixed_with_submit_in_one_batch():
         b.close()
 
 
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
 @pytest.mark.parametrize("bad", ["raise", "short", "none"])
-def test_slot_calls_get_model_errors(bad):
+def test_slot_calls_get_model_errors(bad, cr):
     def model(xs):
         if bad == "raise":
             raise KeyError("boom")
@@ -318,7 +320,7 @@ def test_slot_calls_get_model_errors(bad):
             return xs[:-1]
         return None
 
-    b = B.Batcher(model, max_batch_size=8, max_delay_ms=1, driver="thread")
+    b = B.Batcher(model, max_batch_size=8, max_delay_ms=1, driver="thread", caller_runs=cr)
     b._ensure_driver(None)
     try:
         out, errs = {}, {}
@@ -331,7 +333,8 @@ def test_slot_calls_get_model_errors(bad):
         b.close()
 
 
-def test_slot_calls_close_without_drain_answers_everyone():
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+def test_slot_calls_close_without_drain_answers_everyone(cr):
     gate = threading.Event()
 
     def model(xs):
@@ -339,7 +342,7 @@ def test_slot_calls_close_without_drain_answers_everyone():
             gate.wait(T)
         return xs
 
-    b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, driver="thread")
+    b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, driver="thread", caller_runs=cr)
     assert b(0) == 0
     hold = b.submit("hold")
     time.sleep(0.02)
@@ -361,9 +364,10 @@ def test_slot_calls_close_without_drain_answers_everyone():
         b(9)
 
 
-def test_slot_calls_stack_and_many_threads():
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+def test_slot_calls_stack_and_many_threads(cr):
     np = pytest.importorskip("numpy")
-    b = B.Batcher(lambda a: a * 2, max_batch_size=16, max_delay_ms=0.2, stack=True, driver="thread")
+    b = B.Batcher(lambda a: a * 2, max_batch_size=16, max_delay_ms=0.2, stack=True, driver="thread", caller_runs=cr)
     try:
         res: dict[int, list] = {}
 
@@ -385,7 +389,8 @@ def test_slot_calls_stack_and_many_threads():
 
 @pytest.mark.parametrize("opts", [{"max_concurrent_batches": 3}, {"target_p99_ms": 50}, {"max_delay_ms": 20}],
                          ids=["3-slots", "slo", "drain"])
-def test_slot_calls_concurrent_slots_slo_and_drain(opts):
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+def test_slot_calls_concurrent_slots_slo_and_drain(opts, cr):
     running = [0]
     peak = [0]
     lock = threading.Lock()
@@ -399,7 +404,7 @@ def test_slot_calls_concurrent_slots_slo_and_drain(opts):
             running[0] -= 1
         return [x + 1 for x in xs]
 
-    kw = {"max_batch_size": 4, "max_delay_ms": 0.5, "driver": "thread", **opts}
+    kw = {"max_batch_size": 4, "max_delay_ms": 0.5, "driver": "thread", "caller_runs": cr, **opts}
     b = B.Batcher(model, **kw)
     assert b(0) == 1
     out, errs = {}, {}

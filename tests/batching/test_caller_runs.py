@@ -1,0 +1,187 @@
+"""``Batcher(..., caller_runs=True)``: a ``batcher(x)`` caller that finds a batch due runs it on
+its own thread. Same outcomes as the worker-thread path: results, model errors, QueueFull,
+closed, mixed with submit() and timeouts, one batch at a time per model slot."""
+import random
+import threading
+import time
+
+import pytest
+
+from pyperfcore import batching as B
+
+T = 5.0
+
+
+def test_caller_runs_option_is_checked():
+    with pytest.raises(TypeError, match="caller_runs"):
+        B.Batcher(lambda xs: xs, caller_runs=1)
+
+
+def test_callers_run_due_batches_on_their_own_threads():
+    where = []
+
+    def model(xs):
+        where.append(threading.current_thread().name)
+        return [x + 1 for x in xs]
+
+    with B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread", caller_runs=True) as b:
+        out = {}
+
+        def caller(k):
+            out[k] = [b(k * 100 + i) for i in range(50)]
+
+        ts = [threading.Thread(target=caller, args=(k,), name=f"caller-{k}") for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T)
+        assert out == {k: [k * 100 + i + 1 for i in range(50)] for k in range(4)}
+        assert any(w.startswith("caller-") for w in where)  # no hand-off to a worker for those
+        assert b.stats()["inferences"] == 200
+
+
+def test_caller_runs_with_a_delay_still_batches_through_the_workers():
+    sizes = []
+
+    def model(xs):
+        sizes.append(len(xs))
+        return xs
+
+    with B.Batcher(model, max_batch_size=16, max_delay_ms=20, driver="thread", caller_runs=True) as b:
+        out = {}
+
+        def one(i):
+            out[i] = b(i)
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T)
+        assert out == {i: i for i in range(8)}
+        assert max(sizes) > 1  # nothing was due at push time: they waited for the delay together
+
+
+def test_caller_runs_queue_full_and_closed():
+    gate = threading.Event()
+
+    def model(xs):
+        if "hold" in xs:
+            gate.wait(T)  # releases the GIL: others can push meanwhile
+        return xs
+
+    b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, max_queue_size=1, driver="thread", caller_runs=True)
+    assert b(0) == 0
+    res = {}
+    t1 = threading.Thread(target=lambda: res.setdefault("hold", b("hold")))
+    t1.start()
+    end = time.monotonic() + T
+    while b.stats()["in_flight"] == 0 and time.monotonic() < end:  # "hold" runs (on t1)
+        time.sleep(0.001)
+    t2 = threading.Thread(target=lambda: res.setdefault("queued", b("queued")))
+    t2.start()
+    while b.stats()["queue_depth"] < 1 and time.monotonic() < end:
+        time.sleep(0.001)
+    with pytest.raises(B.QueueFull):
+        b("over")  # raised at once, not after waiting
+    gate.set()
+    t1.join(T)
+    t2.join(T)
+    assert res == {"hold": "hold", "queued": "queued"}
+    b.close()
+    with pytest.raises(B.BatcherClosed):
+        b(1)
+
+
+def test_caller_runs_many_threads_with_failing_batches_timeouts_and_submits():
+    """16 threads mixing plain calls (caller-runs), calls with a timeout and submit(); a third of
+    the batches fail. Every call ends with its own result or its batch's exception."""
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+    rnd = random.Random(7)
+
+    def model(xs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            fail = rnd.random() < 0.33
+        try:
+            if fail:
+                raise ValueError(f"batch of {len(xs)} failed")
+            return [("ok", x) for x in xs]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    b = B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread", caller_runs=True)
+    outcomes = {}
+    olock = threading.Lock()
+
+    def worker(k):
+        for i in range(60):
+            x = k * 1000 + i
+            try:
+                if i % 5 == 0:
+                    r = b.submit(x).result(T)
+                elif i % 7 == 0:
+                    r = b(x, timeout=T)
+                else:
+                    r = b(x)
+                assert r == ("ok", x)
+                o = "ok"
+            except ValueError:
+                o = "err"
+            with olock:
+                outcomes[x] = o
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(T * 4)
+    assert not any(t.is_alive() for t in ts)
+    assert len(outcomes) == 16 * 60
+    assert peak[0] == 1  # one model slot: never two batches at once, whoever runs them
+    st = b.stats()
+    assert st["inferences"] == 16 * 60
+    assert sum(o == "err" for o in outcomes.values()) > 0 and sum(o == "ok" for o in outcomes.values()) > 0
+    b.close()
+
+
+def test_caller_runs_close_without_drain_while_callers_wait():
+    gate = threading.Event()
+
+    def model(xs):
+        if "hold" in xs:
+            gate.wait(T)
+        return xs
+
+    b = B.Batcher(model, max_batch_size=2, max_delay_ms=0, driver="thread", caller_runs=True)
+    assert b(0) == 0
+    res, errs = {}, {}
+
+    def one(x):
+        try:
+            res[x] = b(x)
+        except Exception as e:  # BatcherClosed for those still queued
+            errs[x] = e
+
+    ts = [threading.Thread(target=one, args=("hold",))]
+    ts[0].start()
+    time.sleep(0.02)
+    ts += [threading.Thread(target=one, args=(i,)) for i in range(1, 6)]
+    for t in ts[1:]:
+        t.start()
+    time.sleep(0.05)
+    closer = threading.Thread(target=b.close, kwargs={"drain": False})
+    closer.start()
+    time.sleep(0.02)
+    gate.set()
+    closer.join(T)
+    for t in ts:
+        t.join(T)
+    assert not any(t.is_alive() for t in ts)
+    assert res.get("hold") == "hold"
+    assert len(res) + len(errs) == 6
+    assert errs and all(isinstance(e, B.BatcherClosed) for e in errs.values())
