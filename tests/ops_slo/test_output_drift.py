@@ -12,6 +12,7 @@ from scipy.spatial.distance import jensenshannon
 from pyperfcore.ops import release as R
 from pyperfcore.ops.audit import AuditLog
 from pyperfcore.ops.judge import Judge, MetricConfig
+from pyperfcore.ops.registry import Registry
 from pyperfcore.ops.output_drift import (DEFAULT_THRESHOLDS, OutputDriftConfig, drift_statistic,
                                          extract_values)
 
@@ -242,7 +243,10 @@ def test_shifted_scores_fail_on_drift_alone_and_roll_back(tmp_path):
     clock = FakeClock()
     stable, cand = _scorers(clock, 0.8, seed=0)
     router = R.Router(stable, cand, clock=clock)
-    audit, reg = AuditLog(str(tmp_path / "audit.db")), FakeRegistry()
+    audit = AuditLog(str(tmp_path / "audit.db"))
+    reg = Registry(tmp_path / "reg")
+    reg.register("scorer", {"model.json": b"{\"v\": 1}"})
+    reg.register("scorer", {"model.json": b"{\"v\": 2}"})
     ctl = R.CanaryController(router, min_requests=200, output_drift=True, audit=audit,
                              registry=reg, model="scorer", candidate_version=2)
     x = np.random.default_rng(1).normal(size=20000)
@@ -261,7 +265,12 @@ def test_shifted_scores_fail_on_drift_alone_and_roll_back(tmp_path):
     analysis = [r for r in recs if r.get("kind") == "canary_analysis"][-1]
     drift = [m for m in analysis["metrics"] if m["name"] == "output_drift"][0]
     assert drift["classification"] == "High" and drift["threshold"] == 0.2
-    assert reg.calls[-1][0] == "remove_alias" and "output_drift" in reg.calls[-1][3]
+    # the registry's alias history: canary set for version 2, ended by the rollback and why
+    hist = reg.alias_history("scorer", "canary")
+    assert len(hist) == 1 and hist[0]["version"] == 2 and hist[0]["to_ts"] is not None
+    assert "rolled back" in hist[0]["end_reason"] and "output_drift" in hist[0]["end_reason"]
+    assert "canary" not in reg.aliases("scorer")
+    reg.close()
 
 
 def test_equivalent_candidate_passes_every_step_with_output_drift_judged():
