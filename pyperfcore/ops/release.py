@@ -423,7 +423,10 @@ class CanaryController:
     the router collect each arm's output values and judges, at every step, the drift of the
     candidate's outputs against the stable arm's outputs of the same step (at 100 %, the previous
     step's, as for the other metrics). A failing critical drift metric scores 0 and rolls back
-    like any failed analysis (audit trail, alias history).
+    like any failed analysis (audit trail, alias history). With ``metrics`` (a
+    :class:`pyperfcore.ops.monitoring.Metrics`, or anything with ``set_drift(feature, score,
+    method)``) each judged drift value is also published, as feature ``output:<metric name>``
+    (``pyperfcore_drift_score`` in Prometheus).
 
     State: ``running`` -> ``promoted`` | ``rolled_back``.
     """
@@ -434,7 +437,7 @@ class CanaryController:
                  audit=None, registry=None, model: str | None = None,
                  candidate_version: int | None = None, actor: str = "pyperfcore-canary",
                  on_event: Callable[[dict], None] | None = None,
-                 output_drift: OutputDriftConfig | bool | None = None):
+                 output_drift: OutputDriftConfig | bool | None = None, metrics=None):
         if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(steps):
             raise ValueError("steps are increasing percentages in (0, 100]")
         if steps[0] >= 100:
@@ -450,7 +453,7 @@ class CanaryController:
                 raise ValueError(f"the judge already has a metric named {cfg.name!r}")
             judge = Judge([*judge.metrics, cfg], pass_threshold=judge.pass_threshold,
                           marginal_threshold=judge.marginal_threshold)
-        self.router, self.judge = router, judge
+        self.router, self.judge, self.metrics = router, judge, metrics
         self._drift = [m for m in judge.metrics if isinstance(m, OutputDriftConfig)]
         if self._drift:
             router.collect_outputs({m.name: m.extract for m in self._drift})
@@ -524,6 +527,11 @@ class CanaryController:
             ctl["agreement"] = np.ones_like(exp["agreement"])  # stable agrees with itself
         res = self.judge.judge(ctl, exp)
         self.last_result = res
+        if self.metrics is not None:
+            for m in res.metrics:
+                if m.value is not None and m.name in {d.name for d in self._drift}:
+                    self.metrics.set_drift(f"output:{m.name}", m.value,
+                                           (m.method or "").split("/")[-1] or "drift")
         step = self.steps[self.index]
         step.verdict, step.score = res.verdict, res.score
         self._record("canary_analysis", weight=step.weight, verdict=res.verdict,

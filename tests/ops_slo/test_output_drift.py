@@ -278,9 +278,17 @@ def test_equivalent_candidate_passes_every_step_with_output_drift_judged():
     stable, cand = _scorers(clock, 0.0, seed=2)
     router = R.Router(stable, cand, clock=clock)
     reg = FakeRegistry()
+    from pyperfcore.ops.monitoring import Metrics
+    mon = Metrics(service="scorer")
     ctl = R.CanaryController(router, min_requests=200, steps=(10, 50, 100), output_drift=True,
-                             registry=reg, model="scorer", candidate_version=3)
+                             registry=reg, model="scorer", candidate_version=3, metrics=mon)
     assert _drive(ctl, router, np.random.default_rng(3).normal(size=60000)) == "promoted"
+    # the last judged value is exported for Prometheus
+    last = [m for m in ctl.history if m["kind"] == "canary_analysis"][-1]
+    want = [m["value"] for m in last["metrics"] if m["name"] == "output_drift"][0]
+    got = mon.registry.get_sample_value("pyperfcore_drift_score", {
+        "service": "scorer", "feature": "output:output_drift", "method": "psi"})
+    assert got == pytest.approx(want)
     steps = [h for h in ctl.history if h["kind"] == "canary_analysis"]
     assert len(steps) == 3
     for h in steps:
