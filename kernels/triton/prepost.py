@@ -96,19 +96,49 @@ def _preprocess_kernel(
             v = (acc - M1) * K1
         else:
             v = (acc - M2) * K2
-        dst = out_ptr + i * os_n + c * os_c + y * os_h + xo * os_w
-        if KIND == 0:
-            tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=m)
-        elif KIND == 1:
-            q = tl.minimum(tl.maximum(tl.math.div_rn(v, out_scale), -127.0), 127.0)
-            tl.store(dst, _rne(q).to(tl.int8), mask=m)
-        elif KIND == 2:
-            q = tl.minimum(tl.maximum(v, 0.0), 255.0)
-            tl.store(dst, _rne(q).to(tl.uint8), mask=m)
+        _store_out(out_ptr, out_ptr + i * os_n + c * os_c + y * os_h + xo * os_w, v, m, out_scale, KIND)
+
+
+@triton.jit
+def _store_out(out_ptr, dst, v, m, out_scale, KIND: tl.constexpr):
+    # KIND 0: the output's float type (f32 / f16, round to nearest even), 1 int8 (v / scale),
+    # 2 uint8, 3 bfloat16 bits into an int16 view.
+    if KIND == 0:
+        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=m)
+    elif KIND == 1:
+        q = tl.minimum(tl.maximum(tl.math.div_rn(v, out_scale), -127.0), 127.0)
+        tl.store(dst, _rne(q).to(tl.int8), mask=m)
+    elif KIND == 2:
+        q = tl.minimum(tl.maximum(v, 0.0), 255.0)
+        tl.store(dst, _rne(q).to(tl.uint8), mask=m)
+    else:
+        b = v.to(tl.uint32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+        tl.store(dst, b.to(tl.uint16).to(tl.int16, bitcast=True), mask=m)
+
+
+@triton.jit
+def _normalize_flat_kernel(x_ptr, out_ptr, M0, M1, M2, K0, K1, K2, HW, xs_n, os_n, os_c, out_scale,
+                           C: tl.constexpr, SWAP: tl.constexpr, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    # No resize or crop, packed HWC image -> contiguous planes: BLOCK pixels of image i per
+    # program; the channel loads read the same cache lines, each plane's store is contiguous.
+    i = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m = p < HW
+    src = x_ptr + i * xs_n + p * C
+    for c in tl.static_range(C):
+        if SWAP:
+            sc = 2 - c
         else:
-            b = v.to(tl.uint32, bitcast=True)
-            b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-            tl.store(dst, b.to(tl.uint16).to(tl.int16, bitcast=True), mask=m)
+            sc = c
+        x = tl.load(src + sc, mask=m, other=0).to(tl.float32)
+        if c == 0:
+            v = (x - M0) * K0
+        elif c == 1:
+            v = (x - M1) * K1
+        else:
+            v = (x - M2) * K2
+        _store_out(out_ptr, out_ptr + i * os_n + c * os_c + p, v, m, out_scale, KIND)
 
 
 def preprocess_batch(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int], out_strides: tuple[int, int, int, int],
@@ -129,9 +159,16 @@ def preprocess_batch(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int]
     s_n, s_c, s_h, s_w = out_strides
     if n == 0 or oh == 0 or ow == 0:
         return out
+    mk = (list(mean) + [0.0] * 3)[:3] + (list(inv_std) + [1.0] * 3)[:3]
+    xsn, xsh, xsw, xsc = x.stride()
+    if taps is None and top == 0 and left == 0 and (oh, ow) == (h, w) and xsc == 1 and xsw == c and xsh == w * c \
+            and s_w == 1 and s_h == ow and n <= 65535:
+        blk = 1024
+        _normalize_flat_kernel[(triton.cdiv(h * w, blk), n)](
+            x, out, *mk, h * w, xsn, s_n, s_c, float(out_scale), C=c, SWAP=bool(swap), KIND=kind, BLOCK=blk)
+        return out
     block = max(64, min(256 if taps is None else 128, triton.next_power_of_2(ow)))
     grid = (n * oh, triton.cdiv(ow, block))
-    xsn, xsh, xsw, xsc = x.stride()
     if taps is None:
         dummy_i, dummy_f = _const(x.device, torch.int32, 0), _const(x.device, torch.float32, 0.0)
         ys, yw, xs, xw, ty, tx = dummy_i, dummy_f, dummy_i, dummy_f, 1, 1

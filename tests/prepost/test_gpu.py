@@ -340,18 +340,16 @@ def test_cuda_embedding_errors_and_strided_rows(rng):
                                   pp.l2_normalize(np.ascontiguousarray(x[::2, 7:263]), backend="cpu"))
 
 
-# ---------------------------------------------------------------- normalize fast path (cuda)
-@pytest.mark.cuda
-@pytest.mark.gpu
-def test_cuda_normalize_flat_path_equals_cpu(rng):
-    # No resize or crop, packed HWC -> NCHW: the vectorized shared-memory path. Sizes give full
-    # 4096-pixel tiles plus tails (vector and scalar), misaligned bases (a 1-byte offset view,
-    # an out= view at an odd element offset) and both channel counts: equal to the CPU backend.
-    for n, h, w, c in ((3, 64, 70, 3), (2, 33, 17, 3), (2, 64, 64, 1), (1, 1, 5, 3), (4, 224, 224, 3)):
+# ---------------------------------------------------------------- normalize fast path
+def _check_flat(backend, device, rng, shapes):
+    # No resize or crop, packed HWC -> NCHW: the flat path (CUDA: vector loads through shared
+    # memory). Sizes give full tiles plus tails, misaligned bases (a 1-byte offset view, an out=
+    # view at an odd element offset) and both channel counts: equal to the CPU backend.
+    for n, h, w, c in shapes:
         flat = rng.integers(0, 256, n * h * w * c + 1, dtype=np.uint8)
         for off in (0, 1):
             x = flat[off:off + n * h * w * c].reshape(n, h, w, c)
-            xt = torch.from_numpy(flat).cuda()[off:off + n * h * w * c].view(n, h, w, c)
+            xt = torch.from_numpy(flat).to(device)[off:off + n * h * w * c].view(n, h, w, c)
             for dtype in ("float32", "float16", "bfloat16", "int8", "uint8"):
                 for order in ("RGB", "BGR"):
                     kw = dict(mean=MEAN[:c] if c == 3 else MEAN[0], std=STD[:c] if c == 3 else STD[0], dtype=dtype,
@@ -359,13 +357,25 @@ def test_cuda_normalize_flat_path_equals_cpu(rng):
                     if dtype == "int8":
                         kw["scale"] = 0.02
                     exp = pp.preprocess_images(np.ascontiguousarray(x), backend="cpu", **kw)
-                    got = pp.preprocess_images(xt, backend="cuda", **kw)
+                    got = pp.preprocess_images(xt, backend=backend, **kw)
                     assert torch.equal(got.cpu(), torch.from_numpy(exp) if dtype != "bfloat16"
                                        else torch.from_numpy(exp.view(np.int16)).view(torch.bfloat16)), \
                         (n, h, w, c, off, dtype, order)
-                    big = torch.zeros((n * c * h * w + 3,), dtype=got.dtype, device="cuda")
-                    res = pp.preprocess_images(xt, backend="cuda", out=big[3:].view(got.shape), **kw)
+                    big = torch.zeros((n * c * h * w + 3,), dtype=got.dtype, device=device)
+                    res = pp.preprocess_images(xt, backend=backend, out=big[3:].view(got.shape), **kw)
                     assert torch.equal(res.cpu(), got.cpu()) and not big[:3].any()
+
+
+@pytest.mark.triton
+def test_triton_normalize_flat_path_equals_cpu(triton_device, rng):
+    _check_flat("triton", triton_device, rng, ((2, 5, 7, 3), (1, 40, 30, 1)) if triton_device == "cpu"
+                else ((3, 64, 70, 3), (2, 33, 17, 3), (2, 64, 64, 1), (4, 224, 224, 3)))
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_normalize_flat_path_equals_cpu(rng):
+    _check_flat("cuda", "cuda", rng, ((3, 64, 70, 3), (2, 33, 17, 3), (2, 64, 64, 1), (1, 1, 5, 3), (4, 224, 224, 3)))
 
 
 # ---------------------------------------------------------------- top-k (cuda), larger k and rows
