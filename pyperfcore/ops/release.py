@@ -52,7 +52,7 @@ class ArmStats:
         self.latency = deque(maxlen=window)
         self.error = deque(maxlen=window)
         self.agree = deque(maxlen=window)
-        self.outputs: dict = {}  # extractor name -> deque of 1-D value arrays, one per request
+        self.outputs: dict = {}  # extractor name -> deque, one scalar or 1-D array per request
         self.requests = 0
         self.errors = 0
         self.epoch = 0  # bumped by reset(): late background results of an old step are dropped
