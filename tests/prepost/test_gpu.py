@@ -450,3 +450,30 @@ def test_cuda_batched_nms_large_and_errors(rng):
     empty = pp.batched_nms(torch.zeros((0, 4), device="cuda"), torch.zeros(0, device="cuda"),
                            torch.zeros(0, dtype=torch.int64, device="cuda"), 0.5, backend="cuda")
     assert empty.shape == (0,) and empty.is_cuda
+
+
+# ---------------------------------------------------------------- host path (runs everywhere)
+def test_plan_cache_reuses_only_identical_arguments(rng):
+    # Validated same-size batch plans are cached (the host time of a GPU call); a hit needs every
+    # argument equal with the same types, and the images' checks run on every call.
+    from pyperfcore.prepost import images as im
+
+    x = rng.integers(0, 256, (2, 9, 11, 3), dtype=np.uint8)
+    kw = dict(size=(6, 7), crop=5, mean=MEAN, std=STD, backend="cpu")
+    im._PLAN_CACHE.clear()
+    a = pp.preprocess_images(x, **kw)
+    assert len(im._PLAN_CACHE) == 1
+    np.testing.assert_array_equal(pp.preprocess_images(x, **kw), a)
+    assert len(im._PLAN_CACHE) == 1
+    with pytest.raises(ValueError, match="crop"):
+        pp.preprocess_images(x, **dict(kw, crop=5.0))
+    with pytest.raises(TypeError, match="uint8"):
+        pp.preprocess_images(x.astype(np.int16), **kw)
+    for change in (dict(mean=np.array(MEAN, np.float32)), dict(layout="NHWC"), dict(dtype="float16"),
+                   dict(input_order="BGR"), dict(crop=(4, 6)), dict(size=8), dict(antialias=False)):
+        for imgs in (x, x[:1], np.ascontiguousarray(x[:, :8])):
+            got = pp.preprocess_images(imgs, **dict(kw, **change))
+            im._PLAN_CACHE.clear()
+            np.testing.assert_array_equal(got, pp.preprocess_images(imgs, **dict(kw, **change)))
+            np.testing.assert_allclose(got.astype(np.float32), pp.preprocess_images(
+                imgs, **dict(kw, **change, backend="reference")).astype(np.float32), rtol=1e-3, atol=1e-3)
