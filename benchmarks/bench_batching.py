@@ -323,11 +323,11 @@ def test_threads_cf_batcher(benchmark):
     b.close()
 
 
-@pytest.mark.parametrize("how", ["call", "submit"])
+@pytest.mark.parametrize("how", ["call", "call-caller-runs", "submit"])
 def test_threads_pyperfcore(benchmark, how):
     benchmark.group = "threads 8 callers, no-op model"
-    b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread")
-    call = b if how == "call" else (lambda x: b.submit(x).result())
+    b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=how == "call-caller-runs")
+    call = b if how.startswith("call") else (lambda x: b.submit(x).result())
     _run(benchmark, lambda: _threads(call), THREADS * PER_THREAD)
     benchmark.extra_info["mean_batch_size"] = b.stats()["mean_batch_size"]
     b.close()
@@ -348,16 +348,21 @@ def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
     benchmark.group = "threads interleaved: pyperfcore / concurrent.futures"
     cfb = CfBatcher(_noop, BATCH)
     b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread")
+    bcr = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=True)
     tg: list[float] = []
+    tcr: list[float] = []
 
     def ours_then_floor():
         _threads(b)
         t0 = time.perf_counter()
         _threads(_gil_floor)
-        tg.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        _threads(bcr)  # caller_runs=True, in the same alternation
+        tcr.append(time.perf_counter() - t1)
+        tg.append(t1 - t0)
 
     ta, tb = _interleaved(benchmark, lambda: _threads(cfb), ours_then_floor)
-    tb = [x - g for x, g in zip(tb, tg)]  # ours alone
+    tb = [x - g - c for x, g, c in zip(tb, tg, tcr)]  # ours alone
     benchmark.extra_info["ratio_of_medians"] = float(np.median(ta) / np.median(tb))
     ratios = sorted(x / y for x, y in zip(ta, tb))
     benchmark.extra_info["pairwise_ratio_min_median_max"] = [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
@@ -365,8 +370,52 @@ def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
     benchmark.extra_info["pyperfcore_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(tb))
     benchmark.extra_info["gil_floor_calls_per_s"] = THREADS * PER_THREAD / float(np.median(tg))
     benchmark.extra_info["pyperfcore_over_gil_floor"] = float(np.median(tg) / np.median(tb))
+    benchmark.extra_info["caller_runs_over_cf"] = float(np.median(ta) / np.median(tcr))
+    cr_ratios = sorted(x / y for x, y in zip(ta, tcr))
+    benchmark.extra_info["caller_runs_pairwise_min_median_max"] = [cr_ratios[0], cr_ratios[len(cr_ratios) // 2],
+                                                                   cr_ratios[-1]]
+    benchmark.extra_info["caller_runs_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(tcr))
+    benchmark.extra_info["caller_runs_mean_batch_size"] = bcr.stats()["mean_batch_size"]
     b.close()
+    bcr.close()
     cfb.close()
+
+
+def _sleepy(xs):
+    time.sleep(0.0002)  # a model that releases the GIL while it runs (as numpy/torch kernels do)
+    return xs
+
+
+@pytest.mark.parametrize("who", ["cf", "pyperfcore", "pyperfcore-caller-runs"])
+def test_threads_gil_releasing_model(benchmark, who):
+    """8 threads, a 0.2 ms model that releases the GIL: batches form while it runs, so the mean
+    batch size shows whether each design batches at all."""
+    benchmark.group = "threads 8 callers, 0.2 ms GIL-releasing model"
+    per = 200
+    if who == "cf":
+        b = CfBatcher(_sleepy, BATCH)
+        sizes = []
+        inner = b.fn
+        b.fn = lambda xs: sizes.append(len(xs)) or inner(xs)
+    else:
+        b = B.Batcher(_sleepy, max_batch_size=BATCH, max_delay_ms=0, driver="thread",
+                      caller_runs=who.endswith("caller-runs"))
+
+    def run():
+        def work():
+            for i in range(per):
+                assert b(i) == i
+
+        ts = [threading.Thread(target=work) for _ in range(THREADS)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    _run(benchmark, run, THREADS * per)
+    benchmark.extra_info["mean_batch_size"] = (float(np.mean(sizes)) if who == "cf"
+                                               else b.stats()["mean_batch_size"])
+    b.close()
 
 
 # ----------------------------------------------------------------------------- C++ producers

@@ -496,7 +496,9 @@ class Batcher:
         self.merger = merger
         self.target_p99_ms = target_p99_ms
         self.caller_runs = caller_runs
-        self._cr_handler = self._caller_runs_batch  # bound once (a call passes it to native code)
+        self._cr_handler = self._caller_runs_batch  # bound once (a call passes them to native code)
+        self._cr_outcome = self._slots_outcome
+        self._cr_runner: Any = None  # the LoopSubmitter whose native statistics caller-runs batches use
         self._clock = clock
         self._cfg = dict(
             max_batch_size=max_batch_size,
@@ -615,11 +617,8 @@ class Batcher:
         # (batching_drive_fast), statistics folded in when read.
         self._native_drive = None
         if not self._is_async and not self.stack and self._slo is None:
-            sub.configure_runner(asyncio.Future, asyncio.Future.done, asyncio.Future.set_result,
-                                 asyncio.InvalidStateError, self._batch_sizes.bounds, self._queue_wait.bounds)
+            self._configure_native_stats()
             self._native_drive = _core().batching_drive_fast
-            for h in (self._batch_sizes, self._queue_wait, self._model_time):
-                h._pull = self._fold_native_stats
         functools.update_wrapper(infer, Batcher.infer)
         sub.__doc__ = Batcher.infer_future.__doc__
         sub.__wrapped__ = Batcher.infer_future
@@ -682,6 +681,13 @@ class Batcher:
     def _fnone(self, v: int) -> None:
         self._sub.fnone = v
 
+    def _configure_native_stats(self) -> None:
+        """Native runners record batch statistics in self._sub; the histograms fold them on read."""
+        self._sub.configure_runner(asyncio.Future, asyncio.Future.done, asyncio.Future.set_result,
+                                   asyncio.InvalidStateError, self._batch_sizes.bounds, self._queue_wait.bounds)
+        for h in (self._batch_sizes, self._queue_wait, self._model_time):
+            h._pull = self._fold_native_stats
+
     def _fold_native_stats(self) -> None:
         """Adds the native batch runner's statistics (kept since the last fold) to the Python ones."""
         t = self._sub.take_stats()
@@ -722,6 +728,7 @@ class Batcher:
         self._timer = None
         self._timer_ns = _NO_DEADLINE
         self._fdtimer = None  # the parent's belongs to the parent's loop
+        self._cr_runner = None  # set again when the thread driver restarts
         self._cache_inflight = {}
         self._pid = os.getpid()
         if self._driver in ("thread", "asyncio") and self._clock is None:
@@ -763,6 +770,10 @@ class Batcher:
                     t.start()
                     self._threads.append(t)
                 self._call_fast = self.cache is None
+                if self.caller_runs and not self.stack and self._slo is None:
+                    # Batches of plain batcher(x) calls run natively on the caller's thread.
+                    self._configure_native_stats()
+                    self._cr_runner = self._sub
 
     # ----------------------------------------------------------------- submission
 
@@ -970,7 +981,8 @@ class Batcher:
         # the native stack (no Python object or table entry per request).
         try:
             if self.caller_runs:
-                return self._q.call_slot_runs(self._waits, x, self._cr_handler)
+                return self._q.call_slot_runs(self._waits, x, self._cr_handler, self._cr_runner, self.fn,
+                                              self._cr_outcome)
             return self._q.call_slot(x)
         except _core()._BatchSlotStatus as e:
             st = int(str(e))
@@ -1200,6 +1212,12 @@ class Batcher:
             if finished:
                 q.interrupt()  # let the sibling threads see it too
                 return
+
+    def _slots_outcome(self, k: int, ok: bool, out: Any, t0: int) -> tuple[Any, bool]:
+        """A natively run caller-runs batch whose model raised or returned something other than a
+        list of k results: (results list, True) or (exception, False), counted as in _run_slots."""
+        ok, out, results = self._observe_model(k, ok, out, t0)
+        return (list(results), True) if ok else (out, False)
 
     def _caller_runs_batch(self, runs: list[tuple[int, int]], reason: int, oldest: int, sxs: list[Any] | None,
                            expired: list[int], dropped: list[int]) -> tuple[Any, bool, list[int]]:

@@ -776,7 +776,8 @@ void bind_batching(py::module_& m) {
           "model's exception, or _BatchSlotStatus(push status; -2 dropped by close).")
       .def(
           "call_slot_runs",
-          [](BatchQueue& q, Completions& c, py::object x, py::object handler) -> py::object {
+          [](BatchQueue& q, Completions& c, py::object x, py::object handler, py::object runner, py::object fn,
+             py::object outcome) -> py::object {
             // batcher(x) in caller-runs mode: the request goes in through a per-call slot as in
             // call_slot, but without waking a worker; while the caller's own request is
             // unanswered and a batch is due, the caller runs it itself, GIL held: no thread
@@ -784,6 +785,17 @@ void bind_batching(py::module_& m) {
             // nothing is due does it wake one worker and sleep (GIL released) on its slot.
             // handler(runs, reason, oldest, slot_inputs or None, expired, dropped) is the
             // worker's per-batch Python step and returns (slot results, ok, answered ids).
+            // With runner (a LoopSubmitter whose statistics are configured) a batch of slot
+            // requests only is run right here: statistics natively, fn(inputs) called once, and
+            // outcome(n, ok, out, t0) -> (results, ok) only when fn raised or did not return a
+            // list of the right length.
+            RunStats* rs = nullptr;
+            if (!runner.is_none()) {
+              if (Py_TYPE(runner.ptr()) != &LoopSubmitterType ||
+                  reinterpret_cast<LoopSubmitter*>(runner.ptr())->future_type == nullptr)
+                throw py::type_error("call_slot_runs: runner must be a configured LoopSubmitter or None");
+              rs = reinterpret_cast<LoopSubmitter*>(runner.ptr())->stats;
+            }
             CallSlot s;
             s.x = x.ptr();
             const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
@@ -835,7 +847,46 @@ void bind_batching(py::module_& m) {
               py::object res = py::none();
               bool ok = true;
               std::vector<uint64_t> answered;
-              try {
+              if (rs != nullptr && ids.empty() && dropped.empty() && p.expired.empty() && !slots.empty()) {
+                const Py_ssize_t k = static_cast<Py_ssize_t>(slots.size());
+                const int64_t t0 = BatchQueue::now_ns();
+                rs->pending = true;
+                rs->executions += 1;
+                rs->inferences += k;
+                rs->batch_size.observe(static_cast<double>(k));
+                rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - p.oldest_enqueue_ns)) / 1e9);
+                PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
+                try {
+                  if (out == nullptr) {
+                    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+                    PyObject *t, *v, *tb;
+                    PyErr_Fetch(&t, &v, &tb);
+                    PyErr_NormalizeException(&t, &v, &tb);
+                    if (tb != nullptr) PyException_SetTraceback(v, tb);
+                    Py_XDECREF(t);
+                    Py_XDECREF(tb);
+                    py::tuple r = outcome(k, false, py::reinterpret_steal<py::object>(v), t0);
+                    res = r[0];
+                    ok = r[1].cast<bool>();
+                  } else if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != k) {
+                    py::tuple r = outcome(k, true, py::reinterpret_steal<py::object>(out), t0);
+                    res = r[0];
+                    ok = r[1].cast<bool>();
+                  } else {
+                    rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
+                    res = py::reinterpret_steal<py::object>(out);
+                  }
+                } catch (py::error_already_set& e) {
+                  for (CallSlot* o : slots) {
+                    Py_INCREF(e.value().ptr());
+                    o->res = e.value().ptr();
+                    o->ok = false;
+                    wake_slot(o, 1);
+                  }
+                  q.batch_done();
+                  throw;
+                }
+              } else try {
                 py::tuple out = handler(runs_of(ids), static_cast<int>(p.reason), p.oldest_enqueue_ns, xs,
                                         py::cast(p.expired), py::cast(dropped));
                 res = out[0];
@@ -881,7 +932,8 @@ void bind_batching(py::module_& m) {
             Py_DECREF(s.res);
             throw py::error_already_set();
           },
-          py::arg("completions"), py::arg("x"), py::arg("handler"),
+          py::arg("completions"), py::arg("x"), py::arg("handler"), py::arg("runner"), py::arg("fn"),
+          py::arg("outcome"),
           "call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, "
           "oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is "
           "answered.")
