@@ -298,24 +298,25 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
   });
 }
 
-void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
-                 const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads) {
-  check_dims(m, w.k, ldx, "linear_w8a8");
-  if (m == 0 || w.n == 0) return;
+namespace {
+// Per-thread scratch of the calling thread, reused across calls (no allocation once it has grown
+// to the batch size). The pool threads must see the caller's buffers: pass them as pointers, a
+// thread_local named inside a worker lambda would be the worker's own.
+struct Scratch {
+  std::vector<uint8_t> qa;
+  std::vector<float> sa, h;
+  std::vector<int32_t> zp;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// y = epilogue(sa[m] * sw[n] * (qa[m, :] . w[n, :] - zp[m] * colsum[n])) for activation codes
+// already quantized (row stride w.kp).
+void linear_codes(const uint8_t* qa, const float* sa, const int32_t* zp, int64_t m, const PackedInt8& w,
+                  const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads) {
   const LinearKernels& kr = lin_kernels(target);
-  // per-thread scratch reused across calls (no allocation once it has grown to the batch size)
-  // (the pool threads below must see the caller's buffers: use them through these pointers,
-  // a thread_local named inside a lambda would be the worker's own)
-  thread_local std::vector<uint8_t> tl_qa;
-  thread_local std::vector<float> tl_sa;
-  thread_local std::vector<int32_t> tl_zp;
-  tl_qa.resize(static_cast<size_t>(m * w.kp));
-  tl_sa.resize(static_cast<size_t>(m));
-  tl_zp.resize(static_cast<size_t>(m));
-  uint8_t* const qa = tl_qa.data();
-  float* const sa = tl_sa.data();
-  int32_t* const zp = tl_zp.data();
-  quantize_rows_u8(x, m, w.k, ldx, qa, w.kp, sa, zp, symmetric_act, target, threads);
   // the epilogue runs on the block while it is still in L1, right after its accumulation
   auto finish = [&](const int32_t* tile, int64_t p, int64_t r0, int rows) {
     const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
@@ -339,6 +340,56 @@ void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bo
     kr.gemm_tile(qa + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
     finish(tile, p, r0, rows);
   });
+}
+}  // namespace
+
+void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
+                 const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads) {
+  check_dims(m, w.k, ldx, "linear_w8a8");
+  if (m == 0 || w.n == 0) return;
+  Scratch& s = scratch();
+  s.qa.resize(static_cast<size_t>(m * w.kp));
+  s.sa.resize(static_cast<size_t>(m));
+  s.zp.resize(static_cast<size_t>(m));
+  quantize_rows_u8(x, m, w.k, ldx, s.qa.data(), w.kp, s.sa.data(), s.zp.data(), symmetric_act, target, threads);
+  linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w, ep, y, ldy, target, threads);
+}
+
+void mlp_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w1, bool sym1, const Epilogue& ep1,
+              const PackedInt8& w2, bool sym2, const Epilogue& ep2, float* y, int64_t ldy, CpuTarget target,
+              int threads) {
+  check_dims(m, w1.k, ldx, "mlp_w8a8");
+  if (w2.k != w1.n) throw std::invalid_argument("mlp_w8a8: the second layer's in_features must equal the first's out_features");
+  if (m == 0) return;
+  // Rows are independent (per-token quantization, INT32 sums identical on every GEMM path): long
+  // batches run in chunks, which bounds the scratch and keeps each chunk's h in L2.
+  constexpr int64_t kChunk = 256;
+  if (m > kChunk) {
+    for (int64_t r0 = 0; r0 < m; r0 += kChunk) {
+      Epilogue e2 = ep2;
+      if (e2.residual) e2.residual += r0 * e2.ld_residual;
+      Epilogue e1 = ep1;
+      if (e1.residual) e1.residual += r0 * e1.ld_residual;
+      mlp_w8a8(x + r0 * ldx, std::min(kChunk, m - r0), ldx, w1, sym1, e1, w2, sym2, e2, y + r0 * ldy, ldy, target,
+               threads);
+    }
+    return;
+  }
+  Scratch& s = scratch();
+  const int64_t n1 = w1.n;
+  s.h.resize(static_cast<size_t>(m * std::max<int64_t>(n1, 1)));
+  s.sa.resize(static_cast<size_t>(m));
+  s.zp.resize(static_cast<size_t>(m));
+  float* const h = s.h.data();
+  if (n1 > 0) {
+    s.qa.resize(static_cast<size_t>(m * w1.kp));
+    quantize_rows_u8(x, m, w1.k, ldx, s.qa.data(), w1.kp, s.sa.data(), s.zp.data(), sym1, target, threads);
+    linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w1, ep1, h, n1, target, threads);
+  }
+  // h is hot in cache: quantize it per token into the code buffer the first layer no longer needs
+  s.qa.resize(static_cast<size_t>(m * w2.kp));
+  quantize_rows_u8(h, m, n1, n1, s.qa.data(), w2.kp, s.sa.data(), s.zp.data(), sym2, target, threads);
+  linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w2, ep2, y, ldy, target, threads);
 }
 
 void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, const Epilogue& ep, float* y,

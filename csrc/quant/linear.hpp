@@ -68,6 +68,15 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
 void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
                  const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads);
 
+// Two W8A8 layers in one call, the Linear -> activation -> Linear chain of an MLP:
+//   h = linear_w8a8(x, w1, sym1, ep1);  y = linear_w8a8(h, w2, sym2, ep2)
+// with h [m, w1.n] kept in a per-thread buffer reused across calls (never returned, never
+// allocated per call) and quantized per token straight from it. The result has the same bits as
+// the two calls (same tiles, same epilogue code, same quantization). Needs w2.k == w1.n.
+void mlp_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w1, bool sym1, const Epilogue& ep1,
+              const PackedInt8& w2, bool sym2, const Epilogue& ep2, float* y, int64_t ldy, CpuTarget target,
+              int threads);
+
 // AMX INT8 tiles (TDPBUSD) run the INT8 GEMM of the avx512_vnni target when the CPU has AMX-INT8,
 // the OS grants the tile state, and the batch has at least kAmxMinRows rows; results are the same
 // exact INT32 sums. set_amx_enabled(false) forces the VPDPBUSD kernel (tests compare both).

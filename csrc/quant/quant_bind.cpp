@@ -269,6 +269,30 @@ void bind_quant(py::module_& m) {
       py::arg("target") = py::none(),
       "W8A8 linear: per-token uint8 activations x INT8 weights, fused dequant + bias + activation + residual.");
   m.def(
+      "mlp_w8a8",
+      [](const py::array& x, const quant::PackedInt8& w1, const py::object& bias1, const std::string& act1,
+         const quant::PackedInt8& w2, const py::object& bias2, const std::string& act2, const py::object& residual,
+         bool symmetric1, bool symmetric2, int threads, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        if (w2.k != w1.n)
+          throw py::value_error("mlp_w8a8: w2 has in_features " + std::to_string(w2.k) + ", expected w1's out_features " +
+                                std::to_string(w1.n));
+        LinearArgs a1 = linear_args(x, w1.k, w1.n, bias1, act1, py::none());
+        LinearArgs a2 = linear_args(x, w1.k, w2.n, bias2, act2, residual);
+        py::array_t<float> y({a1.m, w2.n});
+        float* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::mlp_w8a8(a1.x, a1.m, a1.ldx, w1, symmetric1, a1.ep, w2, symmetric2, a2.ep, yp, w2.n, t, threads);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w1"), py::arg("bias1"), py::arg("activation1"), py::arg("w2"), py::arg("bias2"),
+      py::arg("activation2") = "none", py::arg("residual") = py::none(), py::arg("symmetric_act1") = false,
+      py::arg("symmetric_act2") = false, py::arg("threads") = 0, py::arg("target") = py::none(),
+      "Two W8A8 layers in one call (Linear -> activation -> Linear): the intermediate stays in a native buffer. "
+      "Same bits as two linear_w8a8 calls.");
+  m.def(
       "linear_half",
       [](const py::array& x, const quant::PackedHalf& w, const py::object& bias, const std::string& act,
          const py::object& residual, int threads, const py::object& target) {

@@ -9,6 +9,7 @@ caller's current stream.
 from __future__ import annotations
 
 import fnmatch
+import types
 import weakref
 from typing import Any, Iterable, Optional
 
@@ -19,7 +20,7 @@ from torch import nn
 from .._runtime import _core
 from .linear import ACT_QUANT, ACTIVATIONS, QuantizedLinear
 
-__all__ = ["QLinear", "optimize", "quantized_layers"]
+__all__ = ["QLinear", "optimize", "quantized_layers", "fuse_mlp_chains"]
 
 # Packed native weights per weight tensor: id -> (weakref, version, packed). A dead weakref or a
 # changed version (in-place update) forces a repack, so a stale packing is never used.
@@ -125,9 +126,15 @@ class QLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}, "
                 f"activation={self.activation}, bias={self.bias is not None}")
 
-    def _eager_cpu(self, x2: torch.Tensor, r2: Optional[torch.Tensor]) -> torch.Tensor:
-        # Same computation as the custom op, minus ~10 us of dispatcher overhead per call: the
-        # packed weights live on the module, keyed by the weight tensor and its version.
+    def __getstate__(self) -> dict:
+        # the native packing is a cache (rebuilt on first use): deepcopy / pickle leave it out
+        state = self.__dict__.copy()
+        state.pop("_eager", None)
+        return state
+
+    def _eager_packed(self) -> tuple:
+        # The packed weights live on the module, keyed by the weight tensor and its version (and the
+        # bias'), so an in-place update repacks and a stale packing is never used.
         bufs = self._buffers
         w = bufs["qweight"] if self.dtype == "int8" else bufs["weight"]
         bias = bufs["bias"]
@@ -140,6 +147,11 @@ class QLinear(nn.Module):
                 packed = _core().PackedHalf.from_float(w.float().numpy(), self.dtype)
             cache = (key, packed, None if bias is None else bias.numpy())
             self.__dict__["_eager"] = cache
+        return cache
+
+    def _eager_cpu(self, x2: torch.Tensor, r2: Optional[torch.Tensor]) -> torch.Tensor:
+        # Same computation as the custom op, minus ~10 us of dispatcher overhead per call.
+        cache = self._eager_packed()
         rn = None if r2 is None else r2.numpy()
         if self.dtype == "int8":
             y = _core().linear_w8a8(x2.numpy(), cache[1], cache[2], self.activation, rn, self.act_quant == "symmetric",
@@ -150,7 +162,7 @@ class QLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x if len(shape) == 2 else x.reshape(-1, self.in_features)
         if x2.dtype != torch.float32:
             x2 = x2.float()
         inv_smooth = self._buffers["inv_smooth"]
@@ -159,15 +171,129 @@ class QLinear(nn.Module):
         if not x2.is_contiguous():
             x2 = x2.contiguous()
         r2 = None if residual is None else residual.reshape(-1, self.out_features).float().contiguous()
-        if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and not torch.compiler.is_compiling()
-                and (r2 is None or type(r2) is torch.Tensor) and not torch.jit.is_tracing()):
+        if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and _plain_eager()
+                and (r2 is None or type(r2) is torch.Tensor)):
             y = self._eager_cpu(x2, r2)
         elif self.dtype == "int8":
             y = w8a8_linear(x2, self.qweight, self.wscale, self.bias, r2, self.activation, self.act_quant == "symmetric")
         else:
             y = half_linear(x2, self.weight, self.bias, r2, self.activation)
-        y = y.reshape(*shape[:-1], self.out_features)
+        if len(shape) != 2:
+            y = y.reshape(*shape[:-1], self.out_features)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+def _plain_eager() -> bool:
+    """True outside torch.compile / torch.export / jit tracing (where the custom ops must be seen)."""
+    return not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
+# ------------------------------------------------------------------ fused MLP chains
+# optimize() marks each QLinear -> (Identity...) -> QLinear run inside an nn.Sequential (an MLP
+# whose activation was fused into the first layer). In plain eager mode on CPU the Sequential runs
+# such a run as ONE native call (_core().mlp_w8a8): one Python->C++ crossing and one output
+# tensor instead of two, the intermediate kept in a native buffer, the same bits as the two layers.
+# Anything else (hooks on the layers, grad, compile/export/tracing, other dtypes or devices, a
+# Sequential edited afterwards) runs nn.Sequential.forward unchanged.
+_HOOK_DICTS = tuple(getattr(torch.nn.modules.module, n, {}) for n in
+                    ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                     "_global_backward_pre_hooks"))
+
+
+def _no_hooks(mods: tuple) -> bool:
+    for d in _HOOK_DICTS:
+        if d:
+            return False
+    for m in mods:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return False
+    return True
+
+
+def _chain_ok(a: QLinear, b: QLinear) -> bool:
+    return (a.dtype == "int8" and b.dtype == "int8" and b.in_features == a.out_features
+            and b._buffers.get("inv_smooth") is None)
+
+
+def _mlp_eager(a: QLinear, b: QLinear, x: torch.Tensor) -> torch.Tensor:
+    # the eager fast path: every step here costs ~1 us, about 1/20 of the b=1 MLP
+    shape = x.shape
+    x2 = x if len(shape) == 2 else x.reshape(-1, a.in_features)
+    inv_smooth = a._buffers["inv_smooth"]
+    if inv_smooth is not None:
+        x2 = x2 * inv_smooth
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    ca, cb = a._eager_packed(), b._eager_packed()
+    y = torch.from_numpy(_core().mlp_w8a8(x2.numpy(), ca[1], ca[2], a.activation, cb[1], cb[2], b.activation, None,
+                                          a.act_quant == "symmetric", b.act_quant == "symmetric",
+                                          torch.get_num_threads()))
+    return y if len(shape) == 2 else y.reshape(*shape[:-1], b.out_features)
+
+
+def _fused_forward(self: nn.Sequential, input: Any) -> Any:
+    chains = self.__dict__.get("_pfc_chains")
+    x = input
+    if (not chains or type(x) is not torch.Tensor or x.dtype is not torch.float32 or not x.is_cpu
+            or (x.requires_grad and torch.is_grad_enabled()) or not _plain_eager()):
+        return nn.Sequential.forward(self, x)
+    mods = tuple(self._modules.values())
+    i, n = 0, len(mods)
+    while i < n:
+        c = chains.get(i)
+        if c is not None:
+            end, run = c
+            # the same module objects as when the run was found (the Sequential may have been
+            # edited since), the second layer still unsmoothed, no hooks to honour, and x (the
+            # output of the modules before) still a plain float32 CPU tensor
+            if (mods[i:end + 1] == run and run[-1]._buffers["inv_smooth"] is None and _no_hooks(run)
+                    and type(x) is torch.Tensor and x.dtype is torch.float32 and x.is_cpu
+                    and not (x.requires_grad and torch.is_grad_enabled())):
+                x = _mlp_eager(run[0], run[-1], x)
+                i = end + 1
+                continue
+        x = mods[i](x)
+        i += 1
+    return x
+
+
+# pickle stores a bound method as getattr(instance, __name__): "forward" resolves on unpickling
+_fused_forward.__name__ = "forward"
+
+
+def fuse_mlp_chains(module: nn.Module) -> int:
+    """Let each ``nn.Sequential`` inside ``module`` run its QLinear -> Identity* -> QLinear runs
+    (INT8, the activation fused into the first layer) as one native call in eager CPU mode.
+
+    Called by :func:`optimize`; call it after loading saved layers into a model. The module's
+    class is unchanged (the Sequential gets an instance-level ``forward`` that falls back to
+    ``nn.Sequential.forward`` whenever the fused call does not apply). Returns the number of runs.
+    """
+    found = 0
+    for seq in module.modules():
+        if type(seq) is not nn.Sequential:
+            continue
+        mods = tuple(seq._modules.values())
+        chains: dict[int, tuple[int, tuple]] = {}
+        i = 0
+        while i < len(mods):
+            j = i + 1
+            if isinstance(mods[i], QLinear):
+                while j < len(mods) and type(mods[j]) is nn.Identity:
+                    j += 1
+                if j < len(mods) and isinstance(mods[j], QLinear) and _chain_ok(mods[i], mods[j]):
+                    chains[i] = (j, mods[i:j + 1])
+                    i = j + 1
+                    continue
+            i += 1
+        if chains:
+            seq.__dict__["_pfc_chains"] = chains
+            # a bound method (torch.export reads forward.__code__); deepcopy rebinds it to the copy,
+            # pickle stores it as a name lookup, so an unpickled model runs the plain
+            # nn.Sequential.forward (same results) until fuse_mlp_chains() is called again
+            seq.forward = types.MethodType(_fused_forward, seq)
+            found += len(chains)
+    return found
 
 
 _ACT_MODULES = {nn.ReLU: "relu", nn.SiLU: "silu"}
@@ -302,4 +428,5 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
             parent, attr, _, path = fused[name]
             setattr(parent, attr, nn.Identity())
             new.fused_from = path  # the activation module it replaced (save/load restores this)
+    fuse_mlp_chains(module)
     return module

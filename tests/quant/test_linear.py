@@ -118,6 +118,74 @@ def test_w8a8_amx_bit_identical_to_vnni(m, k, n, seed, act, has_res):
     np.testing.assert_array_equal(out[True], out[False])
 
 
+@st.composite
+def mlp_problems(draw):
+    m = draw(st.sampled_from([0, 1, 2, 5, 7, 8, 13, 17, 33]))
+    k, n1, n2 = draw(st.integers(1, 70)), draw(st.integers(1, 140)), draw(st.integers(1, 90))
+    return (m, k, n1, n2, draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from(ACTS)), draw(st.sampled_from(ACTS)),
+            draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from(["contig", "rows"])),
+            draw(st.sampled_from([1, 2])))
+
+
+@given(mlp_problems())
+@settings(max_examples=40)
+def test_mlp_w8a8_every_target_and_amx_matches_two_layers_and_oracle(p):
+    # The fused two-layer call (Linear -> act -> Linear, the intermediate kept native) must give
+    # the bits of the two separate layers on every target, with and without AMX; the first layer
+    # is checked against the float64 oracle within the epilogue tolerance, and the second layer
+    # against the oracle applied to the first layer's float32 output (its codes are exact).
+    m, k, n1, n2, seed, act1, act2, has_bias, has_res, sym, layout, threads = p
+    rng = np.random.default_rng(seed)
+    l1 = quant.QuantizedLinear(rng.standard_normal((n1, k)).astype(np.float32) * np.float32(rng.uniform(0.05, 2)),
+                               rng.standard_normal(n1).astype(np.float32) if has_bias else None, activation=act1,
+                               act_quant="symmetric" if sym else "asymmetric")
+    b2 = rng.standard_normal(n2).astype(np.float32) if has_bias else None
+    l2 = quant.QuantizedLinear(rng.standard_normal((n2, n1)).astype(np.float32), b2, activation=act2)
+    x = _noncontiguous(rng, m, k, layout)
+    res = rng.standard_normal((m, n2)).astype(np.float32) if has_res else None
+    for target in TARGETS:
+        for amx in ((True, False) if target == TARGETS[-1] else (True,)):
+            with _amx(amx), pyperfcore.cpu_target(target):
+                y = _core().mlp_w8a8(x, l1.packed, l1.bias, act1, l2.packed, b2, act2, res, sym, False, threads)
+                h = l1(x, backend="cpu", threads=threads)
+                two = l2(h, residual=res, backend="cpu", threads=threads)
+            assert y.shape == (m, n2) and y.dtype == np.float32
+            np.testing.assert_array_equal(y, two, err_msg=f"target={target} amx={amx}")
+            e1 = ref.linear_w8a8(x, l1.qweight, l1.wscale, l1.bias, act1, None, sym)
+            np.testing.assert_allclose(h, e1, err_msg=target, **_tol(e1))
+            e2 = ref.linear_w8a8(h, l2.qweight, l2.wscale, b2, act2, res, False)
+            np.testing.assert_allclose(y, e2, err_msg=target, **_tol(e2))
+
+
+def test_mlp_w8a8_long_batches_and_bad_input(rng):
+    # > 256 rows run in row chunks (a short last chunk takes VPDPBUSD, the others AMX where present)
+    l1 = quant.QuantizedLinear(rng.standard_normal((96, 40)).astype(np.float32), np.ones(96, np.float32),
+                               activation="gelu")
+    l2 = quant.QuantizedLinear(rng.standard_normal((24, 96)).astype(np.float32))
+    x = rng.standard_normal((517, 40)).astype(np.float32)
+    res = rng.standard_normal((517, 24)).astype(np.float32)
+    y = _core().mlp_w8a8(x, l1.packed, l1.bias, "gelu", l2.packed, None, "relu", res)
+    np.testing.assert_array_equal(y, _core().linear_w8a8(l1(x), l2.packed, None, "relu", res))
+    assert _core().mlp_w8a8(x[:0], l1.packed, l1.bias, "gelu", l2.packed, None).shape == (0, 24)
+    with pytest.raises(ValueError, match="in_features"):
+        _core().mlp_w8a8(x, l1.packed, None, "gelu", l1.packed, None)
+    with pytest.raises(ValueError, match="columns"):
+        _core().mlp_w8a8(x[:, :39], l1.packed, None, "gelu", l2.packed, None)
+    with pytest.raises(TypeError, match="float32"):
+        _core().mlp_w8a8(x.astype(np.float64), l1.packed, None, "gelu", l2.packed, None)
+    with pytest.raises(ValueError, match="residual"):
+        _core().mlp_w8a8(x, l1.packed, None, "gelu", l2.packed, None, "none", res[:5])
+    bad = x.copy()
+    bad[300, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        _core().mlp_w8a8(bad, l1.packed, None, "gelu", l2.packed, None)
+    # an intermediate that overflows to inf is refused like the second layer's input would be
+    huge = quant.QuantizedLinear(np.full((8, 4), 3e38, np.float32))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        _core().mlp_w8a8(np.full((2, 4), 1e3, np.float32), huge.packed, None, "none",
+                         quant.QuantizedLinear(np.ones((3, 8), np.float32)).packed, None)
+
+
 def test_int8_gemm_extreme_values_amx():
     k, n, m = 1537, 70, 21  # a K tail after the last full 64-byte AMX step, a partial row block
     wq = np.full((n, k), 127, np.int8)

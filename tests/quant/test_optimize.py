@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -55,6 +56,75 @@ def test_optimize_replaces_in_place_and_fuses(rng):
     h = ref.linear_w8a8(x.numpy(), m[0].qweight.numpy(), m[0].wscale.numpy(), m[0].bias.numpy(), "gelu")
     y_ref = ref.linear_w8a8(h.astype(np.float32), m[2].qweight.numpy(), m[2].wscale.numpy(), m[2].bias.numpy())
     np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-4, atol=1e-4)
+
+
+def _one_by_one(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for mod in seq:
+        x = mod(x)
+    return x
+
+
+def test_mlp_chains_run_as_one_native_call_with_the_same_bits(rng, monkeypatch):
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(40, 72), nn.ReLU(), nn.Linear(72, 56), nn.GELU(), nn.Linear(56, 24))
+    quant.optimize(m)
+    assert type(m) is nn.Sequential and m.__dict__["_pfc_chains"].keys() == {0}
+    calls = []
+    real = quant.torch_ops._mlp_eager
+    monkeypatch.setattr(quant.torch_ops, "_mlp_eager", lambda a, b, x: calls.append(1) or real(a, b, x))
+    for shape in [(1, 40), (9, 40), (2, 5, 40), (0, 40)]:
+        x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32) * 3)
+        with torch.inference_mode():
+            y = m(x)
+            torch.testing.assert_close(y, _one_by_one(m, x), rtol=0, atol=0)  # layer by layer
+        assert y.shape == (*shape[:-1], 24)
+    xt = torch.from_numpy(rng.standard_normal((40, 7)).astype(np.float32)).T  # non-contiguous
+    with torch.no_grad():
+        torch.testing.assert_close(m(xt), _one_by_one(m, xt), rtol=0, atol=0)
+    assert len(calls) == 5
+    # a hook on a layer of the run must see its own output: the run falls back to the modules
+    seen = []
+    h = m[0].register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        torch.testing.assert_close(m(xt), _one_by_one(m, xt), rtol=0, atol=0)
+    h.remove()
+    assert seen == [(7, 72), (7, 72)] and len(calls) == 5
+    # an edited Sequential (the run's second layer replaced) is never run as the old run
+    # pickling (torch.save of the module) keeps the results; the copy runs layer by layer until
+    # fuse_mlp_chains() is called on it
+    m2 = pickle.loads(pickle.dumps(m))
+    with torch.no_grad():
+        torch.testing.assert_close(m2(xt), m(xt), rtol=0, atol=0)
+    assert len(calls) == 6
+    assert quant.torch_ops.fuse_mlp_chains(m2) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(m2(xt), m(xt), rtol=0, atol=0)
+    assert len(calls) == 8
+    m2 = copy.deepcopy(m)
+    assert m2.forward.__self__ is m2
+    m2[2] = nn.Linear(72, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(m2(xt), _one_by_one(m2, xt), rtol=0, atol=0)
+    assert len(calls) == 8
+    # other dtypes and torch.export take the per-layer path (the custom ops stay visible)
+    with torch.no_grad():
+        torch.testing.assert_close(m(xt.double()), _one_by_one(m, xt.double()), rtol=0, atol=0)
+    ep = torch.export.export(m, (xt.contiguous(),))
+    assert ep.graph_module.code.count("pyperfcore.w8a8_linear") == 3
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(xt.contiguous()), m(xt), rtol=0, atol=0)
+    assert len(calls) == 9
+
+
+def test_mlp_chain_follows_in_place_weight_updates(rng):
+    m = quant.optimize(_mlp())
+    x = torch.from_numpy(rng.standard_normal((4, 48)).astype(np.float32))
+    with torch.no_grad():
+        y0 = m(x)
+        m[2].qweight.mul_(-1)
+        y1 = m(x)
+    torch.testing.assert_close(y1, _one_by_one(m, x), rtol=0, atol=0)
+    assert not torch.equal(y0, y1)
 
 
 def test_optimize_keeps_class_methods_exclude_and_hf_pattern(rng):
