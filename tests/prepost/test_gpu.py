@@ -341,17 +341,17 @@ def test_cuda_embedding_errors_and_strided_rows(rng):
 
 
 # ---------------------------------------------------------------- normalize fast path
-def _check_flat(backend, device, rng, shapes):
+def _check_flat(backend, device, rng, shapes, offsets=(0, 1), orders=("RGB", "BGR")):
     # No resize or crop, packed HWC -> NCHW: the flat path (CUDA: vector loads through shared
     # memory). Sizes give full tiles plus tails, misaligned bases (a 1-byte offset view, an out=
     # view at an odd element offset) and both channel counts: equal to the CPU backend.
     for n, h, w, c in shapes:
         flat = rng.integers(0, 256, n * h * w * c + 1, dtype=np.uint8)
-        for off in (0, 1):
+        for off in offsets:
             x = flat[off:off + n * h * w * c].reshape(n, h, w, c)
             xt = torch.from_numpy(flat).to(device)[off:off + n * h * w * c].view(n, h, w, c)
             for dtype in ("float32", "float16", "bfloat16", "int8", "uint8"):
-                for order in ("RGB", "BGR"):
+                for order in orders:
                     kw = dict(mean=MEAN[:c] if c == 3 else MEAN[0], std=STD[:c] if c == 3 else STD[0], dtype=dtype,
                               input_order=order)
                     if dtype == "int8":
@@ -368,8 +368,11 @@ def _check_flat(backend, device, rng, shapes):
 
 @pytest.mark.triton
 def test_triton_normalize_flat_path_equals_cpu(triton_device, rng):
-    _check_flat("triton", triton_device, rng, ((2, 5, 7, 3), (1, 40, 30, 1)) if triton_device == "cpu"
-                else ((3, 64, 70, 3), (2, 33, 17, 3), (2, 64, 64, 1), (4, 224, 224, 3)))
+    # On a GPU each (dtype, channels, order, alignment) is a Triton compile: a lean set there.
+    if triton_device == "cpu":
+        _check_flat("triton", triton_device, rng, ((2, 5, 7, 3), (1, 40, 30, 1)))
+    else:
+        _check_flat("triton", triton_device, rng, ((3, 64, 70, 3), (1, 40, 30, 1)), offsets=(0,), orders=("BGR",))
 
 
 @pytest.mark.cuda
