@@ -453,6 +453,12 @@ def test_cuda_batched_nms_large_and_errors(rng):
     empty = pp.batched_nms(torch.zeros((0, 4), device="cuda"), torch.zeros(0, device="cuda"),
                            torch.zeros(0, dtype=torch.int64, device="cuda"), 0.5, backend="cuda")
     assert empty.shape == (0,) and empty.is_cuda
+    # With no backend named, CUDA tensors now run NMS and the embedding ops on the GPU.
+    auto = pp.batched_nms(torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda(),
+                          torch.from_numpy(idxs).cuda(), 0.5)
+    assert auto.is_cuda
+    q, s = pp.compress_embeddings(torch.randn(3, 40, device="cuda"))
+    assert q.is_cuda and s.is_cuda and pp.l2_normalize(torch.randn(3, 40, device="cuda")).is_cuda
 
 
 # ---------------------------------------------------------------- host path (runs everywhere)
