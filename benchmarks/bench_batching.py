@@ -584,12 +584,17 @@ def test_slo_spike(benchmark, policy):
 # ----------------------------------------------------------------------------- low-load latency
 
 
-def test_low_load_added_latency(benchmark):
+@pytest.mark.parametrize("timer", ["timerfd", "call_at"])
+def test_low_load_added_latency(benchmark, timer):
+    """Latency of lone requests (each waits max_delay for company). ``timerfd``: the driver's
+    default delay timer on Linux; ``call_at``: the loop's own timer (forced), for comparison."""
     benchmark.group = "low load: 200 req/s, no-op model, max_delay 1 ms"
     res = {}
 
     async def main():
         b = B.Batcher(_noop, max_batch_size=32, max_delay_ms=1, driver="asyncio")
+        if timer == "call_at":
+            b._fdtimer = False  # never try the timerfd
         lat = await _open_loop(b.infer, [(200, 1.0)])
         res.update(p50=np.percentile(lat, 50), p99=np.percentile(lat, 99))
         await b.aclose()

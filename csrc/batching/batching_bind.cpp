@@ -159,6 +159,7 @@ struct LoopSubmitter {
   unsigned long long fpushed;
   Py_ssize_t fdead;
   Py_ssize_t fnone;
+  int64_t first_ns;  // when the first request buffered since the driver last ran arrived
   int scheduled;
   int enabled;
 };
@@ -177,6 +178,9 @@ PyObject* sub_push(LoopSubmitter* s, PyObject* x) {
     return nullptr;
   }
   if (!s->scheduled) {
+    // The first request since the driver last ran: its arrival starts the delay clock (the
+    // push happens one loop iteration later).
+    s->first_ns = BatchQueue::now_ns();
     PyObject* r = PyObject_CallOneArg(s->call_soon, s->drive);
     if (r == nullptr) {  // e.g. "Event loop is closed": nothing stays buffered
       Py_ssize_t n = PyList_GET_SIZE(s->ff);
@@ -525,7 +529,9 @@ py::tuple drive_fast(LoopSubmitter* s, BatchQueue& q, PyObject* fn) {
     const int64_t n = static_cast<int64_t>(s->fbase + static_cast<uint64_t>(PyList_GET_SIZE(s->ff)) - first);
     int st = 0;
     if (n > 0) {
-      st = static_cast<int>(q.push_many(first, n, 0, 0, 1, batching::kNoDeadline, now));
+      // Enqueued as of the oldest buffered request's arrival (never later than now).
+      const int64_t enq = s->first_ns > 0 && s->first_ns < now ? s->first_ns : now;
+      st = static_cast<int>(q.push_many(first, n, 0, 0, 1, batching::kNoDeadline, enq));
       if (st == 0) s->fpushed = first + static_cast<uint64_t>(n);
     }
     p.clear();
