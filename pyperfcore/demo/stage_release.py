@@ -36,7 +36,7 @@ def run(ctx) -> dict:
     router = Router(stable, candidate, clock=lambda: clock["t"], compare=1.0, compare_sync=True)
     audit = AuditLog(str(ctx.workdir / "release-audit.db"))
     ctl = CanaryController(router, audit=audit, model="demo-classifier", candidate_version=2,
-                           min_requests=100 if ctx.quick else 200)
+                           min_requests=100 if ctx.quick else 200, output_drift=True)
     served = 0
     tl = {"requests": [0], "weight": [ctl.steps[0].weight], "events": [], "agreement_x": [],
           "agreement": []}

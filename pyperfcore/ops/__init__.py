@@ -33,7 +33,7 @@ _LAZY = {
     "SLO": "slo", "SLOTracker": "slo", "BurnTier": "slo", "prometheus_rules": "slo", "rules_yaml": "slo",
     "to_openslo": "slo", "from_openslo": "slo", "load_slos": "slo",
     "Judge": "judge", "MetricConfig": "judge", "mann_whitney": "judge",
-    "Router": "release", "CanaryController": "release", "CanaryStep": "release",
+    "Router": "release", "CanaryController": "release", "CanaryStep": "release", "OutputDriftConfig": "output_drift",
     "argo_analysis_template": "release", "argo_rollout": "release", "flagger_canary": "release",
     "Metrics": "monitoring", "InferenceLogger": "monitoring", "CanaryProbe": "monitoring",
     "Tracing": "monitoring", "Sampler": "monitoring", "latency_buckets": "monitoring",
