@@ -86,7 +86,8 @@ __global__ void preprocess_kernel(PrepostImageArgs a) {
 // Resize path: one thread per output pixel. Each tap reads all channels of a source pixel at
 // once (one tap-weight load per tap instead of one per channel) and keeps per-channel sums in
 // registers; the sums run in the same order as preprocess_kernel's (horizontal, then vertical).
-template <int KIND, int C>
+// NT > 0: both tap counts are NT (OpenCV / antialias=False bilinear has 2), loops unrolled.
+template <int KIND, int C, int NT>
 __global__ void __launch_bounds__(128) resize_kernel(PrepostImageArgs a) {
   using O = typename OutT<KIND>::type;
   const int64_t xo = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -94,18 +95,20 @@ __global__ void __launch_bounds__(128) resize_kernel(PrepostImageArgs a) {
   if (xo >= a.ow) return;
   const uint8_t* img = a.x + i * a.xs_n;
   const int64_t y0 = a.ys[y], x0 = a.xs[xo];
-  const int tx = static_cast<int>(a.tx), ty = static_cast<int>(a.ty);
+  const int tx = NT > 0 ? NT : static_cast<int>(a.tx), ty = NT > 0 ? NT : static_cast<int>(a.ty);
   const float* __restrict__ xw = a.xw + xo * a.tx;
   const float* __restrict__ yw = a.yw + y * a.ty;
   float acc[C];
 #pragma unroll
   for (int c = 0; c < C; ++c) acc[c] = 0.f;
+#pragma unroll
   for (int jy = 0; jy < ty; ++jy) {
     const float wy = yw[jy];
     const uint8_t* row = img + min(y0 + jy, a.h - 1) * a.xs_h;
     float h[C];
 #pragma unroll
     for (int c = 0; c < C; ++c) h[c] = 0.f;
+#pragma unroll
     for (int jx = 0; jx < tx; ++jx) {
       const float w = xw[jx];
       const uint8_t* px = row + min(x0 + jx, a.w - 1) * a.xs_w;
@@ -202,10 +205,13 @@ cudaError_t launch_preprocess(const PrepostImageArgs& a, cudaStream_t s) {
   if (flat_layout(a) && (a.h * a.w + kFlatPix - 1) / kFlatPix <= 2147483647LL) return launch_flat<KIND>(a, s);
   const int threads = 128;
   dim3 grid(static_cast<unsigned>((a.ow + threads - 1) / threads), static_cast<unsigned>(a.oh), static_cast<unsigned>(a.n));
-  if (a.ys != nullptr && a.c == 3)
-    resize_kernel<KIND, 3><<<grid, threads, 0, s>>>(a);
+  const bool two = a.tx == 2 && a.ty == 2;
+  if (a.ys != nullptr && a.c == 3 && two)
+    resize_kernel<KIND, 3, 2><<<grid, threads, 0, s>>>(a);
+  else if (a.ys != nullptr && a.c == 3)
+    resize_kernel<KIND, 3, 0><<<grid, threads, 0, s>>>(a);
   else if (a.ys != nullptr)
-    resize_kernel<KIND, 1><<<grid, threads, 0, s>>>(a);
+    resize_kernel<KIND, 1, 0><<<grid, threads, 0, s>>>(a);
   else
     preprocess_kernel<KIND, false><<<grid, threads, 0, s>>>(a);
   return cudaGetLastError();
