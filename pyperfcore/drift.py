@@ -175,17 +175,14 @@ def _edges_for(ref: np.ndarray, cur: np.ndarray, bins: Any, strategy: str) -> np
 def _binned(reference: Any, current: Any, bins: Any, strategy: str, kind: str, nan_policy: str):
     """Count vectors of both samples over shared bins or categories."""
     if kind == "categorical":
-        rv, rmiss = _categorical_values(reference, "reference")
-        cv, cmiss = _categorical_values(current, "current")
-        if (rmiss.any() or cmiss.any()) and nan_policy == "raise":
+        if nan_policy not in ("raise", "omit"):
+            raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+        _, (rc, cc), (rmiss, cmiss) = _joint_counts([reference, current], ["reference", "current"])
+        if (rmiss or cmiss) and nan_policy == "raise":
             raise ValueError("input has missing values; pass nan_policy='omit' to drop them explicitly")
-        rv, cv = rv[~rmiss], cv[~cmiss]
-        if rv.size == 0 or cv.size == 0:
+        if rc.sum() == 0 or cc.sum() == 0:
             raise ValueError("both samples need at least one non-missing value")
-        vocab = _Vocabulary.fit(np.concatenate([rv, cv]))
-        k = len(vocab)
-        return (np.bincount(vocab.codes(rv), minlength=k).astype(np.float64),
-                np.bincount(vocab.codes(cv), minlength=k).astype(np.float64))
+        return rc, cc
     ref, _ = _clean(reference, "reference", nan_policy)
     cur, _ = _clean(current, "current", nan_policy)
     if ref.size == 0 or cur.size == 0:
@@ -375,6 +372,41 @@ class CategoryCounts(_Acc):
 
 
 # ------------------------------------------------------------------------ categorical values
+class _CategoryColumn:
+    """A pandas categorical column with str/bytes categories, kept as its integer codes and its
+    categories so no per-row object is made. ``np.asarray`` gives the values as before (object
+    array, NaN for missing); :func:`_joint_counts` and the monitor use the codes directly."""
+
+    __slots__ = ("series",)
+
+    def __init__(self, series: Any):
+        self.series = series
+
+    @staticmethod
+    def wraps(series: Any) -> bool:
+        # numpy dtypes and pandas extension dtypes (StringDtype: 'O') both have `kind`
+        return str(getattr(series, "dtype", "")) == "category" and \
+            getattr(series.cat.categories.dtype, "kind", "") in "OUS"
+
+    @property
+    def codes(self) -> np.ndarray:
+        return np.asarray(self.series.cat.codes)
+
+    @property
+    def categories(self) -> np.ndarray:
+        return np.asarray(self.series.cat.categories.to_numpy(), dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.series.to_numpy())
+        return a if dtype is None else a.astype(dtype)
+
+    def take(self, start: int, stop: int) -> "_CategoryColumn":
+        return _CategoryColumn(self.series.iloc[start:stop])
+
+
 def _categorical_values(x: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     """(values, missing mask). Missing: None and float NaN in object arrays, NaN in floats."""
     if isinstance(x, (list, tuple)):
@@ -385,9 +417,91 @@ def _categorical_values(x: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if a.dtype.kind in "biuUS":
         return a, np.zeros(a.shape, dtype=bool)
     if a.dtype.kind == "O":
+        codes = _core().DriftStringCoder().encode(a)  # -1 exactly where an item is None or a float NaN
+        if codes is not None:
+            return a, codes < 0
         miss = np.fromiter((v is None or (isinstance(v, float) and v != v) for v in a), dtype=bool, count=a.size)
         return a, miss
     raise TypeError(f"{what}: unsupported dtype {a.dtype} for a categorical column")
+
+
+def _string_input(x: Any, what: str) -> Any:
+    """``x`` in a form the native string coder takes ('U' / 'S' / object array, list, tuple), or
+    None for anything else (numbers, tensors): those take the general path."""
+    if isinstance(x, (list, tuple)):
+        return x
+    if is_torch_tensor(x):
+        return None
+    a = _to_numpy(x, what)
+    if a.dtype.kind not in "OUS":
+        return None
+    if a.dtype.kind == "U" and not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _encode_strings(coder: Any, x: Any, what: str, insert: bool = True) -> np.ndarray | None:
+    """Codes of one str/bytes column through ``coder`` (-1 missing, -2 unknown when not
+    inserting), or None when the column holds anything else (the coder is then unchanged by it)."""
+    if isinstance(x, _CategoryColumn):
+        lut = coder.encode(x.categories, insert)
+        if lut is None or (lut == -1).any():
+            return None
+        return np.append(lut, -1)[x.codes]  # pandas' code -1 (missing) -> the appended -1
+    a = _string_input(x, what)
+    return None if a is None else coder.encode(a, insert)
+
+
+def _joint_counts(cols: Sequence[Any], whats: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """Shared vocabulary of several categorical samples and each one's counts over it.
+
+    Returns (vocabulary, [float64 counts per sample], [missing per sample]). The vocabulary holds
+    the distinct non-missing values of all samples, sorted (first-seen order when the values
+    cannot be ordered, e.g. str mixed with bytes). str / bytes columns are coded natively (one
+    hash table for all samples, GIL released while hashing); pandas categoricals reuse their
+    codes; anything else (numbers, other objects) goes through numpy / a Python dict."""
+    coder = _core().DriftStringCoder()
+    binned = []  # per sample: [missing, code 0, code 1, ...] over the codes known after it
+    for x, what in zip(cols, whats):
+        if isinstance(x, _CategoryColumn):  # pandas' own codes, counted, then mapped to ours
+            lut = coder.encode(x.categories)
+            if lut is None or (lut < 0).any():
+                break
+            per_cat = np.bincount(x.codes.astype(np.int64) + 1, minlength=lut.size + 1)
+            b = np.zeros(len(coder) + 1, dtype=np.int64)
+            b[0] = per_cat[0]
+            np.add.at(b, lut + 1, per_cat[1:])
+        else:
+            a = _string_input(x, what)
+            c = None if a is None else coder.count(a)
+            if c is None:
+                break
+            b = c[1:]  # c[0] counts unknown values: none while inserting
+        binned.append(b)
+    has_cat = any(isinstance(x, _CategoryColumn) for x in cols)
+    if len(binned) == len(cols) and not (has_cat and coder.mixed_kinds):
+        k = len(coder)
+        binned = [np.pad(b, (0, k + 1 - b.size)) for b in binned]
+        order = np.arange(k) if coder.mixed_kinds else coder.sorted_codes()
+        present = np.zeros(k, dtype=bool)
+        for b in binned:
+            present |= b[1:] > 0
+        order = order[present[order]]  # unused pandas categories are not in the vocabulary
+        vals = coder.values()
+        kinds = {x.dtype.kind if isinstance(x, np.ndarray) else "O" for x in cols}
+        if kinds == {"U"} or kinds == {"S"}:
+            vocab = np.array([vals[i] for i in order], dtype=np.result_type(*[x.dtype for x in cols]))
+        else:
+            vocab = np.empty(order.size, dtype=object)
+            vocab[:] = [vals[i] for i in order]
+        return vocab, [b[1:][order].astype(np.float64) for b in binned], [int(b[0]) for b in binned]
+    # General path: numbers, objects other than str / bytes.
+    pairs = [_categorical_values(x, w) for x, w in zip(cols, whats)]
+    present = [v[~m] for v, m in pairs]
+    voc = _Vocabulary.fit(np.concatenate(present) if len(present) > 1 else present[0])
+    k = len(voc)
+    return (voc.values, [np.bincount(voc.codes(v), minlength=k).astype(np.float64) for v in present],
+            [int(m.sum()) for _, m in pairs])
 
 
 class _Vocabulary:
@@ -404,7 +518,7 @@ class _Vocabulary:
         if values.dtype.kind == "O":
             uniq = list(dict.fromkeys(values.tolist()))
             try:
-                uniq.sort()
+                uniq = sorted(uniq)  # not list.sort(): a failed sort leaves a list half sorted
             except TypeError:  # mixed types: keep first-seen order
                 pass
             return cls(np.array(uniq, dtype=object))
@@ -526,7 +640,11 @@ def _columns(data: Any, names: Sequence[str] | None, what: str) -> dict[str, Any
     if isinstance(data, Mapping):
         return {str(k): v for k, v in data.items()}
     if hasattr(data, "columns") and hasattr(data, "__getitem__") and not isinstance(data, np.ndarray):
-        return {str(c): np.asarray(data[c].to_numpy()) for c in data.columns}  # pandas DataFrame
+        out = {}
+        for c in data.columns:  # pandas DataFrame: columns as numpy (no copy where pandas allows)
+            col = data[c]
+            out[str(c)] = _CategoryColumn(col) if _CategoryColumn.wraps(col) else np.asarray(col.to_numpy())
+        return out
     a = np.asarray(data)
     if a.ndim == 1:
         a = a[:, None]
@@ -540,40 +658,56 @@ def _columns(data: Any, names: Sequence[str] | None, what: str) -> dict[str, Any
 
 
 def _kind_of(values: np.ndarray, name: str, categorical: Iterable[str] | None) -> str:
-    if categorical is not None and name in set(categorical):
+    if (categorical is not None and name in set(categorical)) or isinstance(values, _CategoryColumn):
         return "categorical"
     return "numeric" if np.asarray(values).dtype.kind in "biuf" else "categorical"
 
 
-def _numeric_feature(name, ref, cur, method, th) -> FeatureDrift:
+def _finite(x: np.ndarray) -> np.ndarray:
+    """x without NaN / +-inf; x itself (no copy) when all values are finite."""
+    ok = np.isfinite(x)
+    return x if ok.all() else x[ok]
+
+
+def _numeric_feature(name, ref, cur, method, th, wasserstein_jobs: list | None = None) -> FeatureDrift:
+    """One numeric column's test. With ``wasserstein_jobs``, a Wasserstein distance is not computed
+    here but appended as (feature, r, c) for one batched native call over all columns."""
     ref = _as_float(ref, name).astype(np.float64, copy=False)
     cur = _as_float(cur, name).astype(np.float64, copy=False)
-    rmask, cmask = np.isfinite(ref), np.isfinite(cur)
-    r, c = ref[rmask], cur[cmask]
+    r, c = _finite(ref), _finite(cur)
     if r.size == 0 or c.size == 0:
         raise ValueError(f"feature {name!r}: needs finite values in both reference and current")
-    n_unique = np.unique(np.concatenate([r, c])).size
+    # Only "more than 5 distinct values?" matters for the choice: a capped scan, not a sort.
+    support = _core().drift_small_support(r, c, 5)
     if method is None:
-        method = _choose_method("numeric", r.size, n_unique)
+        method = _choose_method("numeric", r.size, 6 if support is None else support[0].size)
     f = FeatureDrift(name, "numeric", method, 0.0, th[method], False, n_reference=int(r.size),
                      n_current=int(c.size), n_missing_current=int(cur.size - c.size))
-    if method in ("ks", "wasserstein"):
-        rs, cs = np.sort(r), np.sort(c)
-        if method == "ks":
-            s, p, *_ = _core().drift_ks_2samp(rs, cs, "auto", True)
-            f.statistic, f.pvalue, f.effect = float(p), float(p), float(s)
-            f.metrics["ks_statistic"] = float(s)
-        else:
-            w = _core().drift_wasserstein(rs, cs, True)
-            f.statistic = float(w / max(float(np.std(r)), 0.001))
-            f.metrics["wasserstein"] = float(w)
+    if method == "ks":
+        s, p, *_ = _core().drift_ks_2samp(r, c, "auto", False)
+        f.statistic, f.pvalue, f.effect = float(p), float(p), float(s)
+        f.metrics["ks_statistic"] = float(s)
         return f
-    if method in ("jensenshannon", "psi", "hellinger") and np.unique(r).size > 20:
+    if method == "wasserstein":
+        if wasserstein_jobs is not None:
+            wasserstein_jobs.append((f, r, c))
+        else:
+            _set_wasserstein(f, r, float(_core().drift_wasserstein(r, c, False)))
+        return f
+    if support is not None:  # <= 5 distinct values in both: counts per value (<= 20 in the reference)
+        return _count_feature(f, support[1].astype(np.float64), support[2].astype(np.float64))
+    if method in ("jensenshannon", "psi", "hellinger") and _core().drift_small_support(r, r[:0], 20) is None:
         edges = np.histogram_bin_edges(np.concatenate([r, c]), bins="sturges")
         rc, cc = _binned(r, c, edges, "uniform", "numeric", "raise")
     else:
         rc, cc = _binned(r, c, None, "uniform", "categorical", "raise")
     return _count_feature(f, rc, cc)
+
+
+def _set_wasserstein(f: FeatureDrift, r: np.ndarray, w: float) -> None:
+    """Evidently's normed Wasserstein: distance / max(np.std(reference), 0.001)."""
+    f.statistic = float(w / max(float(np.std(r)), 0.001))
+    f.metrics["wasserstein"] = float(w)
 
 
 def _count_feature(f: FeatureDrift, rc: np.ndarray, cc: np.ndarray) -> FeatureDrift:
@@ -604,19 +738,14 @@ def _count_feature(f: FeatureDrift, rc: np.ndarray, cc: np.ndarray) -> FeatureDr
 
 
 def _categorical_feature(name, ref, cur, method, th) -> FeatureDrift:
-    rv, rm = _categorical_values(ref, name)
-    cv, cm = _categorical_values(cur, name)
-    rv, cv = rv[~rm], cv[~cm]
-    if rv.size == 0 or cv.size == 0:
+    vocab, (rc, cc), (_, cmiss) = _joint_counts([ref, cur], [name, name])
+    nr, nc = int(rc.sum()), int(cc.sum())
+    if nr == 0 or nc == 0:
         raise ValueError(f"feature {name!r}: needs non-missing values in both reference and current")
-    vocab = _Vocabulary.fit(np.concatenate([rv, cv]))
     if method is None:
-        method = _choose_method("categorical", rv.size, len(vocab))
-    k = len(vocab)
-    rc = np.bincount(vocab.codes(rv), minlength=k).astype(np.float64)
-    cc = np.bincount(vocab.codes(cv), minlength=k).astype(np.float64)
-    f = FeatureDrift(name, "categorical", method, 0.0, th[method], False, n_reference=int(rv.size),
-                     n_current=int(cv.size), n_missing_current=int(cm.sum()))
+        method = _choose_method("categorical", nr, len(vocab))
+    f = FeatureDrift(name, "categorical", method, 0.0, th[method], False, n_reference=nr,
+                     n_current=nc, n_missing_current=cmiss)
     return _count_feature(f, rc, cc)
 
 
@@ -639,15 +768,19 @@ def detect_drift(reference: Any, current: Any, *, names: Sequence[str] | None = 
     rcols, ccols = _columns(reference, names, "reference"), _columns(current, names, "current")
     if set(rcols) != set(ccols):
         raise ValueError(f"reference and current have different columns: {sorted(set(rcols) ^ set(ccols))}")
-    feats = []
+    feats, jobs = [], []
     for name, rv in rcols.items():
         meth = (methods or {}).get(name)
         if meth is not None and meth not in th:
             raise ValueError(f"unknown method {meth!r} for {name!r}; choose one of {sorted(th)}")
         if _kind_of(rv, name, categorical) == "numeric":
-            feats.append(_numeric_feature(name, rv, ccols[name], meth, th))
+            feats.append(_numeric_feature(name, rv, ccols[name], meth, th, jobs))
         else:
             feats.append(_categorical_feature(name, rv, ccols[name], meth, th))
+    if jobs:  # all Wasserstein columns in one native call, spread over the thread pool
+        ws = _core().drift_wasserstein_many([r for _, r, _ in jobs], [c for _, _, c in jobs])
+        for (f, r, _), w in zip(jobs, ws):
+            _set_wasserstein(f, r, float(w))
     _finish(feats, th, me, corr)
     return DriftReport({f.name: f for f in feats}, drift_share)
 
@@ -706,18 +839,12 @@ class ReferenceProfile:
                 if uniq.size > 5:
                     feats[name] = cls._numeric(name, x, fin, uniq.size, bins, fine_bins, keep_sample)
                     continue
-                vals, miss = x, ~np.isfinite(x)
-            else:
-                vals, miss = _categorical_values(col, name)
-            v = vals[~miss]
-            if v.size == 0:
+                col = np.where(np.isfinite(x), x, np.nan)  # +-inf are missing here, as NaN
+            vocab, (counts,), (n_missing,) = _joint_counts([col], [name])
+            if counts.sum() == 0:
                 raise ValueError(f"reference feature {name!r} has no non-missing values")
-            vocab = _Vocabulary.fit(v)
-            cc = CategoryCounts(len(vocab))
-            cc.update(vocab.codes(v))
-            feats[name] = FeatureProfile(name, "categorical", int(v.size), int(miss.sum()),
-                                         counts=cc.counts[:-2].astype(np.float64), vocab=vocab.values,
-                                         n_unique=len(vocab))
+            feats[name] = FeatureProfile(name, "categorical", int(counts.sum()), n_missing, counts=counts,
+                                         vocab=vocab, n_unique=len(vocab))
         return cls(feats)
 
     @staticmethod
@@ -908,6 +1035,7 @@ class DriftMonitor:
         self._decayed = _WindowState(profile, False)
         self._hists: dict[str, Histogram] = {}
         self._vocabs: dict[str, _Vocabulary] = {}
+        self._coders: dict[str, Any] = {}
 
     # ---- updates
     def update(self, batch: Any, names: Sequence[str] | None = None) -> list[DriftReport]:
@@ -916,7 +1044,8 @@ class DriftMonitor:
         missing = set(self.profile.features) - set(cols)
         if missing:
             raise ValueError(f"batch lacks feature(s) {sorted(missing)}")
-        lens = {len(np.asarray(v)) if not is_torch_tensor(v) else int(v.shape[0]) for v in cols.values()}
+        lens = {int(v.shape[0]) if is_torch_tensor(v) else len(v) if isinstance(v, _CategoryColumn) else len(np.asarray(v))
+                for v in cols.values()}
         if len(lens) > 1:
             raise ValueError(f"batch columns have different lengths: {sorted(lens)}")
         n = lens.pop() if lens else 0
@@ -924,7 +1053,8 @@ class DriftMonitor:
         while pos < n:
             room = int(self.step - self._cur.rows)
             take = min(room, n - pos)
-            part = {k: _to_numpy(v, k)[pos:pos + take] for k, v in cols.items()}
+            part = {k: v.take(pos, pos + take) if isinstance(v, _CategoryColumn) else _to_numpy(v, k)[pos:pos + take]
+                    for k, v in cols.items()}
             self._add(part, take)
             pos += take
             self.rows_seen += take
@@ -980,17 +1110,41 @@ class DriftMonitor:
         for name, f in feats.items():
             if f.kind == "numeric":
                 continue
-            vals, miss = _categorical_values(cols[name], name)
-            if vals.dtype.kind == "f":
-                miss = miss | ~np.isfinite(vals)
-            voc = self._vocabs.get(name)
-            if voc is None:
-                voc = self._vocabs[name] = _Vocabulary(f.vocab)
-            codes = _codes_masked(voc, vals, miss)
-            c = np.bincount(np.where(codes < 0, len(voc) + 1, codes), minlength=len(voc) + 2).astype(np.float64)
+            codes = self._native_codes(name, f, cols[name])
+            if codes is None:
+                vals, miss = _categorical_values(cols[name], name)
+                if vals.dtype.kind == "f":
+                    miss = miss | ~np.isfinite(vals)
+                voc = self._vocabs.get(name)
+                if voc is None:
+                    voc = self._vocabs[name] = _Vocabulary(f.vocab)
+                codes = _codes_masked(voc, vals, miss)
+            k = len(f.vocab)
+            c = np.bincount(np.where(codes < 0, k + 1, codes), minlength=k + 2).astype(np.float64)
             st.counts[name] += c[:-1]
             st.missing[name] += c[-1]
         st.rows += rows
+
+    def _native_codes(self, name: str, f: FeatureProfile, col: Any) -> np.ndarray | None:
+        """Codes of a str / bytes batch column against the profile's vocabulary through a native
+        table seeded with it (lookups only, so unseen values never grow it): unknown -> k,
+        missing -> -1. None when the vocabulary or the column is not str / bytes."""
+        coder = self._coders.get(name, False)
+        if coder is False:
+            coder = None
+            if f.vocab.dtype.kind in "OUS":
+                c = _core().DriftStringCoder()
+                seeded = _encode_strings(c, f.vocab, name)
+                if seeded is not None and np.array_equal(seeded, np.arange(len(f.vocab))):
+                    coder = c
+            self._coders[name] = coder
+        if coder is None:
+            return None
+        codes = _encode_strings(coder, col, name, insert=False)
+        if codes is None:
+            return None
+        codes[codes == -2] = len(f.vocab)
+        return codes
 
     def _roll(self) -> DriftReport | None:
         done, self._cur = self._cur, _WindowState(self.profile, self.keep_values)

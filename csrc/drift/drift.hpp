@@ -172,5 +172,19 @@ double wasserstein_sorted(const double* a, int64_t na, const double* b, int64_t 
 double wasserstein(const double* a, int64_t na, const double* b, int64_t nb);
 double wasserstein(const double* a, int64_t na, const double* b, int64_t nb, CpuTarget t, int64_t buckets = 0);
 
+// ---- whole-report helpers (detect_drift)
+
+// The distinct values of a and b together (NaN-free input; -0.0 == 0.0) when there are at most
+// `cap` of them: `values` sorted ascending, ca / cb each sample's count per value. Returns false
+// as soon as a (cap + 1)-th distinct value is seen (the outputs are then unspecified), so a
+// continuous column costs a few dozen values, not a sort.
+bool small_support(const double* a, int64_t na, const double* b, int64_t nb, int64_t cap, std::vector<double>& values,
+                   std::vector<int64_t>& ca, std::vector<int64_t>& cb);
+
+// out[i] = wasserstein(a[i], na[i], b[i], nb[i], t) for k column pairs, the columns spread over
+// the thread pool (each column's own passes then run on its thread). Throws what a column throws.
+void wasserstein_many(const double* const* a, const int64_t* na, const double* const* b, const int64_t* nb, int64_t k,
+                      double* out, CpuTarget t);
+
 }  // namespace drift
 }  // namespace pyperfcore

@@ -1,11 +1,17 @@
 // Python bindings of the drift capability: accumulators and statistics. Buffers are checked
 // here; every loop over data runs with the GIL released.
+#include <cmath>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../bindings/bind.hpp"
 #include "../common/buffers.hpp"
 #include "drift.hpp"
+#include "drift_codes.hpp"
 
 namespace pyperfcore {
 
@@ -81,6 +87,178 @@ KSAlternative alternative_of(const std::string& a) {
   throw py::value_error("alternative must be 'two-sided', 'less' or 'greater', got '" + a + "'");
 }
 
+// A StringCoder shared with Python. Its mutex is only ever waited for with the GIL released
+// (lock_coder), so a thread holding it may re-take the GIL without deadlock.
+struct PyStringCoder {
+  StringCoder c;
+  std::mutex mu;
+};
+
+std::unique_lock<std::mutex> lock_coder(PyStringCoder& sc) {
+  std::unique_lock<std::mutex> lk(sc.mu, std::defer_lock);
+  py::gil_scoped_release nogil;
+  lk.lock();
+  return lk;
+}
+
+// Object items are classified under the GIL and their bytes copied (text as UTF-8) into a
+// reusable arena, chunk by chunk; each chunk is then hashed with the GIL released, on memory no
+// other thread can free. None and float NaN are missing items.
+enum class ObjClass { text, bytes, missing, other };
+
+inline ObjClass classify(PyObject* o) {
+  if (o == nullptr || o == Py_None) return ObjClass::missing;
+  if (PyUnicode_Check(o)) return ObjClass::text;
+  if (PyBytes_Check(o)) return ObjClass::bytes;
+  if (PyFloat_Check(o) && std::isnan(PyFloat_AS_DOUBLE(o))) return ObjClass::missing;
+  return ObjClass::other;
+}
+
+// Writes cp as UTF-8 at q (room for 4 bytes); returns the bytes written.
+inline size_t put_utf8(uint32_t cp, uint8_t* q) {
+  if (cp < 0x80) {
+    q[0] = static_cast<uint8_t>(cp);
+    return 1;
+  }
+  if (cp < 0x800) {
+    q[0] = static_cast<uint8_t>(0xC0 | (cp >> 6));
+    q[1] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    q[0] = static_cast<uint8_t>(0xE0 | (cp >> 12));
+    q[1] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+    q[2] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  q[0] = static_cast<uint8_t>(0xF0 | (cp >> 18));
+  q[1] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3F));
+  q[2] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+  q[3] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+struct Spans {
+  static constexpr int64_t kChunk = 8192;
+  std::vector<uint8_t> arena = std::vector<uint8_t>(kChunk * 8 + 64);
+  std::vector<int64_t> off = std::vector<int64_t>(kChunk + 1);
+  std::vector<uint8_t> kinds = std::vector<uint8_t>(kChunk);
+
+  // Items[0], items[step], ... (m <= kChunk of them) into the arena, keeping 8 readable bytes
+  // past the last one (StringCoder::encode_spans). The loop keeps its pointers in locals: byte
+  // stores could alias the vectors' members otherwise, and the compiler would reload them.
+  bool gather(PyObject* const* items, int64_t step, int64_t m) {
+    uint8_t* a = arena.data();
+    size_t cap = arena.size(), used = 0;
+    int64_t* of = off.data();
+    uint8_t* kd = kinds.data();
+    for (int64_t i = 0; i < m; ++i) {
+      if (i + 16 < m) __builtin_prefetch(items[(i + 16) * step]);  // objects are scattered in memory
+      PyObject* o = items[i * step];
+      KeyKind k = KeyKind::missing;
+      switch (classify(o)) {
+        case ObjClass::text: {
+#if PY_VERSION_HEX < 0x030C0000
+          if (PyUnicode_READY(o) < 0) throw py::error_already_set();
+#endif
+          const size_t len = static_cast<size_t>(PyUnicode_GET_LENGTH(o));
+          if (used + 4 * len + 8 > cap) {
+            arena.resize(std::max(cap * 2, used + 4 * len + 8));
+            a = arena.data(), cap = arena.size();
+          }
+          if (PyUnicode_IS_ASCII(o)) {
+            const uint8_t* d = static_cast<const uint8_t*>(PyUnicode_DATA(o));
+            if (len <= 16) {
+              for (size_t j = 0; j < len; ++j) a[used + j] = d[j];  // short categories: no memcpy call
+            } else {
+              std::memcpy(a + used, d, len);
+            }
+            used += len;
+          } else {
+            const int kind = PyUnicode_KIND(o);
+            const void* d = PyUnicode_DATA(o);
+            for (size_t j = 0; j < len; ++j) used += put_utf8(PyUnicode_READ(kind, d, j), a + used);
+          }
+          k = KeyKind::text;
+          break;
+        }
+        case ObjClass::bytes: {
+          const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(o));
+          if (used + len + 8 > cap) {
+            arena.resize(std::max(cap * 2, used + len + 8));
+            a = arena.data(), cap = arena.size();
+          }
+          std::memcpy(a + used, PyBytes_AS_STRING(o), len);
+          used += len;
+          k = KeyKind::bytes;
+          break;
+        }
+        case ObjClass::missing:
+          break;
+        case ObjClass::other:
+          return false;
+      }
+      kd[i] = static_cast<uint8_t>(k);
+      of[i + 1] = static_cast<int64_t>(used);
+    }
+    return true;
+  }
+};
+
+// Codes (codes != nullptr) or counts of a 1-D numpy 'U' / 'S' / object array or a list / tuple.
+// Returns false when an object item is not str, bytes, None or a float NaN; with insert, keys of
+// the items before it may then have been added (callers discard such a coder). Each object is
+// read once: classified and copied in the same pass.
+bool code_values(PyStringCoder& sc, const py::object& values, bool insert, int64_t* codes,
+                 std::vector<int64_t>& counts) {
+  PyObject* const* items = nullptr;  // object items at items[i * step]
+  int64_t n = 0, step = 1;
+  py::array keep;
+  if (py::isinstance<py::array>(values)) {
+    keep = values.cast<py::array>();
+    if (keep.ndim() != 1) throw py::value_error("expected a 1-D array, got " + std::to_string(keep.ndim()) + "-D");
+    const char kind = keep.dtype().kind();
+    n = keep.shape(0);
+    if (kind == 'U' || kind == 'S') {
+      if (kind == 'U' && !keep.dtype().attr("isnative").cast<bool>())
+        throw py::value_error("'U' arrays must be in native byte order");
+      const uint8_t* base = static_cast<const uint8_t*>(keep.data());
+      const int64_t stride = keep.strides(0), itemsize = keep.itemsize();
+      auto lk = lock_coder(sc);
+      py::gil_scoped_release nogil;  // invalid_argument (a bad code point) -> ValueError
+      if (codes) sc.c.encode_fixed(base, n, stride, itemsize, kind == 'U', insert, codes);
+      else sc.c.count_fixed(base, n, stride, itemsize, kind == 'U', insert, counts);
+      return true;
+    }
+    if (kind != 'O')
+      throw py::type_error("expected a 'U', 'S' or object array, got dtype " + std::string(py::str(keep.dtype())));
+    if (keep.strides(0) % static_cast<py::ssize_t>(sizeof(PyObject*)) != 0)
+      throw py::value_error("object array strides must be multiples of the pointer size");
+    items = static_cast<PyObject* const*>(keep.data());
+    step = keep.strides(0) / static_cast<py::ssize_t>(sizeof(PyObject*));
+  } else if (PyList_Check(values.ptr()) || PyTuple_Check(values.ptr())) {
+    n = static_cast<int64_t>(PySequence_Fast_GET_SIZE(values.ptr()));
+    items = PySequence_Fast_ITEMS(values.ptr());
+  } else {
+    throw py::type_error("expected a numpy array, list or tuple, got " +
+                         std::string(py::str(py::type::handle_of(values).attr("__name__"))));
+  }
+  auto lk = lock_coder(sc);
+  Spans s;
+  for (int64_t b = 0; b < n; b += Spans::kChunk) {
+    const int64_t m = std::min(Spans::kChunk, n - b);
+    if (PyList_Check(values.ptr())) {  // the GIL was released: the list may have been resized
+      if (PyList_GET_SIZE(values.ptr()) != n) throw py::value_error("the list changed size while being coded");
+      items = PySequence_Fast_ITEMS(values.ptr());
+    }
+    if (!s.gather(items + b * step, step, m)) return false;
+    py::gil_scoped_release nogil;
+    if (codes) sc.c.encode_spans(s.arena.data(), s.off.data(), s.kinds.data(), m, insert, codes + b);
+    else sc.c.count_spans(s.arena.data(), s.off.data(), s.kinds.data(), m, insert, counts);
+  }
+  return true;
+}
+
 }  // namespace
 
 void bind_drift(py::module_& m) {
@@ -146,6 +324,53 @@ void bind_drift(py::module_& m) {
         std::string s = blob_of(b);
         return CategoryCounts::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size());
       });
+
+  py::class_<PyStringCoder>(m, "DriftStringCoder",
+                            "Hash table from str / bytes values to dense codes in first-seen order.")
+      .def(py::init<>())
+      .def("encode", [](PyStringCoder& sc, const py::object& values, bool insert) -> py::object {
+        const int64_t n = py::len(values);
+        py::array_t<int64_t> out(n);
+        std::vector<int64_t> unused;
+        if (!code_values(sc, values, insert, out.mutable_data(), unused)) return py::none();
+        return std::move(out);
+      }, py::arg("values"), py::arg("insert") = true,
+           "Codes of a 1-D 'U' / 'S' / object array, list or tuple: None and float NaN -> -1, a value not\n"
+           "in the table -> -2 unless insert. Returns None when an object item is not str, bytes, None or\n"
+           "a float NaN (with insert, the keys of the items before it may have been added).")
+      .def("count", [](PyStringCoder& sc, const py::object& values, bool insert) -> py::object {
+        std::vector<int64_t> counts;
+        if (!code_values(sc, values, insert, nullptr, counts)) return py::none();
+        auto lk = lock_coder(sc);
+        counts.resize(static_cast<size_t>(sc.c.size()) + 2, 0);
+        return vec_to_array(counts);
+      }, py::arg("values"), py::arg("insert") = true,
+           "Like encode, but returns counts: [unknown, missing, code 0, code 1, ...] (len(self) + 2).")
+      .def("__len__", [](PyStringCoder& sc) {
+        auto lk = lock_coder(sc);
+        return sc.c.size();
+      })
+      .def_property_readonly("mixed_kinds", [](PyStringCoder& sc) {
+        auto lk = lock_coder(sc);
+        return sc.c.mixed_kinds();
+      })
+      .def("values", [](PyStringCoder& sc) {
+        auto lk = lock_coder(sc);
+        py::list out(sc.c.size());
+        for (int64_t i = 0; i < sc.c.size(); ++i) {
+          const char* p = reinterpret_cast<const char*>(sc.c.data(i));
+          const auto len = static_cast<Py_ssize_t>(sc.c.length(i));
+          PyObject* o = sc.c.kind(i) == KeyKind::text ? PyUnicode_DecodeUTF8(p, len, "surrogatepass")
+                                                      : PyBytes_FromStringAndSize(p, len);
+          if (!o) throw py::error_already_set();
+          PyList_SET_ITEM(out.ptr(), i, o);
+        }
+        return out;
+      }, "The keys in code order (str or bytes).")
+      .def("sorted_codes", [](PyStringCoder& sc) {
+        auto lk = lock_coder(sc);
+        return vec_to_array(sc.c.sorted_codes());
+      }, "Codes in ascending key order (Python's order for all-str or all-bytes keys).");
 
   // ---- statistics over count vectors
   m.def("drift_psi", [](const F64& r, const F64& c, double eps) {
@@ -234,6 +459,48 @@ void bind_drift(py::module_& m) {
     py::gil_scoped_release nogil;
     return presorted ? wasserstein_sorted(pa, na, pb, nb) : wasserstein(pa, na, pb, nb, t, buckets);
   }, py::arg("u"), py::arg("v"), py::arg("presorted") = false, py::arg("buckets") = 0, py::arg("target") = py::none());
+  m.def("drift_small_support", [](const py::array& x, const py::array& y, int64_t cap) -> py::object {
+    F64 a = sample(x, "reference"), b = sample(y, "current");
+    const double *pa = a.data(), *pb = b.data();
+    const int64_t na = a.shape(0), nb = b.shape(0);
+    std::vector<double> v;
+    std::vector<int64_t> ca, cb;
+    bool ok;
+    {
+      py::gil_scoped_release nogil;
+      ok = small_support(pa, na, pb, nb, cap, v, ca, cb);
+    }
+    if (!ok) return py::none();
+    return py::make_tuple(vec_to_array(v), vec_to_array(ca), vec_to_array(cb));
+  }, py::arg("reference"), py::arg("current"), py::arg("cap"),
+     "(sorted distinct values, reference counts, current counts) of two NaN-free samples when they\n"
+     "have at most `cap` distinct values together, else None (found without sorting).");
+  m.def("drift_wasserstein_many", [](const py::list& us, const py::list& vs, const py::object& target) {
+    if (us.size() != vs.size()) throw py::value_error("need as many u as v samples");
+    const CpuTarget t = resolve_target(target);
+    const size_t k = us.size();
+    std::vector<F64> keep;
+    keep.reserve(2 * k);
+    std::vector<const double*> pa(k), pb(k);
+    std::vector<int64_t> na(k), nb(k);
+    for (size_t i = 0; i < k; ++i) {
+      for (const py::handle h : {us[i], vs[i]}) {
+        F64 a = F64::ensure(h);
+        if (!a || a.ndim() != 1) throw py::type_error("each sample must be a 1-D numeric array");
+        keep.push_back(std::move(a));
+      }
+      pa[i] = keep[2 * i].data(), na[i] = keep[2 * i].shape(0);
+      pb[i] = keep[2 * i + 1].data(), nb[i] = keep[2 * i + 1].shape(0);
+    }
+    py::array_t<double> out(static_cast<py::ssize_t>(k));
+    double* o = out.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      wasserstein_many(pa.data(), na.data(), pb.data(), nb.data(), static_cast<int64_t>(k), o, t);
+    }
+    return out;
+  }, py::arg("us"), py::arg("vs"), py::arg("target") = py::none(),
+     "Wasserstein-1 of each (us[i], vs[i]) pair, columns spread over the thread pool.");
   m.def("drift_sort", [](const py::array& x) {
     F64 a = sample(x, "x");
     py::array_t<double> out(a.shape(0));

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["drift_hist_counts", "drift_moments", "drift_psi", "drift_js", "drift_hellinger", "drift_linf",
-           "drift_ks_statistic", "drift_wasserstein"]
+           "drift_ks_statistic", "drift_wasserstein", "drift_category_counts", "drift_small_support"]
 
 
 def drift_hist_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -81,3 +81,43 @@ def drift_wasserstein(a, b):
     fa = np.searchsorted(np.sort(a), allv[:-1], side="right") / len(a)
     fb = np.searchsorted(np.sort(b), allv[:-1], side="right") / len(b)
     return float(np.sum(np.abs(fa - fb) * np.diff(allv)))
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def drift_category_counts(samples):
+    """Shared vocabulary of categorical samples, one Python value at a time: (vocabulary list,
+    [counts per sample], [missing per sample]). Missing: None and float NaN. The vocabulary is
+    sorted, or in first-seen order when Python cannot order the values (str mixed with bytes)."""
+    items = [[v for v in np.asarray(s, dtype=object).tolist()] if not isinstance(s, list) else list(s)
+             for s in samples]
+    seen = {}
+    for s in items:
+        for v in s:
+            if not _is_missing(v):
+                seen.setdefault(v, len(seen))
+    vocab = list(seen)
+    try:
+        vocab = sorted(vocab)
+    except TypeError:
+        pass
+    pos = {v: i for i, v in enumerate(vocab)}
+    counts = []
+    for s in items:
+        c = np.zeros(len(vocab), dtype=np.int64)
+        for v in s:
+            if not _is_missing(v):
+                c[pos[v]] += 1
+        counts.append(c)
+    return vocab, counts, [sum(_is_missing(v) for v in s) for s in items]
+
+
+def drift_small_support(a, b, cap):
+    """(sorted distinct values, counts in a, counts in b) when a and b have at most cap distinct
+    values together, else None."""
+    vals = np.unique(np.concatenate([a, b]))
+    if vals.size > cap:
+        return None
+    return vals, np.array([(a == v).sum() for v in vals]), np.array([(b == v).sum() for v in vals])
