@@ -684,7 +684,8 @@ class Batcher:
     def _configure_native_stats(self) -> None:
         """Native runners record batch statistics in self._sub; the histograms fold them on read."""
         self._sub.configure_runner(asyncio.Future, asyncio.Future.done, asyncio.Future.set_result,
-                                   asyncio.InvalidStateError, self._batch_sizes.bounds, self._queue_wait.bounds)
+                                   asyncio.InvalidStateError, self._batch_sizes.bounds, self._queue_wait.bounds,
+                                   self.max_queue_size or 0)
         for h in (self._batch_sizes, self._queue_wait, self._model_time):
             h._pull = self._fold_native_stats
 
@@ -1269,7 +1270,11 @@ class Batcher:
             now = time.monotonic_ns()
             if native is not None:
                 # Pushes, polls and runs fast-path batches natively; back here for the rest.
-                st, polled, fin = native(sub, q, self.fn)
+                r = native(sub, q, self.fn)
+                if len(r) == 1:  # nothing due (admission limit updated natively): arm the timer
+                    self._arm_if_sooner(loop, r[0], now)
+                    return
+                st, polled, fin = r
                 if fin is not None:  # the model raised or returned a bad batch: answer here
                     try:
                         self._complete_fast(*fin)
@@ -1300,6 +1305,9 @@ class Batcher:
                 self._run_batch(runs, reason, oldest)
         if self.max_queue_size is not None:
             self._update_fast_limit(queued)
+        self._arm_if_sooner(loop, wake, now)
+
+    def _arm_if_sooner(self, loop: asyncio.AbstractEventLoop | None, wake: int, now: int) -> None:
         if self._closed and self._fdtimer:
             self._release_fdtimer()
         if wake < _NO_DEADLINE and loop is not None and (self._timer is None or wake < self._timer_ns):

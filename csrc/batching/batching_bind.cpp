@@ -160,6 +160,7 @@ struct LoopSubmitter {
   Py_ssize_t fdead;
   Py_ssize_t fnone;
   int64_t first_ns;  // when the first request buffered since the driver last ran arrived
+  int64_t max_queue_size;  // for the admission limit drive_fast keeps up to date; 0: unbounded
   int scheduled;
   int enabled;
 };
@@ -418,7 +419,9 @@ bool bounds_from(PyObject* seq, std::vector<double>& out) {
 PyObject* sub_configure_runner(PyObject* self, PyObject* args) {
   auto* s = reinterpret_cast<LoopSubmitter*>(self);
   PyObject *ft, *done, *setr, *inv, *bs, *tb;
-  if (!PyArg_ParseTuple(args, "OOOOOO", &ft, &done, &setr, &inv, &bs, &tb)) return nullptr;
+  long long mqs = 0;
+  if (!PyArg_ParseTuple(args, "OOOOOO|L", &ft, &done, &setr, &inv, &bs, &tb, &mqs)) return nullptr;
+  s->max_queue_size = mqs > 0 ? mqs : 0;
   if (!PyType_Check(ft) || !PyCallable_Check(done) || !PyCallable_Check(setr) || !PyExceptionClass_Check(inv)) {
     PyErr_SetString(PyExc_TypeError,
                     "configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds)");
@@ -516,7 +519,8 @@ int fut_done(LoopSubmitter* s, PyObject* f) {
 // fast-path requests, polls, and while the due batch is a single run of fast-path ids (and
 // nothing expired or was dropped), runs it right here: drops cancelled callers, calls the sync
 // model once, answers every future, records the statistics natively. Returns
-// (push_status, poll, finish) to Python for everything else:
+// (next_wake_ns,) when nothing is due and nothing needs Python (the admission limit is then
+// updated here), else (push_status, poll, finish) to Python:
 //  - poll is poll_runs' tuple when Python must act (a push failed, expiries/drops, a mixed or
 //    non-fast batch, closed, or no batch: then it carries next_wake);
 //  - finish = (futures, ok, out, t0) when the model raised or returned something other than a
@@ -542,7 +546,20 @@ py::tuple drive_fast(LoopSubmitter* s, BatchQueue& q, PyObject* fn) {
     Py_ssize_t i = fast ? static_cast<Py_ssize_t>(p.ids.front() - s->fbase) : 0;
     Py_ssize_t e = i + static_cast<Py_ssize_t>(p.ids.size());
     if (fast && (i < s->fdead || e > PyList_GET_SIZE(s->ff))) fast = false;  // never expected: Python decides
-    if (!fast) return py::make_tuple(st, poll_runs_tuple(p), py::none());
+    if (!fast) {
+      if (st == 0 && !p.has_work()) {
+        // Nothing due and nothing for Python to answer: update the fast path's admission limit
+        // (Batcher._update_fast_limit) and return only when to look again.
+        if (s->max_queue_size > 0) {
+          const int64_t live_fast =
+              static_cast<int64_t>(s->fpushed - s->fbase) - static_cast<int64_t>(s->fdead + s->fnone);
+          const int64_t other = std::max<int64_t>(0, p.queued - live_fast);
+          s->limit = static_cast<Py_ssize_t>(s->max_queue_size - other + s->fnone + s->fdead);
+        }
+        return py::make_tuple(p.next_wake_ns);
+      }
+      return py::make_tuple(st, poll_runs_tuple(p), py::none());
+    }
 
     // Take futures/inputs [i, e) and retire every entry below e (they have left the queue).
     py::object fs = py::reinterpret_steal<py::object>(PyList_GetSlice(s->ff, i, e));
