@@ -141,10 +141,9 @@ void topk(const Logits& x, int64_t k, bool softmax, float* values, int64_t* indi
         if (i >= n) break;
         top.insert(row[i], i, 0);
       }
-      if (softmax) {
-        const float s = ops.sum_exp(row, n, m);
-        ops.exp_store(vo, k, m, vo);
-        for (int64_t j = 0; j < k; ++j) vo[j] /= s;
+      if (softmax) {  // the numerators in double, as the scan's are corrected (TwoSum)
+        const double s = ops.sum_exp(row, n, m);
+        for (int64_t j = 0; j < k; ++j) vo[j] = static_cast<float>(std::exp(static_cast<double>(vo[j]) - m) / s);
       }
     }
   });

@@ -56,18 +56,19 @@ float s_max_nan(const float* x, int64_t n, bool* bad) {
   if (b) *bad = true;
   return m;
 }
+// The scalar sums run in double: one float accumulator over n terms would lose n * 2^-24.
 float s_sum_exp(const float* x, int64_t n, float m) {
-  float s = 0.f;
+  double s = 0.0;
   for (int64_t i = 0; i < n; ++i) s += std::exp(x[i] - m);
-  return s;
+  return static_cast<float>(s);
 }
 float s_exp_store(const float* x, int64_t n, float m, float* out) {
-  float s = 0.f;
+  double s = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     out[i] = std::exp(x[i] - m);
     s += out[i];
   }
-  return s;
+  return static_cast<float>(s);
 }
 void s_scale(float* x, int64_t n, float a) {
   for (int64_t i = 0; i < n; ++i) x[i] *= a;
@@ -115,7 +116,7 @@ TopkScan s_topk_scan(const float* x, int64_t n, int64_t k, bool want_sum, float*
     return r;
   }
   const float bound = kth_of(lanes, 8, k);
-  float s = 0.f;
+  double s = 0.0;
   int64_t c = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float e = want_sum ? std::exp(x[i] - m) : 0.f;
@@ -126,8 +127,10 @@ TopkScan s_topk_scan(const float* x, int64_t n, int64_t k, bool want_sum, float*
       idx[c++] = static_cast<int32_t>(i);
     }
   }
-  r.sum = s;
+  r.sum = static_cast<float>(s);
   r.count = c;
+  if (want_sum)  // the candidates' exps in double: no rounding of x - max
+    for (int64_t j = 0; j < c; ++j) exps[j] = static_cast<float>(std::exp(static_cast<double>(vals[j]) - m));
   return r;
 }
 const RowOps kScalarOps = {8, s_widen, s_max_nan, s_sum_exp, s_exp_store, s_scale, s_sub2, s_next_greater, s_topk_scan};
@@ -328,6 +331,21 @@ PFC_AVX2 TopkScan a2_topk_scan(const float* x, int64_t n, int64_t k, bool want_s
   }
   r.sum = s;
   r.count = c;
+  if (want_sum) {  // the candidates' exps again, with x - max's rounding error put back (TwoSum)
+    const __m256 nm = _mm256_set1_ps(-m);
+    for (int64_t j = 0; j < c; j += 8) {
+      alignas(32) float v8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, e8[8];
+      const int64_t w = c - j < 8 ? c - j : 8;
+      for (int64_t q = 0; q < w; ++q) v8[q] = vals[j + q];
+      const __m256 v = _mm256_load_ps(v8);
+      const __m256 d = _mm256_add_ps(v, nm), bb = _mm256_sub_ps(d, v);
+      __m256 err = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, bb)), _mm256_sub_ps(nm, bb));
+      err = _mm256_and_ps(err, _mm256_cmp_ps(err, err, _CMP_ORD_Q));  // -inf candidates: NaN -> 0
+      const __m256 e = a2_exp(d);
+      _mm256_store_ps(e8, _mm256_fmadd_ps(e, err, e));
+      for (int64_t q = 0; q < w; ++q) exps[j + q] = e8[q];
+    }
+  }
   return r;
 }
 const RowOps kAvx2Ops = {8, a2_widen, a2_max_nan, a2_sum_exp, a2_exp_store, a2_scale, a2_sub2, a2_next_greater, a2_topk_scan};
@@ -552,9 +570,18 @@ PFC_AVX512 TopkScan a5_topk_scan(const float* x, int64_t n, int64_t k, bool want
   r.count = a5_pass2<true, false>(x, n, tv, mv, vals, idx, next, &r.sum);
   if (!std::isfinite(r.sum))  // -inf logits: again with the clamp
     r.count = a5_pass2<true, true>(x, n, tv, mv, vals, idx, nullptr, &r.sum);
+  // exp(x - max) of the candidates with x - max's rounding error put back (TwoSum: the error e
+  // of d = fl(x - max) is exact, and exp(d + e) = exp(d) * (1 + e)), so a probability far below
+  // the top one keeps its few ulp instead of |x - max| * 2^-24.
+  const __m512 nm = _mm512_set1_ps(-m);
   for (int64_t j = 0; j < r.count; j += 16) {
     const __mmask16 t = r.count - j >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(r.count - j);
-    _mm512_mask_storeu_ps(exps + j, t, a5_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, vals + j), mv)));
+    const __m512 v = _mm512_maskz_loadu_ps(t, vals + j);
+    const __m512 d = _mm512_add_ps(v, nm), bb = _mm512_sub_ps(d, v);
+    __m512 err = _mm512_add_ps(_mm512_sub_ps(v, _mm512_sub_ps(d, bb)), _mm512_sub_ps(nm, bb));
+    err = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(err, err, _CMP_ORD_Q), err);  // -inf candidates: NaN -> 0
+    const __m512 e = a5_exp(d);
+    _mm512_mask_storeu_ps(exps + j, t, _mm512_fmadd_ps(e, err, e));
   }
   return r;
 }
