@@ -296,6 +296,12 @@ def test_simd_activations_match_definitions(cpu_target):
         exp = ref.activation(x, act)
         bound = 2e-6 * np.abs(exp) + 1e-7 * np.maximum(1.0, np.abs(x))
         assert np.all(np.abs(got - exp) <= bound), (act, float(np.max(np.abs(got - exp) / bound)))
+    # far in the negative tail GELU is 0 to float precision, also for huge |v| (a clamped erfc
+    # approximation would leave |v| * erfc(clamp) there)
+    far = np.tile(np.array([-6.0, -7.5, -40.0, -1e3, -1e6, -3e38], np.float32), (1, 11))[:, :64]
+    got = quant.QuantizedLinear(np.eye(64, dtype=np.float32), dtype="float16", activation="gelu")(far, backend="cpu")
+    assert np.all(np.abs(got) <= 1e-7), got
+    assert np.all(np.abs(_core().apply_activation(far.ravel(), "gelu")) <= 1e-7)
 
 
 def test_leading_dims_and_torch_tensors(rng):
