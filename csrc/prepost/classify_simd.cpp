@@ -421,19 +421,25 @@ PFC_AVX512 float a5_max_nan(const float* x, int64_t n, bool* bad) {
   if (nan) *bad = true;
   return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
-PFC_AVX512 float a5_sum_exp(const float* x, int64_t n, float m) {
-  const __m512 mv = _mm512_set1_ps(m);
+// The sum behind log_softmax's lse and the wide-k top-k: terms by a5_exp_term (the sum keeps
+// about 2e-7); rows with -inf are summed again with the clamp.
+template <bool kClamp>
+PFC_AVX512 float a5_sum_terms(const float* x, int64_t n, __m512 mv) {
   __m512 s0 = _mm512_setzero_ps(), s1 = s0;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_add_ps(s0, a5_exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
-    s1 = _mm512_add_ps(s1, a5_exp(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), mv)));
+    s0 = _mm512_add_ps(s0, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
+    s1 = _mm512_add_ps(s1, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), mv)));
   }
   for (; i < n; i += 16) {
-    __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
-    s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(k, a5_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv))));
+    const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
+    s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(k, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv))));
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+PFC_AVX512 float a5_sum_exp(const float* x, int64_t n, float m) {
+  const float s = a5_sum_terms<false>(x, n, _mm512_set1_ps(m));
+  return std::isfinite(s) ? s : a5_sum_terms<true>(x, n, _mm512_set1_ps(m));
 }
 PFC_AVX512 float a5_exp_store(const float* x, int64_t n, float m, float* out) {
   const __m512 mv = _mm512_set1_ps(m);
@@ -534,10 +540,60 @@ PFC_AVX512 int64_t a5_pass2(const float* x, int64_t n, __m512 tv, __m512 mv, flo
   *sum = kSum ? _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) : 0.f;
   return c;
 }
+// argmax (k = 1 without the sum) in one pass: per lane the maximum and the index where it first
+// appeared (strict > keeps the first), then the smallest index among the lanes holding the row's
+// maximum: numpy's first-occurrence rule.
+PFC_AVX512 TopkScan a5_argmax(const float* x, int64_t n, float* vals, int32_t* idx) {
+  TopkScan r;
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512 m0 = _mm512_set1_ps(kNegInf), m1 = m0;
+  __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_set1_epi32(16);
+  __mmask16 nan = 0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+    nan |= _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    const __mmask16 ga = _mm512_cmp_ps_mask(a, m0, _CMP_GT_OQ), gb = _mm512_cmp_ps_mask(b, m1, _CMP_GT_OQ);
+    m0 = _mm512_mask_mov_ps(m0, ga, a);
+    m1 = _mm512_mask_mov_ps(m1, gb, b);
+    i0 = _mm512_mask_mov_epi32(i0, ga, iv);
+    i1 = _mm512_mask_mov_epi32(i1, gb, _mm512_add_epi32(iv, step));
+    iv = _mm512_add_epi32(iv, _mm512_add_epi32(step, step));
+  }
+  for (; i < n; i += 16, iv = _mm512_add_epi32(iv, step)) {
+    const __mmask16 t = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
+    const __m512 a = _mm512_mask_loadu_ps(_mm512_set1_ps(kNegInf), t, x + i);
+    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+    const __mmask16 ga = _mm512_cmp_ps_mask(a, m0, _CMP_GT_OQ);
+    m0 = _mm512_mask_mov_ps(m0, ga, a);
+    i0 = _mm512_mask_mov_epi32(i0, ga, iv);
+  }
+  // Lanes of m0 and m1 merged: the larger value, on equal values the smaller index.
+  const __mmask16 take1 = _mm512_cmp_ps_mask(m1, m0, _CMP_GT_OQ) |
+                          (_mm512_cmp_ps_mask(m1, m0, _CMP_EQ_OQ) & _mm512_cmp_epi32_mask(i1, i0, _MM_CMPINT_LT));
+  const __m512 mv = _mm512_mask_mov_ps(m0, take1, m1);
+  const __m512i ix = _mm512_mask_mov_epi32(i0, take1, i1);
+  const float m = _mm512_reduce_max_ps(mv);
+  r.max = m;
+  if (nan || m == kPosInf) {
+    r.status = nan ? kScanNan : kScanPosInf;
+    return r;
+  }
+  // A row of -inf updates no lane: every lane holds -inf with index 0 or 16, and 0 (a -inf of the
+  // row) wins, as in numpy. Otherwise only lanes that were updated can hold the maximum.
+  const __mmask16 at = _mm512_cmp_ps_mask(mv, _mm512_set1_ps(m), _CMP_EQ_OQ);
+  const __m512i cand = _mm512_mask_mov_epi32(_mm512_set1_epi32(INT32_MAX), at, ix);
+  vals[0] = m;
+  idx[0] = _mm512_reduce_min_epi32(cand);
+  r.count = 1;
+  return r;
+}
 // Pass 1: 32 lane maxima and the NaN flag; then pass 2 above with the bound; then the accurate
 // exps of the candidates.
 PFC_AVX512 TopkScan a5_topk_scan(const float* x, int64_t n, int64_t k, bool want_sum, float* vals, int32_t* idx,
                                   float* exps, const float* next) {
+  if (k == 1 && !want_sum) return a5_argmax(x, n, vals, idx);
   TopkScan r;
   __m512 m0 = _mm512_set1_ps(kNegInf), m1 = m0;
   __mmask16 nan = 0;

@@ -23,27 +23,38 @@ def _rows(x: Any) -> tuple[Any, bool]:
     return (x.reshape(1, -1), True) if x.ndim == 1 else (x, False)
 
 
-# The lean path: a 2-D float32 numpy array with contiguous classes, no scale, no backend named, is
-# what the C++ kernel takes as it is. It goes straight to the native call (which checks k, NaN
-# and +inf itself), skipping the generic checks and backend selection that cost several
-# microseconds, as much as the whole kernel on a small batch. The choice it makes is the one
-# `select` makes for such an input (cpu when the native module is built).
-_F32 = np.dtype(np.float32)
+# The lean path: a 2-D numpy array with contiguous classes that the C++ kernel takes as it is
+# (float32 or float16 without scale, int8 with one scale as a number), no backend named, goes
+# straight to the native call, which checks k, NaN, +inf and the scale itself. It skips the
+# generic checks and backend selection, which cost several microseconds (a tenth of the kernel at
+# [256, 1000]). The choice it makes is the one `select` makes for such an input (cpu when the
+# native module is built).
+_LEAN_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
+_I8 = np.dtype(np.int8)
 _fast_core: Any = None
 
 
-def _lean(x: Any, scale: Any, backend: Any) -> Any:
-    """The native module when x can take the lean path, else None."""
+def _lean(x: Any, scale: Any, backend: Any) -> tuple[Any, Any]:
+    """(native module, scale list or None) when x can take the lean path, else (None, None)."""
     global _fast_core
-    if backend is not None or scale is not None or type(x) is not np.ndarray or x.ndim != 2 or x.dtype != _F32:
-        return None
-    if x.strides[1] != 4 and x.shape[1] > 1:
-        return None
+    if backend is not None or type(x) is not np.ndarray or x.ndim != 2:
+        return None, None
+    dt = x.dtype
+    if dt in _LEAN_FLOATS:
+        if scale is not None:
+            return None, None
+        sc = None
+    elif dt == _I8 and isinstance(scale, (float, int, np.floating, np.integer)) and not isinstance(scale, bool):
+        sc = [float(scale)]
+    else:
+        return None, None
+    if x.strides[1] != x.itemsize and x.shape[1] > 1:
+        return None, None
     if _fast_core is None:
         if _backends.available("softmax_topk", "cpu") is not None:
-            return None
+            return None, None
         _fast_core = _core()
-    return _fast_core
+    return _fast_core, sc
 
 
 def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = None) -> tuple[Any, Any]:
@@ -65,9 +76,9 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
     ValueError
         k out of range, NaN or +inf logits, a row that is all -inf, int8 without scale.
     """
-    core = _lean(logits, scale, backend)
+    core, sc = _lean(logits, scale, backend)
     if core is not None and type(k) is int and 0 <= k <= logits.shape[1]:
-        return core.prepost_topk(logits, k, True)
+        return core.prepost_topk(logits, k, True, sc)
     check_logits(logits, "softmax_topk")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"softmax_topk: k must be an int, got {type(k).__name__}")
@@ -82,9 +93,9 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
 
 def softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
     """Row-wise softmax as float32 (int8 logits dequantized by ``scale`` first)."""
-    core = _lean(logits, scale, backend)
+    core, sc = _lean(logits, scale, backend)
     if core is not None:
-        return core.prepost_softmax(logits, False)
+        return core.prepost_softmax(logits, False, sc)
     check_logits(logits, "softmax")
     s = scale_arg(logits, scale, "softmax")
     x, flat = _rows(logits)
@@ -94,9 +105,9 @@ def softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
 
 def log_softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
     """Row-wise ``x - logsumexp(x)`` as float32."""
-    core = _lean(logits, scale, backend)
+    core, sc = _lean(logits, scale, backend)
     if core is not None:
-        return core.prepost_softmax(logits, True)
+        return core.prepost_softmax(logits, True, sc)
     check_logits(logits, "log_softmax")
     s = scale_arg(logits, scale, "log_softmax")
     x, flat = _rows(logits)
@@ -110,9 +121,9 @@ def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale:
 
     ``labels`` has one entry per class; the result is ``np.asarray(labels)[indices]``.
     """
-    core = _lean(logits, scale, backend)
+    core, sc = _lean(logits, scale, backend)
     if core is not None and labels is None and logits.shape[1] > 0:
-        return core.prepost_topk(logits, 1, False)[1][:, 0]
+        return core.prepost_topk(logits, 1, False, sc)[1][:, 0]
     check_logits(logits, "argmax")
     if logits.shape[-1] == 0:
         raise ValueError("argmax: logits have no classes")

@@ -297,8 +297,17 @@ def test_lean_path_skips_backend_selection(monkeypatch):
     np.testing.assert_array_equal(i, ref.prepost_softmax_topk(x, 5)[1])
     np.testing.assert_array_equal(pp.argmax(x), np.argmax(x, axis=1))
     pp.softmax(x), pp.log_softmax(x)
+    q = np.clip(np.rint(x * 20), -127, 127).astype(np.int8)
+    for sc in (0.05, np.float32(0.05), 1):  # int8 with one scale as a number: lean too
+        np.testing.assert_array_equal(pp.softmax_topk(q, 5, scale=sc)[1], ref.prepost_softmax_topk(q * np.float32(sc), 5)[1])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale"):
+            pp.softmax_topk(q, 5, scale=bad)
+    np.testing.assert_array_equal(pp.argmax(x.astype(np.float16)), np.argmax(x.astype(np.float16), axis=1))
     with pytest.raises(AssertionError):  # anything else still goes through select
-        pp.softmax_topk(x.astype(np.float16), 5)
+        pp.softmax_topk(np.asfortranarray(x), 5)
+    with pytest.raises(AssertionError):
+        pp.softmax_topk(q, 5, scale=np.full(100, 0.05, np.float32))
 
 
 def test_topk_threads_split_large_batches():
