@@ -124,3 +124,53 @@ def test_wasserstein_lognormal(benchmark, hard_samples, impl):
     fn = (lambda: drift.wasserstein_distance(a, b)) if impl == "pyperfcore" else (lambda: ss.wasserstein_distance(a, b))
     benchmark.pedantic(fn, rounds=3 if impl == "scipy" else 10, iterations=1)
     benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]
+
+
+@pytest.fixture(scope="module")
+def string_samples():
+    """1e6 vs 1e6 category labels (12 values, 2-11 characters) as object arrays (what pandas
+    gives for a string column) and as numpy 'U' arrays."""
+    rng = np.random.default_rng(5)
+    labels = np.array(["red", "green", "blue", "cyan", "magenta", "yellow", "black", "white", "orange",
+                       "purple", "ultramarine", "teal"])
+    a = labels[rng.integers(0, 12, N)]
+    b = labels[np.minimum(rng.geometric(0.2, N) - 1, 11)]
+    return {"U": (a, b), "object": (a.astype(object), b.astype(object))}
+
+
+def _js_of_counts(r, c):
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(r / r.sum(), c / c.sum()))
+
+
+def _numpy_js(a, b):
+    vals, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    k = vals.size
+    return _js_of_counts(np.bincount(inv[:a.size], minlength=k).astype(float),
+                         np.bincount(inv[a.size:], minlength=k).astype(float))
+
+
+def _pandas_js(a, b):
+    import pandas as pd
+
+    codes, uniq = pd.factorize(np.concatenate([a, b]), sort=True)
+    k = uniq.size
+    return _js_of_counts(np.bincount(codes[:a.size], minlength=k).astype(float),
+                         np.bincount(codes[a.size:], minlength=k).astype(float))
+
+
+@pytest.mark.parametrize("form", ["object", "U"])
+@pytest.mark.parametrize("impl", ["pyperfcore", "pandas", "numpy"])
+def test_categorical_js(benchmark, string_samples, form, impl):
+    """Jensen-Shannon distance of two categorical string samples: coding the strings is the cost."""
+    if impl == "pandas":
+        pytest.importorskip("pandas")
+    benchmark.group = f"categorical JS 1e6 vs 1e6 strings ({form})"
+    a, b = string_samples[form]
+    want = _numpy_js(a.astype("U"), b.astype("U"))
+    fn = {"pyperfcore": lambda: drift.jensen_shannon(a, b, kind="categorical"),
+          "pandas": lambda: _pandas_js(a, b), "numpy": lambda: _numpy_js(a, b)}[impl]
+    assert fn() == pytest.approx(want, rel=1e-12)
+    benchmark.pedantic(fn, rounds=3 if impl == "numpy" else 5, iterations=1)
+    benchmark.extra_info["items_per_s"] = 2 * N / benchmark.stats["median"]

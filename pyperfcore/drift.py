@@ -417,9 +417,9 @@ def _categorical_values(x: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if a.dtype.kind in "biuUS":
         return a, np.zeros(a.shape, dtype=bool)
     if a.dtype.kind == "O":
-        codes = _core().DriftStringCoder().encode(a)  # -1 exactly where an item is None or a float NaN
+        codes = _core().DriftStringCoder().encode(a, False)  # -1 exactly where an item is None or a float NaN
         if codes is not None:
-            return a, codes < 0
+            return a, codes == -1
         miss = np.fromiter((v is None or (isinstance(v, float) and v != v) for v in a), dtype=bool, count=a.size)
         return a, miss
     raise TypeError(f"{what}: unsupported dtype {a.dtype} for a categorical column")
@@ -643,7 +643,13 @@ def _columns(data: Any, names: Sequence[str] | None, what: str) -> dict[str, Any
         out = {}
         for c in data.columns:  # pandas DataFrame: columns as numpy (no copy where pandas allows)
             col = data[c]
-            out[str(c)] = _CategoryColumn(col) if _CategoryColumn.wraps(col) else np.asarray(col.to_numpy())
+            if _CategoryColumn.wraps(col):
+                out[str(c)] = _CategoryColumn(col)
+            elif not isinstance(col.dtype, np.dtype) and getattr(col.dtype, "kind", "") == "O":
+                # pandas string dtypes: their missing marker (pd.NA or NaN) becomes None = missing
+                out[str(c)] = col.to_numpy(dtype=object, na_value=None)
+            else:
+                out[str(c)] = np.asarray(col.to_numpy())
         return out
     a = np.asarray(data)
     if a.ndim == 1:

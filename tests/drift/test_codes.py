@@ -77,6 +77,14 @@ def test_str_mixed_with_bytes_keeps_first_seen_order(a, b):
 def test_other_objects_take_the_general_path(a):
     vals = [v for v in a if not isinstance(v, bool)]
     _check([vals, ["red"]])
+    _check([["red", None, "blue"], vals])  # a str-only sample next to one that is not
+
+
+def test_missing_mask_of_object_arrays():
+    a = np.array(["a", None, float("nan"), "", b"x", np.float64("nan")], dtype=object)
+    assert drift._categorical_values(a, "a")[1].tolist() == [False, True, True, False, False, True]
+    b = np.array(["a", None, 3], dtype=object)  # not all str / bytes: the Python path
+    assert drift._categorical_values(b, "b")[1].tolist() == [False, True, False]
 
 
 def test_empty_inputs():
@@ -185,9 +193,11 @@ def test_pandas_category_and_object_columns_match_numpy_columns(rng):
     cats = ["red", "green", "blue", "teal", "unused"]
     rdf = pd.DataFrame({"c": pd.Categorical(ref_vals, categories=cats), "o": ref_vals.astype(object)})
     cdf = pd.DataFrame({"c": pd.Categorical(cur_vals, categories=cats), "o": cur_vals})
+    rdf["s"], cdf["s"] = rdf["o"].astype("string"), cdf["o"].astype("string")  # missing: pd.NA
     rep = drift.detect_drift(rdf, cdf, preset="evidently")
-    base = drift.detect_drift({"c": ref_vals, "o": ref_vals}, {"c": cur_vals, "o": cur_vals}, preset="evidently")
-    for col in ("c", "o"):
+    base = drift.detect_drift({"c": ref_vals, "o": ref_vals, "s": ref_vals}, {"c": cur_vals, "o": cur_vals, "s": cur_vals},
+                              preset="evidently")
+    for col in ("c", "o", "s"):
         f, g = rep.features[col], base.features[col]
         assert (f.method, f.statistic, f.n_reference, f.n_current, f.n_missing_current) == \
                (g.method, g.statistic, g.n_reference, g.n_current, g.n_missing_current)
