@@ -183,6 +183,19 @@ def test_top5_torch(benchmark, logits):
     benchmark(lambda: torch.softmax(x, dim=1).topk(5, dim=1))
 
 
+def test_top5_torch_1thread(benchmark, logits):
+    """torch on one thread: on a shared machine its pool's spinning threads can cost far more."""
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(logits)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark.group = G3
+        benchmark(lambda: torch.softmax(x, dim=1).topk(5, dim=1))
+    finally:
+        torch.set_num_threads(prev)
+
+
 def test_top5_memory_floor(benchmark, logits):
     """Reading the logits once: a copy of their 1 MB (what any one-pass kernel must at least move)."""
     dst = np.empty_like(logits)
