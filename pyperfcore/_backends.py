@@ -95,11 +95,27 @@ def backends_for(op: str) -> list[str]:
     return list(_REGISTRY.get(op, {}))
 
 
+# Backends whose check has passed once: a built module, an installed package or a present
+# driver does not go away while the process runs, so a success is not re-checked on every call
+# (the checks cost a find_spec or a driver query each, which GPU launch paths cannot afford).
+# A failure is re-checked each time: its reason is reported, and it may be fixed at run time.
+_PASSED: set[str] = set()
+
+
+def _check(backend: str) -> str | None:
+    if backend in _PASSED:
+        return None
+    why = _CHECKS[backend]()
+    if why is None:
+        _PASSED.add(backend)
+    return why
+
+
 def available(op: str, backend: str) -> str | None:
     """None if ``backend`` can run ``op`` here, else the reason it cannot."""
     if backend not in _REGISTRY.get(op, {}):
         return f"op {op!r} has no {backend!r} backend (it has: {', '.join(backends_for(op))})"
-    return _CHECKS[backend]()
+    return _check(backend)
 
 
 def select(op: str, x: Any, backend: str | None) -> Callable[..., Any]:
@@ -123,7 +139,7 @@ def select(op: str, x: Any, backend: str | None) -> Callable[..., Any]:
     for name in _PREFERENCE[dev]:
         if name not in impls:
             continue
-        why = _CHECKS[name]()
+        why = _check(name)
         if why is None:
             return impls[name].fn
         reasons.append(why)

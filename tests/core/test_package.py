@@ -130,7 +130,7 @@ def test_kernels_package_importable_without_triton_import():
 
 
 def test_backend_names_and_unavailable_reason():
-    from pyperfcore import _backends
+    from pyperfcore import _backends, quant  # noqa: F401  (quant registers its backends on import)
 
     assert set(_backends.backends_for("quantize")) == {"reference", "cpu", "cuda", "triton"}
     why = _backends.available("quantize", "cuda")
@@ -143,3 +143,23 @@ def test_backend_names_and_unavailable_reason():
         from pyperfcore import quant
 
         quant.quantize(x, backend="cuda")
+
+
+def test_backend_check_success_is_cached_failure_is_rechecked(monkeypatch):
+    from pyperfcore import _backends
+
+    calls = {"n": 0, "ok": False}
+
+    def check():
+        calls["n"] += 1
+        return None if calls["ok"] else "not yet"
+
+    monkeypatch.setitem(_backends._CHECKS, "triton", check)
+    monkeypatch.setattr(_backends, "_PASSED", set())
+    assert _backends._check("triton") == "not yet"
+    assert _backends._check("triton") == "not yet"
+    assert calls["n"] == 2  # a failure is checked again (its cause may be fixed at run time)
+    calls["ok"] = True
+    assert _backends._check("triton") is None
+    assert _backends._check("triton") is None
+    assert calls["n"] == 3  # a success is remembered
