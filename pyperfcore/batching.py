@@ -337,7 +337,7 @@ class _FdTimer:
         self.fd = -1
 
     def __del__(self) -> None:  # pragma: no cover - close() is the normal way
-        if self.fd >= 0 and not self.registered:
+        if self.fd >= 0 and (not self.registered or self.loop.is_closed()):
             try:
                 os.close(self.fd)
             except OSError:
