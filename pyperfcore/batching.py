@@ -771,8 +771,9 @@ class Batcher:
                     t.start()
                     self._threads.append(t)
                 self._call_fast = self.cache is None
-                if self.caller_runs and not self.stack and self._slo is None:
-                    # Batches of plain batcher(x) calls run natively on the caller's thread.
+                if not self.stack and self._slo is None:
+                    # Batches made only of plain batcher(x) calls run natively, on the worker
+                    # (inside its wait loop) or, with caller_runs, on the caller's thread.
                     self._configure_native_stats()
                     self._cr_runner = self._sub
 
@@ -1190,7 +1191,7 @@ class Batcher:
             # Waking the answered callers (per-call slots and registered waiters), freeing the
             # slot and waiting all happen in one native call with the GIL released.
             (runs, key, reason, expired, dropped, _wake, finished, oldest, _cost, _n,
-             sxs) = q.cycle_slots(waits, answered, ran, -1, slots, res, rok)
+             sxs) = q.cycle_slots(waits, answered, ran, -1, slots, res, rok, self._cr_runner, self.fn, self._cr_outcome)
             answered = []
             ran = False
             res, rok = None, True

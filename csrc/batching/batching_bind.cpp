@@ -962,79 +962,126 @@ void bind_batching(py::module_& m) {
           "answered.")
       .def(
           "cycle_slots",
-          [](BatchQueue& q, Completions& c, const std::vector<uint64_t>& answered, bool batch_done,
-             int64_t timeout_ns, SlotBatch& sb, py::object results, bool ok) {
+          [](BatchQueue& q, Completions& c, std::vector<uint64_t> answered, bool batch_done, int64_t timeout_ns,
+             SlotBatch& sb, py::object results, bool ok, py::object runner, py::object fn, py::object outcome) {
             // cycle() that also answers the slot callers of the worker's previous batch
             // (results: a list with one entry per slot, or the exception when ok is false) and
             // hands out the inputs of the next batch's slot requests as a list (None if none).
+            // With runner (a LoopSubmitter whose statistics are configured), a next batch made
+            // of slot requests only is run right here (fn called once, statistics natively,
+            // outcome(n, ok, out, t0) -> (results, ok) only for model errors and bad result
+            // counts) and the worker goes round again without returning to Python.
+            RunStats* rs = nullptr;
+            if (!runner.is_none()) {
+              if (Py_TYPE(runner.ptr()) != &LoopSubmitterType ||
+                  reinterpret_cast<LoopSubmitter*>(runner.ptr())->future_type == nullptr)
+                throw py::type_error("cycle_slots: runner must be a configured LoopSubmitter or None");
+              rs = reinterpret_cast<LoopSubmitter*>(runner.ptr())->stats;
+            }
             auto& slots = sb.slots;
-            if (!slots.empty()) {
-              if (ok && (!PyList_CheckExact(results.ptr()) ||
-                         static_cast<size_t>(PyList_GET_SIZE(results.ptr())) != slots.size())) {
-                // Never leave a caller waiting: a bad hand-over fails the batch's callers.
-                results = py::module_::import("builtins")
-                              .attr("RuntimeError")("pyperfcore batcher: results for per-call slots were lost");
-                ok = false;
-              }
-              if (ok) {
-                py::list rl = py::reinterpret_borrow<py::list>(results);
+            for (;;) {
+              if (!slots.empty()) {
+                if (ok && (!PyList_CheckExact(results.ptr()) ||
+                           static_cast<size_t>(PyList_GET_SIZE(results.ptr())) != slots.size())) {
+                  // Never leave a caller waiting: a bad hand-over fails the batch's callers.
+                  results = py::module_::import("builtins")
+                                .attr("RuntimeError")("pyperfcore batcher: results for per-call slots were lost");
+                  ok = false;
+                }
                 for (size_t i = 0; i < slots.size(); ++i) {
-                  PyObject* r = PyList_GET_ITEM(rl.ptr(), static_cast<Py_ssize_t>(i));
+                  PyObject* r = ok ? PyList_GET_ITEM(results.ptr(), static_cast<Py_ssize_t>(i)) : results.ptr();
                   Py_INCREF(r);
                   slots[i]->res = r;
-                  slots[i]->ok = true;
-                }
-              } else {
-                for (CallSlot* s : slots) {
-                  Py_INCREF(results.ptr());
-                  s->res = results.ptr();
-                  s->ok = false;
+                  slots[i]->ok = ok;
                 }
               }
-            }
-            Poll p;
-            std::vector<uint64_t> ids;
-            {
-              py::gil_scoped_release nogil;
-              for (CallSlot* s : slots) wake_slot(s, 1);
-              slots.clear();
-              if (!answered.empty()) c.complete(answered.data(), answered.size());
-              if (batch_done)
-                q.done_and_wait(timeout_ns, p);
-              else
-                q.wait(timeout_ns, p);
-              ids.reserve(p.ids.size());
-              for (size_t i = 0; i < p.ids.size(); ++i) {
-                if (p.ids[i] >= kSlotBase)
-                  slots.push_back(reinterpret_cast<CallSlot*>(p.tags[i]));
+              results = py::none();
+              Poll p;
+              std::vector<uint64_t> ids;
+              {
+                py::gil_scoped_release nogil;
+                for (CallSlot* s : slots) wake_slot(s, 1);
+                slots.clear();
+                if (!answered.empty()) c.complete(answered.data(), answered.size());
+                answered.clear();
+                if (batch_done)
+                  q.done_and_wait(timeout_ns, p);
                 else
-                  ids.push_back(p.ids[i]);
+                  q.wait(timeout_ns, p);
+                ids.reserve(p.ids.size());
+                for (size_t i = 0; i < p.ids.size(); ++i) {
+                  if (p.ids[i] >= kSlotBase)
+                    slots.push_back(reinterpret_cast<CallSlot*>(p.tags[i]));
+                  else
+                    ids.push_back(p.ids[i]);
+                }
+                // Slot requests carry no deadline, so only close(drain=False) removes them unrun.
+                std::vector<uint64_t> dropped;
+                for (size_t i = 0; i < p.dropped.size(); ++i) {
+                  if (p.dropped[i] >= kSlotBase)
+                    wake_slot(reinterpret_cast<CallSlot*>(p.dropped_tags[i]), 2);
+                  else
+                    dropped.push_back(p.dropped[i]);
+                }
+                p.dropped.swap(dropped);
               }
-              // Slot requests carry no deadline, so only close(drain=False) removes them unrun.
-              std::vector<uint64_t> dropped;
-              for (size_t i = 0; i < p.dropped.size(); ++i) {
-                if (p.dropped[i] >= kSlotBase)
-                  wake_slot(reinterpret_cast<CallSlot*>(p.dropped_tags[i]), 2);
-                else
-                  dropped.push_back(p.dropped[i]);
+              py::object xs = py::none();
+              if (!slots.empty()) {
+                py::list l(slots.size());
+                for (size_t i = 0; i < slots.size(); ++i) {
+                  Py_INCREF(slots[i]->x);
+                  PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i), slots[i]->x);
+                }
+                xs = std::move(l);
               }
-              p.dropped.swap(dropped);
+              if (rs == nullptr || !ids.empty() || !p.expired.empty() || !p.dropped.empty() || p.finished ||
+                  slots.empty()) {
+                return py::make_tuple(runs_of(ids), p.key, static_cast<int>(p.reason), py::cast(p.expired),
+                                      py::cast(p.dropped), p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost,
+                                      p.queued, xs);
+              }
+              // A batch of slot requests only: run it here and go round again.
+              const Py_ssize_t k = static_cast<Py_ssize_t>(slots.size());
+              const int64_t t0 = BatchQueue::now_ns();
+              rs->pending = true;
+              rs->executions += 1;
+              rs->inferences += k;
+              rs->batch_size.observe(static_cast<double>(k));
+              rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - p.oldest_enqueue_ns)) / 1e9);
+              batch_done = true;
+              ok = true;
+              PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
+              try {
+                if (out == nullptr) {
+                  if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+                  PyObject *t, *v, *tb;
+                  PyErr_Fetch(&t, &v, &tb);
+                  PyErr_NormalizeException(&t, &v, &tb);
+                  if (tb != nullptr) PyException_SetTraceback(v, tb);
+                  Py_XDECREF(t);
+                  Py_XDECREF(tb);
+                  py::tuple r = outcome(k, false, py::reinterpret_steal<py::object>(v), t0);
+                  results = r[0];
+                  ok = r[1].cast<bool>();
+                } else if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != k) {
+                  py::tuple r = outcome(k, true, py::reinterpret_steal<py::object>(out), t0);
+                  results = r[0];
+                  ok = r[1].cast<bool>();
+                } else {
+                  rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
+                  results = py::reinterpret_steal<py::object>(out);
+                }
+              } catch (py::error_already_set& e) {
+                // SystemExit and the like (or a failing outcome()): the batch's callers get it and
+                // the worker carries on, as its Python loop does.
+                results = e.value();
+                ok = false;
+              }
             }
-            py::object xs = py::none();
-            if (!slots.empty()) {
-              py::list l(slots.size());
-              for (size_t i = 0; i < slots.size(); ++i) {
-                Py_INCREF(slots[i]->x);
-                PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i), slots[i]->x);
-              }
-              xs = std::move(l);
-            }
-            return py::make_tuple(runs_of(ids), p.key, static_cast<int>(p.reason), py::cast(p.expired),
-                                  py::cast(p.dropped), p.next_wake_ns, p.finished, p.oldest_enqueue_ns, p.cost,
-                                  p.queued, xs);
           },
           py::arg("completions"), py::arg("answered"), py::arg("batch_done"), py::arg("timeout_ns"),
-          py::arg("slots"), py::arg("results"), py::arg("ok"),
+          py::arg("slots"), py::arg("results"), py::arg("ok"), py::arg("runner") = py::none(),
+          py::arg("fn") = py::none(), py::arg("outcome") = py::none(),
           "cycle() plus the per-call slots: answers the previous batch's slot callers with results (or the "
           "exception when ok is false), then returns poll_runs' tuple for the other ids and, last, the inputs "
           "of the new batch's slot requests (None if none).")

@@ -185,3 +185,21 @@ def test_caller_runs_close_without_drain_while_callers_wait():
     assert res.get("hold") == "hold"
     assert len(res) + len(errs) == 6
     assert errs and all(isinstance(e, B.BatcherClosed) for e in errs.values())
+
+
+@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+def test_base_exception_from_the_model_reaches_the_batch_and_the_batcher_goes_on(cr):
+    calls = [0]
+
+    def model(xs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise SystemExit("model quit")  # not an Exception: still delivered to the batch
+        return xs
+
+    b = B.Batcher(model, max_batch_size=4, max_delay_ms=0, driver="thread", caller_runs=cr)
+    assert b(1) == 1
+    with pytest.raises(SystemExit):
+        b(2)
+    assert [b(i) for i in range(3, 8)] == list(range(3, 8))  # later batches run normally
+    b.close()
