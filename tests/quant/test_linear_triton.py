@@ -309,7 +309,7 @@ def test_triton_fused_cached_config_launch(cfg_index, rng, monkeypatch):
     dev = _device()
     m, k, n = 5, 96, 70
     cfg = qg.INTERPRETER_EXTRA["fused"][cfg_index]
-    monkeypatch.setitem(qg._BEST, ("fused", qg._bucket(m), n, k, str(torch.empty(0, device=dev).device)), cfg)
+    monkeypatch.setitem(qg._BEST, ("fused", qg._bucket(m), n, k, torch.empty(0, device=dev).get_device()), cfg)
     w = rng.standard_normal((n, k)).astype(np.float32)
     layer = quant.QuantizedLinear(w, None)
     b = rng.standard_normal(n).astype(np.float32)
