@@ -1,7 +1,9 @@
 """INT8/FP16 linear layers against torch fp32, torch.ao dynamic quantization and ONNX Runtime int8.
 
 One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
-  mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused; FP16 weights)
+  mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused, the optimize()d
+      module (one native call for the whole MLP) and the same module run layer by layer; the numpy
+      QuantizedLinear pair; FP16 weights)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
   (the GPU W8A8 benchmark lives in benchmarks/bench_quant_gpu.py)
@@ -43,6 +45,12 @@ def models(tmp_path_factory):
     fp32 = _mlp()
     out = {"torch_fp32": fp32}
     out["pyperfcore_w8a8"] = quant.optimize(copy.deepcopy(fp32))
+    # the same module with its Linear -> GELU -> Linear run left as two layer calls (the fused
+    # native MLP call is what optimize() sets up; this measures that lever alone)
+    unfused = quant.optimize(copy.deepcopy(fp32))
+    unfused.__dict__.pop("forward", None)
+    unfused.__dict__.pop("_pfc_chains", None)
+    out["pyperfcore_w8a8_unfused"] = unfused
     out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
     # torch-free: the same layers as QuantizedLinear objects on numpy arrays
     l1 = quant.QuantizedLinear(fp32[0].weight, fp32[0].bias, activation="gelu")
@@ -81,8 +89,8 @@ def _runner(name, model, x):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8", "pyperfcore_w8a8_numpy",
-                                  "pyperfcore_fp16"])
+@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8",
+                                  "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16"])
 def test_mlp(benchmark, models, name, batch):
     benchmark.group = f"mlp-384-1536-384-b{batch}"
     x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))
@@ -102,7 +110,7 @@ GEMM_SHAPES = [(128, 384, 1536), (128, 1536, 384), (32, 384, 1536), (8, 384, 153
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", ["torch_int_mm", "pyperfcore_gemm", "pyperfcore_gemm_no_amx", "torch_int_mm+epilogue",
-                                  "pyperfcore_fused_linear"])
+                                  "pyperfcore_fused_linear", "pyperfcore_fused_linear_noact"])
 def test_gemm(benchmark, name, shape):
     m, k, n = shape
     benchmark.group = f"gemm-{m}x{k}x{n}"
@@ -117,6 +125,8 @@ def test_gemm(benchmark, name, shape):
     x = rng.standard_normal((m, k)).astype(np.float32)
     layer = quant.QuantizedLinear.from_state({"qweight": wq, "wscale": scale, "bias": bias},
                                              {"in_features": k, "out_features": n, "activation": "gelu", "dtype": "int8"})
+    noact = quant.QuantizedLinear.from_state({"qweight": wq, "wscale": scale, "bias": bias},
+                                             {"in_features": k, "out_features": n, "activation": "none", "dtype": "int8"})
     s_t, b_t, xt = torch.from_numpy(scale), torch.from_numpy(bias), torch.from_numpy(x)
 
     def int_mm_epilogue():
@@ -133,6 +143,8 @@ def test_gemm(benchmark, name, shape):
         "pyperfcore_gemm_no_amx": lambda: _core().gemm_u8s8(a_u8, packed, None, 1),
         "torch_int_mm+epilogue": int_mm_epilogue,
         "pyperfcore_fused_linear": lambda: layer(x, threads=1),
+        # the same layer without GELU: the difference is the activation's share of the epilogue
+        "pyperfcore_fused_linear_noact": lambda: noact(x, threads=1),
     }
     exact = a_u8[:, :k].astype(np.int64) @ wq.T.astype(np.int64)
     np.testing.assert_array_equal(_core().gemm_u8s8(a_u8, packed, None, 1), exact)
@@ -178,3 +190,61 @@ def test_minilm_encode(benchmark, minilm, name):
     if name == "pyperfcore_w8a8":
         assert rep.meets(0.995, 0.99, 0.9)
     benchmark.pedantic(model.encode, args=(sentences,), rounds=3, iterations=1, warmup_rounds=1)
+
+
+# ------------------------------------------------------------------ interleaved comparison
+# pytest-benchmark times one implementation after another, so on a shared machine a load swing
+# between two of them enters their ratio. `python benchmarks/bench_quant.py [calls]` instead
+# alternates ONNX Runtime int8 and each pyperfcore variant call by call in one process (one thread
+# each) and prints, per batch, the ratio ORT time / ours of the minima, 10th percentiles and medians.
+def _interleaved(calls: int = 400) -> None:
+    import tempfile
+    import time
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.set_num_threads(1)
+    pyperfcore.set_num_threads(1)
+    fp32 = _mlp()
+    fused = quant.optimize(copy.deepcopy(fp32))
+    unfused = quant.optimize(copy.deepcopy(fp32))
+    unfused.__dict__.pop("forward", None)
+    unfused.__dict__.pop("_pfc_chains", None)
+    d = tempfile.mkdtemp()
+    torch.onnx.export(fp32, (torch.zeros(1, 384),), f"{d}/mlp.onnx", input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+    quantize_dynamic(f"{d}/mlp.onnx", f"{d}/mlp.int8.onnx", per_channel=True, weight_type=QuantType.QInt8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(f"{d}/mlp.int8.onnx", so, providers=["CPUExecutionProvider"])
+    print(f"{'batch':>5} {'variant':<26} {'ours min/p10/med us':>22} {'ORT min/p10/med us':>22}  ORT/ours min  p10   med")
+    for b in BATCHES:
+        x = torch.from_numpy(np.random.default_rng(b).standard_normal((b, 384)).astype(np.float32))
+        xn = x.numpy()
+        for name, mod in (("optimize() (fused MLP)", fused), ("optimize(), layer by layer", unfused)):
+            def ours(mod=mod):
+                with torch.inference_mode():
+                    return mod(x)
+
+            def onnx():
+                return sess.run(None, {"x": xn})[0]
+
+            assert quant.accuracy_report(onnx(), ours().numpy(), embeddings=False).cosine_min > 0.99
+            ts: dict = {"ours": [], "ort": []}
+            pair = [("ours", ours), ("ort", onnx)]
+            for i in range(max(50, calls * 8 // max(8, b))):
+                for key, fn in (pair if i % 2 else pair[::-1]):
+                    t0 = time.perf_counter()
+                    fn()
+                    ts[key].append(time.perf_counter() - t0)
+            q = {k: np.percentile(np.array(v) * 1e6, [0, 10, 50]) for k, v in ts.items()}
+            r = q["ort"] / q["ours"]
+            print(f"{b:>5} {name:<26} {'/'.join(f'{v:.0f}' for v in q['ours']):>22} "
+                  f"{'/'.join(f'{v:.0f}' for v in q['ort']):>22}  {r[0]:10.2f}x {r[1]:4.2f}x {r[2]:4.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 400)

@@ -320,12 +320,9 @@ void linear_codes(const uint8_t* qa, const float* sa, const int32_t* zp, int64_t
   // the epilogue runs on the block while it is still in L1, right after its accumulation
   auto finish = [&](const int32_t* tile, int64_t p, int64_t r0, int rows) {
     const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
-    for (int r = 0; r < rows; ++r) {
-      const int64_t row = r0 + r;
-      kr.epi_i8(tile + r * kPanel, nc, sa[row], zp[row], w.scales.data() + j0,
-                w.colsum.data() + j0, ep.bias ? ep.bias + j0 : nullptr, ep.act,
-                ep.residual ? ep.residual + row * ep.ld_residual + j0 : nullptr, y + row * ldy + j0);
-    }
+    kr.epi_i8_rows(tile, rows, nc, sa + r0, zp + r0, w.scales.data() + j0, w.colsum.data() + j0,
+                   ep.bias ? ep.bias + j0 : nullptr, ep.act,
+                   ep.residual ? ep.residual + r0 * ep.ld_residual + j0 : nullptr, ep.ld_residual, y + r0 * ldy + j0, ldy);
   };
   if (use_amx(target, m)) {
     for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
@@ -362,8 +359,10 @@ void mlp_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w1, bool
   if (w2.k != w1.n) throw std::invalid_argument("mlp_w8a8: the second layer's in_features must equal the first's out_features");
   if (m == 0) return;
   // Rows are independent (per-token quantization, INT32 sums identical on every GEMM path): long
-  // batches run in chunks, which bounds the scratch and keeps each chunk's h in L2.
-  constexpr int64_t kChunk = 256;
+  // batches run in chunks of 32 rows (two AMX blocks; 36 = six VPDPBUSD tiles without AMX), so
+  // h (32 x 1536 floats = 192 KB for the 384-1536-384 MLP) and both weight matrices stay in L2
+  // together. Measured 4-5% faster than 256-row chunks at m = 64..256 (and no slower at 32).
+  const int64_t kChunk = use_amx(target, 32) ? 32 : 36;
   if (m > kChunk) {
     for (int64_t r0 = 0; r0 < m; r0 += kChunk) {
       Epilogue e2 = ep2;

@@ -20,6 +20,11 @@ struct LinearKernels {
   // y[j] = finish(float(acc[j] - zp * colsum[j]) * (sa * sw[j])) for j < ncols <= 64.
   void (*epi_i8)(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
                  const float* bias, Activation act, const float* res, float* y);
+  // epi_i8 for rows r < rows of one block (acc row stride 64): row r takes sa[r], zp[r],
+  // res + r * ldres (if res) and writes y + r * ldy. Same per-element math and bits as epi_i8.
+  void (*epi_i8_rows)(const int32_t* acc, int rows, int64_t ncols, const float* sa, const int32_t* zp, const float* sw,
+                      const int32_t* colsum, const float* bias, Activation act, const float* res, int64_t ldres, float* y,
+                      int64_t ldy);
   // c[r, 0:64] = sum over k of x[r, kk] * float(panel[kk, :]) (fp32), rows <= kMaxRows.
   void (*half_tile)(const float* x, int64_t ldx, int rows, const uint16_t* panel, int64_t k, bool bf16, float* c);
   // out[kk * 64 + c] = float(panel[kk * 64 + c]) for kk < k: one half panel widened to fp32.

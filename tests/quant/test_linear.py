@@ -158,7 +158,7 @@ def test_mlp_w8a8_every_target_and_amx_matches_two_layers_and_oracle(p):
 
 
 def test_mlp_w8a8_long_batches_and_bad_input(rng):
-    # > 256 rows run in row chunks (a short last chunk takes VPDPBUSD, the others AMX where present)
+    # long batches run in 32-row chunks (a short last chunk takes VPDPBUSD, the others AMX where present)
     l1 = quant.QuantizedLinear(rng.standard_normal((96, 40)).astype(np.float32), np.ones(96, np.float32),
                                activation="gelu")
     l2 = quant.QuantizedLinear(rng.standard_normal((24, 96)).astype(np.float32))
