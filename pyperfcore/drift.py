@@ -645,8 +645,10 @@ def _columns(data: Any, names: Sequence[str] | None, what: str) -> dict[str, Any
             col = data[c]
             if _CategoryColumn.wraps(col):
                 out[str(c)] = _CategoryColumn(col)
-            elif not isinstance(col.dtype, np.dtype) and getattr(col.dtype, "kind", "") == "O":
-                # pandas string dtypes: their missing marker (pd.NA or NaN) becomes None = missing
+            elif not isinstance(col.dtype, np.dtype) and getattr(col.dtype, "kind", "") == "O" \
+                    and not isinstance(getattr(col.dtype, "na_value", None), float):
+                # pandas "string" dtype: its pd.NA becomes None (missing); str dtypes whose
+                # marker is NaN are read as they are (NaN is missing already, and no copy)
                 out[str(c)] = col.to_numpy(dtype=object, na_value=None)
             else:
                 out[str(c)] = np.asarray(col.to_numpy())

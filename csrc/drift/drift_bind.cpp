@@ -140,6 +140,7 @@ inline size_t put_utf8(uint32_t cp, uint8_t* q) {
 
 struct Spans {
   static constexpr int64_t kChunk = 8192;
+  static constexpr int64_t kAhead = 32;  // prefetch distance in items
   std::vector<uint8_t> arena = std::vector<uint8_t>(kChunk * 8 + 64);
   std::vector<int64_t> off = std::vector<int64_t>(kChunk + 1);
   std::vector<uint8_t> kinds = std::vector<uint8_t>(kChunk);
@@ -153,7 +154,11 @@ struct Spans {
     int64_t* of = off.data();
     uint8_t* kd = kinds.data();
     for (int64_t i = 0; i < m; ++i) {
-      if (i + 16 < m) __builtin_prefetch(items[(i + 16) * step]);  // objects are scattered in memory
+      if (i + kAhead < m) {  // objects are scattered in memory; a str's header and data may span 2 lines
+        const char* q = reinterpret_cast<const char*>(items[(i + kAhead) * step]);
+        __builtin_prefetch(q);
+        __builtin_prefetch(q + 48);
+      }
       PyObject* o = items[i * step];
       KeyKind k = KeyKind::missing;
       switch (classify(o)) {

@@ -2,6 +2,7 @@
 // that picks each numeric column's test, and Wasserstein over many columns at once.
 #include <algorithm>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <numeric>
 
@@ -18,26 +19,53 @@ bool small_support(const double* a, int64_t na, const double* b, int64_t nb, int
   cb.clear();
   if (cap < 0) return false;
   std::vector<int64_t> cnt[2];
-  size_t last = 0;  // runs of equal values hit the same slot without a search
-  for (int s = 0; s < 2; ++s) {
-    const double* x = s == 0 ? a : b;
-    const int64_t n = s == 0 ? na : nb;
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = x[i];
-      if (last < values.size() && values[last] == v) {
-        ++cnt[s][last];
-        continue;
+  if (cap <= 8) {
+    // Up to 8 values: compare each value with all 8 slots (empty slots hold NaN, which matches
+    // nothing) and select the hit without branches; only a new value branches.
+    double slot[8];
+    int64_t c8[2][8] = {};
+    int used = 0;
+    for (double& v : slot) v = std::numeric_limits<double>::quiet_NaN();
+    for (int s = 0; s < 2; ++s) {
+      const double* x = s == 0 ? a : b;
+      const int64_t n = s == 0 ? na : nb;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x[i];
+        int j = -1;
+        for (int k = 0; k < 8; ++k) j = slot[k] == v ? k : j;
+        if (j < 0) {
+          if (used >= cap || v != v) return false;
+          slot[used] = v;
+          j = used++;
+        }
+        ++c8[s][j];
       }
-      size_t j = 0;
-      while (j < values.size() && values[j] != v) ++j;
-      if (j == values.size()) {
-        if (static_cast<int64_t>(values.size()) >= cap) return false;
-        values.push_back(v);
-        cnt[0].resize(values.size(), 0);
-        cnt[1].resize(values.size(), 0);
+    }
+    values.assign(slot, slot + used);
+    cnt[0].assign(c8[0], c8[0] + used);
+    cnt[1].assign(c8[1], c8[1] + used);
+  } else {
+    size_t last = 0;  // runs of equal values hit the same slot without a search
+    for (int s = 0; s < 2; ++s) {
+      const double* x = s == 0 ? a : b;
+      const int64_t n = s == 0 ? na : nb;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x[i];
+        if (last < values.size() && values[last] == v) {
+          ++cnt[s][last];
+          continue;
+        }
+        size_t j = 0;
+        while (j < values.size() && values[j] != v) ++j;
+        if (j == values.size()) {
+          if (static_cast<int64_t>(values.size()) >= cap) return false;
+          values.push_back(v);
+          cnt[0].resize(values.size(), 0);
+          cnt[1].resize(values.size(), 0);
+        }
+        ++cnt[s][j];
+        last = j;
       }
-      ++cnt[s][j];
-      last = j;
     }
   }
   std::vector<size_t> order(values.size());
