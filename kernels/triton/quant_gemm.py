@@ -488,21 +488,22 @@ def _capturing(x: torch.Tensor) -> bool:
     return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool) -> torch.Tensor:
-    """int32 buffer of >= nbytes on x's device for this stream's intermediates; persistent (zeroed
-    ones are left zeroed by the kernels) except during graph capture or above SCRATCH_MAX_BYTES."""
-    n = max(4, (nbytes + 3) // 4)
+def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool):
+    """[int32 buffer of >= nbytes on x's device, its size, its address, is_cuda] for this stream's
+    intermediates; persistent (zeroed ones are left zeroed by the kernels) except during graph
+    capture or above SCRATCH_MAX_BYTES."""
     skey = (x.get_device(), stream, zeroed)
-    buf = _SCRATCH.get(skey)
-    if buf is not None and buf.numel() >= n:
-        if not x.is_cuda or not torch._C._cuda_isCurrentStreamCapturing():
-            return buf
+    e = _SCRATCH.get(skey)
+    if e is not None and e[1] >= nbytes and not (e[3] and torch._C._cuda_isCurrentStreamCapturing()):
+        return e
+    n = max(4, (nbytes + 3) // 4)
     make = torch.zeros if zeroed else torch.empty
     if nbytes > SCRATCH_MAX_BYTES or _capturing(x):
-        return make((n,), dtype=torch.int32, device=x.device)
-    buf = make((max(n, 1024, 2 * (0 if buf is None else buf.numel())),), dtype=torch.int32, device=x.device)
-    _SCRATCH[skey] = buf
-    return buf
+        buf = make((n,), dtype=torch.int32, device=x.device)
+        return [buf, 4 * n, buf.data_ptr(), x.is_cuda]
+    buf = make((max(n, 1024, 2 * (0 if e is None else e[1] // 4)),), dtype=torch.int32, device=x.device)
+    e = _SCRATCH[skey] = [buf, 4 * buf.numel(), buf.data_ptr(), x.is_cuda]
+    return e
 
 
 def _stream(x: torch.Tensor):
@@ -613,20 +614,20 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         if ent and _direct_ok(dev):
             # scratch: flags [m]; zeroed scratch: split-K workspace [m, n] | tile tickets
             sb = _scratch(x, stream, 4 * m, False)
-            bad = ws = cnt = sb.data_ptr()
+            bad = ws = cnt = sb[2]
             if ent.sk != 1:
-                ws = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True).data_ptr()
+                ws = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)[2]
                 cnt = ws + _a16(4 * m * n)
             args = (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm,
                     qweight.stride(0), s_rm, y.stride(0))
             if _fire(ent, -(-m // ent.bm), -(-n // ent.bn), ent.sk, stream, args):
                 if check_finite:
-                    _raise_if_flagged(sb[:m], x)
+                    _raise_if_flagged(sb[0][:m], x)
                 return y
         bad = torch.empty((m,), dtype=torch.int32, device=x.device)
         key = ("fused", mb, n, k, dev)
         # split-K partial sums and tickets: zero on entry, left zeroed by the kernel
-        wsb = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)
+        wsb = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)[0]
         ws, cnt = wsb, wsb[_a16(4 * m * n) // 4:]
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])  # noqa: E731
         _launch(_w8a8_fused_kernel, key, grid,
@@ -643,13 +644,13 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
             o_z = o_s + _a16(4 * m)
             o_b = o_z + _a16(4 * m)
             sb = _scratch(x, stream, o_b + 4 * m, False)
-            base = sb.data_ptr()
+            base = sb[2]
             if _act_quant_into(x, sxm, m, k, symmetric, base, base + o_s, base + o_z, base + o_b, dev, stream):
                 args = (base, qweight, base + o_s, base + o_z, base + o_b, wscale, colsum, bias_t, res_t, y,
                         m, n, k, mb, max(k, 1), qweight.stride(0), s_rm, y.stride(0))
                 if _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1, stream, args):
                     if check_finite:
-                        _raise_if_flagged(sb[o_b // 4:o_b // 4 + m], x)
+                        _raise_if_flagged(sb[0][o_b // 4:o_b // 4 + m], x)
                     return y
         q = torch.empty((m, k), dtype=torch.uint8, device=x.device)
         sa = torch.empty((m,), dtype=torch.float32, device=x.device)

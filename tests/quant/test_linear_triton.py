@@ -346,3 +346,134 @@ def test_triton_autotuned_launch_then_cached(rng, monkeypatch):
     for i in range(2):
         np.testing.assert_allclose(qg.linear_half(args[0], w16).cpu().numpy(), exp16, rtol=1e-4, atol=1e-4)
     assert sorted(key[0] for key in qg._BEST) == ["fused", "half"]
+
+
+def _w8a8_args(rng, n, k, dev, bias=True):
+    import torch
+
+    layer = quant.QuantizedLinear(rng.standard_normal((n, k)).astype(np.float32), None)
+    b = rng.standard_normal(n).astype(np.float32)
+    return layer, b, (torch.from_numpy(layer.qweight).to(dev), torch.from_numpy(layer.wscale).to(dev),
+                      torch.from_numpy(layer.qweight.sum(axis=1, dtype=np.int32)).to(dev),
+                      torch.from_numpy(b).to(dev) if bias else None)
+
+
+@pytest.mark.parametrize("path", ["fused", "two_pass"])
+def test_triton_direct_launch_assembly(path, rng, monkeypatch):
+    """The direct-launch plumbing, with the compiled kernel's launcher replaced by a recorder (the
+    interpreter has no compiled kernels; on a GPU test_triton_direct_launch_on_gpu runs the real
+    one): the grid, every pointer passed as an int (scratch pieces at their offsets), the constexpr
+    tail appended; a misaligned x takes the normal path and is still right."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    if dev == "cuda":
+        pytest.skip("runs with a recording launcher on the CPU only")
+    calls: list = []
+
+    def fake_record(dkey, kernel, compiled, args, kw, meta):
+        ent = qg._Direct()
+        ent.run = lambda *a: calls.append((dkey[0], a))
+        ent.function, ent.packed, ent.tail = "FN", "META", ("TAIL", dkey[0])
+        ent.bm, ent.bn, ent.sk = meta.get("BLOCK_M", 1), meta.get("BLOCK_N", 1), meta.get("SPLIT_K", 1)
+        ent.ptrs = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+        qg._DIRECT[dkey] = ent
+
+    monkeypatch.setattr(qg, "FAST_LAUNCH", True)
+    monkeypatch.setattr(qg, "_DIRECT", {})
+    monkeypatch.setattr(qg, "_SCRATCH", {})
+    monkeypatch.setattr(qg, "_record", fake_record)
+    monkeypatch.setattr(qg, "_direct_ok", lambda dev: True)
+    if path == "fused":  # a split-K config, as the tuner may pick
+        monkeypatch.setitem(qg._BEST, ("fused", 4, 37, 40, -1), qg.INTERPRETER_EXTRA["fused"][1])
+    m, k, n = 3, 40, 37
+    layer, b, args = _w8a8_args(rng, n, k, dev)
+    x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
+    exp = ref.linear_w8a8(x, layer.qweight, layer.wscale, b, "relu")
+    xt = torch.from_numpy(x)
+    y = qg.linear_w8a8(xt, *args, "relu", path=path)  # normal path (interpreter), records
+    np.testing.assert_allclose(y.numpy(), exp, rtol=2e-5, atol=1e-5)
+    assert not calls
+    y = qg.linear_w8a8(xt, *args, "relu", path=path)  # direct: the recorder gets the launch
+    ints = lambda a: [v for v in a if type(v) is int]  # noqa: E731
+    if path == "fused":
+        (name, a), = calls
+        assert name == "fused"
+        cfg = qg.INTERPRETER_EXTRA["fused"][1].kwargs
+        assert a[:9] == (-(-m // 16), -(-n // cfg["BLOCK_N"]), cfg["SPLIT_K"], 0, "FN", "META", None, None, None)
+        launched = a[9:]
+        assert launched[-2:] == ("TAIL", "fused")
+        assert launched[0] == xt.data_ptr() and launched[1] == args[0].data_ptr() and launched[6] == y.data_ptr()
+        assert launched[4] == args[3].data_ptr()
+        ws = qg._SCRATCH[(-1, 0, True)][0]
+        assert launched[8] == ws.data_ptr() and launched[9] == ws.data_ptr() + (4 * m * n + 15) // 16 * 16
+        assert launched[10:14] == (m, n, k, 4)
+    else:
+        (n1, a1), (n2, a2) = calls
+        assert (n1, n2) == ("aq", "w8a8")
+        assert a1[:3] == (m, 1, 1) and a2[0] == -(-m // 16) * -(-n // 32)
+        base = qg._SCRATCH[(-1, 0, False)][2]
+        o_s = (m * k + 15) // 16 * 16
+        assert a1[9:14] == (xt.data_ptr(), base, base + o_s, base + o_s + 16, base + o_s + 32)
+        assert a2[9:14] == (base, args[0].data_ptr(), base + o_s, base + o_s + 16, base + o_s + 32)
+        assert a2[9 + 9] == y.data_ptr()
+    assert all(v % 16 == 0 for v in ints(calls[-1][1][9:13]))
+    # x 4 bytes off 16-byte alignment: no direct launch, the normal path computes it
+    calls.clear()
+    xm = torch.from_numpy(np.concatenate([[0.0], x.ravel()]).astype(np.float32))[1:].view(m, k)
+    assert xm.data_ptr() % 16
+    y = qg.linear_w8a8(xm, *args, "relu", path=path)
+    np.testing.assert_allclose(y.numpy(), exp, rtol=2e-5, atol=1e-5)
+    assert not calls, calls
+
+
+def test_triton_direct_launch_on_gpu(rng, monkeypatch):
+    """On a GPU: after the first call of a key the launch is direct (asserted: the entries exist),
+    and gives exactly what triton's normal path gives, for both W8A8 paths (split-K config
+    included), the act-quant launch, the fp16 kernel, check_finite and a misaligned x."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() != "cuda":
+        pytest.skip("direct launches need compiled kernels (a GPU)")
+    if not qg.FAST_LAUNCH:
+        pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
+    monkeypatch.setattr(qg, "_DIRECT", {})
+    m_small, m_big, k, n = 5, 40, 96, 70
+    monkeypatch.setitem(qg._BEST, ("fused", 8, n, k, torch.cuda.current_device()), qg._fused_configs()[2])  # sk2
+    layer, b, args = _w8a8_args(rng, n, k, "cuda")
+    for m, path in [(m_small, "fused"), (m_big, "two_pass"), (1, "fused")]:
+        x = (rng.standard_normal((m, k)) * 3 + 0.5).astype(np.float32)
+        r = rng.standard_normal((m, n)).astype(np.float32)
+        exp = ref.linear_w8a8(x, layer.qweight, layer.wscale, b, "gelu", r)
+        xt, rt = torch.from_numpy(x).cuda(), torch.from_numpy(r).cuda()
+        monkeypatch.setattr(qg, "FAST_LAUNCH", False)
+        y_normal = qg.linear_w8a8(xt, *args, "gelu", rt, path=path)
+        monkeypatch.setattr(qg, "FAST_LAUNCH", True)
+        ys = [qg.linear_w8a8(xt, *args, "gelu", rt, path=path) for _ in range(3)]
+        for y in ys:
+            assert torch.equal(y, y_normal), (m, path)
+        np.testing.assert_allclose(ys[-1].cpu().numpy(), exp, rtol=2e-5, atol=1e-5 * max(1.0, float(np.abs(exp).max())))
+        xn = xt.clone()
+        xn[m - 1, 3] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            qg.linear_w8a8(xn, *args, "gelu", rt, path=path, check_finite=True)
+        y = qg.linear_w8a8(xn, *args, "gelu", rt, path=path).cpu().numpy()
+        assert np.isnan(y[m - 1]).all() and np.array_equal(y[:m - 1], ys[-1].cpu().numpy()[:m - 1])
+        xm = torch.empty(m * k + 1, device="cuda")[1:].view(m, k)
+        xm.copy_(xt)
+        assert torch.equal(qg.linear_w8a8(xm, *args, "gelu", rt, path=path), y_normal)
+    kinds = sorted({key[0] for key, ent in qg._DIRECT.items() if ent})
+    assert kinds == ["aq", "fused", "w8a8"], qg._DIRECT
+    assert any(ent and ent.sk == 2 for ent in qg._DIRECT.values())
+    w16 = torch.from_numpy(layer.dequantized_weight()).half().cuda()
+    x = torch.from_numpy(rng.standard_normal((7, k)).astype(np.float32)).cuda()
+    monkeypatch.setattr(qg, "FAST_LAUNCH", False)
+    y_normal = qg.linear_half(x, w16, args[3], "silu")
+    monkeypatch.setattr(qg, "FAST_LAUNCH", True)
+    for _ in range(3):
+        assert torch.equal(qg.linear_half(x, w16, args[3], "silu"), y_normal)
+    assert any(key[0] == "half" and ent for key, ent in qg._DIRECT.items())
