@@ -1,4 +1,5 @@
 // SIMD variants of the float row primitives behind softmax / top-k. Per-function targets only.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -166,6 +167,13 @@ PFC_AVX2 inline float a2_hmax(__m256 v) {
   s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
+// Long rows: the vector partial sums go into a double every kFlush + 1 values, so the float
+// rounding does not grow with the row length.
+constexpr int64_t kFlush = 2047;
+PFC_AVX2 inline void a2_flush(__m256& s0, __m256& s1, double& acc) {
+  acc += a2_hsum(_mm256_add_ps(s0, s1));
+  s0 = s1 = _mm256_setzero_ps();
+}
 PFC_AVX2 void a2_widen(const void* src, int dtype, int64_t n, const float* scales, int64_t n_scales, float* dst) {
   int64_t i = 0;
   if (dtype == 1) {
@@ -201,25 +209,31 @@ PFC_AVX2 float a2_sum_exp(const float* x, int64_t n, float m) {
   const __m256 mv = _mm256_set1_ps(m);
   __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int64_t i = 0;
+  double acc = 0.0;
   for (; i + 16 <= n; i += 16) {
+    if ((i & kFlush) == 0 && i != 0) a2_flush(s0, s1, acc);
     s0 = _mm256_add_ps(s0, a2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
     s1 = _mm256_add_ps(s1, a2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mv)));
   }
   for (; i + 8 <= n; i += 8) s0 = _mm256_add_ps(s0, a2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
-  float s = a2_hsum(_mm256_add_ps(s0, s1));
+  a2_flush(s0, s1, acc);
+  float s = static_cast<float>(acc);
   for (; i < n; ++i) s += _mm256_cvtss_f32(a2_exp(_mm256_set1_ps(x[i] - m)));  // same rounding as the body
   return s;
 }
 PFC_AVX2 float a2_exp_store(const float* x, int64_t n, float m, float* out) {
   const __m256 mv = _mm256_set1_ps(m);
-  __m256 s0 = _mm256_setzero_ps();
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int64_t i = 0;
+  double acc = 0.0;
   for (; i + 8 <= n; i += 8) {
+    if ((i & kFlush) == 0 && i != 0) a2_flush(s0, s1, acc);
     const __m256 e = a2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
     _mm256_storeu_ps(out + i, e);
     s0 = _mm256_add_ps(s0, e);
   }
-  float s = a2_hsum(s0);
+  a2_flush(s0, s1, acc);
+  float s = static_cast<float>(acc);
   for (; i < n; ++i) {
     out[i] = _mm256_cvtss_f32(a2_exp(_mm256_set1_ps(x[i] - m)));
     s += out[i];
@@ -292,9 +306,11 @@ PFC_AVX2 TopkScan a2_topk_scan(const float* x, int64_t n, int64_t k, bool want_s
   const __m256 tv = _mm256_set1_ps(a2_kth(lane_max, k)), mv = _mm256_set1_ps(m);
   __m256 s0 = _mm256_setzero_ps(), s1 = s0, ea = s0, eb = s0;
   int64_t c = 0;
+  double acc = 0.0;
   for (i = 0; i + 16 <= n; i += 16) {
     const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
     if (want_sum) {
+      if ((i & kFlush) == 0 && i != 0) a2_flush(s0, s1, acc);
       ea = a2_exp(_mm256_sub_ps(a, mv));
       eb = a2_exp(_mm256_sub_ps(b, mv));
       s0 = _mm256_add_ps(s0, ea);
@@ -315,7 +331,8 @@ PFC_AVX2 TopkScan a2_topk_scan(const float* x, int64_t n, int64_t k, bool want_s
       } while (mask);
     }
   }
-  float s = want_sum ? a2_hsum(_mm256_add_ps(s0, s1)) : 0.f;
+  a2_flush(s0, s1, acc);
+  float s = static_cast<float>(acc);
   const float bound = _mm256_cvtss_f32(tv);
   for (; i < n; ++i) {  // the tail through the same vector exp, so every element rounds alike
     float e = 0.f;
@@ -373,6 +390,17 @@ PFC_AVX512 inline __m512 a5_exp(__m512 d) {
 constexpr float kQ1 = 6.9315129519e-01f, kQ2 = 2.4016444385e-01f, kQ3 = 5.5799912661e-02f, kQ4 = 9.0170297772e-03f,
                 kQ5 = 1.8671303988e-03f;
 template <bool kClamp>
+PFC_AVX512 inline __m512 a5_exp2_term(__m512 t) {
+  if (kClamp) t = _mm512_max_ps(t, _mm512_set1_ps(-150.f));
+  const __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);  // t - floor(t), exact
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kQ5), f, _mm512_set1_ps(kQ4));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kQ3));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kQ2));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kQ1));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, t);
+}
+template <bool kClamp>
 PFC_AVX512 inline __m512 a5_exp_term(__m512 d) {
   __m512 t = _mm512_mul_ps(d, _mm512_set1_ps(kLog2e));
   if (kClamp) t = _mm512_max_ps(t, _mm512_set1_ps(-150.f));
@@ -383,6 +411,10 @@ PFC_AVX512 inline __m512 a5_exp_term(__m512 d) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kQ1));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
   return _mm512_scalef_ps(p, t);
+}
+PFC_AVX512 inline void a5_flush(__m512& s0, __m512& s1, double& acc) {
+  acc += _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  s0 = s1 = _mm512_setzero_ps();
 }
 inline __mmask16 tail(int64_t k) { return static_cast<__mmask16>((1u << k) - 1u); }
 PFC_AVX512 void a5_widen(const void* src, int dtype, int64_t n, const float* scales, int64_t n_scales, float* dst) {
@@ -427,7 +459,9 @@ template <bool kClamp>
 PFC_AVX512 float a5_sum_terms(const float* x, int64_t n, __m512 mv) {
   __m512 s0 = _mm512_setzero_ps(), s1 = s0;
   int64_t i = 0;
+  double acc = 0.0;
   for (; i + 32 <= n; i += 32) {
+    if ((i & kFlush) == 0 && i != 0) a5_flush(s0, s1, acc);
     s0 = _mm512_add_ps(s0, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
     s1 = _mm512_add_ps(s1, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), mv)));
   }
@@ -435,7 +469,8 @@ PFC_AVX512 float a5_sum_terms(const float* x, int64_t n, __m512 mv) {
     const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
     s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(k, a5_exp_term<kClamp>(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv))));
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  a5_flush(s0, s1, acc);
+  return static_cast<float>(acc);
 }
 PFC_AVX512 float a5_sum_exp(const float* x, int64_t n, float m) {
   const float s = a5_sum_terms<false>(x, n, _mm512_set1_ps(m));
@@ -443,14 +478,17 @@ PFC_AVX512 float a5_sum_exp(const float* x, int64_t n, float m) {
 }
 PFC_AVX512 float a5_exp_store(const float* x, int64_t n, float m, float* out) {
   const __m512 mv = _mm512_set1_ps(m);
-  __m512 s0 = _mm512_setzero_ps();
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  double acc = 0.0;
   for (int64_t i = 0; i < n; i += 16) {
+    if ((i & kFlush) == 0 && i != 0) a5_flush(s0, s1, acc);
     const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
     const __m512 e = _mm512_maskz_mov_ps(k, a5_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv)));
     _mm512_mask_storeu_ps(out + i, k, e);
     s0 = _mm512_add_ps(s0, e);
   }
-  return _mm512_reduce_add_ps(s0);
+  a5_flush(s0, s1, acc);
+  return static_cast<float>(acc);
 }
 PFC_AVX512 void a5_scale(float* x, int64_t n, float a) {
   const __m512 av = _mm512_set1_ps(a);
@@ -500,45 +538,69 @@ PFC_AVX512 float a5_kth(__m512 v, int64_t k) {
 // >= t with their indices, compressed in registers (all 16 lanes stored; the buffers have spare
 // slots: the memory form of vcompress is microcoded and slow on several CPUs). Only about k + 1
 // values pass for typical logits, so the branch around the compress is nearly never taken.
-template <bool kSum, bool kClamp>
-PFC_AVX512 int64_t a5_pass2(const float* x, int64_t n, __m512 tv, __m512 mv, float* vals, int32_t* idx,
-                            const float* next, float* sum) {
+template <bool kSum, bool kClamp, bool kLong>
+PFC_AVX512 int64_t a5_pass2_rows(const float* x, int64_t n, __m512 tv, __m512 mv, float* vals, int32_t* idx,
+                                 const float* next, float* sum) {
   const __m512i step = _mm512_set1_epi32(16);
   __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512 s0 = _mm512_setzero_ps(), s1 = s0;
   int64_t c = 0, i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
-    if (next != nullptr) {  // the next row into L1 while this one is computed
-      _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(next + i + 16), _MM_HINT_T0);
+  // t = x log2(e) - cm in one FMA, cm = fl(m log2(e)): the terms are 2^((x - m) log2(e)) times
+  // the common factor 2^(m log2(e) - cm), which is divided out in double below.
+  const float m = _mm512_cvtss_f32(mv);
+  const float cm = m * kLog2e;
+  const __m512 l2e = _mm512_set1_ps(kLog2e), nc = _mm512_set1_ps(-cm);
+  double acc = 0.0;
+  while (i + 32 <= n) {  // blocks of kFlush + 1 values, each sum flushed into acc
+    const int64_t end = kLong ? std::min<int64_t>(n, i + kFlush + 1) : n;
+    for (; i + 32 <= end; i += 32) {
+      const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+      if (next != nullptr) {  // the next row into L1 while this one is computed
+        _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(next + i + 16), _MM_HINT_T0);
+      }
+      if (kSum) {
+        s0 = _mm512_add_ps(s0, a5_exp2_term<kClamp>(_mm512_fmadd_ps(a, l2e, nc)));
+        s1 = _mm512_add_ps(s1, a5_exp2_term<kClamp>(_mm512_fmadd_ps(b, l2e, nc)));
+      }
+      const __mmask16 ha = _mm512_cmp_ps_mask(a, tv, _CMP_GE_OQ), hb = _mm512_cmp_ps_mask(b, tv, _CMP_GE_OQ);
+      if (ha | hb) {
+        _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(ha, a));
+        _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(ha, iv));
+        c += __builtin_popcount(static_cast<unsigned>(ha));
+        _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(hb, b));
+        _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(hb, _mm512_add_epi32(iv, step)));
+        c += __builtin_popcount(static_cast<unsigned>(hb));
+      }
+      iv = _mm512_add_epi32(iv, _mm512_add_epi32(step, step));
     }
-    if (kSum) {
-      s0 = _mm512_add_ps(s0, a5_exp_term<kClamp>(_mm512_sub_ps(a, mv)));
-      s1 = _mm512_add_ps(s1, a5_exp_term<kClamp>(_mm512_sub_ps(b, mv)));
-    }
-    const __mmask16 ha = _mm512_cmp_ps_mask(a, tv, _CMP_GE_OQ), hb = _mm512_cmp_ps_mask(b, tv, _CMP_GE_OQ);
-    if (ha | hb) {
-      _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(ha, a));
-      _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(ha, iv));
-      c += __builtin_popcount(static_cast<unsigned>(ha));
-      _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(hb, b));
-      _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(hb, _mm512_add_epi32(iv, step)));
-      c += __builtin_popcount(static_cast<unsigned>(hb));
-    }
-    iv = _mm512_add_epi32(iv, _mm512_add_epi32(step, step));
+    if (kSum && kLong) a5_flush(s0, s1, acc);
   }
   for (; i < n; i += 16, iv = _mm512_add_epi32(iv, step)) {
     const __mmask16 t = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail(n - i);
     const __m512 a = _mm512_maskz_loadu_ps(t, x + i);
-    if (kSum) s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(t, a5_exp_term<kClamp>(_mm512_sub_ps(a, mv))));
+    if (kSum) s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(t, a5_exp2_term<kClamp>(_mm512_fmadd_ps(a, l2e, nc))));
     const __mmask16 ha = _mm512_mask_cmp_ps_mask(t, a, tv, _CMP_GE_OQ);
     _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(ha, a));
     _mm512_storeu_si512(idx + c, _mm512_maskz_compress_epi32(ha, iv));
     c += __builtin_popcount(static_cast<unsigned>(ha));
   }
-  *sum = kSum ? _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) : 0.f;
+  if (kSum) {
+    const double shift = static_cast<double>(m) * static_cast<double>(kLog2e) - static_cast<double>(cm);  // exact
+    a5_flush(s0, s1, acc);
+    *sum = static_cast<float>(acc * std::exp2(-shift));
+  } else {
+    *sum = 0.f;
+  }
   return c;
+}
+// Rows longer than one flush block take the blocked loop; the others skip its bookkeeping
+// (measured 3% of the call at 1000 classes).
+template <bool kSum, bool kClamp>
+PFC_AVX512 int64_t a5_pass2(const float* x, int64_t n, __m512 tv, __m512 mv, float* vals, int32_t* idx,
+                            const float* next, float* sum) {
+  if (n > kFlush + 1) return a5_pass2_rows<kSum, kClamp, true>(x, n, tv, mv, vals, idx, next, sum);
+  return a5_pass2_rows<kSum, kClamp, false>(x, n, tv, mv, vals, idx, next, sum);
 }
 // argmax (k = 1 without the sum) in one pass: per lane the maximum and the index where it first
 // appeared (strict > keeps the first), then the smallest index among the lanes holding the row's
