@@ -277,8 +277,14 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const T* __restrict_
     flags |= s_f[w];
   }
   const int code = (flags & 1) ? 1 : ((flags & 2) ? 2 : ((softmax && m == -inf) ? 3 : 0));
-  if (threadIdx.x == 0) bad[r] = code;
-  if (code != 0) return;  // the whole block takes this branch
+  if (bad != nullptr && threadIdx.x == 0) bad[r] = code;
+  if (code != 0) {  // the whole block takes this branch: the row is poisoned (NaN, index -1)
+    for (int64_t t = threadIdx.x; t < k; t += blockDim.x) {
+      values[r * k + t] = __int_as_float(0x7fc00000);
+      indices[r * k + t] = -1;
+    }
+    return;
+  }
   __syncthreads();
 
   float lse = 0.f;
@@ -440,8 +446,14 @@ __global__ void __launch_bounds__(kTopkThreads) topk_small_kernel(const T* __res
     mx = fmaxf(mx, __int_as_float(s_i[w]));
   }
   const int code = (flags & 1) ? 1 : ((flags & 2) ? 2 : ((softmax && mx == -inf) ? 3 : 0));
-  if (threadIdx.x == 0) bad[r] = code;
-  if (code != 0) return;  // the whole block takes this branch
+  if (bad != nullptr && threadIdx.x == 0) bad[r] = code;
+  if (code != 0) {  // the whole block takes this branch: the row is poisoned (NaN, index -1)
+    for (int64_t t = threadIdx.x; t < k; t += blockDim.x) {
+      values[r * k + t] = __int_as_float(0x7fc00000);
+      indices[r * k + t] = -1;
+    }
+    return;
+  }
   const float lse = softmax ? m + logf(sum) : 0.f;
   __syncthreads();  // s_v / s_i are reused below
 

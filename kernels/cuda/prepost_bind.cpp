@@ -102,30 +102,34 @@ void bind_cuda_prepost(py::module_& m) {
       },
       py::arg("x"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("scales"),
       py::arg("n_scales"), py::arg("k"), py::arg("softmax"), py::arg("values"), py::arg("indices"), py::arg("bad"),
-      py::arg("stream"), "Top-k (optionally softmax probabilities) of each logits row; bad[r] flags NaN/+inf/all -inf.");
+      py::arg("stream"), "Top-k (optionally softmax probabilities) of each logits row; bad[r] (or 0) flags NaN/+inf/all -inf, "
+      "whose rows are poisoned (NaN, -1).");
   m.def(
       "prepost_nms",
-      [](uintptr_t boxes, uintptr_t classes, uintptr_t class_end, int64_t n, float iou_threshold, uintptr_t mask,
-         uintptr_t removed, uintptr_t keep, uintptr_t count, uintptr_t stream) {
+      [](uintptr_t boxes, uintptr_t scores, uintptr_t classes, uintptr_t class_end, int64_t n, float iou_threshold,
+         uintptr_t mask, uintptr_t removed, uintptr_t keep, uintptr_t count, uintptr_t stream) {
         if (n < 0) throw py::value_error("prepost_nms: n must be >= 0");
         if ((n + 63) / 64 > 65535) throw py::value_error("prepost_nms: at most 65535 * 64 boxes per call");
         device_ok();
         py::gil_scoped_release nogil;
-        check(prepost_nms(reinterpret_cast<const float*>(boxes), reinterpret_cast<const int64_t*>(classes),
-                          reinterpret_cast<const int64_t*>(class_end), n, iou_threshold, reinterpret_cast<uint64_t*>(mask),
-                          reinterpret_cast<uint64_t*>(removed), reinterpret_cast<int64_t*>(keep),
-                          reinterpret_cast<int32_t*>(count), reinterpret_cast<void*>(stream)),
+        check(prepost_nms(reinterpret_cast<const float*>(boxes), reinterpret_cast<const float*>(scores),
+                          reinterpret_cast<const int64_t*>(classes), reinterpret_cast<const int64_t*>(class_end), n,
+                          iou_threshold, reinterpret_cast<uint64_t*>(mask), reinterpret_cast<uint64_t*>(removed),
+                          reinterpret_cast<int64_t*>(keep), reinterpret_cast<int32_t*>(count),
+                          reinterpret_cast<void*>(stream)),
               "prepost_nms");
       },
-      py::arg("boxes"), py::arg("classes"), py::arg("class_end"), py::arg("n"), py::arg("iou_threshold"), py::arg("mask"),
-      py::arg("removed"), py::arg("keep"), py::arg("count"), py::arg("stream"),
-      "NMS of boxes sorted by (class, score desc, index): kept positions into keep, their number into count.");
+      py::arg("boxes"), py::arg("scores"), py::arg("classes"), py::arg("class_end"), py::arg("n"), py::arg("iou_threshold"),
+      py::arg("mask"), py::arg("removed"), py::arg("keep"), py::arg("count"), py::arg("stream"),
+      "NMS of boxes sorted by (class, score desc, index): kept positions into keep, count[0] their number, "
+      "count[1] the NaN / infinity flag.");
   m.def(
       "prepost_embed",
       [](uintptr_t x, int64_t rows, int64_t dim, int64_t row_stride, float eps, bool normalize, uintptr_t out, uintptr_t q,
          uintptr_t scales, uintptr_t bad, uintptr_t stream) {
         if (rows < 0 || dim < 0) throw py::value_error("prepost_embed: negative shape");
-        if ((q == 0) != (scales == 0)) throw py::value_error("prepost_embed: give both q and scales or neither");
+        if ((q == 0) != (scales == 0) && rows > 0 && dim > 0)
+          throw py::value_error("prepost_embed: give both q and scales or neither");
         device_ok();
         py::gil_scoped_release nogil;
         check(prepost_embed(reinterpret_cast<const float*>(x), rows, dim, row_stride, eps, normalize ? 1 : 0,
@@ -135,7 +139,8 @@ void bind_cuda_prepost(py::module_& m) {
       },
       py::arg("x"), py::arg("rows"), py::arg("dim"), py::arg("row_stride"), py::arg("eps"), py::arg("normalize"),
       py::arg("out"), py::arg("q"), py::arg("scales"), py::arg("bad"), py::arg("stream"),
-      "L2-normalize (out) and/or INT8-compress (q, scales) float32 rows; bad[r] flags NaN/infinity.");
+      "L2-normalize (out) and/or INT8-compress (q, scales) float32 rows; bad[r] (or 0) flags NaN/infinity, "
+      "whose rows are poisoned (NaN, scale NaN, q 0).");
 }
 
 }  // namespace cuda

@@ -36,25 +36,28 @@ int prepost_preprocess(const PrepostImageArgs& a, void* stream);
 // Top-k of each logits row (value descending, ties by lower index), optionally as full-softmax
 // probabilities. x: dtype 0 float32, 1 float16, 2 int8 (times `scales`: n_scales 1 or cols,
 // device pointer); rows of `cols` contiguous values, `row_stride` elements apart.
-// bad[r] (device int32 [rows]) gets 0, or 1 NaN, 2 +inf, 3 a row of -inf with softmax.
+// bad[r] (device int32 [rows], or null) gets 0, or 1 NaN, 2 +inf, 3 a row of -inf with softmax;
+// such a row is poisoned: values NaN, indices -1.
 int prepost_topk(const void* x, int dtype, int64_t rows, int64_t cols, int64_t row_stride, const float* scales,
                  int64_t n_scales, int64_t k, int softmax, float* values, int64_t* indices, int32_t* bad, void* stream);
 
 // Batched NMS over boxes already sorted by (class, score descending, index): boxes float32
 // [n, 4] (x1, y1, x2, y2), classes int64 [n], class_end int64 [n] (one past the last box of each
-// box's class in that order). Writes into `mask` (uint64 [n * ceil(n / 64)], scratch),
-// `removed` (uint64 [ceil(n / 64)], scratch) the IoU bitmask and the suppression state, then
-// `keep` (int64 [n]) the kept positions in that order and `count` (int32 [1]) their number. A box
-// is suppressed when float32 IoU (torchvision's expression) with a kept box of its class is >
-// `iou_threshold`.
-int prepost_nms(const float* boxes, const int64_t* classes, const int64_t* class_end, int64_t n, float iou_threshold,
-                uint64_t* mask, uint64_t* removed, int64_t* keep, int32_t* count, void* stream);
+// box's class in that order); scores float32 [n] in any order (only checked for NaN). Writes into
+// `mask` (uint64 [n * ceil(n / 64)], scratch), `removed` (uint64 [ceil(n / 64) + 1], scratch)
+// the IoU bitmask and the suppression state, then `keep` (int64 [n]) the kept positions in that
+// order, count[0] (int32 [2]) their number and count[1] 1 if a box coordinate is NaN / infinite
+// or a score is NaN (0 otherwise). A box is suppressed when float32 IoU (torchvision's
+// expression) with a kept box of its class is > `iou_threshold`.
+int prepost_nms(const float* boxes, const float* scores, const int64_t* classes, const int64_t* class_end, int64_t n,
+                float iou_threshold, uint64_t* mask, uint64_t* removed, int64_t* keep, int32_t* count, void* stream);
 
 // Per row of x (float32, rows of `dim` contiguous values `row_stride` apart): the sum of squares
 // in the CPU backend's order, d = max(sqrt(ss), eps); `out` (float32 [rows, dim], or null) gets
 // x / d. With `q` (int8 [rows, dim]) and `scales` (float32 [rows]) non-null: v = normalize ? x / d
 // : x, scale = max|v| / 127 (1 for a zero row), q = clip(rne(v / scale), -127, 127). bad[r]
-// (int32 [rows]) gets 1 for a row with NaN / infinity.
+// (int32 [rows], or null) gets 1 for a row with NaN / infinity; such a row is poisoned: out NaN,
+// scale NaN, q 0. dim 0 writes nothing.
 int prepost_embed(const float* x, int64_t rows, int64_t dim, int64_t row_stride, float eps, int normalize, float* out,
                   int8_t* q, float* scales, int32_t* bad, void* stream);
 

@@ -10,8 +10,10 @@
   the CPU backend's float32 order (16 running sums over 16-element chunks, the tail, then the
   16 sums), launched without multiply-add fusion, so results equal the CPU's bit for bit.
 
-Every kernel reports NaN / infinity per row in a flag array the launcher checks, so bad input is
-an error at the call site, as on the CPU backend.
+NaN / infinity: ``topk_rows``, ``l2_normalize`` and ``compress_embeddings`` poison the affected
+rows (NaN values, index -1; NaN scale and zero codes) and, only when the caller asks
+(``check``), also store per-row flags the launcher reads back, raising ValueError (one
+synchronization). ``softmax_rows`` and ``sigmoid_threshold`` always check (a gap: they still sync).
 """
 from __future__ import annotations
 
@@ -211,12 +213,16 @@ def _bad_code(x, m, SOFTMAX: tl.constexpr):
 
 @triton.jit
 def _topk_kernel(x_ptr, s_ptr, v_ptr, i_ptr, bad_ptr, N, s_row, K,
-                 SOFTMAX: tl.constexpr, INT8: tl.constexpr, PER_CLASS: tl.constexpr, BLOCK: tl.constexpr):
+                 SOFTMAX: tl.constexpr, INT8: tl.constexpr, PER_CLASS: tl.constexpr, BLOCK: tl.constexpr,
+                 CHECK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     x, m = _load_row(x_ptr, s_ptr, r, s_row, N, offs, INT8, PER_CLASS)
     x = tl.where(m, x, -_INF)
-    tl.store(bad_ptr + r, _bad_code(x, m, SOFTMAX))
+    code = _bad_code(x, m, SOFTMAX)
+    if CHECK:
+        tl.store(bad_ptr + r, code)
+    poison = code != 0  # the row's results become NaN / -1
     mx = tl.max(x, axis=0)
     lse = mx
     if SOFTMAX:
@@ -230,10 +236,11 @@ def _topk_kernel(x_ptr, s_ptr, v_ptr, i_ptr, bad_ptr, N, s_row, K,
         v = tl.max(tl.where(cand, x, -_INF), axis=0)
         idx = tl.min(tl.where(cand & (x == v), offs, BLOCK), axis=0)
         if SOFTMAX:
-            tl.store(v_ptr + r * K + j, tl.exp(v - lse))
+            outv = tl.exp(v - lse)
         else:
-            tl.store(v_ptr + r * K + j, v)
-        tl.store(i_ptr + r * K + j, idx.to(tl.int64))
+            outv = v
+        tl.store(v_ptr + r * K + j, tl.where(poison, float("nan"), outv))
+        tl.store(i_ptr + r * K + j, tl.where(poison, -1, idx.to(tl.int64)))
         pv = v
         pi = idx
 
@@ -284,7 +291,7 @@ def _sigmoid_threshold_kernel(x_ptr, s_ptr, out_ptr, bad_ptr, N, s_row, T,
 @triton.jit
 def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
                   NORMALIZE: tl.constexpr, L2: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr,
-                  BLOCK: tl.constexpr):
+                  BLOCK: tl.constexpr, CHECK: tl.constexpr):
     # ROWS rows per program. Sum of squares in the CPU order (see the module docstring), then
     # d = max(sqrt(ss), eps); L2 stores x / d; QUANT stores scale = max|v| / 127 (1 for a zero
     # row) and q = clip(rne(v / scale), -127, 127) with v = x / d (NORMALIZE) or x.
@@ -306,7 +313,9 @@ def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
         s += x * x
     for j in tl.static_range(16):
         s += tl.sum(tl.where(j16[None, :] == j, acc, 0.0), axis=1)  # one term each: exact
-    tl.store(bad_ptr + rows, bad, mask=rm)
+    if CHECK:
+        tl.store(bad_ptr + rows, bad, mask=rm)
+    poison = bad != 0  # such rows: out NaN, scale NaN, q 0
     sq = tl.sqrt_rn(s)
     d = tl.where(sq < eps, eps, sq)
     cols = tl.arange(0, BLOCK)
@@ -315,7 +324,8 @@ def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
             offs = start + cols
             m = rm[:, None] & (offs[None, :] < N)
             x = tl.load(base[:, None] + offs[None, :], mask=m, other=0.0)
-            tl.store(out_ptr + rows[:, None] * N + offs[None, :], tl.math.div_rn(x, d[:, None]), mask=m)
+            y = tl.where(poison[:, None], float("nan"), tl.math.div_rn(x, d[:, None]))
+            tl.store(out_ptr + rows[:, None] * N + offs[None, :], y, mask=m)
     if QUANT:
         amax = tl.zeros([ROWS], dtype=tl.float32)
         for start in range(0, N, BLOCK):
@@ -326,7 +336,7 @@ def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
                 v = tl.math.div_rn(v, d[:, None])
             amax = tl.maximum(amax, tl.max(tl.abs(v), axis=1))
         sc = tl.where(amax > 0.0, tl.math.div_rn(amax, tl.full([ROWS], 127.0, tl.float32)), 1.0)
-        tl.store(sc_ptr + rows, sc, mask=rm)
+        tl.store(sc_ptr + rows, tl.where(poison, float("nan"), sc), mask=rm)
         for start in range(0, N, BLOCK):
             offs = start + cols
             m = rm[:, None] & (offs[None, :] < N)
@@ -334,7 +344,8 @@ def _embed_kernel(x_ptr, out_ptr, q_ptr, sc_ptr, bad_ptr, R, N, s_row, eps,
             if NORMALIZE:
                 v = tl.math.div_rn(v, d[:, None])
             t = tl.minimum(tl.maximum(tl.math.div_rn(v, sc[:, None]), -127.0), 127.0)
-            tl.store(q_ptr + rows[:, None] * N + offs[None, :], _rne(t).to(tl.int8), mask=m)
+            qv = tl.where(poison[:, None], 0.0, _rne(t))
+            tl.store(q_ptr + rows[:, None] * N + offs[None, :], qv.to(tl.int8), mask=m)
 
 
 _BAD = {1: "logits contain NaN", 2: "logits contain +inf; softmax is undefined",
@@ -361,8 +372,10 @@ def _logit_args(x: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tens
     return x, _const(x.device, torch.float32, 1.0), False, False
 
 
-def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values f32 [rows, k], indices int64 [rows, k]) of a 2-D float32/float16/int8 tensor."""
+def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool,
+              check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values f32 [rows, k], indices int64 [rows, k]) of a 2-D float32/float16/int8 tensor.
+    Bad rows are poisoned (NaN, -1); ``check`` raises ValueError for them instead (one sync)."""
     rows, n = x.shape
     if n > MAX_TOPK_CLASSES:
         raise ValueError(f"softmax_topk: the triton backend takes at most {MAX_TOPK_CLASSES} classes per row "
@@ -372,11 +385,12 @@ def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool
     if rows == 0 or n == 0:
         return v, i
     x, s, int8, per = _logit_args(x, scale)
-    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device) if check else i
     block = max(64, triton.next_power_of_2(n))
     _topk_kernel[(rows,)](x, s, v, i, bad, n, x.stride(0), k, SOFTMAX=bool(softmax), INT8=int8, PER_CLASS=per,
-                          BLOCK=block, num_warps=4 if block <= 4096 else 8)
-    _raise_bad(bad)
+                          BLOCK=block, CHECK=bool(check), num_warps=4 if block <= 4096 else 8)
+    if check:
+        _raise_bad(bad)
     return v, i
 
 
@@ -408,7 +422,7 @@ def sigmoid_threshold(x: torch.Tensor, logit_threshold: float, scale: torch.Tens
     return out.view(torch.bool)
 
 
-def _embed(x: torch.Tensor, eps: float, normalize: bool, l2: bool, quant: bool, what: str):
+def _embed(x: torch.Tensor, eps: float, normalize: bool, l2: bool, quant: bool, what: str, check: bool):
     rows, n = x.shape
     out = torch.empty((rows, n), dtype=torch.float32, device=x.device) if l2 else None
     q = torch.empty((rows, n), dtype=torch.int8, device=x.device) if quant else None
@@ -419,25 +433,28 @@ def _embed(x: torch.Tensor, eps: float, normalize: bool, l2: bool, quant: bool, 
         return out, q, sc
     if n > 1 and x.stride(1) != 1:
         x = x.contiguous()
-    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device) if check else x  # x: never written (CHECK off)
     rows_per = 16
     block = max(64, min(256, triton.next_power_of_2(n)))
-    dummy = bad
+    dummy = x if bad is x else bad
     kw = {} if x.device.type == "cpu" else {"enable_fp_fusion": False}  # no FMA: the CPU's rounding
     _embed_kernel[(triton.cdiv(rows, rows_per),)](
         x, out if l2 else dummy, q if quant else dummy, sc if quant else dummy, bad, rows, n, x.stride(0), float(eps),
-        NORMALIZE=bool(normalize), L2=bool(l2), QUANT=bool(quant), ROWS=rows_per, BLOCK=block, **kw)
-    if bool(bad.any()):
+        NORMALIZE=bool(normalize), L2=bool(l2), QUANT=bool(quant), ROWS=rows_per, BLOCK=block, CHECK=bool(check), **kw)
+    if check and bool(bad.any()):
         raise ValueError(f"{what}: embeddings contain NaN or infinity")
     return out, q, sc
 
 
-def l2_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """``x / max(||x||, eps)`` per row of a float32 [rows, dim] tensor (equal to the CPU backend)."""
-    return _embed(x, eps, True, True, False, "l2_normalize")[0]
+def l2_normalize(x: torch.Tensor, eps: float, check: bool = False) -> torch.Tensor:
+    """``x / max(||x||, eps)`` per row of a float32 [rows, dim] tensor (equal to the CPU backend);
+    rows with NaN / infinity come back NaN, or raise ValueError with ``check`` (one sync)."""
+    return _embed(x, eps, True, True, False, "l2_normalize", check)[0]
 
 
-def compress_embeddings(x: torch.Tensor, normalize: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 [rows, dim], scales float32 [rows]) as ``pyperfcore.prepost.compress_embeddings``."""
-    _, q, sc = _embed(x, eps, normalize, False, True, "compress_embeddings")
+def compress_embeddings(x: torch.Tensor, normalize: bool, eps: float,
+                        check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 [rows, dim], scales float32 [rows]) as ``pyperfcore.prepost.compress_embeddings``;
+    rows with NaN / infinity get scale NaN and codes 0, or raise ValueError with ``check``."""
+    _, q, sc = _embed(x, eps, normalize, False, True, "compress_embeddings", check)
     return q, sc

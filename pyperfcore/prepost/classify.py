@@ -15,6 +15,7 @@ from .. import _backends
 from .._backends import register
 from .._runtime import _core
 from ._common import check_logits, dequantized, like, scale_arg, to_numpy
+from ._gpu import check_kw, launch
 
 __all__ = ["softmax_topk", "softmax", "log_softmax", "argmax", "sigmoid_threshold"]
 
@@ -57,7 +58,8 @@ def _lean(x: Any, scale: Any, backend: Any) -> tuple[Any, Any]:
     return _fast_core, sc
 
 
-def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = None) -> tuple[Any, Any]:
+def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = None, *,
+                 check_finite: bool = False) -> tuple[Any, Any]:
     """The k most probable classes of each row with their full-softmax probabilities.
 
     Parameters
@@ -75,6 +77,9 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
     ------
     ValueError
         k out of range, NaN or +inf logits, a row that is all -inf, int8 without scale.
+        On the GPU backends (cuda, triton) the value checks do not synchronize by default: such
+        a row comes back poisoned (values NaN, indices -1); ``check_finite=True`` raises instead,
+        at the cost of one synchronization. The CPU backends always raise.
     """
     core, sc = _lean(logits, scale, backend)
     if core is not None and type(k) is int and 0 <= k <= logits.shape[1]:
@@ -87,7 +92,7 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
         raise ValueError(f"softmax_topk: k = {k} but the logits have {ncls} classes (need 0 <= k <= {ncls})")
     s = scale_arg(logits, scale, "softmax_topk")
     x, flat = _rows(logits)
-    v, i = _backends.select("softmax_topk", x, backend)(x, int(k), s, True)
+    v, i = _backends.select("softmax_topk", x, backend)(x, int(k), s, True, **check_kw(check_finite, x, backend))
     return (v[0], i[0]) if flat else (v, i)
 
 
@@ -116,10 +121,12 @@ def log_softmax(logits: Any, scale: Any = None, backend: str | None = None) -> A
 
 
 def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale: Any = None,
-           backend: str | None = None) -> Any:
+           backend: str | None = None, *, check_finite: bool = False) -> Any:
     """Index of the largest logit of each row (first on ties), or its label when ``labels`` is given.
 
     ``labels`` has one entry per class; the result is ``np.asarray(labels)[indices]``.
+    NaN / +inf on the GPU backends: index -1 unless ``check_finite=True`` (as softmax_topk);
+    with ``labels`` the values are always checked (the labels are looked up on the host anyway).
     """
     core, sc = _lean(logits, scale, backend)
     if core is not None and labels is None and logits.shape[1] > 0:
@@ -131,7 +138,8 @@ def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale:
         raise ValueError(f"argmax: {len(labels)} labels for {logits.shape[-1]} classes")
     s = scale_arg(logits, scale, "argmax")
     x, flat = _rows(logits)
-    _, idx = _backends.select("softmax_topk", x, backend)(x, 1, s, False)
+    kw = check_kw(check_finite or labels is not None, x, backend)
+    _, idx = _backends.select("softmax_topk", x, backend)(x, 1, s, False, **kw)
     idx = idx[:, 0]
     if labels is not None:
         host = idx.cpu() if getattr(idx, "is_cuda", False) else idx
@@ -232,10 +240,10 @@ def _gpu_scale(x: Any, s: np.ndarray | None) -> Any:
 
 
 @register("softmax_topk", "triton", ("cuda",))
-def _topk_triton(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
+def _topk_triton(x: Any, k: int, s: np.ndarray | None, soft: bool, check_finite: bool = False) -> tuple[Any, Any]:
     from ..kernels import prepost as tk
 
-    return tk.topk_rows(x, k, _gpu_scale(x, s), soft)
+    return tk.topk_rows(x, k, _gpu_scale(x, s), soft, check_finite)
 
 
 @register("softmax", "triton", ("cuda",))
@@ -266,28 +274,39 @@ _BAD = {1: "logits contain NaN", 2: "logits contain +inf; softmax is undefined",
         3: "a row of logits is all -inf; softmax is undefined"}
 
 
+_torch: Any = None
+_cuda: Any = None
+_CODES: dict[Any, int] = {}
+
+
 @register("softmax_topk", "cuda", ("cuda",))
-def _topk_cuda(x: Any, k: int, s: np.ndarray | None, soft: bool) -> tuple[Any, Any]:
-    import torch
+def _topk_cuda(x: Any, k: int, s: np.ndarray | None, soft: bool, check_finite: bool = False) -> tuple[Any, Any]:
+    """One block per row (kernels/cuda/prepost.cu). No synchronization unless ``check_finite``:
+    bad rows are poisoned (NaN, -1) by the kernel."""
+    global _torch, _cuda
+    if _cuda is None:
+        import torch
 
-    from .._runtime import _cuda_module
+        from .._runtime import _cuda_module
 
+        _torch, _cuda = torch, _cuda_module()
+        _CODES.update({torch.float32: 0, torch.float16: 1, torch.int8: 2})
+    torch = _torch
     rows, n = x.shape
-    v = torch.empty((rows, k), dtype=torch.float32, device=x.device)
-    i = torch.empty((rows, k), dtype=torch.int64, device=x.device)
+    dev = x.device
+    v = torch.empty((rows, k), dtype=torch.float32, device=dev)
+    i = torch.empty((rows, k), dtype=torch.int64, device=dev)
     if rows == 0 or n == 0:
         return v, i
     if n > 1 and x.stride(1) != 1:
         x = x.contiguous()
-    code = {torch.float32: 0, torch.float16: 1, torch.int8: 2}[x.dtype]
-    sc = _gpu_scale(x, s)
-    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
-    with torch.cuda.device(x.device):
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        _cuda_module().prepost_topk(x.data_ptr(), code, rows, n, x.stride(0), 0 if sc is None else sc.data_ptr(),
-                                    0 if sc is None else sc.numel(), k, soft, v.data_ptr(), i.data_ptr(), bad.data_ptr(),
-                                    stream)
-    worst = int(bad.max())  # synchronizes: bad input is an error at the call site
-    if worst:
-        raise ValueError(_BAD[1 if bool((bad == 1).any()) else worst])
+    sc = None if s is None else _gpu_scale(x, s)
+    bad = torch.empty(rows, dtype=torch.int32, device=dev) if check_finite else None
+    launch(x, _cuda.prepost_topk, x.data_ptr(), _CODES[x.dtype], rows, n, x.stride(0),
+           0 if sc is None else sc.data_ptr(), 0 if sc is None else sc.numel(), k, soft, v.data_ptr(), i.data_ptr(),
+           0 if bad is None else bad.data_ptr())
+    if bad is not None:
+        worst = int(bad.max())  # synchronizes: bad input is an error at the call site
+        if worst:
+            raise ValueError(_BAD[1 if bool((bad == 1).any()) else worst])
     return v, i

@@ -9,6 +9,7 @@ from .. import _backends
 from .._backends import register
 from .._runtime import _core
 from ._common import dtype_name, like, to_numpy
+from ._gpu import launch
 
 __all__ = ["batched_nms"]
 
@@ -82,16 +83,25 @@ def _nms_cpu(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
 _NMS_MASK_LIMIT = 2**31  # bytes of the n x ceil(n / 64) uint64 bitmask (about 131,000 boxes)
 
 
+_torch: Any = None
+_cuda: Any = None
+
+
 @register("batched_nms", "cuda", ("cuda",))
 def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     """Sort by (class, score descending, index) with torch, build the IoU bitmask of each class's
     run of boxes and pick the kept ones in one warp (kernels/cuda/prepost_post.cu), then order the
     kept indices by score (ties: lower index). The threshold is compared as float32, as on the
-    CPU backend. Synchronizes once (the number of kept boxes and the NaN / infinity check)."""
-    import torch
+    CPU backend. Synchronizes once: the number of kept boxes and the NaN / infinity flag (set by
+    the bitmask kernel) come back together, so NMS always raises on bad values."""
+    global _torch, _cuda
+    if _cuda is None:
+        import torch
 
-    from .._runtime import _cuda_module
+        from .._runtime import _cuda_module
 
+        _torch, _cuda = torch, _cuda_module()
+    torch = _torch
     dev = boxes.device
     if scores.device != dev or idxs.device != dev:
         raise ValueError("batched_nms: boxes, scores and idxs must be on the same device")
@@ -102,28 +112,23 @@ def _nms_cuda(boxes: Any, scores: Any, idxs: Any, thr: float) -> Any:
     if n * cb * 8 > _NMS_MASK_LIMIT:
         raise ValueError(f"batched_nms: {n} boxes need a {n * cb * 8 / 2**30:.1f} GiB IoU bitmask on the GPU (limit "
                          f"{_NMS_MASK_LIMIT / 2**30:.0f} GiB); filter by score first or use backend='cpu'")
-    with torch.cuda.device(dev):
-        b = boxes.contiguous()
-        s = scores.contiguous()
-        # Checked on the device and read back with the kept count: one synchronization per call
-        # (the kernels run bounded loops whatever the values).
-        bad = torch.isnan(s).any() | ~torch.isfinite(b).all()
-        c = idxs.to(torch.int64)
-        order = torch.sort(s, descending=True, stable=True).indices  # ties: lower index first
-        perm = order[torch.sort(c[order], stable=True).indices]  # by class, then score order
-        cs = c[perm].contiguous()
-        bs = b[perm].contiguous()
-        ends = torch.searchsorted(cs, cs, right=True)
-        mask = torch.empty(n * cb, dtype=torch.int64, device=dev)
-        removed = torch.empty(cb, dtype=torch.int64, device=dev)
-        keep = torch.empty(n, dtype=torch.int64, device=dev)
-        count = torch.empty(1, dtype=torch.int32, device=dev)
-        stream = torch.cuda.current_stream(dev).cuda_stream
-        _cuda_module().prepost_nms(bs.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, thr,
-                                   mask.data_ptr(), removed.data_ptr(), keep.data_ptr(), count.data_ptr(), stream)
-        nkeep, nbad = torch.cat([count, bad.view(1).to(torch.int32)]).tolist()
-        if nbad:
-            raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
-        kept = perm[keep[:nkeep]]
-        kept = torch.sort(kept).values  # index order, so the stable score sort breaks ties by index
-        return kept[torch.sort(s[kept], descending=True, stable=True).indices]
+    b = boxes.contiguous()
+    s = scores.contiguous()
+    c = idxs if idxs.dtype == torch.int64 else idxs.to(torch.int64)
+    order = torch.sort(s, descending=True, stable=True).indices  # ties: lower index first
+    cs, rank = torch.sort(c[order], stable=True)  # by class, then score rank
+    perm = order[rank]
+    bs = b[perm]
+    ends = torch.searchsorted(cs, cs, right=True)
+    # One scratch allocation: bitmask, suppression words (+1: the NaN flag), kept positions, counts.
+    ws = torch.empty(n * cb + cb + 1 + n + 1, dtype=torch.int64, device=dev)
+    mask, removed = ws[:n * cb], ws[n * cb:n * cb + cb + 1]
+    keep, count = ws[n * cb + cb + 1:n * cb + cb + 1 + n], ws[n * cb + cb + 1 + n:]
+    launch(b, _cuda.prepost_nms, bs.data_ptr(), s.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, thr,
+           mask.data_ptr(), removed.data_ptr(), keep.data_ptr(), count.data_ptr())
+    nkeep, nbad = count.view(torch.int32).tolist()
+    if nbad:
+        raise ValueError("batched_nms: boxes or scores contain NaN or infinity")
+    # keep holds positions in perm; rank[p] is that box's place in the score order, so sorting
+    # the ranks gives score descending, ties by index (order is a stable sort).
+    return order[torch.sort(rank[keep[:nkeep]]).values]

@@ -9,6 +9,7 @@ from .. import _backends
 from .._backends import register
 from .._runtime import _core
 from ._common import dtype_name, like, to_numpy
+from ._gpu import check_kw, launch
 
 __all__ = ["l2_normalize", "compress_embeddings", "decompress_embeddings"]
 
@@ -23,25 +24,30 @@ def _check(x: Any, what: str) -> None:
         raise ValueError(f"{what}: embeddings must be 2-D [rows, dim], got {x.ndim}-D")
 
 
-def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None) -> Any:
+def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None, *, check_finite: bool = False) -> Any:
     """``x / max(||x||_2, eps)`` per row (``torch.nn.functional.normalize`` semantics), float32.
-    ValueError on NaN or infinity."""
+
+    NaN or infinity: ValueError on the CPU backends. On the GPU backends the call does not
+    synchronize: such a row comes back as NaN, unless ``check_finite=True``, which raises
+    ValueError at the cost of one synchronization."""
     _check(x, "l2_normalize")
     if not eps >= 0:
         raise ValueError("l2_normalize: eps must be >= 0")
-    return _backends.select("l2_normalize", x, backend)(x, float(eps))
+    return _backends.select("l2_normalize", x, backend)(x, float(eps), **check_kw(check_finite, x, backend))
 
 
 def compress_embeddings(x: Any, normalize: bool = True, eps: float = 1e-12,
-                        backend: str | None = None) -> tuple[Any, Any]:
+                        backend: str | None = None, *, check_finite: bool = False) -> tuple[Any, Any]:
     """Optionally L2-normalize each row, then quantize it to int8 with one scale per row.
 
     Returns ``(q int8 [rows, dim], scales float32 [rows])``: ``scale = amax / 127`` (1 for a zero
     row), ``q = clip(round_half_even(v / scale), -127, 127)``. Inner products of compressed
-    unit vectors stay within about 1% of the float ones at dim >= 64.
+    unit vectors stay within about 1% of the float ones at dim >= 64. NaN or infinity as in
+    :func:`l2_normalize`; a poisoned GPU row has scale NaN and codes 0.
     """
     _check(x, "compress_embeddings")
-    return _backends.select("compress_embeddings", x, backend)(x, bool(normalize), float(eps))
+    return _backends.select("compress_embeddings", x, backend)(x, bool(normalize), float(eps),
+                                                                **check_kw(check_finite, x, backend))
 
 
 def decompress_embeddings(q: Any, scales: Any) -> Any:
@@ -100,52 +106,61 @@ def _compress_cpu(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
 
 
 @register("l2_normalize", "triton", ("cuda",))
-def _l2_triton(x: Any, eps: float) -> Any:
+def _l2_triton(x: Any, eps: float, check_finite: bool = False) -> Any:
     from ..kernels import prepost as tk
 
-    return tk.l2_normalize(x, eps)
+    return tk.l2_normalize(x, eps, check_finite)
 
 
 @register("compress_embeddings", "triton", ("cuda",))
-def _compress_triton(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
+def _compress_triton(x: Any, normalize: bool, eps: float, check_finite: bool = False) -> tuple[Any, Any]:
     from ..kernels import prepost as tk
 
-    return tk.compress_embeddings(x, normalize, eps)
+    return tk.compress_embeddings(x, normalize, eps, check_finite)
 
 
-def _embed_cuda(x: Any, eps: float, normalize: bool, l2: bool, quant: bool, what: str) -> tuple[Any, Any, Any]:
+_torch: Any = None
+_cuda: Any = None
+
+
+def _embed_cuda(x: Any, eps: float, normalize: bool, l2: bool, quant: bool, what: str,
+                check: bool) -> tuple[Any, Any, Any]:
     """One warp per row (kernels/cuda/prepost_post.cu), the CPU backend's float32 operations in
-    its order: equal to it bit for bit. Synchronizes once to report NaN / infinity."""
-    import torch
+    its order: equal to it bit for bit. Synchronizes only with ``check`` (NaN / infinity)."""
+    global _torch, _cuda
+    if _cuda is None:
+        import torch
 
-    from .._runtime import _cuda_module
+        from .._runtime import _cuda_module
 
-    rows, dim = (int(v) for v in x.shape)
+        _torch, _cuda = torch, _cuda_module()
+    torch = _torch
+    rows, dim = x.shape
     dev = x.device
     out = torch.empty((rows, dim), dtype=torch.float32, device=dev) if l2 else None
     q = torch.empty((rows, dim), dtype=torch.int8, device=dev) if quant else None
     sc = torch.empty(rows, dtype=torch.float32, device=dev) if quant else None
-    if rows == 0:
+    if rows == 0 or dim == 0:  # nothing to read: no launch (a zero-width row's scale is 1)
+        if quant and rows:
+            sc.fill_(1.0)
         return out, q, sc
     if dim > 1 and x.stride(1) != 1:
         x = x.contiguous()
-    bad = torch.empty(rows, dtype=torch.int32, device=dev)
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
-        _cuda_module().prepost_embed(x.data_ptr(), rows, dim, x.stride(0) if dim else 0, eps, normalize,
-                                     out.data_ptr() if l2 else 0, q.data_ptr() if quant else 0,
-                                     sc.data_ptr() if quant else 0, bad.data_ptr(), stream)
-    if bool(bad.any()):
+    bad = torch.empty(rows, dtype=torch.int32, device=dev) if check else None
+    launch(x, _cuda.prepost_embed, x.data_ptr(), rows, dim, x.stride(0), eps, normalize,
+           out.data_ptr() if l2 else 0, q.data_ptr() if quant else 0, sc.data_ptr() if quant else 0,
+           bad.data_ptr() if check else 0)
+    if check and bool(bad.any()):
         raise ValueError(f"{what}: embeddings contain NaN or infinity")
     return out, q, sc
 
 
 @register("l2_normalize", "cuda", ("cuda",))
-def _l2_cuda(x: Any, eps: float) -> Any:
-    return _embed_cuda(x, eps, True, True, False, "l2_normalize")[0]
+def _l2_cuda(x: Any, eps: float, check_finite: bool = False) -> Any:
+    return _embed_cuda(x, eps, True, True, False, "l2_normalize", check_finite)[0]
 
 
 @register("compress_embeddings", "cuda", ("cuda",))
-def _compress_cuda(x: Any, normalize: bool, eps: float) -> tuple[Any, Any]:
-    _, q, sc = _embed_cuda(x, eps, normalize, False, True, "compress_embeddings")
+def _compress_cuda(x: Any, normalize: bool, eps: float, check_finite: bool = False) -> tuple[Any, Any]:
+    _, q, sc = _embed_cuda(x, eps, normalize, False, True, "compress_embeddings", check_finite)
     return q, sc

@@ -22,6 +22,7 @@ from .. import _backends
 from .._backends import is_torch_tensor, register
 from .._runtime import _core
 from ._common import dtype_name, to_numpy
+from ._gpu import launch
 
 __all__ = ["preprocess_images", "resize_weights"]
 
@@ -149,6 +150,9 @@ class _Plan:
         else:  # an empty batch: the output size the arguments fix, else the batch's, else 0 x 0
             self.out_h, self.out_w = self._empty_size(images, size, crop)
         self.n = len(shapes)
+        # Per-device launch arguments of the GPU backends, filled on first use; the dict object is
+        # shared with the plan cache, so a repeated call finds them ready.
+        self.gpu: dict[Any, Any] = {}
         if self.batch is not None and self.n:
             key = _plan_key(images, size, crop, mean, std, layout, dtype, input_order, antialias, scale)
             if key is not None:
@@ -529,27 +533,41 @@ def _preprocess_triton(plan: _Plan) -> Any:
     return out
 
 
+_cuda: Any = None
+
+
+def _cuda_args(plan: _Plan, x: Any) -> tuple:
+    """The launch arguments that depend only on the plan and the device (tap table pointers,
+    per-channel constants, window origin), computed once per plan and device."""
+    idx = x.get_device()
+    st = plan.gpu.get(idx)
+    if st is None:
+        taps = _gpu_taps(plan, x)
+        g = plan.geometry[0]
+        if taps is None:
+            ptrs = (0, 0, 0, 0, 0, 0)
+        else:
+            ys, yw, xs, xw = taps
+            ptrs = (ys.data_ptr(), yw.data_ptr(), int(yw.shape[1]), xs.data_ptr(), xw.data_ptr(), int(xw.shape[1]))
+        # The tap tensors stay alive in _TAPS_CACHE; keep them referenced here too, since that
+        # cache may be cleared while this plan is still cached.
+        st = plan.gpu[idx] = (_DTYPES[plan.dtype], plan.out_h, plan.out_w, plan.mean.tolist(), plan.inv_std.tolist(),
+                              plan.swap, plan.scale, int(g[2]), int(g[3])) + ptrs, taps
+    return st[0]
+
+
 @register("preprocess_images", "cuda", ("cuda",))
 def _preprocess_cuda(plan: _Plan) -> Any:
-    import torch
+    global _cuda
+    if _cuda is None:
+        from .._runtime import _cuda_module
 
-    from .._runtime import _cuda_module
-
+        _cuda = _cuda_module()
     x = _gpu_batch(plan, "cuda")
     out, ostr = _gpu_out(plan, x)
     if _gpu_empty(plan, x):
         return out
-    taps = _gpu_taps(plan, x)
-    g = plan.geometry[0]
-    if taps is None:
-        ptrs = (0, 0, 0, 0, 0, 0)
-    else:
-        ys, yw, xs, xw = taps
-        ptrs = (ys.data_ptr(), yw.data_ptr(), int(yw.shape[1]), xs.data_ptr(), xw.data_ptr(), int(xw.shape[1]))
-    with torch.cuda.device(x.device):
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        _cuda_module().prepost_preprocess(
-            x.data_ptr(), list(x.shape), list(x.stride()), out.data_ptr(), _DTYPES[plan.dtype], plan.out_h, plan.out_w,
-            list(ostr), plan.mean.tolist(), plan.inv_std.tolist(), plan.swap, plan.scale, int(g[2]), int(g[3]), *ptrs,
-            stream)
+    kind, oh, ow, mean, inv, swap, scale, top, left, ys, yw, ty, xs, xw, tx = _cuda_args(plan, x)
+    launch(x, _cuda.prepost_preprocess, x.data_ptr(), x.shape, x.stride(), out.data_ptr(), kind, oh, ow, ostr, mean,
+           inv, swap, scale, top, left, ys, yw, ty, xs, xw, tx)
     return out

@@ -133,14 +133,30 @@ def _check_topk(backend, device, case, k):
 
 
 def _check_topk_errors(backend, device):
-    x = torch.zeros((3, 5), device=device)
+    # The GPU policy: by default a bad row is poisoned (values NaN, indices -1) without a
+    # synchronization; check_finite=True raises at the call site instead.
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((3, 5)).astype(np.float32)).to(device)
+    good_v, good_i = pp.softmax_topk(x.cpu().numpy(), 2, backend="cpu")
     for bad, what in ((np.nan, "NaN"), (np.inf, "inf")):
         y = x.clone()
         y[1, 2] = bad
         with pytest.raises(ValueError, match=what):
-            pp.softmax_topk(y, 2, backend=backend)
+            pp.softmax_topk(y, 2, backend=backend, check_finite=True)
+        v, i = pp.softmax_topk(y, 2, backend=backend)
+        v, i = v.cpu().numpy(), i.cpu().numpy()
+        assert np.isnan(v[1]).all() and (i[1] == -1).all()
+        np.testing.assert_array_equal(i[[0, 2]], good_i[[0, 2]])
+        np.testing.assert_allclose(v[[0, 2]], good_v[[0, 2]], rtol=2e-5, atol=1e-7)
+        am = pp.argmax(y, backend=backend).cpu().numpy()
+        assert am[1] == -1 and (am[[0, 2]] == good_i[[0, 2], 0]).all()
+        with pytest.raises(ValueError, match=what):
+            pp.argmax(y, backend=backend, check_finite=True)
+        with pytest.raises(ValueError, match=what):  # labels are looked up on the host: always checked
+            pp.argmax(y, labels=list("abcde"), backend=backend)
     with pytest.raises(ValueError, match="all -inf"):
-        pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend)
+        pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend, check_finite=True)
+    v, i = pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend)
+    assert np.isnan(v.cpu().numpy()).all() and (i.cpu().numpy() == -1).all()
     with pytest.raises(ValueError, match="k = 6"):
         pp.softmax_topk(x, 6, backend=backend)
     v, i = pp.softmax_topk(x[:0], 3, backend=backend)
@@ -207,7 +223,7 @@ def test_triton_classify_errors(triton_device):
     with pytest.raises(ValueError, match="all -inf"):
         pp.softmax(torch.full((1, 3), -np.inf, device=triton_device), backend="triton")
     with pytest.raises(ValueError, match="NaN or infinity"):
-        pp.l2_normalize(nan, backend="triton")
+        pp.l2_normalize(nan, backend="triton", check_finite=True)
 
 
 # ---------------------------------------------------------------- cuda
@@ -299,15 +315,35 @@ def _embedding_case(rows, dim, seed, zero_row):
 
 
 def _check_embedding_errors(backend, device):
-    for bad in (np.nan, np.inf):
-        x = torch.ones((3, 20), device=device)
-        x[2, 17] = bad
+    # check_finite=True raises; by default the bad row is poisoned (NaN values; scale NaN and
+    # codes 0) and the other rows are exact, with no synchronization.
+    base = np.random.default_rng(3).standard_normal((3, 20)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = torch.from_numpy(base).to(device)
+        x[1, 17] = bad
         with pytest.raises(ValueError, match="NaN or infinity"):
-            pp.l2_normalize(x, backend=backend)
+            pp.l2_normalize(x, backend=backend, check_finite=True)
         with pytest.raises(ValueError, match="NaN or infinity"):
-            pp.compress_embeddings(x, backend=backend)
+            pp.compress_embeddings(x, backend=backend, check_finite=True)
+        got = pp.l2_normalize(x, backend=backend).cpu().numpy()
+        assert np.isnan(got[1]).all()
+        np.testing.assert_array_equal(got[[0, 2]], pp.l2_normalize(base[[0, 2]], backend="cpu"))
+        q, s = pp.compress_embeddings(x, backend=backend)
+        q, s = q.cpu().numpy(), s.cpu().numpy()
+        assert np.isnan(s[1]) and (q[1] == 0).all()
+        qc, sc = pp.compress_embeddings(base[[0, 2]], backend="cpu")
+        np.testing.assert_array_equal(q[[0, 2]], qc)
+        np.testing.assert_array_equal(s[[0, 2]], sc)
     q, s = pp.compress_embeddings(torch.ones((0, 8), device=device), backend=backend)
     assert q.shape == (0, 8) and s.shape == (0,)
+    # Zero-width rows (a null data pointer): empty codes, unit scales, as on the CPU; no launch.
+    for rows in (0, 1, 3):
+        x = torch.ones((rows, 0), device=device)
+        q, s = pp.compress_embeddings(x, backend=backend, check_finite=True)
+        qc, sc = pp.compress_embeddings(np.ones((rows, 0), np.float32), backend="cpu")
+        assert q.shape == (rows, 0) and q.dtype == torch.int8
+        np.testing.assert_array_equal(s.cpu().numpy(), sc)
+        assert pp.l2_normalize(x, backend=backend).shape == (rows, 0)
 
 
 @pytest.mark.triton
