@@ -1,14 +1,19 @@
-"""Device sweep of the Triton linear kernels (no pytest): what each autotune config costs, what
-the shipped path costs, the peers, and the host launch overhead. K = N = 4096, bias + GELU.
+"""Device sweep of the Triton linear kernels (no pytest): host cost per call of the public paths
+and the peers, what each autotune config costs on the device, what the shipped paths cost.
+K = N = 4096, bias + GELU.
 
-    python benchmarks/gpu_sweep_quant.py [--budget 80] [--reps 50] [--m 1,16,128,1024,4096]
+    python benchmarks/gpu_sweep_quant.py [--budget 55] [--m 1,16,128,1024,4096]
 
-Times are medians of CUDA-event timings over --reps calls after warm-up (kernel configs: device
-time of back-to-back launches; "shipped"/peers: each call timed alone, events around the call, so
-host launch cost shows when it exceeds the GPU time). Prints rows as it goes; stops starting new
-work after --budget seconds and exits through an alarm if anything stalls.
-``--dry-run`` runs the whole script on the CPU under TRITON_INTERPRET=1 at K = N = 64 (to check the
-script itself before spending device time; its times mean nothing).
+Three kinds of figures (all medians):
+- host us/call: CPU time to issue one call (time.perf_counter over 300 calls, no sync inside);
+- dev ms: device time (triton.testing.do_bench: L2 flushed before each run, so the weight
+  comes from HBM as in serving, and host launch cost is hidden behind the flush);
+- loop ms: wall time per call of 20 calls issued back to back (CUDA events), what a serving
+  loop pays: max(host, device) per call;
+- alone ms: one call on an idle GPU (sync, events around the call): latency, host included.
+Prints rows as it goes; stops starting new work after --budget seconds and exits through an
+alarm if anything stalls. ``--dry-run`` runs the script on the CPU under TRITON_INTERPRET=1 at
+K = N = 64 (to check the script itself; its times mean nothing).
 """
 from __future__ import annotations
 
@@ -43,26 +48,41 @@ def out(*a):
     print(*a, flush=True)
 
 
-def cuda_median_ms(fn, reps, warmup=5, each=True):
+def _dry_ms(fn):
+    fn()
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def dev_ms(fn):
+    """Device time: do_bench with the L2 flush (as the autotuner measures)."""
     if DRY:
-        fn()
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    for _ in range(warmup):
-        fn()
+        return _dry_ms(fn)
+    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+
+
+def loop_ms(fn, calls=20, rounds=7):
+    if DRY:
+        return _dry_ms(fn)
+    fn()
     torch.cuda.synchronize()
-    if not each:  # back-to-back: device throughput of the kernel alone
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(max(5, reps // 10)):
-            s.record()
-            for _ in range(10):
-                fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) / 10)
-        return statistics.median(times)
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(rounds):
+        s.record()
+        for _ in range(calls):
+            fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / calls)
+    return statistics.median(times)
+
+
+def alone_ms(fn, reps=30):
+    if DRY:
+        return _dry_ms(fn)
+    fn()
     times = []
     for _ in range(reps):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -75,31 +95,33 @@ def cuda_median_ms(fn, reps, warmup=5, each=True):
     return statistics.median(times)
 
 
-def host_us(fn, n=200):
-    """CPU time per call of issuing fn (no synchronization inside the loop)."""
+def host_us(fn, n=300):
+    """CPU time per call of issuing fn (no synchronization inside the loop; median of 3 runs)."""
     n = 2 if DRY else n
     fn()
     sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    dt = time.perf_counter() - t
-    sync()
-    return dt / n * 1e6
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - t) / n * 1e6)
+        sync()
+    return statistics.median(runs)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=80.0)
-    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--budget", type=float, default=55.0)
     ap.add_argument("--m", default="1,16,128,1024,4096")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: (out("!! sweep watchdog: stalled, exiting"), os._exit(3)))
-    signal.alarm(int(args.budget) + 60)
+    signal.alarm(int(args.budget) + 30)
     if not DRY and not torch.cuda.is_available():
         out("no GPU visible to torch: nothing to sweep (--dry-run checks the script on the CPU)")
         return 0
+    from pyperfcore import quant
     from pyperfcore.kernels import quant_gemm as qg
 
     KN = 64 if DRY else 4096
@@ -107,29 +129,57 @@ def main() -> int:
     g = torch.Generator(device="cpu").manual_seed(0)
     w = torch.randn(KN, KN, generator=g) * 0.02
     b = torch.randn(KN, generator=g) * 0.1
-    scale = w.abs().amax(dim=1) / 127
-    qw = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).to(dev)
-    sw = scale.to(dev)
+    layer = quant.QuantizedLinear(w.numpy(), b.numpy(), activation="gelu")
+    qw = torch.from_numpy(layer.qweight).to(dev)
+    sw = torch.from_numpy(layer.wscale).to(dev)
     cs = qw.to(torch.int32).sum(dim=1).to(torch.int32)
     bias = b.to(dev)
     w16, b16 = w.half().to(dev), b.half().to(dev)
     w_t = qw.t()
-    wdq = (qw.double() * sw.double()[:, None])
-    out(f"# {'DRY RUN (cpu, interpreter)' if DRY else torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}; K=N={KN}, bias+GELU; "
-        f"median ms over {args.reps} reps")
+    wdq = qw.double() * sw.double()[:, None]
+    out(f"# {'DRY RUN (cpu, interpreter)' if DRY else torch.cuda.get_device_name()} torch {torch.__version__} "
+        f"triton {triton.__version__}; K=N={KN}, bias+GELU; fast launch {'on' if qg.FAST_LAUNCH else 'OFF'}, "
+        f"FUSED_MAX_M {qg.FUSED_MAX_M}")
+    a8 = (qw, sw, cs, bias, "gelu")
 
-    # ---- launcher overhead
+    def int_mm_epi(x):
+        amax = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        s = amax / 127
+        qq = torch.round(x / s).clamp(-127, 127).to(torch.int8)
+        return torch.nn.functional.gelu(torch._int_mm(qq, w_t).float() * s * sw + bias)
+
+    # ---- host cost per call (the device's CPU)
     e = torch.empty(1, device=dev)
     _empty[(1,)](e, 1)
-    x1 = torch.randn(1, KN, device=dev)
-    a8 = (qw, sw, cs, bias, "gelu")
-    out(f"host us/call: empty triton launch {host_us(lambda: _empty[(1,)](e, 1)):.1f}; "
-        f"torch.empty {host_us(lambda: torch.empty((1, KN), device=dev)):.1f}; "
-        f"linear_w8a8 M=1 fused {host_us(lambda: qg.linear_w8a8(x1, *a8)):.1f}; "
-        f"two_pass {host_us(lambda: qg.linear_w8a8(x1, *a8, path='two_pass')):.1f}; "
-        f"checked {host_us(lambda: qg.linear_w8a8(x1, *a8, check_finite=True), 50):.1f}; "
-        f"linear_half M=1 {host_us(lambda: qg.linear_half(x1.half(), w16, bias, 'gelu')):.1f}")
-    out(f"device ms: empty kernel (timed alone) {cuda_median_ms(lambda: _empty[(1,)](e, 1), args.reps):.4f}")
+    x1, x32 = torch.randn(1, KN, device=dev), torch.randn(32, KN, device=dev)
+    x1h = x1.half()
+    for fn in (lambda: qg.linear_w8a8(x1, *a8), lambda: qg.linear_w8a8(x1, *a8, path="two_pass"),
+               lambda: qg.linear_half(x1h, w16, bias, "gelu"), lambda: qg.linear_half(x1, w16, bias, "gelu"),
+               lambda: qg.linear_w8a8(x32, *a8)):
+        fn(), fn()  # tune + record the direct launch
+    hosts = [("empty triton launch", lambda: _empty[(1,)](e, 1)),
+             ("torch.empty [1,4096]", lambda: torch.empty((1, KN), device=dev)),
+             ("linear_w8a8 M=1 fused", lambda: qg.linear_w8a8(x1, *a8)),
+             ("linear_w8a8 M=1 two_pass", lambda: qg.linear_w8a8(x1, *a8, path="two_pass")),
+             ("linear_w8a8 M=32 two_pass", lambda: qg.linear_w8a8(x32, *a8)),
+             ("linear_w8a8 M=1 check_finite (syncs)", lambda: qg.linear_w8a8(x1, *a8, check_finite=True)),
+             ("linear_half M=1 fp16 in", lambda: qg.linear_half(x1h, w16, bias, "gelu")),
+             ("linear_half M=1 fp32 in", lambda: qg.linear_half(x1, w16, bias, "gelu")),
+             ("QuantizedLinear(x, backend='triton') M=1 (checked)", lambda: layer(x1, backend="triton")),
+             ("PEER torch addmm+gelu fp16 M=1", lambda: torch.nn.functional.gelu(torch.addmm(b16, x1h, w16.T))),
+             ]
+    if not DRY:
+        hosts.append(("PEER _int_mm+epilogue M=32", lambda: int_mm_epi(x32)))
+    for label, fn in hosts:
+        out(f"host us/call: {label:52s} {host_us(fn, 50 if 'check' in label else 300):7.1f}")
+    if not DRY and qg.FAST_LAUNCH:
+        qg.FAST_LAUNCH = False
+        out(f"host us/call: {'linear_w8a8 M=1 fused, triton normal launch':52s} {host_us(lambda: qg.linear_w8a8(x1, *a8)):7.1f}")
+        out(f"host us/call: {'linear_half M=1 fp16 in, triton normal launch':52s} "
+            f"{host_us(lambda: qg.linear_half(x1h, w16, bias, 'gelu')):7.1f}")
+        qg.FAST_LAUNCH = True
+    out("direct launches recorded: " + ", ".join(sorted({str(k[0]) for k, v in qg._DIRECT.items() if v}))
+        + ("" if all(qg._DIRECT.values()) else " (some keys fell back to the normal path)"))
 
     def over():
         return time.time() - T0 > args.budget
@@ -149,99 +199,111 @@ def main() -> int:
         ref = torch.nn.functional.gelu(x.double() @ wdq.T + bias.double())
         y = torch.empty(m, KN, device=dev)
         mb = qg._bucket(m)
-        rows = []
+        rows = {}
 
-        def row(label, ms, y_=None):
+        def row(label, ms, y_=None, kind="dev"):
             cos = ""
             if y_ is not None:
                 cos = f"  cos_min {float(torch.nn.functional.cosine_similarity(y_.double(), ref, dim=1).min()):.5f}"
-            out(f"M={m:5d} {label:44s} {ms:8.4f} ms  {2 * m * KN * KN / ms / 1e9:8.1f} TOP/s{cos}")
-            rows.append((label, ms))
+            out(f"M={m:5d} {label:44s} {kind:5s} {ms:8.4f} ms  {2 * m * KN * KN / ms / 1e9:8.1f} TOP/s{cos}")
+            rows[(label, kind)] = ms
 
-        # each config, device time only (kernel launches back to back)
-        if m <= 16 or m <= qg.FUSED_MAX_M:
+        # each config of ours: device time
+        if m <= max(16, qg.FUSED_MAX_M):
             bad = torch.empty(m, dtype=torch.int32, device=dev)
-            ws = torch.zeros(m * KN + triton.cdiv(m, 16) * triton.cdiv(KN, 16), dtype=torch.int32, device=dev)
+            ws = torch.zeros(m * KN + triton.cdiv(m, 16) * triton.cdiv(KN, 16) + 4, dtype=torch.int32, device=dev)
+            o = (m * KN + 3) // 4 * 4
             for c in qg._w8a8_fused_kernel.configs:
                 if over():
                     break
                 grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]), triton.cdiv(KN, c.kwargs["BLOCK_N"]), c.kwargs["SPLIT_K"])
                 fn = lambda c=c, grid=grid: qg._w8a8_fused_kernel.fn[grid](  # noqa: E731
-                    x, qw, sw, cs, bias, y, y, bad, ws, ws[m * KN:], m, KN, KN, mb, x.stride(0), qw.stride(0), 0,
+                    x, qw, sw, cs, bias, y, y, bad, ws, ws[o:], m, KN, KN, mb, x.stride(0), qw.stride(0), 0,
                     y.stride(0), SYMMETRIC=False, HAS_BIAS=True, ACT=2, HAS_RES=False, num_warps=c.num_warps,
                     num_stages=c.num_stages, **c.kwargs)
                 try:
-                    row("w8a8 fused cfg " + cfg_name(c), cuda_median_ms(fn, args.reps, each=False), (fn(), y)[1])
+                    row("w8a8 fused cfg " + cfg_name(c), dev_ms(fn), (fn(), y)[1])
                 except Exception as exc:  # out of resources etc.: report, keep going
                     out(f"M={m:5d} w8a8 fused cfg {cfg_name(c)} failed: {type(exc).__name__}: {exc}")
         q, sa, zp, badq = qg.quantize_activations_flagged(x)
-        row("act-quant kernel alone", cuda_median_ms(lambda: qg.quantize_activations_flagged(x), args.reps, each=False))
+        row("act-quant kernel alone", dev_ms(lambda: qg.quantize_activations_flagged(x)))
         for c in qg._w8a8_kernel.configs:
             if over():
                 break
-            if c.kwargs["BLOCK_M"] > max(16, 2 * mb):
+            if c not in qg._prune_by_m(qg._w8a8_kernel.configs, {"M_BUCKET": mb}):
                 continue
             grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(KN, c.kwargs["BLOCK_N"]),)
             fn = lambda c=c, grid=grid: qg._w8a8_kernel.fn[grid](  # noqa: E731
                 q, qw, sa, zp, badq, sw, cs, bias, y, y, m, KN, KN, mb, q.stride(0), qw.stride(0), 0, y.stride(0),
                 HAS_BIAS=True, ACT=2, HAS_RES=False, num_warps=c.num_warps, num_stages=c.num_stages, **c.kwargs)
             try:
-                row("w8a8 gemm cfg " + cfg_name(c), cuda_median_ms(fn, args.reps, each=False), (fn(), y)[1])
+                row("w8a8 gemm cfg " + cfg_name(c), dev_ms(fn), (fn(), y)[1])
             except Exception as exc:
                 out(f"M={m:5d} w8a8 gemm cfg {cfg_name(c)} failed: {type(exc).__name__}: {exc}")
         for c in qg._half_kernel.configs:
             if over():
                 break
-            if c.kwargs["BLOCK_M"] > max(16, 2 * mb):
+            if c not in qg._prune_by_m(qg._half_kernel.configs, {"M_BUCKET": mb}):
                 continue
             grid = (triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(KN, c.kwargs["BLOCK_N"]),)
             fn = lambda c=c, grid=grid: qg._half_kernel.fn[grid](  # noqa: E731
                 x16, w16, bias, y, y, m, KN, KN, mb, x16.stride(0), w16.stride(0), 0, y.stride(0), HAS_BIAS=True,
                 ACT=2, HAS_RES=False, DOT_F32=False, num_warps=c.num_warps, num_stages=c.num_stages, **c.kwargs)
             try:
-                row("fp16 cfg " + cfg_name(c), cuda_median_ms(fn, args.reps, each=False))
+                row("fp16 cfg " + cfg_name(c), dev_ms(fn))
             except Exception as exc:
                 out(f"M={m:5d} fp16 cfg {cfg_name(c)} failed: {type(exc).__name__}: {exc}")
         if over():
             continue
-        # shipped paths and peers, each call timed alone (host launch cost included)
+        # shipped paths and peers: device, back-to-back loop, alone
         shipped = lambda: qg.linear_w8a8(x, *a8)  # noqa: E731
         yy = shipped()
+        yy = shipped()  # (first call tunes, second records the direct launch)
         sync()
-        row("SHIPPED w8a8 (" + ("fused" if m <= qg.FUSED_MAX_M else "two_pass") + ")", cuda_median_ms(shipped, args.reps), yy)
-        if m <= qg.FUSED_MAX_M:
-            tp = lambda: qg.linear_w8a8(x, *a8, path="two_pass")  # noqa: E731
-            row("w8a8 two_pass (forced)", cuda_median_ms(tp, args.reps), tp())
-        elif m <= 128:  # where should FUSED_MAX_M be? (the fused kernel tunes here for this M)
-            fz = lambda: qg.linear_w8a8(x, *a8, path="fused")  # noqa: E731
-            row("w8a8 fused (forced)", cuda_median_ms(fz, args.reps), fz())
-        row("SHIPPED w8a8 check_finite=True", cuda_median_ms(lambda: qg.linear_w8a8(x, *a8, check_finite=True), args.reps))
+        lab = "SHIPPED w8a8 (" + ("fused" if m <= qg.FUSED_MAX_M else "two_pass") + ")"
+        row(lab, dev_ms(shipped), yy)
+        row(lab, loop_ms(shipped), kind="loop")
+        row(lab, alone_ms(shipped), kind="alone")
+        other = "two_pass" if m <= qg.FUSED_MAX_M else ("fused" if m <= 256 else None)
+        if other:  # where should FUSED_MAX_M be?
+            fo = lambda: qg.linear_w8a8(x, *a8, path=other)  # noqa: E731
+            yo = fo()
+            yo = fo()
+            row(f"w8a8 {other} (forced)", dev_ms(fo), yo)
+            row(f"w8a8 {other} (forced)", loop_ms(fo), kind="loop")
+        row("SHIPPED w8a8 check_finite=True", alone_ms(lambda: qg.linear_w8a8(x, *a8, check_finite=True)), kind="alone")
         hs = lambda: qg.linear_half(x16, w16, bias, "gelu")  # noqa: E731
-        row("SHIPPED fp16 weights+act, fused epi", cuda_median_ms(hs, args.reps))
+        hs(), hs()
+        row("SHIPPED fp16 weights+act, fused epi", dev_ms(hs))
+        row("SHIPPED fp16 weights+act, fused epi", loop_ms(hs), kind="loop")
+        row("SHIPPED fp16 weights+act, fused epi", alone_ms(hs), kind="alone")
         hs32 = lambda: qg.linear_half(x, w16, bias, "gelu")  # noqa: E731
-        row("SHIPPED fp16 weights, fp32 act in", cuda_median_ms(hs32, args.reps))
+        hs32(), hs32()
+        row("SHIPPED fp16 weights, fp32 act in", loop_ms(hs32), kind="loop")
         peer16 = lambda: torch.nn.functional.gelu(torch.addmm(b16, x16, w16.T))  # noqa: E731
-        row("PEER cuBLAS fp16 addmm + gelu", cuda_median_ms(peer16, args.reps), peer16().float())
+        row("PEER cuBLAS fp16 addmm + gelu", dev_ms(peer16), peer16().float())
+        row("PEER cuBLAS fp16 addmm + gelu", loop_ms(peer16), kind="loop")
+        row("PEER cuBLAS fp16 addmm + gelu", alone_ms(peer16), kind="alone")
         if m > 16 and not DRY:  # (CPU _int_mm has other shape rules)
-            def int_mm():
-                amax = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-                s = amax / 127
-                qq = torch.round(x / s).clamp(-127, 127).to(torch.int8)
-                return torch.nn.functional.gelu(torch._int_mm(qq, w_t).float() * s * sw + bias)
-            row("PEER _int_mm + epilogue", cuda_median_ms(int_mm, args.reps), int_mm())
-            row("PEER _int_mm alone (pre-quantized)", cuda_median_ms(lambda: torch._int_mm(q.view(torch.int8), w_t), args.reps))
+            pim = lambda: int_mm_epi(x)  # noqa: E731
+            row("PEER _int_mm + epilogue", dev_ms(pim), pim())
+            row("PEER _int_mm + epilogue", loop_ms(pim), kind="loop")
+            row("PEER _int_mm + epilogue", alone_ms(pim), kind="alone")
+            row("PEER _int_mm alone (pre-quantized)", dev_ms(lambda: torch._int_mm(q.view(torch.int8), w_t)))
         tuned = {k: v for k, v in qg._BEST.items() if k[1] == mb}
         out(f"M={m:5d} autotune picked: " + "; ".join(f"{k[0]}: {cfg_name(v)}" for k, v in tuned.items()))
-        summary.append((m, dict(rows)))
+        summary.append((m, lab, rows))
 
-    out("\n# summary (ms): M | w8a8 shipped | fp16 shipped | cuBLAS fp16+gelu | _int_mm+epi | w8a8 vs best peer")
-    for m, r in summary:
-        ours = next((v for k, v in r.items() if k.startswith("SHIPPED w8a8 (")), float("nan"))
-        h = r.get("SHIPPED fp16 weights+act, fused epi", float("nan"))
-        p16 = r.get("PEER cuBLAS fp16 addmm + gelu", float("nan"))
-        pim = r.get("PEER _int_mm + epilogue", float("nan"))
-        peer = pim if m > 16 else p16
-        out(f"{m:5d} | {ours:.4f} | {h:.4f} | {p16:.4f} | {pim:.4f} | {peer / ours:.2f}x")
+    nan = float("nan")
+    out("\n# summary (ms; loop = back-to-back calls, dev = device only): M | w8a8 shipped loop/dev | "
+        "fp16 shipped loop/dev | cuBLAS fp16+gelu loop/dev | _int_mm+epi loop/dev | w8a8 vs peer (loop)")
+    for m, lab, r in summary:
+        def pair(label):
+            return f"{r.get((label, 'loop'), nan):.4f}/{r.get((label, 'dev'), nan):.4f}"
+        peer = "PEER _int_mm + epilogue" if m > 16 else "PEER cuBLAS fp16 addmm + gelu"
+        ratio = r.get((peer, "loop"), nan) / r.get((lab, "loop"), nan)
+        out(f"{m:5d} | {pair(lab)} | {pair('SHIPPED fp16 weights+act, fused epi')} | "
+            f"{pair('PEER cuBLAS fp16 addmm + gelu')} | {pair('PEER _int_mm + epilogue')} | {ratio:.2f}x")
     out(f"# sweep took {time.time() - T0:.1f} s")
     return 0
 
