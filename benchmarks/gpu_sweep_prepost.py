@@ -5,7 +5,11 @@ Standalone (no pytest):  python benchmarks/gpu_sweep_prepost.py [--reps 100] [--
 Prints one line per measurement as it goes, then a table. Times are medians of per-call CUDA
 event timings (warm-up first, >= 50 reps): each call is timed as the caller sees it on the
 stream, host overhead included when the host is the slower side ("kernel" rows call the native
-launcher directly, without the Python argument checks). Every op is checked against torch (or
+launcher directly, without the Python argument checks). The "host us" column is the host's
+wall time per call over 200 back-to-back calls without a synchronization (the Python + launch
+cost a serving loop pays on its CPU; for calls that synchronize it includes the GPU time).
+GPU ops do not synchronize by default (bad rows are poisoned); "check_finite" rows raise on
+NaN / infinity, which costs one synchronization per call. Every op is checked against torch (or
 the CPU backend) before it is timed; a mismatch is printed and that row is skipped. A hard
 watchdog ends the process after --limit seconds (default 100), so it never hangs a device check.
 """
@@ -23,7 +27,7 @@ import numpy as np
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
 
-ROWS: list[tuple[str, str, float, str]] = []  # (case, impl, median ms, note)
+ROWS: list[tuple[str, str, float, float, str]] = []  # (case, impl, median ms, host us/call, note)
 
 
 def timed(torch, fn, reps: int, warmup: int = 10) -> float:
@@ -40,9 +44,21 @@ def timed(torch, fn, reps: int, warmup: int = 10) -> float:
     return statistics.median(a.elapsed_time(b) for a, b in zip(starts, ends))
 
 
-def row(case: str, impl: str, ms: float, note: str = "") -> None:
-    ROWS.append((case, impl, ms, note))
-    print(f"  {case:<44} {impl:<22} {ms:9.4f} ms  {note}", flush=True)
+def host_us(torch, fn, n: int = 200) -> float:
+    """Host wall time per call of n back-to-back calls, no synchronization in between."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        fn()
+    t1 = time.perf_counter_ns()
+    torch.cuda.synchronize()
+    return (t1 - t0) / n / 1e3
+
+
+def row(case: str, impl: str, ms: float, note: str = "", host: float = float("nan")) -> None:
+    ROWS.append((case, impl, ms, host, note))
+    print(f"  {case:<44} {impl:<26} {ms:9.4f} ms  host {host:7.1f} us  {note}", flush=True)
 
 
 def attempt(case: str, impl: str, torch, fn, reps: int, check=None, note_fn=None) -> float | None:
@@ -50,7 +66,7 @@ def attempt(case: str, impl: str, torch, fn, reps: int, check=None, note_fn=None
         if check is not None:
             check()
         ms = timed(torch, fn, reps)
-        row(case, impl, ms, note_fn(ms) if note_fn else "")
+        row(case, impl, ms, note_fn(ms) if note_fn else "", host_us(torch, fn))
         return ms
     except Exception as exc:  # a failing row is reported, the sweep goes on
         print(f"  {case:<44} {impl:<22} FAILED: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
@@ -148,15 +164,17 @@ def sweep_topk(torch, pp, cudamod, reps: int) -> None:
                 np.testing.assert_allclose(v.cpu().numpy(), cv, rtol=2e-5)
 
             attempt(case, f"ours {impl}", torch, lambda impl=impl: pp.softmax_topk(x, 5, backend=impl), reps, check,
-                    lambda ms: "includes the NaN check's sync")
+                    lambda ms: "no sync (bad rows poisoned)")
+            attempt(case, f"ours {impl} check_finite", torch,
+                    lambda impl=impl: pp.softmax_topk(x, 5, backend=impl, check_finite=True), reps,
+                    note_fn=lambda ms: "raises on NaN/inf: one sync per call")
         if cudamod is not None:
             v = torch.empty((rows, 5), device="cuda")
             i = torch.empty((rows, 5), dtype=torch.int64, device="cuda")
-            bad = torch.empty(rows, dtype=torch.int32, device="cuda")
             stream = torch.cuda.current_stream().cuda_stream
             attempt(case, "ours cuda (kernel)", torch,
                     lambda: cudamod.prepost_topk(x.data_ptr(), 0, rows, 1000, 1000, 0, 0, 5, True, v.data_ptr(),
-                                                 i.data_ptr(), bad.data_ptr(), stream), reps)
+                                                 i.data_ptr(), 0, stream), reps)
 
 
 def _torch_nms(torch, boxes, scores, idxs, thr):
@@ -206,7 +224,25 @@ def sweep_nms(torch, pp, cudamod, reps: int) -> None:
         if cudamod is not None:
             attempt(case, "ours cuda", torch, lambda: pp.batched_nms(b, s, c, 0.5, backend="cuda"), reps,
                     lambda: np.testing.assert_array_equal(pp.batched_nms(b, s, c, 0.5, backend="cuda").cpu().numpy(),
-                                                          cpu_keep))
+                                                          cpu_keep), lambda ms: "one sync (kept count + NaN flag)")
+            # Where the time goes: the torch sort/gather prologue alone, and our two kernels alone.
+            def prologue():
+                order = torch.sort(s, descending=True, stable=True).indices
+                cs, rank = torch.sort(c[order], stable=True)
+                bs = b[order[rank]]
+                return torch.searchsorted(cs, cs, right=True), bs
+
+            attempt(case, "ours cuda: torch prologue", torch, prologue, reps)
+            ends, bs = prologue()
+            cs = torch.sort(c[torch.sort(s, descending=True, stable=True).indices], stable=True).values
+            cb = (n + 63) // 64
+            ws = torch.empty(n * cb + cb + 1 + n + 1, dtype=torch.int64, device="cuda")
+            stream = torch.cuda.current_stream().cuda_stream
+            p0 = ws.data_ptr()
+            attempt(case, "ours cuda: kernels only", torch,
+                    lambda: cudamod.prepost_nms(bs.data_ptr(), s.data_ptr(), cs.data_ptr(), ends.data_ptr(), n, 0.5,
+                                                p0, p0 + 8 * n * cb, p0 + 8 * (n * cb + cb + 1),
+                                                p0 + 8 * (n * cb + cb + 1 + n), stream), reps)
         t0 = time.perf_counter()
         for _ in range(5):
             pp.batched_nms(bn, sn, cn, 0.5, backend="cpu")
@@ -225,6 +261,14 @@ def sweep_embed(torch, pp, cudamod, reps: int) -> None:
             continue
         attempt(case, f"ours {impl}", torch, lambda impl=impl: pp.l2_normalize(x, backend=impl), reps,
                 lambda impl=impl: np.testing.assert_array_equal(pp.l2_normalize(x, backend=impl).cpu().numpy(), lc))
+        attempt(case, f"ours {impl} check_finite", torch,
+                lambda impl=impl: pp.l2_normalize(x, backend=impl, check_finite=True), reps)
+    if cudamod is not None:
+        out = torch.empty_like(x)
+        stream = torch.cuda.current_stream().cuda_stream
+        attempt(case, "ours cuda (kernel)", torch,
+                lambda: cudamod.prepost_embed(x.data_ptr(), 4096, 512, 512, 1e-12, True, out.data_ptr(), 0, 0, 0,
+                                              stream), reps)
     case = "compress_embeddings int8 4096x512"
 
     def torch_compress():
@@ -243,6 +287,15 @@ def sweep_embed(torch, pp, cudamod, reps: int) -> None:
             np.testing.assert_array_equal(s.cpu().numpy(), sc)
 
         attempt(case, f"ours {impl}", torch, lambda impl=impl: pp.compress_embeddings(x, backend=impl), reps, check)
+        attempt(case, f"ours {impl} check_finite", torch,
+                lambda impl=impl: pp.compress_embeddings(x, backend=impl, check_finite=True), reps)
+    if cudamod is not None:
+        q = torch.empty((4096, 512), dtype=torch.int8, device="cuda")
+        sq = torch.empty(4096, device="cuda")
+        stream = torch.cuda.current_stream().cuda_stream
+        attempt(case, "ours cuda (kernel)", torch,
+                lambda: cudamod.prepost_embed(x.data_ptr(), 4096, 512, 512, 1e-12, True, 0, q.data_ptr(), sq.data_ptr(),
+                                              0, stream), reps)
 
 
 def main() -> int:
@@ -281,11 +334,12 @@ def main() -> int:
         except Exception:
             traceback.print_exc()
     faulthandler.cancel_dump_traceback_later()
-    print(f"\n== table (median ms; ratio = time / the case's first row), {time.perf_counter() - t0:.1f} s total")
+    print(f"\n== table (median ms; ratio = time / the case's first row; host us per call, no sync), "
+          f"{time.perf_counter() - t0:.1f} s total")
     first: dict[str, float] = {}
-    for case, impl, ms, note in ROWS:
+    for case, impl, ms, host, note in ROWS:
         base = first.setdefault(case, ms)
-        print(f"{case:<44} | {impl:<24} | {ms:9.4f} | {ms / base:6.2f}x")
+        print(f"{case:<44} | {impl:<28} | {ms:9.4f} | {ms / base:6.2f}x | host {host:7.1f} us")
     return 0
 
 

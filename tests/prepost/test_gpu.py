@@ -284,6 +284,24 @@ def test_cuda_tensors_pick_a_gpu_backend(rng):
     np.testing.assert_allclose(out.cpu().numpy(), pp.preprocess_images(x.cpu().numpy(), mean=MEAN, std=STD), rtol=1e-6)
     v, i = pp.softmax_topk(torch.randn(4, 100, device="cuda"), 5)
     assert v.is_cuda and i.is_cuda
+    # The GPU lean path (float CUDA tensor, no scale, no backend or "cuda") gives the same as the
+    # full path, applies the same policy, and still rejects a bad k.
+    x = torch.randn(9, 300, device="cuda")
+    x[4, 7] = float("nan")
+    for dt in (torch.float32, torch.float16):
+        xd = x.to(dt)
+        a = pp.softmax_topk(xd, 4)
+        b = pp.softmax_topk(xd, 4, backend="cuda")
+        torch.testing.assert_close(a[0], b[0], equal_nan=True)
+        torch.testing.assert_close(a[1], b[1])
+        assert (a[1][4] == -1).all() and torch.isnan(a[0][4]).all()
+        with pytest.raises(ValueError, match="NaN"):
+            pp.softmax_topk(xd, 4, check_finite=True)
+        with pytest.raises(ValueError, match="k = 301"):
+            pp.softmax_topk(xd, 301)
+        v, i = pp.softmax_topk(xd[:, ::2], 3)  # strided classes
+        cv, ci = pp.softmax_topk(xd[:, ::2].float().cpu().numpy()[[0, 1, 2, 3, 5, 6, 7, 8]], 3, backend="cpu")
+        np.testing.assert_array_equal(i.cpu().numpy()[[0, 1, 2, 3, 5, 6, 7, 8]], ci)
 
 
 # ---------------------------------------------------------------- embeddings (triton, cuda)
@@ -482,10 +500,25 @@ def test_cuda_batched_nms_large_and_errors(rng):
         got = pp.batched_nms(torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda(),
                              torch.from_numpy(idxs).cuda(), 0.5, backend="cuda")
         np.testing.assert_array_equal(got.cpu().numpy(), pp.batched_nms(boxes, scores, idxs, 0.5, backend="cpu"))
-    b = torch.tensor([[0, 0, 1, 1], [0, 0, 1, float("nan")]], device="cuda")
-    with pytest.raises(ValueError, match="NaN or infinity"):
-        pp.batched_nms(b, torch.ones(2, device="cuda"), torch.zeros(2, dtype=torch.int64, device="cuda"), 0.5,
-                       backend="cuda")
+    # NMS always checks (its synchronization for the kept count brings the flag along): a NaN /
+    # infinite coordinate or a NaN score anywhere (the flag is set inside the bitmask kernel).
+    for pos in (0, 70, 129):
+        bb = np.tile(np.array([[0, 0, 1, 1]], np.float32), (130, 1))
+        ss = np.ones(130, np.float32)
+        b1, b2, s3 = bb.copy(), bb.copy(), ss.copy()
+        b1[pos, 3] = np.nan
+        b2[pos, 0] = -np.inf
+        s3[pos] = np.nan
+        for b, s in ((b1, ss), (b2, ss), (bb, s3)):
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                pp.batched_nms(torch.from_numpy(b).cuda(), torch.from_numpy(s).cuda(),
+                               torch.zeros(130, dtype=torch.int64, device="cuda"), 0.5, backend="cuda")
+    # +inf / -inf scores are valid (as on the CPU backend) and int32 classes are taken.
+    sinf = torch.tensor([np.inf, 1.0, -np.inf], device="cuda")
+    bx = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [5, 5, 6, 6]], dtype=torch.float32, device="cuda")
+    got = pp.batched_nms(bx, sinf, torch.zeros(3, dtype=torch.int32, device="cuda"), 0.5, backend="cuda")
+    np.testing.assert_array_equal(got.cpu().numpy(), pp.batched_nms(bx.cpu().numpy(), sinf.cpu().numpy(),
+                                                                     np.zeros(3, np.int32), 0.5, backend="cpu"))
     empty = pp.batched_nms(torch.zeros((0, 4), device="cuda"), torch.zeros(0, device="cuda"),
                            torch.zeros(0, dtype=torch.int64, device="cuda"), 0.5, backend="cuda")
     assert empty.shape == (0,) and empty.is_cuda
