@@ -123,19 +123,21 @@ def test_gpu_resize_crop_normalize(benchmark, impl, images256):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("rows", [256, 4096])
-@pytest.mark.parametrize("impl", ["cuda", "triton", "torch", "floor_copy"])
+@pytest.mark.parametrize("impl", ["cuda", "cuda_check_finite", "triton", "triton_check_finite", "torch", "floor_copy"])
 def test_gpu_softmax_top5(benchmark, impl, rows):
     torch = _torch_cuda()
     benchmark.group = f"GPU softmax top5 {rows}x1000"
     logits = (np.random.default_rng(2).standard_normal((rows, 1000)) * 3).astype(np.float32)
     x = torch.from_numpy(logits).cuda()
-    if impl in ("cuda", "triton"):
-        _gpu_available(impl)
-        v, i = pp.softmax_topk(x, 5, backend=impl)
+    if impl.startswith(("cuda", "triton")):
+        backend, check = impl.split("_")[0], impl.endswith("check_finite")
+        _gpu_available(backend)
+        v, i = pp.softmax_topk(x, 5, backend=backend, check_finite=check)
         cv, ci = pp.softmax_topk(logits, 5, backend="cpu")
         np.testing.assert_array_equal(i.cpu().numpy(), ci)
         np.testing.assert_allclose(v.cpu().numpy(), cv, rtol=2e-5)
-        fn = _synced(torch, lambda: pp.softmax_topk(x, 5, backend=impl))  # includes the NaN check's sync
+        # Default: no sync inside the call (bad rows poisoned); check_finite: one sync inside.
+        fn = _synced(torch, lambda: pp.softmax_topk(x, 5, backend=backend, check_finite=check))
     elif impl == "torch":
         fn = _synced(torch, lambda: torch.softmax(x, dim=1).topk(5, dim=1))
     else:

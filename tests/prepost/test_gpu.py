@@ -284,6 +284,12 @@ def test_cuda_tensors_pick_a_gpu_backend(rng):
     np.testing.assert_allclose(out.cpu().numpy(), pp.preprocess_images(x.cpu().numpy(), mean=MEAN, std=STD), rtol=1e-6)
     v, i = pp.softmax_topk(torch.randn(4, 100, device="cuda"), 5)
     assert v.is_cuda and i.is_cuda
+
+
+@pytest.mark.cuda
+@pytest.mark.gpu
+def test_cuda_softmax_topk_lean_path():
+    pp.softmax_topk(torch.randn(2, 10, device="cuda"), 1, backend="cuda")  # the first cuda call enables it
     # The GPU lean path (float CUDA tensor, no scale, no backend or "cuda") gives the same as the
     # full path, applies the same policy, and still rejects a bad k.
     x = torch.randn(9, 300, device="cuda")
