@@ -407,10 +407,14 @@ def _half_reference(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any
 
 
 # ------------------------------------------------------------------ triton (kernels/triton)
-def _device_tensors(layer: QuantizedLinear, device: Any) -> dict[str, Any]:
+def _device_tensors(layer: QuantizedLinear, x: Any) -> dict[str, Any]:
+    # keyed by the device index (-1: cpu, as under the interpreter): no torch.device per call
+    t = layer._device_cache.get(x.get_device())
+    if t is not None:
+        return t
     import torch
 
-    key = str(device)
+    device, key = x.device, x.get_device()
     if key not in layer._device_cache:
         t: dict[str, Any] = {}
         if layer.dtype == "int8":
@@ -423,6 +427,12 @@ def _device_tensors(layer: QuantizedLinear, device: Any) -> dict[str, Any]:
         t["inv_smooth"] = None if layer.inv_smooth is None else torch.from_numpy(layer.inv_smooth).to(device)
         layer._device_cache[key] = t
     return layer._device_cache[key]
+
+
+def _torch_f32() -> Any:
+    import torch
+
+    return torch.float32
 
 
 def _torch_input(x: Any) -> Any:
@@ -438,8 +448,10 @@ def _w8a8_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     from ..kernels import quant_gemm as tg
 
     was_np = not is_torch_tensor(x)
-    xt = _torch_input(x).float()
-    t = _device_tensors(layer, xt.device)
+    xt = _torch_input(x)
+    if xt.dtype is not _torch_f32():
+        xt = xt.float()
+    t = _device_tensors(layer, xt)
     if t["inv_smooth"] is not None:
         xt = xt * t["inv_smooth"]
     rt = None if r is None else _torch_input(r).float()
@@ -455,8 +467,10 @@ def _half_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     from ..kernels import quant_gemm as tg
 
     was_np = not is_torch_tensor(x)
-    xt = _torch_input(x).float()
-    t = _device_tensors(layer, xt.device)
+    xt = _torch_input(x)
+    t = _device_tensors(layer, xt)
+    if xt.dtype is not t["w"].dtype and xt.dtype is not _torch_f32():
+        xt = xt.float()  # fp16 x with bf16 weights (and the like): through fp32 (exact)
     rt = None if r is None else _torch_input(r).float()
     y = tg.linear_half(xt, t["w"], t["bias"], layer.activation, rt, check_finite=True)
     return y.numpy() if was_np else y
