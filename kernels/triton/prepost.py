@@ -10,10 +10,10 @@
   the CPU backend's float32 order (16 running sums over 16-element chunks, the tail, then the
   16 sums), launched without multiply-add fusion, so results equal the CPU's bit for bit.
 
-NaN / infinity: ``topk_rows``, ``l2_normalize`` and ``compress_embeddings`` poison the affected
-rows (NaN values, index -1; NaN scale and zero codes) and, only when the caller asks
-(``check``), also store per-row flags the launcher reads back, raising ValueError (one
-synchronization). ``softmax_rows`` and ``sigmoid_threshold`` always check (a gap: they still sync).
+NaN / infinity: ``topk_rows``, ``softmax_rows``, ``l2_normalize`` and ``compress_embeddings``
+poison the affected rows (NaN values, index -1; NaN scale and zero codes) and, only when the
+caller asks (``check``), also store per-row flags the launcher reads back, raising ValueError
+(one synchronization). ``sigmoid_threshold`` always checks: a bool mask cannot carry a poison.
 """
 from __future__ import annotations
 
@@ -247,7 +247,8 @@ def _topk_kernel(x_ptr, s_ptr, v_ptr, i_ptr, bad_ptr, N, s_row, K,
 
 @triton.jit
 def _softmax_kernel(x_ptr, s_ptr, out_ptr, bad_ptr, N, s_row,
-                    LOG: tl.constexpr, INT8: tl.constexpr, PER_CLASS: tl.constexpr, BLOCK: tl.constexpr):
+                    LOG: tl.constexpr, INT8: tl.constexpr, PER_CLASS: tl.constexpr, BLOCK: tl.constexpr,
+                    CHECK: tl.constexpr):
     # Any row length: a max pass, a sum-of-exp pass and the write pass over BLOCK-wide chunks.
     r = tl.program_id(0).to(tl.int64)
     base = tl.arange(0, BLOCK)
@@ -260,7 +261,9 @@ def _softmax_kernel(x_ptr, s_ptr, out_ptr, bad_ptr, N, s_row,
     mx = tl.max(mv, axis=0)
     f = tl.max(flags, axis=0)
     code = tl.where(f >= 4, 1, tl.where(f >= 2, 2, tl.where(mx == -_INF, 3, 0)))
-    tl.store(bad_ptr + r, code)
+    if CHECK:
+        tl.store(bad_ptr + r, code)
+    poison = code != 0  # the whole row becomes NaN
     sv = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, N, BLOCK):
         x, m = _load_row(x_ptr, s_ptr, r, s_row, N, start + base, INT8, PER_CLASS)
@@ -274,7 +277,7 @@ def _softmax_kernel(x_ptr, s_ptr, out_ptr, bad_ptr, N, s_row,
             y = x - lse
         else:
             y = tl.exp(x - mx) / s
-        tl.store(out_ptr + r * N + offs, y, mask=m)
+        tl.store(out_ptr + r * N + offs, tl.where(poison, float("nan"), y), mask=m)
 
 
 @triton.jit
@@ -394,16 +397,20 @@ def topk_rows(x: torch.Tensor, k: int, scale: torch.Tensor | None, softmax: bool
     return v, i
 
 
-def softmax_rows(x: torch.Tensor, scale: torch.Tensor | None, log: bool) -> torch.Tensor:
+def softmax_rows(x: torch.Tensor, scale: torch.Tensor | None, log: bool, check: bool = False) -> torch.Tensor:
+    """Row-wise softmax / log-softmax as float32; rows with NaN, +inf or all -inf come back NaN,
+    or raise ValueError with ``check`` (one sync)."""
     rows, n = x.shape
     out = torch.empty((rows, n), dtype=torch.float32, device=x.device)
     if rows == 0 or n == 0:
         return out
     x, s, int8, per = _logit_args(x, scale)
-    bad = torch.empty(rows, dtype=torch.int32, device=x.device)
+    bad = torch.empty(rows, dtype=torch.int32, device=x.device) if check else out
     block = max(64, min(4096, triton.next_power_of_2(n)))
-    _softmax_kernel[(rows,)](x, s, out, bad, n, x.stride(0), LOG=bool(log), INT8=int8, PER_CLASS=per, BLOCK=block)
-    _raise_bad(bad)
+    _softmax_kernel[(rows,)](x, s, out, bad, n, x.stride(0), LOG=bool(log), INT8=int8, PER_CLASS=per, BLOCK=block,
+                             CHECK=bool(check))
+    if check:
+        _raise_bad(bad)
     return out
 
 

@@ -110,27 +110,30 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
     return (v[0], i[0]) if flat else (v, i)
 
 
-def softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
-    """Row-wise softmax as float32 (int8 logits dequantized by ``scale`` first)."""
+def softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = False) -> Any:
+    """Row-wise softmax as float32 (int8 logits dequantized by ``scale`` first).
+
+    NaN / +inf / an all -inf row: ValueError on the CPU; on the GPU the row comes back NaN
+    without a synchronization unless ``check_finite=True`` (as :func:`softmax_topk`)."""
     core, sc = _lean(logits, scale, backend)
     if core is not None:
         return core.prepost_softmax(logits, False, sc)
     check_logits(logits, "softmax")
     s = scale_arg(logits, scale, "softmax")
     x, flat = _rows(logits)
-    out = _backends.select("softmax", x, backend)(x, s, False)
+    out = _backends.select("softmax", x, backend)(x, s, False, **check_kw(check_finite, x, backend))
     return out[0] if flat else out
 
 
-def log_softmax(logits: Any, scale: Any = None, backend: str | None = None) -> Any:
-    """Row-wise ``x - logsumexp(x)`` as float32."""
+def log_softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = False) -> Any:
+    """Row-wise ``x - logsumexp(x)`` as float32. Bad values as :func:`softmax`."""
     core, sc = _lean(logits, scale, backend)
     if core is not None:
         return core.prepost_softmax(logits, True, sc)
     check_logits(logits, "log_softmax")
     s = scale_arg(logits, scale, "log_softmax")
     x, flat = _rows(logits)
-    out = _backends.select("softmax", x, backend)(x, s, True)
+    out = _backends.select("softmax", x, backend)(x, s, True, **check_kw(check_finite, x, backend))
     return out[0] if flat else out
 
 
@@ -261,10 +264,10 @@ def _topk_triton(x: Any, k: int, s: np.ndarray | None, soft: bool, check_finite:
 
 
 @register("softmax", "triton", ("cuda",))
-def _softmax_triton(x: Any, s: np.ndarray | None, log: bool) -> Any:
+def _softmax_triton(x: Any, s: np.ndarray | None, log: bool, check_finite: bool = False) -> Any:
     from ..kernels import prepost as tk
 
-    return tk.softmax_rows(x, _gpu_scale(x, s), log)
+    return tk.softmax_rows(x, _gpu_scale(x, s), log, check_finite)
 
 
 @register("sigmoid_threshold", "triton", ("cuda",))

@@ -217,11 +217,22 @@ def test_triton_l2_normalize(triton_device, rows, dim, seed, zero_row):
 def test_triton_classify_errors(triton_device):
     _check_topk_errors("triton", triton_device)
     nan = torch.tensor([[0.0, float("nan")]], device=triton_device)
-    for fn in (pp.softmax, pp.log_softmax, pp.sigmoid_threshold):
+    for fn in (pp.softmax, pp.log_softmax):
         with pytest.raises(ValueError, match="NaN"):
-            fn(nan, backend="triton")
+            fn(nan, backend="triton", check_finite=True)
+    with pytest.raises(ValueError, match="NaN"):  # a bool mask cannot carry a poison: always checked
+        pp.sigmoid_threshold(nan, backend="triton")
     with pytest.raises(ValueError, match="all -inf"):
-        pp.softmax(torch.full((1, 3), -np.inf, device=triton_device), backend="triton")
+        pp.softmax(torch.full((1, 3), -np.inf, device=triton_device), backend="triton", check_finite=True)
+    # Without check_finite: the bad rows (NaN, +inf, all -inf) come back NaN, the others exact.
+    x = torch.from_numpy(np.random.default_rng(9).standard_normal((4, 70)).astype(np.float32)).to(triton_device)
+    x[1, 3] = float("nan")
+    x[2, 69] = float("inf")
+    x[3] = -float("inf")
+    for fn in (pp.softmax, pp.log_softmax):
+        got = fn(x, backend="triton").cpu().numpy()
+        assert np.isnan(got[1:]).all()
+        np.testing.assert_allclose(got[0], fn(x[:1].cpu().numpy(), backend="cpu")[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="NaN or infinity"):
         pp.l2_normalize(nan, backend="triton", check_finite=True)
 
