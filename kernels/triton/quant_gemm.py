@@ -508,10 +508,6 @@ def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool):
     return e
 
 
-def _stream(x: torch.Tensor):
-    return torch._C._cuda_getCurrentRawStream(x.get_device()) if x.is_cuda else 0
-
-
 def _check_rows(x: torch.Tensor, k: int, what: str) -> torch.Tensor:
     if x.dim() != 2 or x.shape[1] != k:
         raise ValueError(f"{what} must be [m, {k}], got {tuple(x.shape)}")
@@ -607,9 +603,10 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
         path = "two_pass"
     dev = x.get_device()
-    stream = _stream(x)
+    stream = torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0
+    s_wn, s_wk = qweight.stride()
     flags = (bool(symmetric), has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype, colsum.dtype,
-             bias.dtype if has_bias else None, qweight.stride(0), qweight.stride(1), s_rm)
+             bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
     if path == "fused":
         dkey = ("fused", dev, mb, n, k, sxm) + flags
         ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
@@ -620,8 +617,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
             if ent.sk != 1:
                 ws = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)[2]
                 cnt = ws + _a16(4 * m * n)
-            args = (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm,
-                    qweight.stride(0), s_rm, y.stride(0))
+            args = (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm, s_wn, s_rm, n)
             if _fire(ent, -(-m // ent.bm), -(-n // ent.bn), ent.sk, stream, args):
                 if check_finite:
                     _raise_if_flagged(sb[0][:m], x)
@@ -633,8 +629,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         ws, cnt = wsb, wsb[_a16(4 * m * n) // 4:]
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])  # noqa: E731
         _launch(_w8a8_fused_kernel, key, grid,
-                (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm,
-                 qweight.stride(0), s_rm, y.stride(0)),
+                (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm, s_wn, s_rm, n),
                 dict(SYMMETRIC=bool(symmetric), HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res),
                 dkey if ent is None else None)
     else:
@@ -649,7 +644,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
             base = sb[2]
             if _act_quant_into(x, sxm, m, k, symmetric, base, base + o_s, base + o_z, base + o_b, dev, stream):
                 args = (base, qweight, base + o_s, base + o_z, base + o_b, wscale, colsum, bias_t, res_t, y,
-                        m, n, k, mb, max(k, 1), qweight.stride(0), s_rm, y.stride(0))
+                        m, n, k, mb, max(k, 1), s_wn, s_rm, n)
                 if _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1, stream, args):
                     if check_finite:
                         _raise_if_flagged(sb[0][o_b // 4:o_b // 4 + m], x)
@@ -661,8 +656,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         _act_quant_into(x, sxm, m, k, symmetric, q, sa, zp, bad, dev, stream)
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
         _launch(_w8a8_kernel, ("w8a8", mb, n, k, dev), grid,
-                (q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb, max(k, 1),
-                 qweight.stride(0), s_rm, y.stride(0)),
+                (q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb, max(k, 1), s_wn, s_rm, n),
                 dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res), dkey if ent is None else None)
     if check_finite:
         _raise_if_flagged(bad, x)
@@ -677,7 +671,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     wdt = weight.dtype
     if wdt is not torch.float16 and wdt is not torch.bfloat16:
         raise TypeError(f"weight must be float16 or bfloat16, got {wdt}")
-    if isinstance(x, torch.Tensor) and x.dtype is wdt and x.dim() == 2 and x.shape[1] == k:
+    if x.dtype is wdt and x.dim() == 2 and x.shape[1] == k:
         x = x if (k <= 1 or x.stride(1) == 1) else x.contiguous()  # already rounded: read as is
     else:
         x = _check_rows(x, k, "x")
@@ -697,12 +691,13 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     s_rm = r.stride(0) if has_res else 0
     dev = x.get_device()
     act = _ACTS[activation]
-    args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, weight.stride(0), s_rm,
-            y.stride(0))
-    dkey = ("half", dev, mb, n, k, sxm, x.dtype, wdt, weight.stride(1), bias.dtype if has_bias else None, act,
+    s_wn, s_wk = weight.stride()
+    args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, s_wn, s_rm, n)
+    dkey = ("half", dev, mb, n, k, sxm, x.dtype, wdt, s_wk, bias.dtype if has_bias else None, act,
             has_res, s_rm, AUTOTUNE)
     ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
-    if ent and _direct_ok(dev) and _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1, _stream(x), args):
+    if ent and _direct_ok(dev) and _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1,
+                                         torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0, args):
         return y
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
     _launch(_half_kernel, ("half", mb, n, k, dev, wdt), grid, args,
