@@ -46,8 +46,10 @@ def _arg_key(v: Any) -> Any:
     if t in _SCALARS:
         return t, v
     if t is list or t is tuple:
-        if len(v) <= 8 and all(type(a) in _SCALARS for a in v):
-            return t, tuple(map(type, v)), tuple(v)
+        if len(v) <= 8:
+            types = tuple(map(type, v))
+            if _SCALARS.issuperset(types):  # one C call, not a generator per element
+                return t, types, tuple(v)
         return _NO_KEY
     if t is np.ndarray and v.size <= 8:
         return t, v.dtype.str, v.shape, v.tobytes()
