@@ -11,7 +11,7 @@ cost a serving loop pays on its CPU; for calls that synchronize it includes the 
 GPU ops do not synchronize by default (bad rows are poisoned); "check_finite" rows raise on
 NaN / infinity, which costs one synchronization per call. Every op is checked against torch (or
 the CPU backend) before it is timed; a mismatch is printed and that row is skipped. A hard
-watchdog ends the process after --limit seconds (default 100), so it never hangs a device check.
+watchdog ends the process after --limit seconds (default 60), so it never hangs a device check.
 """
 from __future__ import annotations
 
@@ -61,12 +61,12 @@ def row(case: str, impl: str, ms: float, note: str = "", host: float = float("na
     print(f"  {case:<44} {impl:<26} {ms:9.4f} ms  host {host:7.1f} us  {note}", flush=True)
 
 
-def attempt(case: str, impl: str, torch, fn, reps: int, check=None, note_fn=None) -> float | None:
+def attempt(case: str, impl: str, torch, fn, reps: int, check=None, note_fn=None, host_n: int = 200) -> float | None:
     try:
         if check is not None:
             check()
         ms = timed(torch, fn, reps)
-        row(case, impl, ms, note_fn(ms) if note_fn else "", host_us(torch, fn))
+        row(case, impl, ms, note_fn(ms) if note_fn else "", host_us(torch, fn, host_n))
         return ms
     except Exception as exc:  # a failing row is reported, the sweep goes on
         print(f"  {case:<44} {impl:<22} FAILED: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
@@ -220,7 +220,7 @@ def sweep_nms(torch, pp, cudamod, reps: int) -> None:
         if tv_nms is not None:
             attempt(case, peer, torch, lambda: tv_nms(b, s, c, 0.5), reps)
         else:
-            attempt(case, peer, torch, lambda: _torch_nms(torch, b, s, c, 0.5), max(5, reps // 10))
+            attempt(case, peer, torch, lambda: _torch_nms(torch, b, s, c, 0.5), max(5, reps // 10), host_n=5)
         if cudamod is not None:
             attempt(case, "ours cuda", torch, lambda: pp.batched_nms(b, s, c, 0.5, backend="cuda"), reps,
                     lambda: np.testing.assert_array_equal(pp.batched_nms(b, s, c, 0.5, backend="cuda").cpu().numpy(),
@@ -301,7 +301,7 @@ def sweep_embed(torch, pp, cudamod, reps: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=100)
-    ap.add_argument("--limit", type=float, default=100.0, help="hard watchdog, seconds")
+    ap.add_argument("--limit", type=float, default=60.0, help="hard watchdog, seconds (rows print as they go)")
     ap.add_argument("--quick", action="store_true", help="32 images only, 50 reps")
     args = ap.parse_args()
     faulthandler.dump_traceback_later(args.limit, exit=True)
