@@ -572,3 +572,23 @@ def test_plan_cache_reuses_only_identical_arguments(rng):
             np.testing.assert_array_equal(got, pp.preprocess_images(imgs, **dict(kw, **change)))
             np.testing.assert_allclose(got.astype(np.float32), pp.preprocess_images(
                 imgs, **dict(kw, **change, backend="reference")).astype(np.float32), rtol=1e-3, atol=1e-3)
+
+
+def test_check_finite_on_cpu_backends_always_raises():
+    # check_finite only changes the GPU backends; the CPU ones raise on bad values either way.
+    x = np.random.default_rng(1).standard_normal((3, 20)).astype(np.float32)
+    x[1, 4] = np.nan
+    for flag in (False, True):
+        for backend in ("cpu", "reference", None):
+            with pytest.raises(ValueError, match="NaN"):
+                pp.softmax_topk(x, 2, backend=backend, check_finite=flag)
+            with pytest.raises(ValueError, match="NaN"):
+                pp.softmax(x, backend=backend, check_finite=flag)
+            with pytest.raises(ValueError, match="NaN"):
+                pp.argmax(x, backend=backend, check_finite=flag)
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                pp.l2_normalize(x, backend=backend, check_finite=flag)
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                pp.compress_embeddings(torch.from_numpy(x), backend=backend, check_finite=flag)
+    good = np.abs(x[[0, 2]])
+    np.testing.assert_array_equal(pp.l2_normalize(good, check_finite=True), pp.l2_normalize(good))
