@@ -477,3 +477,36 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     for _ in range(3):
         assert torch.equal(qg.linear_half(x, w16, args[3], "silu"), y_normal)
     assert any(key[0] == "half" and ent for key, ent in qg._DIRECT.items())
+
+
+def test_triton_direct_launch_in_cuda_graph(rng, monkeypatch):
+    """Direct launches captured in a CUDA graph (intermediates then come from the graph's pool,
+    the split-K workspace zeroed inside the graph) replay with new inputs exactly as eager calls."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
+    monkeypatch.setattr(qg, "_DIRECT", {})
+    k, n = 96, 70
+    monkeypatch.setitem(qg._BEST, ("fused", 4, n, k, torch.cuda.current_device()), qg._fused_configs()[2])  # sk2
+    _, _, args = _w8a8_args(rng, n, k, "cuda")
+    for m, path in [(3, "fused"), (40, "two_pass")]:
+        x = torch.randn(m, k, device="cuda")
+        for _ in range(2):
+            qg.linear_w8a8(x, *args, "gelu", path=path)  # tune/record the direct launch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            qg.linear_w8a8(x, *args, "gelu", path=path)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = qg.linear_w8a8(x, *args, "gelu", path=path)
+        for _ in range(3):
+            x.copy_(torch.randn(m, k, device="cuda") * 2)
+            g.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, qg.linear_w8a8(x, *args, "gelu", path=path)), (m, path)
+    assert sorted({key[0] for key, ent in qg._DIRECT.items() if ent}) == ["aq", "fused", "w8a8"]
