@@ -592,3 +592,55 @@ def test_check_finite_on_cpu_backends_always_raises():
                 pp.compress_embeddings(torch.from_numpy(x), backend=backend, check_finite=flag)
     good = np.abs(x[[0, 2]])
     np.testing.assert_array_equal(pp.l2_normalize(good, check_finite=True), pp.l2_normalize(good))
+
+
+class _EmulatedNmsKernels:
+    """The two NMS kernels (bitmask + sequential pass) as a numpy greedy pass over the sorted
+    boxes, written through the raw pointers the launcher passes: with it the cuda backend's
+    Python glue (sorts, score ranks, class ends, the scratch layout, the count / flag read-back
+    and the final ordering) runs on CPU tensors here."""
+
+    @staticmethod
+    def _arr(ptr, n, dt):
+        import ctypes
+
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(np.ctypeslib.as_ctypes_type(dt))), shape=(n,))
+
+    def prepost_nms(self, boxes, scores, classes, class_end, n, thr, mask, removed, keep, count, stream):
+        b = self._arr(boxes, 4 * n, np.float32).reshape(n, 4).copy()
+        s = self._arr(scores, n, np.float32).copy()
+        c = self._arr(classes, n, np.int64).copy()
+        e = self._arr(class_end, n, np.int64)
+        assert (np.diff(c) >= 0).all()  # sorted by class
+        np.testing.assert_array_equal(e, np.searchsorted(c, c, side="right"))
+        # greedy in position order (the kernels' order): the oracle with scores falling by position
+        kept = ref.prepost_batched_nms(b, -np.arange(n, dtype=np.float32), c, thr) if n else []
+        self._arr(keep, n, np.int64)[:len(kept)] = kept
+        cnt = self._arr(count, 2, np.int32)
+        cnt[0], cnt[1] = len(kept), int(not np.isfinite(b).all() or np.isnan(s).any())
+
+
+def test_cuda_nms_glue_with_emulated_kernels(monkeypatch):
+    from pyperfcore import _backends
+    from pyperfcore.prepost import _gpu, detection
+
+    monkeypatch.setitem(_backends._CHECKS, "cuda", lambda: None)
+    monkeypatch.setattr(_backends, "device_of", lambda x: "cuda" if isinstance(x, torch.Tensor) else "cpu")
+    monkeypatch.setattr(_gpu, "_get_device", lambda: -1)
+    monkeypatch.setattr(_gpu, "_raw_stream", lambda i: 0)
+    monkeypatch.setattr(detection, "_torch", torch)
+    monkeypatch.setattr(detection, "_cuda", _EmulatedNmsKernels())
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n = int(rng.integers(1, 150))
+        xy = rng.uniform(0, 50, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(1, 30, (n, 2))], 1).astype(np.float32)
+        # integer scores: many ties, which must come out by lower index
+        scores = (rng.integers(0, 8, n) if trial % 2 else rng.uniform(0, 1, n)).astype(np.float32)
+        idxs = rng.integers(0, int(rng.integers(1, 6)), n).astype(np.int32 if trial % 3 else np.int64)
+        got = pp.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(idxs), 0.4,
+                             backend="cuda")
+        np.testing.assert_array_equal(got.numpy(), ref.prepost_batched_nms(boxes, scores, idxs, 0.4))
+    boxes[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        pp.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(idxs), 0.4, backend="cuda")
