@@ -644,3 +644,83 @@ def test_cuda_nms_glue_with_emulated_kernels(monkeypatch):
     boxes[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         pp.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(idxs), 0.4, backend="cuda")
+
+
+class _EmulatedPostKernels:
+    """prepost_embed / prepost_topk / prepost_preprocess with the bindings' argument order,
+    computed by the CPU backend through the raw pointers (float32 rows, contiguous outputs)."""
+
+    _arr = staticmethod(_EmulatedNmsKernels._arr)
+
+    def prepost_embed(self, x, rows, dim, row_stride, eps, normalize, out, q, scales, bad, stream):
+        a = self._arr(x, (rows - 1) * row_stride + dim, np.float32)
+        a = np.stack([a[r * row_stride:r * row_stride + dim] for r in range(rows)])
+        finite = np.isfinite(a).all(axis=1)
+        if bad:
+            self._arr(bad, rows, np.int32)[:] = ~finite
+        good = np.where(finite[:, None], a, 0).astype(np.float32)
+        if out:
+            o = pp.l2_normalize(good, eps, backend="cpu")
+            o[~finite] = np.nan
+            self._arr(out, rows * dim, np.float32)[:] = o.reshape(-1)
+        if q:
+            qq, ss = pp.compress_embeddings(good, bool(normalize), eps, backend="cpu")
+            qq[~finite], ss[~finite] = 0, np.nan
+            self._arr(q, rows * dim, np.int8)[:] = qq.reshape(-1)
+            self._arr(scales, rows, np.float32)[:] = ss
+
+    def prepost_topk(self, x, dtype, rows, cols, row_stride, scales, n_scales, k, softmax, values, indices, bad, stream):
+        assert dtype == 0 and scales == 0 and n_scales == 0
+        a = self._arr(x, (rows - 1) * row_stride + cols, np.float32)
+        a = np.stack([a[r * row_stride:r * row_stride + cols] for r in range(rows)])
+        ok = ~np.isnan(a).any(axis=1)
+        v, i = pp.softmax_topk(np.where(ok[:, None], a, 0).astype(np.float32), k, backend="cpu")
+        if not softmax:
+            v = np.take_along_axis(a, i, axis=1)
+        v[~ok], i[~ok] = np.nan, -1
+        if bad:
+            self._arr(bad, rows, np.int32)[:] = ~ok
+        self._arr(values, rows * k, np.float32)[:] = v.reshape(-1)
+        self._arr(indices, rows * k, np.int64)[:] = i.reshape(-1)
+
+
+def test_cuda_embed_topk_glue_with_emulated_kernels(monkeypatch, rng):
+    # The launchers pass the bindings' arguments in their order, allocate the outputs, skip the
+    # flags without check_finite, and raise with it.
+    from pyperfcore import _backends
+    from pyperfcore.prepost import _gpu, classify, embeddings
+
+    fake = _EmulatedPostKernels()
+    monkeypatch.setitem(_backends._CHECKS, "cuda", lambda: None)
+    monkeypatch.setattr(_backends, "device_of", lambda x: "cuda" if isinstance(x, torch.Tensor) else "cpu")
+    monkeypatch.setattr(_gpu, "_get_device", lambda: -1)
+    monkeypatch.setattr(_gpu, "_raw_stream", lambda i: 0)
+    monkeypatch.setattr(embeddings, "_torch", torch)
+    monkeypatch.setattr(embeddings, "_cuda", fake)
+    monkeypatch.setattr(classify, "_torch", torch)
+    monkeypatch.setattr(classify, "_cuda", fake)
+    monkeypatch.setitem(classify._CODES, torch.float32, 0)
+    x = rng.standard_normal((7, 40)).astype(np.float32)
+    view = torch.from_numpy(x)[:, 3:35]  # row stride 40, dim 32
+    xc = np.ascontiguousarray(x[:, 3:35])
+    np.testing.assert_array_equal(pp.l2_normalize(view, backend="cuda").numpy(), pp.l2_normalize(xc, backend="cpu"))
+    for norm in (True, False):
+        q, s = pp.compress_embeddings(view, normalize=norm, backend="cuda")
+        qc, sc = pp.compress_embeddings(xc, normalize=norm, backend="cpu")
+        np.testing.assert_array_equal(q.numpy(), qc)
+        np.testing.assert_array_equal(s.numpy(), sc)
+    v, i = pp.softmax_topk(view, 3, backend="cuda")
+    cv, ci = pp.softmax_topk(xc, 3, backend="cpu")
+    np.testing.assert_array_equal(i.numpy(), ci)
+    np.testing.assert_array_equal(v.numpy(), cv)
+    np.testing.assert_array_equal(pp.argmax(view, backend="cuda").numpy(), np.argmax(xc, axis=1))
+    xn = x.copy()
+    xn[2, 10] = np.nan
+    bad = torch.from_numpy(xn)[:, 3:35]
+    assert np.isnan(pp.l2_normalize(bad, backend="cuda").numpy()[2]).all()
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        pp.compress_embeddings(bad, backend="cuda", check_finite=True)
+    v, i = pp.softmax_topk(bad, 3, backend="cuda")
+    assert (i.numpy()[2] == -1).all() and (i.numpy()[[0, 1, 3]] == ci[[0, 1, 3]]).all()
+    with pytest.raises(ValueError, match="NaN"):
+        pp.softmax_topk(bad, 3, backend="cuda", check_finite=True)
