@@ -724,3 +724,43 @@ def test_cuda_embed_topk_glue_with_emulated_kernels(monkeypatch, rng):
     assert (i.numpy()[2] == -1).all() and (i.numpy()[[0, 1, 3]] == ci[[0, 1, 3]]).all()
     with pytest.raises(ValueError, match="NaN"):
         pp.softmax_topk(bad, 3, backend="cuda", check_finite=True)
+
+
+def test_cuda_preprocess_launch_arguments(monkeypatch, rng):
+    # The cuda launcher passes the binding's arguments in its order, and a repeated call (plan
+    # cache hit) passes the same ones, including the cached tap-table pointers.
+    from pyperfcore import _backends
+    from pyperfcore.prepost import _gpu, images
+
+    calls = []
+
+    class Rec:
+        def prepost_preprocess(self, *a):
+            calls.append(a)
+
+    monkeypatch.setitem(_backends._CHECKS, "cuda", lambda: None)
+    monkeypatch.setattr(_backends, "device_of", lambda x: "cuda" if isinstance(x, torch.Tensor) else "cpu")
+    monkeypatch.setattr(_gpu, "_get_device", lambda: -1)
+    monkeypatch.setattr(_gpu, "_raw_stream", lambda i: 1234)
+    monkeypatch.setattr(images, "_cuda", Rec())
+    x = torch.from_numpy(rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8))
+    out = torch.empty((2, 3, 20, 30))
+    for _ in range(2):
+        pp.preprocess_images(x, mean=MEAN, std=STD, out=out, input_order="BGR", backend="cuda")
+    a = calls[-1]
+    assert calls[0] == a and len(a) == 21
+    assert a[0] == x.data_ptr() and tuple(a[1]) == (2, 20, 30, 3) and tuple(a[2]) == x.stride()
+    assert a[3] == out.data_ptr() and a[4] == 0 and (a[5], a[6]) == (20, 30) and tuple(a[7]) == out.stride()
+    np.testing.assert_allclose(a[8], MEAN, rtol=1e-6)
+    np.testing.assert_allclose(a[9], 1 / np.float32(STD), rtol=1e-6)
+    assert a[10] is True and a[11] == 1.0 and (a[12], a[13]) == (0, 0) and a[14:20] == (0, 0, 0, 0, 0, 0)
+    assert a[20] == 1234  # the stream, last
+    calls.clear()
+    res = pp.preprocess_images(x, size=(10, 16), crop=(8, 12), mean=MEAN, std=STD, layout="NHWC", dtype="float16",
+                               backend="cuda")
+    assert res.shape == (2, 8, 12, 3) and res.dtype == torch.float16
+    a = calls[-1]
+    assert a[4] == 1 and (a[5], a[6]) == (8, 12) and a[10] is False
+    st = res.stride()
+    assert tuple(a[7]) == (st[0], st[3], st[1], st[2])  # (n, c, h, w) element strides
+    assert all(a[i] != 0 for i in (14, 15, 17, 18)) and a[16] >= 2 and a[19] >= 2  # tap tables and counts
