@@ -178,8 +178,9 @@ def main() -> int:
         out(f"host us/call: {'linear_half M=1 fp16 in, triton normal launch':52s} "
             f"{host_us(lambda: qg.linear_half(x1h, w16, bias, 'gelu')):7.1f}")
         qg.FAST_LAUNCH = True
-    out("direct launches recorded: " + ", ".join(sorted({str(k[0]) for k, v in qg._DIRECT.items() if v}))
-        + ("" if all(qg._DIRECT.values()) else " (some keys fell back to the normal path)"))
+    live = [v and v.ptrs is not None for v in qg._DIRECT.values()]
+    out("direct launches recorded: " + ", ".join(sorted({str(k[0]) for k, v in qg._DIRECT.items() if v and v.ptrs is not None}))
+        + ("" if all(live) else f" ({live.count(False)} keys fell back to the normal path)"))
 
     def over():
         return time.time() - T0 > args.budget

@@ -458,17 +458,25 @@ def _direct_ok(dev: int) -> bool:
 
 
 def _fire(ent, g0, g1, g2, stream, args) -> bool:
-    """Direct launch; False (nothing launched) when a pointer is not 16-byte aligned."""
+    """Direct launch; False (nothing launched) when a pointer is not 16-byte aligned, or when this
+    entry's launcher refused its arguments once (then the key keeps the normal path)."""
+    ptrs = ent.ptrs
+    if ptrs is None:
+        return False
     a = list(args)
     acc = 0
-    for i in ent.ptrs:
+    for i in ptrs:
         p = a[i]
         if type(p) is not int:
             p = a[i] = p.data_ptr()
         acc |= p
     if acc & 15:
         return False
-    ent.run(g0, g1, g2, stream, ent.function, ent.packed, None, None, None, *a, *ent.tail)
+    try:
+        ent.run(g0, g1, g2, stream, ent.function, ent.packed, None, None, None, *a, *ent.tail)
+    except (TypeError, ValueError, OverflowError, SystemError):  # argument parsing: nothing launched
+        ent.ptrs = None
+        return False
     return True
 
 

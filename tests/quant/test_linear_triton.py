@@ -428,6 +428,17 @@ def test_triton_direct_launch_assembly(path, rng, monkeypatch):
     np.testing.assert_allclose(y.numpy(), exp, rtol=2e-5, atol=1e-5)
     assert not calls, calls
 
+    def refuse(*a):
+        raise TypeError("launcher signature differs")
+
+    for ent in qg._DIRECT.values():  # a launcher that refuses its arguments: the normal path, for good
+        ent.run = refuse
+    for _ in range(2):
+        y = qg.linear_w8a8(xt, *args, "relu", path=path)
+        np.testing.assert_allclose(y.numpy(), exp, rtol=2e-5, atol=1e-5)
+    # (two-pass: the act-quant launch refuses first, so the GEMM never tries)
+    assert [key[0] for key, ent in qg._DIRECT.items() if ent.ptrs is None] == ["fused" if path == "fused" else "aq"]
+
 
 def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     """On a GPU: after the first call of a key the launch is direct (asserted: the entries exist),
@@ -466,7 +477,7 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
         xm = torch.empty(m * k + 1, device="cuda")[1:].view(m, k)
         xm.copy_(xt)
         assert torch.equal(qg.linear_w8a8(xm, *args, "gelu", rt, path=path), y_normal)
-    kinds = sorted({key[0] for key, ent in qg._DIRECT.items() if ent})
+    kinds = sorted({key[0] for key, ent in qg._DIRECT.items() if ent and ent.ptrs is not None})
     assert kinds == ["aq", "fused", "w8a8"], qg._DIRECT
     assert any(ent and ent.sk == 2 for ent in qg._DIRECT.values())
     w16 = torch.from_numpy(layer.dequantized_weight()).half().cuda()
@@ -476,7 +487,7 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     monkeypatch.setattr(qg, "FAST_LAUNCH", True)
     for _ in range(3):
         assert torch.equal(qg.linear_half(x, w16, args[3], "silu"), y_normal)
-    assert any(key[0] == "half" and ent for key, ent in qg._DIRECT.items())
+    assert any(key[0] == "half" and ent and ent.ptrs is not None for key, ent in qg._DIRECT.items())
 
 
 def test_triton_direct_launch_in_cuda_graph(rng, monkeypatch):
@@ -509,4 +520,4 @@ def test_triton_direct_launch_in_cuda_graph(rng, monkeypatch):
             g.replay()
             torch.cuda.synchronize()
             assert torch.equal(out, qg.linear_w8a8(x, *args, "gelu", path=path)), (m, path)
-    assert sorted({key[0] for key, ent in qg._DIRECT.items() if ent}) == ["aq", "fused", "w8a8"]
+    assert sorted({key[0] for key, ent in qg._DIRECT.items() if ent and ent.ptrs is not None}) == ["aq", "fused", "w8a8"]
