@@ -98,7 +98,7 @@ def load(module: Any, path: str | Path) -> Any:
     """Load saved layers into a float torch module (its ``nn.Linear`` layers by name), in place."""
     from torch import nn
 
-    from .torch_ops import QLinear, _set_child
+    from .torch_ops import QLinear, _set_child, fuse_mlp_chains
 
     meta, _ = _read(path)
     layers = load_layers(path)
@@ -116,4 +116,5 @@ def load(module: Any, path: str | Path) -> Any:
             _set_child(module, fused, nn.Identity())
             new.fused_from = fused
         _set_child(module, name, new)
+    fuse_mlp_chains(module)  # as optimize() does: Linear -> act -> Linear runs as one native call
     return module

@@ -227,6 +227,7 @@ def test_save_load_roundtrip(tmp_path, rng):
     meta = json.loads((tmp_path / "quant.json").read_text())
     assert meta["layers"]["0"]["fused_from"] == "1"
     quant.load(fresh, tmp_path)
+    assert ("forward" in vars(fresh)) == ("forward" in vars(m))  # load() fuses the MLP chains as optimize() does
     x = torch.from_numpy(rng.standard_normal((6, 48)).astype(np.float32))
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
