@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_now_ns', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
+__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
 class PackedInt8:
     """
     INT8 weights packed for the W8A8 GEMM (see linear.hpp).
@@ -63,6 +63,44 @@ class PackedHalf:
     @property
     def type(self) -> str:
         ...
+class LoopSubmitter:
+    """
+    LoopSubmitter(inputs, futures): the asyncio fast path's per-request step (see pyperfcore.batching). Calling it returns an asyncio.Future.
+    """
+    @staticmethod
+    def __new__(type, *args, **kwargs):
+        """
+        Create and return a new object.  See help(type) for accurate signature.
+        """
+    @staticmethod
+    def aw(*args, **kwargs):
+        """
+        aw(x, **kw): the fast path's future, or fallback_aw(x, **kw) (an awaitable).
+        """
+    @staticmethod
+    def configure_runner(*args, **kwargs):
+        """
+        configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds): lets batching_drive_fast run fast-path batches of a sync model natively.
+        """
+    @staticmethod
+    def disable(*args, **kwargs):
+        """
+        Every later call takes the fallback.
+        """
+    @staticmethod
+    def enable(*args, **kwargs):
+        """
+        enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id): bind to a loop.
+        """
+    @staticmethod
+    def take_stats(*args, **kwargs):
+        """
+        The runner's batch statistics since the last call (then reset), or None.
+        """
+    def __call__(self, *args, **kwargs):
+        """
+        Call self as a function.
+        """
 class Completions:
     def __init__(self) -> None:
         ...
@@ -95,6 +133,10 @@ class BatchQueue:
         """
         One blocking default-attribute request through a per-call slot: returns the result, raises the model's exception, or _BatchSlotStatus(push status; -2 dropped by close).
         """
+    def call_slot_runs(self, completions: Completions, x: typing.Any, handler: typing.Any, runner: typing.Any, fn: typing.Any, outcome: typing.Any) -> typing.Any:
+        """
+        call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is answered.
+        """
     def cancel(self, id: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
     def close(self, drain: bool) -> None:
@@ -109,7 +151,7 @@ class BatchQueue:
         """
         complete(answered) + [batch_done] + wait_runs(timeout_ns), with the GIL released throughout.
         """
-    def cycle_slots(self, completions: Completions, answered: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], batch_done: bool, timeout_ns: typing.SupportsInt | typing.SupportsIndex, slots: SlotBatch, results: typing.Any, ok: bool) -> tuple[list, int, int, typing.Any, typing.Any, int, bool, int, int, int, typing.Any]:
+    def cycle_slots(self, completions: Completions, answered: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], batch_done: bool, timeout_ns: typing.SupportsInt | typing.SupportsIndex, slots: SlotBatch, results: typing.Any, ok: bool, runner: typing.Any = None, fn: typing.Any = None, outcome: typing.Any = None) -> tuple[list, int, int, typing.Any, typing.Any, int, bool, int, int, int, typing.Any]:
         """
         cycle() plus the per-call slots: answers the previous batch's slot callers with results (or the exception when ok is false), then returns poll_runs' tuple for the other ids and, last, the inputs of the new batch's slot requests (None if none).
         """
@@ -329,6 +371,35 @@ class DriftCategoryCounts:
     @property
     def counts(self) -> numpy.typing.NDArray[numpy.uint64]:
         ...
+class DriftStringCoder:
+    """
+    Hash table from str / bytes values to dense codes in first-seen order.
+    """
+    def __init__(self) -> None:
+        ...
+    def __len__(self) -> int:
+        ...
+    def count(self, values: typing.Any, insert: bool = True) -> typing.Any:
+        """
+        Like encode, but returns counts: [unknown, missing, code 0, code 1, ...] (len(self) + 2).
+        """
+    def encode(self, values: typing.Any, insert: bool = True) -> typing.Any:
+        """
+        Codes of a 1-D 'U' / 'S' / object array, list or tuple: None and float NaN -> -1, a value not
+        in the table -> -2 unless insert. Returns None when an object item is not str, bytes, None or
+        a float NaN (with insert, the keys of the items before it may have been added).
+        """
+    def sorted_codes(self) -> numpy.typing.NDArray[numpy.int64]:
+        """
+        Codes in ascending key order (Python's order for all-str or all-bytes keys).
+        """
+    def values(self) -> list:
+        """
+        The keys in code order (str or bytes).
+        """
+    @property
+    def mixed_kinds(self) -> bool:
+        ...
 def _ds_coupons_u64(keys: typing.Annotated[numpy.typing.ArrayLike, numpy.uint64], is_f64: bool, target: typing.Any = None) -> numpy.typing.NDArray[numpy.uint32]:
     ...
 def _ds_hll_candidates(keys: typing.Annotated[numpy.typing.ArrayLike, numpy.uint64], is_f64: bool, regs: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], lg_k: typing.SupportsInt | typing.SupportsIndex, target: typing.Any = None) -> numpy.typing.NDArray[numpy.uint32]:
@@ -357,9 +428,21 @@ def batching_bench_mutex_queue(producers: typing.SupportsInt | typing.SupportsIn
     """
     Baseline: blocking producers through a plain mutex + condition variable queue (round trips/s).
     """
+def batching_drive_fast(sub: typing.Any, queue: ..., fn: typing.Any) -> tuple:
+    """
+    The asyncio driver's common case in one call: (push_status, poll_runs tuple or None, finish or None).
+    """
 def batching_now_ns() -> int:
     """
     The steady clock the native queue waits on (CLOCK_MONOTONIC).
+    """
+def batching_timerfd() -> int:
+    """
+    A non-blocking timerfd on the monotonic clock, or -1 where there is none (not Linux).
+    """
+def batching_timerfd_arm(fd: typing.SupportsInt | typing.SupportsIndex, deadline_ns: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Arms the timerfd at an absolute monotonic deadline (0 disarms).
     """
 def compiled_cpu_targets() -> list[str]:
     """
@@ -395,6 +478,11 @@ def drift_normal_two_sided(z: typing.SupportsFloat | typing.SupportsIndex) -> fl
     ...
 def drift_psi(ref: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], cur: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], eps: typing.SupportsFloat | typing.SupportsIndex = 0.0001) -> float:
     ...
+def drift_small_support(reference: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], current: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], cap: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
+    """
+    (sorted distinct values, reference counts, current counts) of two NaN-free samples when they
+    have at most `cap` distinct values together, else None (found without sorting).
+    """
 def drift_smirnov_sf(n: typing.SupportsInt | typing.SupportsIndex, x: typing.SupportsFloat | typing.SupportsIndex) -> float:
     ...
 def drift_sort(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]) -> numpy.typing.NDArray[numpy.float64]:
@@ -403,6 +491,10 @@ def drift_wasserstein(u: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], v: 
     ...
 def drift_wasserstein_binned(ref: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], cur: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], edges: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> float:
     ...
+def drift_wasserstein_many(us: list, vs: list, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float64]:
+    """
+    Wasserstein-1 of each (us[i], vs[i]) pair, columns spread over the thread pool.
+    """
 def gemm_u8s8(a: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], w: PackedInt8, target: typing.Any = None, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.int32]:
     """
     INT32 c = a @ w^T for uint8 activations a [m, kp] and packed INT8 weights.
@@ -422,6 +514,10 @@ def linear_half(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w: Packed
 def linear_w8a8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w: PackedInt8, bias: typing.Any = None, activation: str = 'none', residual: typing.Any = None, symmetric_act: bool = False, threads: typing.SupportsInt | typing.SupportsIndex = 0, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
     """
     W8A8 linear: per-token uint8 activations x INT8 weights, fused dequant + bias + activation + residual.
+    """
+def mlp_w8a8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w1: PackedInt8, bias1: typing.Any, activation1: str, w2: PackedInt8, bias2: typing.Any, activation2: str = 'none', residual: typing.Any = None, symmetric_act1: bool = False, symmetric_act2: bool = False, threads: typing.SupportsInt | typing.SupportsIndex = 0, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    Two W8A8 layers in one call (Linear -> activation -> Linear): the intermediate stays in a native buffer. Same bits as two linear_w8a8 calls.
     """
 def murmur3_x64_128(arg0: bytes, arg1: typing.SupportsInt | typing.SupportsIndex) -> tuple[int, int]:
     ...
