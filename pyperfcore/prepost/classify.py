@@ -71,7 +71,7 @@ def _gpu_lean(x: Any, scale: Any, backend: Any) -> bool:
 
 
 def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = None, *,
-                 check_finite: bool = False) -> tuple[Any, Any]:
+                 check_finite: bool = True) -> tuple[Any, Any]:
     """The k most probable classes of each row with their full-softmax probabilities.
 
     Parameters
@@ -89,9 +89,10 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
     ------
     ValueError
         k out of range, NaN or +inf logits, a row that is all -inf, int8 without scale.
-        On the GPU backends (cuda, triton) the value checks do not synchronize by default: such
-        a row comes back poisoned (values NaN, indices -1); ``check_finite=True`` raises instead,
-        at the cost of one synchronization. The CPU backends always raise.
+        On the GPU backends (cuda, triton) this check costs one synchronization per call;
+        ``check_finite=False`` skips it for hot paths that accept the consequence: such a row
+        then comes back poisoned (values NaN, indices -1) and nothing is raised. The CPU
+        backends always raise.
     """
     core, sc = _lean(logits, scale, backend)
     if core is not None and type(k) is int and 0 <= k <= logits.shape[1]:
@@ -110,11 +111,11 @@ def softmax_topk(logits: Any, k: int, scale: Any = None, backend: str | None = N
     return (v[0], i[0]) if flat else (v, i)
 
 
-def softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = False) -> Any:
+def softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = True) -> Any:
     """Row-wise softmax as float32 (int8 logits dequantized by ``scale`` first).
 
-    NaN / +inf / an all -inf row: ValueError on the CPU; on the GPU the row comes back NaN
-    without a synchronization unless ``check_finite=True`` (as :func:`softmax_topk`)."""
+    NaN / +inf / an all -inf row: ValueError (on the GPU one synchronization; with
+    ``check_finite=False`` the row comes back NaN instead, as in :func:`softmax_topk`)."""
     core, sc = _lean(logits, scale, backend)
     if core is not None:
         return core.prepost_softmax(logits, False, sc)
@@ -125,7 +126,7 @@ def softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check
     return out[0] if flat else out
 
 
-def log_softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = False) -> Any:
+def log_softmax(logits: Any, scale: Any = None, backend: str | None = None, *, check_finite: bool = True) -> Any:
     """Row-wise ``x - logsumexp(x)`` as float32. Bad values as :func:`softmax`."""
     core, sc = _lean(logits, scale, backend)
     if core is not None:
@@ -138,11 +139,11 @@ def log_softmax(logits: Any, scale: Any = None, backend: str | None = None, *, c
 
 
 def argmax(logits: Any, labels: Sequence[Any] | np.ndarray | None = None, scale: Any = None,
-           backend: str | None = None, *, check_finite: bool = False) -> Any:
+           backend: str | None = None, *, check_finite: bool = True) -> Any:
     """Index of the largest logit of each row (first on ties), or its label when ``labels`` is given.
 
     ``labels`` has one entry per class; the result is ``np.asarray(labels)[indices]``.
-    NaN / +inf on the GPU backends: index -1 unless ``check_finite=True`` (as softmax_topk);
+    NaN / +inf: ValueError; on the GPU backends with ``check_finite=False``, index -1 instead (as softmax_topk);
     with ``labels`` the values are always checked (the labels are looked up on the host anyway).
     """
     core, sc = _lean(logits, scale, backend)

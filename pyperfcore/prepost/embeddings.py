@@ -24,12 +24,12 @@ def _check(x: Any, what: str) -> None:
         raise ValueError(f"{what}: embeddings must be 2-D [rows, dim], got {x.ndim}-D")
 
 
-def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None, *, check_finite: bool = False) -> Any:
+def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None, *, check_finite: bool = True) -> Any:
     """``x / max(||x||_2, eps)`` per row (``torch.nn.functional.normalize`` semantics), float32.
 
-    NaN or infinity: ValueError on the CPU backends. On the GPU backends the call does not
-    synchronize: such a row comes back as NaN, unless ``check_finite=True``, which raises
-    ValueError at the cost of one synchronization."""
+    NaN or infinity: ValueError (on the GPU backends at the cost of one synchronization).
+    ``check_finite=False`` skips that synchronization on the GPU backends: such a row then comes
+    back as NaN and nothing is raised (the CPU backends raise either way)."""
     _check(x, "l2_normalize")
     if not eps >= 0:
         raise ValueError("l2_normalize: eps must be >= 0")
@@ -37,13 +37,13 @@ def l2_normalize(x: Any, eps: float = 1e-12, backend: str | None = None, *, chec
 
 
 def compress_embeddings(x: Any, normalize: bool = True, eps: float = 1e-12,
-                        backend: str | None = None, *, check_finite: bool = False) -> tuple[Any, Any]:
+                        backend: str | None = None, *, check_finite: bool = True) -> tuple[Any, Any]:
     """Optionally L2-normalize each row, then quantize it to int8 with one scale per row.
 
     Returns ``(q int8 [rows, dim], scales float32 [rows])``: ``scale = amax / 127`` (1 for a zero
     row), ``q = clip(round_half_even(v / scale), -127, 127)``. Inner products of compressed
     unit vectors stay within about 1% of the float ones at dim >= 64. NaN or infinity as in
-    :func:`l2_normalize`; a poisoned GPU row has scale NaN and codes 0.
+    :func:`l2_normalize`; with ``check_finite=False`` a bad GPU row has scale NaN and codes 0.
     """
     _check(x, "compress_embeddings")
     return _backends.select("compress_embeddings", x, backend)(x, bool(normalize), float(eps),

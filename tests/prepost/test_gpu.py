@@ -133,8 +133,8 @@ def _check_topk(backend, device, case, k):
 
 
 def _check_topk_errors(backend, device):
-    # The GPU policy: by default a bad row is poisoned (values NaN, indices -1) without a
-    # synchronization; check_finite=True raises at the call site instead.
+    # The GPU policy: by default (check_finite=True) a bad row raises at the call site, at the
+    # cost of one synchronization; check_finite=False poisons it (values NaN, indices -1) instead.
     x = torch.from_numpy(np.random.default_rng(5).standard_normal((3, 5)).astype(np.float32)).to(device)
     good_v, good_i = pp.softmax_topk(x.cpu().numpy(), 2, backend="cpu")
     for bad, what in ((np.nan, "NaN"), (np.inf, "inf")):
@@ -142,12 +142,14 @@ def _check_topk_errors(backend, device):
         y[1, 2] = bad
         with pytest.raises(ValueError, match=what):
             pp.softmax_topk(y, 2, backend=backend, check_finite=True)
-        v, i = pp.softmax_topk(y, 2, backend=backend)
+        with pytest.raises(ValueError, match=what):  # the default checks
+            pp.softmax_topk(y, 2, backend=backend)
+        v, i = pp.softmax_topk(y, 2, backend=backend, check_finite=False)
         v, i = v.cpu().numpy(), i.cpu().numpy()
         assert np.isnan(v[1]).all() and (i[1] == -1).all()
         np.testing.assert_array_equal(i[[0, 2]], good_i[[0, 2]])
         np.testing.assert_allclose(v[[0, 2]], good_v[[0, 2]], rtol=2e-5, atol=1e-7)
-        am = pp.argmax(y, backend=backend).cpu().numpy()
+        am = pp.argmax(y, backend=backend, check_finite=False).cpu().numpy()
         assert am[1] == -1 and (am[[0, 2]] == good_i[[0, 2], 0]).all()
         with pytest.raises(ValueError, match=what):
             pp.argmax(y, backend=backend, check_finite=True)
@@ -155,7 +157,7 @@ def _check_topk_errors(backend, device):
             pp.argmax(y, labels=list("abcde"), backend=backend)
     with pytest.raises(ValueError, match="all -inf"):
         pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend, check_finite=True)
-    v, i = pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend)
+    v, i = pp.softmax_topk(torch.full((2, 4), -np.inf, device=device), 1, backend=backend, check_finite=False)
     assert np.isnan(v.cpu().numpy()).all() and (i.cpu().numpy() == -1).all()
     with pytest.raises(ValueError, match="k = 6"):
         pp.softmax_topk(x, 6, backend=backend)
@@ -230,7 +232,9 @@ def test_triton_classify_errors(triton_device):
     x[2, 69] = float("inf")
     x[3] = -float("inf")
     for fn in (pp.softmax, pp.log_softmax):
-        got = fn(x, backend="triton").cpu().numpy()
+        with pytest.raises(ValueError):  # the default checks
+            fn(x, backend="triton")
+        got = fn(x, backend="triton", check_finite=False).cpu().numpy()
         assert np.isnan(got[1:]).all()
         np.testing.assert_allclose(got[0], fn(x[:1].cpu().numpy(), backend="cpu")[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="NaN or infinity"):
@@ -350,8 +354,8 @@ def _embedding_case(rows, dim, seed, zero_row):
 
 
 def _check_embedding_errors(backend, device):
-    # check_finite=True raises; by default the bad row is poisoned (NaN values; scale NaN and
-    # codes 0) and the other rows are exact, with no synchronization.
+    # check_finite=True (the default) raises; check_finite=False poisons the bad row (NaN values;
+    # scale NaN and codes 0) and leaves the other rows exact, with no synchronization.
     base = np.random.default_rng(3).standard_normal((3, 20)).astype(np.float32)
     for bad in (np.nan, np.inf, -np.inf):
         x = torch.from_numpy(base).to(device)
@@ -360,10 +364,12 @@ def _check_embedding_errors(backend, device):
             pp.l2_normalize(x, backend=backend, check_finite=True)
         with pytest.raises(ValueError, match="NaN or infinity"):
             pp.compress_embeddings(x, backend=backend, check_finite=True)
-        got = pp.l2_normalize(x, backend=backend).cpu().numpy()
+        with pytest.raises(ValueError, match="NaN or infinity"):  # the default checks
+            pp.l2_normalize(x, backend=backend)
+        got = pp.l2_normalize(x, backend=backend, check_finite=False).cpu().numpy()
         assert np.isnan(got[1]).all()
         np.testing.assert_array_equal(got[[0, 2]], pp.l2_normalize(base[[0, 2]], backend="cpu"))
-        q, s = pp.compress_embeddings(x, backend=backend)
+        q, s = pp.compress_embeddings(x, backend=backend, check_finite=False)
         q, s = q.cpu().numpy(), s.cpu().numpy()
         assert np.isnan(s[1]) and (q[1] == 0).all()
         qc, sc = pp.compress_embeddings(base[[0, 2]], backend="cpu")
@@ -717,10 +723,12 @@ def test_cuda_embed_topk_glue_with_emulated_kernels(monkeypatch, rng):
     xn = x.copy()
     xn[2, 10] = np.nan
     bad = torch.from_numpy(xn)[:, 3:35]
-    assert np.isnan(pp.l2_normalize(bad, backend="cuda").numpy()[2]).all()
+    assert np.isnan(pp.l2_normalize(bad, backend="cuda", check_finite=False).numpy()[2]).all()
+    with pytest.raises(ValueError, match="NaN or infinity"):  # the default checks
+        pp.l2_normalize(bad, backend="cuda")
     with pytest.raises(ValueError, match="NaN or infinity"):
         pp.compress_embeddings(bad, backend="cuda", check_finite=True)
-    v, i = pp.softmax_topk(bad, 3, backend="cuda")
+    v, i = pp.softmax_topk(bad, 3, backend="cuda", check_finite=False)
     assert (i.numpy()[2] == -1).all() and (i.numpy()[[0, 1, 3]] == ci[[0, 1, 3]]).all()
     with pytest.raises(ValueError, match="NaN"):
         pp.softmax_topk(bad, 3, backend="cuda", check_finite=True)
