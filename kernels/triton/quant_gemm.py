@@ -405,6 +405,19 @@ _DIRECT: dict = {}  # launch key -> _Direct, or False (this key always takes tri
 _SCRATCH: dict = {}  # (device, stream, zeroed) -> persistent int32 buffer
 SCRATCH_MAX_BYTES = 64 << 20  # larger intermediates are allocated per call
 _knobs = getattr(triton, "knobs", None)
+# Why a key keeps triton's normal path (or why a direct launch was refused): filled at record time
+# and on refusals, printed by benchmarks/gpu_sweep_quant.py; PYPERFCORE_FAST_LAUNCH_DEBUG=1 also
+# prints each reason to stderr when it is first seen.
+DIRECT_WHY: dict = {}
+_DEBUG = os.environ.get("PYPERFCORE_FAST_LAUNCH_DEBUG", "0") not in ("", "0")
+
+
+def _why(dkey, reason: str) -> None:
+    if DIRECT_WHY.get(dkey) != reason:
+        DIRECT_WHY[dkey] = reason
+        if _DEBUG:
+            import sys
+            print(f"pyperfcore fast launch {dkey[:3]}: {reason}", file=sys.stderr)
 
 
 class _Direct:
@@ -423,8 +436,12 @@ def _jit_chain(kernel):
 def _record(dkey, kernel, compiled, args, kw, meta):
     """Remember how to launch `compiled` directly for later calls with key `dkey`."""
     ptrs = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
-    if any(args[i].data_ptr() & 15 for i in ptrs) or dkey[1] != torch.cuda.current_device():
-        return  # specialized for unaligned pointers (record on an aligned call), or another device
+    if any(args[i].data_ptr() & 15 for i in ptrs):
+        _why(dkey, "not recorded yet: a pointer is not 16-byte aligned (recorded on an aligned call)")
+        return
+    if dkey[1] != torch.cuda.current_device():
+        _why(dkey, "not recorded yet: tensor device is not the current device")
+        return
     entry = False
     try:
         jit, heurs = _jit_chain(kernel)
@@ -437,9 +454,20 @@ def _record(dkey, kernel, compiled, args, kw, meta):
         bound, spec, _ = binder(*args, **kw)
         vals = list(bound.values())
         n = len(args)
-        if (compiled is not None and getattr(compiled, "function", None) is not None and len(vals) == len(spec)
-                and len(vals) == len(jit.arg_names) and all(vals[i] is args[i] for i in range(n))
-                and all(s[0] == "constexpr" for s in spec[n:])):
+        if compiled is None:
+            reason = "launch returned no CompiledKernel"
+        elif getattr(compiled, "function", None) is None:
+            reason = "CompiledKernel.function is None after the launch"
+        elif not hasattr(compiled, "packed_metadata"):
+            reason = "CompiledKernel has no packed_metadata"
+        elif len(vals) != len(spec) or len(vals) != len(jit.arg_names):
+            reason = f"binder shape: {len(vals)} values, {len(spec)} specializations, {len(jit.arg_names)} params"
+        elif not all(vals[i] is args[i] for i in range(n)):
+            reason = "binder reordered or converted the positional arguments"
+        elif not all(s[0] == "constexpr" for s in spec[n:]):
+            reason = "a keyword argument is not a constexpr: " + repr([s[0] for s in spec[n:]])
+        else:
+            reason = None
             entry = _Direct()
             entry.run = compiled.run
             entry.function = compiled.function
@@ -447,15 +475,28 @@ def _record(dkey, kernel, compiled, args, kw, meta):
             entry.tail = tuple(vals[n:])
             entry.bm, entry.bn, entry.sk = meta.get("BLOCK_M", 1), meta.get("BLOCK_N", 1), meta.get("SPLIT_K", 1)
             entry.ptrs = ptrs
-    except Exception:  # another triton's internals: keep the normal path for this key
-        entry = False
+    except Exception as e:  # another triton's internals: keep the normal path for this key
+        entry, reason = False, f"exception while recording: {type(e).__name__}: {e}"
+    _why(dkey, reason or "recorded")
     _DIRECT[dkey] = entry
 
 
+def _hook_on(h) -> bool:
+    # triton 3.5+ keeps the launch hooks as a HookChain (never None: empty .calls when unused);
+    # older ones as None or a plain callable.
+    if h is None:
+        return False
+    calls = getattr(h, "calls", None)
+    return True if calls is None else bool(calls)
+
+
 def _direct_ok(dev: int) -> bool:
-    # the recorded kernel handle belongs to the device that was current when it was recorded
-    return (torch._C._cuda_getDevice() == dev
-            and (_knobs is None or (_knobs.runtime.launch_enter_hook is None and _knobs.runtime.launch_exit_hook is None)))
+    # the recorded kernel handle belongs to the device that was current when it was recorded;
+    # an active launch hook (profiler) needs triton's launch metadata: normal path then
+    if torch._C._cuda_getDevice() != dev:
+        return False
+    rt = _knobs.runtime if _knobs is not None else None
+    return rt is None or not (_hook_on(rt.launch_enter_hook) or _hook_on(rt.launch_exit_hook))
 
 
 def _fire(ent, g0, g1, g2, stream, args) -> bool:
@@ -475,8 +516,11 @@ def _fire(ent, g0, g1, g2, stream, args) -> bool:
         return False
     try:
         ent.run(g0, g1, g2, stream, ent.function, ent.packed, None, None, None, *a, *ent.tail)
-    except (TypeError, ValueError, OverflowError, SystemError):  # argument parsing: nothing launched
+    except (TypeError, ValueError, OverflowError, SystemError) as e:  # argument parsing: nothing launched
         ent.ptrs = None
+        for k, v in _DIRECT.items():
+            if v is ent:
+                _why(k, f"launcher refused the direct arguments: {type(e).__name__}: {e}")
         return False
     return True
 
