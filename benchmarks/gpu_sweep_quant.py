@@ -148,10 +148,55 @@ def main() -> int:
         qq = torch.round(x / s).clamp(-127, 127).to(torch.int8)
         return torch.nn.functional.gelu(torch._int_mm(qq, w_t).float() * s * sw + bias)
 
+    # ---- direct-launch diagnostic (first, a few seconds): is triton's per-call machinery skipped?
+    x1, x32 = torch.randn(1, KN, device=dev), torch.randn(32, KN, device=dev)
+    launches = [0]
+    normal_launch = qg._launch
+
+    def counting_launch(*a, **k):
+        launches[0] += 1
+        return normal_launch(*a, **k)
+
+    qg._launch = counting_launch
+    try:
+        rt = getattr(getattr(triton, "knobs", None), "runtime", None)
+        hooks = "no triton.knobs" if rt is None else (
+            f"launch hooks: enter {type(rt.launch_enter_hook).__name__} active={qg._hook_on(rt.launch_enter_hook)}, "
+            f"exit active={qg._hook_on(rt.launch_exit_hook)}")
+        out(f"diag: FAST_LAUNCH {qg.FAST_LAUNCH}; {hooks}; _direct_ok(dev) "
+            f"{qg._direct_ok(0) if not DRY else 'n/a (cpu)'}")
+        for label, xx, kind in (("M=1 fused", x1, "fused"), ("M=32 two_pass", x32, "w8a8")):
+            t0 = time.time()
+            y0 = qg.linear_w8a8(xx, *a8)  # tunes (first call of this key)
+            qg.linear_w8a8(xx, *a8)  # records the direct entry
+            sync()
+            mbx = 1 << (xx.shape[0] - 1).bit_length()
+            ents = [(k, v) for k, v in qg._DIRECT.items()
+                    if (k[0] == kind and k[2] == mbx) or (kind == "w8a8" and k[0] == "aq")]
+            if not ents:
+                out(f"diag {label}: no direct entry recorded (FAST_LAUNCH {qg.FAST_LAUNCH})")
+            for k, v in ents:
+                out(f"diag {label}: key {k[:5]} entry {'yes' if v else 'NO'} ptrs {v.ptrs if v else None} "
+                    f"blocks {(v.bm, v.bn, v.sk) if v else None}; why: {qg.DIRECT_WHY.get(k, '-')}")
+            before = launches[0]
+            for _ in range(10):
+                y1 = qg.linear_w8a8(xx, *a8)
+            sync()
+            used = 10 - (launches[0] - before)
+            diff = float((y1 - y0).abs().max()) if y0.numel() else 0.0
+            out(f"diag {label}: {used}/10 calls took the direct launch; max |direct - first call| {diff:.3g}; "
+                f"tune+record {time.time() - t0:.1f} s")
+            h_direct = host_us(lambda: qg.linear_w8a8(xx, *a8), 200)
+            fl, qg.FAST_LAUNCH = qg.FAST_LAUNCH, False
+            h_normal = host_us(lambda: qg.linear_w8a8(xx, *a8), 200)
+            qg.FAST_LAUNCH = fl
+            out(f"diag {label}: host us/call direct {h_direct:.1f} vs triton normal launch {h_normal:.1f}")
+    finally:
+        qg._launch = normal_launch
+
     # ---- host cost per call (the device's CPU)
     e = torch.empty(1, device=dev)
     _empty[(1,)](e, 1)
-    x1, x32 = torch.randn(1, KN, device=dev), torch.randn(32, KN, device=dev)
     x1h = x1.half()
     for fn in (lambda: qg.linear_w8a8(x1, *a8), lambda: qg.linear_w8a8(x1, *a8, path="two_pass"),
                lambda: qg.linear_half(x1h, w16, bias, "gelu"), lambda: qg.linear_half(x1, w16, bias, "gelu"),
@@ -179,6 +224,9 @@ def main() -> int:
             f"{host_us(lambda: qg.linear_half(x1h, w16, bias, 'gelu')):7.1f}")
         qg.FAST_LAUNCH = True
     live = [v and v.ptrs is not None for v in qg._DIRECT.values()]
+    for k, why in qg.DIRECT_WHY.items():
+        if why != "recorded":
+            out(f"direct launch refused for {k[:5]}: {why}")
     out("direct launches recorded: " + ", ".join(sorted({str(k[0]) for k, v in qg._DIRECT.items() if v and v.ptrs is not None}))
         + ("" if all(live) else f" ({live.count(False)} keys fell back to the normal path)"))
 

@@ -543,11 +543,11 @@ def _capturing(x: torch.Tensor) -> bool:
     return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool):
+def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool, dev=None):
     """[int32 buffer of >= nbytes on x's device, its size, its address, is_cuda] for this stream's
     intermediates; persistent (zeroed ones are left zeroed by the kernels) except during graph
     capture or above SCRATCH_MAX_BYTES."""
-    skey = (x.get_device(), stream, zeroed)
+    skey = (x.get_device() if dev is None else dev, stream, zeroed)
     e = _SCRATCH.get(skey)
     if e is not None and e[1] >= nbytes and not (e[3] and torch._C._cuda_isCurrentStreamCapturing()):
         return e
@@ -656,19 +656,20 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
         path = "two_pass"
     dev = x.get_device()
-    stream = torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0
+    stream = torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0  # the only stream query
     s_wn, s_wk = qweight.stride()
-    flags = (bool(symmetric), has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype, colsum.dtype,
-             bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
+    # the direct-launch key: everything the compiled specialization depends on, one flat tuple
+    symmetric = bool(symmetric)
     if path == "fused":
-        dkey = ("fused", dev, mb, n, k, sxm) + flags
+        dkey = ("fused", dev, mb, n, k, sxm, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype,
+                wscale.dtype, colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
         ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
         if ent and _direct_ok(dev):
             # scratch: flags [m]; zeroed scratch: split-K workspace [m, n] | tile tickets
-            sb = _scratch(x, stream, 4 * m, False)
+            sb = _scratch(x, stream, 4 * m, False, dev)
             bad = ws = cnt = sb[2]
             if ent.sk != 1:
-                ws = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)[2]
+                ws = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True, dev)[2]
                 cnt = ws + _a16(4 * m * n)
             args = (x, qweight, wscale, colsum, bias_t, res_t, y, bad, ws, cnt, m, n, k, mb, sxm, s_wn, s_rm, n)
             if _fire(ent, -(-m // ent.bm), -(-n // ent.bn), ent.sk, stream, args):
@@ -678,7 +679,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         bad = torch.empty((m,), dtype=torch.int32, device=x.device)
         key = ("fused", mb, n, k, dev)
         # split-K partial sums and tickets: zero on entry, left zeroed by the kernel
-        wsb = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True)[0]
+        wsb = _scratch(x, stream, _a16(4 * m * n) + 4 * (-(-m // 16)) * (-(-n // 16)), True, dev)[0]
         ws, cnt = wsb, wsb[_a16(4 * m * n) // 4:]
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])  # noqa: E731
         _launch(_w8a8_fused_kernel, key, grid,
@@ -686,14 +687,15 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
                 dict(SYMMETRIC=bool(symmetric), HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res),
                 dkey if ent is None else None)
     else:
-        dkey = ("w8a8", dev, mb, n, k) + flags
+        dkey = ("w8a8", dev, mb, n, k, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype,
+                colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
         ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
         if ent and _direct_ok(dev):
             # scratch: codes [m, k] | scales [m] | zero points [m] | flags [m], 16-byte aligned pieces
             o_s = _a16(m * k)
             o_z = o_s + _a16(4 * m)
             o_b = o_z + _a16(4 * m)
-            sb = _scratch(x, stream, o_b + 4 * m, False)
+            sb = _scratch(x, stream, o_b + 4 * m, False, dev)
             base = sb[2]
             if _act_quant_into(x, sxm, m, k, symmetric, base, base + o_s, base + o_z, base + o_b, dev, stream):
                 args = (base, qweight, base + o_s, base + o_z, base + o_b, wscale, colsum, bias_t, res_t, y,

@@ -453,6 +453,16 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     if not qg.FAST_LAUNCH:
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
+    assert qg._direct_ok(torch.cuda.current_device()), qg.DIRECT_WHY  # no profiler hooks installed here
+    fired: list = []
+    real_fire = qg._fire
+
+    def counting_fire(ent, *a):
+        ok = real_fire(ent, *a)
+        fired.append(ok)
+        return ok
+
+    monkeypatch.setattr(qg, "_fire", counting_fire)
     m_small, m_big, k, n = 5, 40, 96, 70
     monkeypatch.setitem(qg._BEST, ("fused", 8, n, k, torch.cuda.current_device()), qg._fused_configs()[2])  # sk2
     layer, b, args = _w8a8_args(rng, n, k, "cuda")
@@ -465,6 +475,9 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
         y_normal = qg.linear_w8a8(xt, *args, "gelu", rt, path=path)
         monkeypatch.setattr(qg, "FAST_LAUNCH", True)
         ys = [qg.linear_w8a8(xt, *args, "gelu", rt, path=path) for _ in range(3)]
+        fired.clear()
+        ys.append(qg.linear_w8a8(xt, *args, "gelu", rt, path=path))  # recorded by now: must go direct
+        assert fired == ([True] if path == "fused" else [True, True]), (m, path, fired, qg.DIRECT_WHY)
         for y in ys:
             assert torch.equal(y, y_normal), (m, path)
         np.testing.assert_allclose(ys[-1].cpu().numpy(), exp, rtol=2e-5, atol=1e-5 * max(1.0, float(np.abs(exp).max())))
@@ -487,7 +500,41 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     monkeypatch.setattr(qg, "FAST_LAUNCH", True)
     for _ in range(3):
         assert torch.equal(qg.linear_half(x, w16, args[3], "silu"), y_normal)
+    fired.clear()
+    assert torch.equal(qg.linear_half(x, w16, args[3], "silu"), y_normal)
+    assert fired == [True], qg.DIRECT_WHY
     assert any(key[0] == "half" and ent and ent.ptrs is not None for key, ent in qg._DIRECT.items())
+
+
+def test_triton_direct_ok_launch_hooks(monkeypatch):
+    """The direct launch is allowed when no launch hook is installed: triton 3.5+ keeps the hooks as
+    an empty HookChain (never None), which must not count as installed (it did: the direct path was
+    never taken on triton 3.6); an installed hook (a profiler) sends calls to triton's normal path."""
+    import torch
+    import triton
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    assert not qg._hook_on(None)
+    assert qg._hook_on(lambda meta: None)
+    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: 0, raising=False)  # CPU-only torch lacks it
+    rt = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if rt is None:
+        pytest.skip("this triton has no triton.knobs")
+    assert qg._direct_ok(0), (rt.launch_enter_hook, rt.launch_exit_hook)
+    assert not qg._direct_ok(1)  # another device current
+    hook = lambda metadata: None  # noqa: E731
+    chain = rt.launch_enter_hook
+    if hasattr(chain, "add"):
+        chain.add(hook)
+        try:
+            assert qg._hook_on(chain) and not qg._direct_ok(0)
+        finally:
+            chain.remove(hook)
+        assert not qg._hook_on(chain) and qg._direct_ok(0)
+    else:  # older triton: a plain attribute, None when unused
+        monkeypatch.setattr(rt, "launch_enter_hook", hook)
+        assert not qg._direct_ok(0)
 
 
 def test_triton_direct_launch_in_cuda_graph(rng, monkeypatch):
