@@ -618,7 +618,8 @@ def _act_quant_into(x, sxm, m, k, symmetric, q, s, z, bad, dev, stream):
     dkey = ("aq", dev, k, sxm, bool(symmetric))
     ent = _DIRECT.get(dkey) if FAST_LAUNCH else False
     args = (x, q, s, z, bad, k, sxm, max(k, 1))
-    if ent and _direct_ok(dev) and _fire(ent, m, 1, 1, stream, args):
+    # pointers as ints: the caller is on the direct path and has checked _direct_ok already
+    if ent and (type(q) is int or _direct_ok(dev)) and _fire(ent, m, 1, 1, stream, args):
         return True
     if type(q) is int:
         return False  # the caller retries with tensors
