@@ -2,7 +2,8 @@
 
 One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
   mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused, the optimize()d
-      module (one native call for the whole MLP) and the same module run layer by layer; the numpy
+      module (one native call for the whole MLP), the same with the AMX GEMM in 16-row blocks instead
+      of 2x2 tile blocking (amx16rows; two cheap setter calls added), the module run layer by layer; the numpy
       QuantizedLinear pair; FP16 weights)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
@@ -51,6 +52,8 @@ def models(tmp_path_factory):
     unfused.__dict__.pop("forward", None)
     unfused.__dict__.pop("_pfc_chains", None)
     out["pyperfcore_w8a8_unfused"] = unfused
+    # the optimize()d module with the AMX GEMM in 16-row blocks (no 2x2 tile blocking; same results)
+    out["pyperfcore_w8a8_amx16rows"] = out["pyperfcore_w8a8"]
     out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
     # torch-free: the same layers as QuantizedLinear objects on numpy arrays
     l1 = quant.QuantizedLinear(fp32[0].weight, fp32[0].bias, activation="gelu")
@@ -82,6 +85,16 @@ def _runner(name, model, x):
             pytest.skip(f"onnxruntime unavailable: {model}")
         xn = x.numpy()
         return lambda: model.run(None, {"x": xn})[0]
+    if name == "pyperfcore_w8a8_amx16rows":
+        def run16():
+            prev = _core().amx_blocking()
+            _core().set_amx_blocking(False)
+            try:
+                with torch.inference_mode():
+                    return model(x)
+            finally:
+                _core().set_amx_blocking(prev)
+        return run16
     def run():
         with torch.inference_mode():
             return model(x)
@@ -90,7 +103,7 @@ def _runner(name, model, x):
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8",
-                                  "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16"])
+                                  "pyperfcore_w8a8_amx16rows", "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16"])
 def test_mlp(benchmark, models, name, batch):
     benchmark.group = f"mlp-384-1536-384-b{batch}"
     x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))
@@ -222,8 +235,11 @@ def _interleaved(calls: int = 400) -> None:
     for b in BATCHES:
         x = torch.from_numpy(np.random.default_rng(b).standard_normal((b, 384)).astype(np.float32))
         xn = x.numpy()
-        for name, mod in (("optimize() (fused MLP)", fused), ("optimize(), layer by layer", unfused)):
-            def ours(mod=mod):
+        for name, mod, blocked in (("optimize() (fused MLP)", fused, True),
+                                   ("optimize(), AMX 16-row blocks", fused, False),
+                                   ("optimize(), layer by layer", unfused, True)):
+            def ours(mod=mod, blocked=blocked):
+                _core().set_amx_blocking(blocked)
                 with torch.inference_mode():
                     return mod(x)
 
@@ -242,6 +258,7 @@ def _interleaved(calls: int = 400) -> None:
             r = q["ort"] / q["ours"]
             print(f"{b:>5} {name:<26} {'/'.join(f'{v:.0f}' for v in q['ours']):>22} "
                   f"{'/'.join(f'{v:.0f}' for v in q['ort']):>22}  {r[0]:10.2f}x {r[1]:4.2f}x {r[2]:4.2f}x", flush=True)
+    _core().set_amx_blocking(True)
 
 
 if __name__ == "__main__":

@@ -230,12 +230,18 @@ bool use_amx(CpuTarget target, int64_t m) {
          detail::amx_supported();
 }
 
-// Like for_tiles with 16-row blocks; each chunk configures the AMX tiles on its own thread (again
-// when the row count of a block changes) and releases them before returning, so no tile state
-// outlives the call (other libraries on the same thread configure tiles their own way).
+std::atomic<bool> g_amx_block2{true};
+
+// Like for_tiles with 16-row blocks (32-row blocks with the 2x2 tile blocking); each chunk
+// configures the AMX tiles on its own thread (again when the row count of a block changes) and
+// releases them before returning, so no tile state outlives the call (other libraries on the same
+// thread configure tiles their own way). fn(p, r0, rows, gemm) gets the block GEMM to call.
+using AmxBlockFn = void (*)(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*);
 template <class TileFn>
 void for_tiles_amx(int64_t m, int64_t np, int threads, TileFn&& fn) {
-  constexpr int64_t R = detail::kAmxRows;
+  const bool b2 = g_amx_block2.load(std::memory_order_relaxed);
+  const int64_t R = b2 ? detail::kAmxRows2 : detail::kAmxRows;
+  const AmxBlockFn gemm = b2 ? detail::amx_gemm_block2 : detail::amx_gemm_block;
   const int64_t mblocks = (m + R - 1) / R, panels = np / kPanel;
   run_chunks(mblocks * panels, threads, 1, [&](int64_t b, int64_t e) {
     int configured = 0;
@@ -244,16 +250,21 @@ void for_tiles_amx(int64_t m, int64_t np, int threads, TileFn&& fn) {
       const int64_t r0 = mb * R;
       const int rows = static_cast<int>(std::min<int64_t>(R, m - r0));
       if (rows != configured) {
-        detail::amx_configure(rows);
+        if (b2)
+          detail::amx_configure2(rows);
+        else
+          detail::amx_configure(rows);
         configured = rows;
       }
-      fn(p, r0, rows);
+      fn(p, r0, rows, gemm);
     }
     if (configured) detail::amx_release();
   });
 }
 }  // namespace
 
+bool amx_blocking() { return g_amx_block2.load(); }
+void set_amx_blocking(bool on) { g_amx_block2.store(on); }
 bool amx_available() { return detail::amx_supported(); }
 bool amx_enabled() { return g_amx_on.load() && detail::amx_supported(); }
 void set_amx_enabled(bool on) { g_amx_on.store(on); }
@@ -284,9 +295,9 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
       std::memcpy(c + (r0 + r) * ldc + p * kPanel, tile + r * kPanel, static_cast<size_t>(nc) * 4);
   };
   if (use_amx(target, m)) {
-    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
-      alignas(64) int32_t tile[detail::kAmxRows * kPanel];
-      detail::amx_gemm_block(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows, AmxBlockFn gemm) {
+      alignas(64) int32_t tile[detail::kAmxRows2 * kPanel];
+      gemm(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
       store(tile, p, r0, rows);
     });
     return;
@@ -325,9 +336,9 @@ void linear_codes(const uint8_t* qa, const float* sa, const int32_t* zp, int64_t
                    ep.residual ? ep.residual + r0 * ep.ld_residual + j0 : nullptr, ep.ld_residual, y + r0 * ldy + j0, ldy);
   };
   if (use_amx(target, m)) {
-    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
-      alignas(64) int32_t tile[detail::kAmxRows * kPanel];
-      detail::amx_gemm_block(qa + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    for_tiles_amx(m, w.np, threads, [&](int64_t p, int64_t r0, int rows, AmxBlockFn gemm) {
+      alignas(64) int32_t tile[detail::kAmxRows2 * kPanel];
+      gemm(qa + r0 * w.kp, w.kp, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
       finish(tile, p, r0, rows);
     });
     return;

@@ -84,6 +84,10 @@ constexpr int64_t kAmxMinRows = 8;
 bool amx_available();
 bool amx_enabled();
 void set_amx_enabled(bool on);
+// The AMX GEMM computes 32-row blocks with 2x2 tile blocking (four tile loads per four TDPBUSD)
+// unless set_amx_blocking(false) selects the 16-row blocks (five loads per four); same sums.
+bool amx_blocking();
+void set_amx_blocking(bool on);
 
 enum class HalfType : int { f16 = 0, bf16 = 1 };
 

@@ -51,6 +51,10 @@ bool amx_supported();
 void amx_configure(int rows);
 void amx_release();
 void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
+// 2x2-blocked variant: rows <= kAmxRows2 (32) x 64 columns per call, after amx_configure2(rows).
+constexpr int kAmxRows2 = 32;
+void amx_configure2(int rows);
+void amx_gemm_block2(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
 
 }  // namespace detail
 }  // namespace quant

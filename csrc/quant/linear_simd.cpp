@@ -853,6 +853,119 @@ PFC_AMX void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_
   }
 }
 
+// 2x2 blocking: up to 32 rows x 64 columns per call, in two passes over 32-column halves. Each
+// pass keeps four C tiles (rows 0-15 / 16-31 x two 16-column strips: tiles 0-3), loads A rows
+// 0-15 (tile 4), rows 16-31 (tile 5) and two B strips (tiles 6, 7) per 64-byte k step and issues
+// four TDPBUSD: four tile loads per four TDPBUSD instead of five. Rows 16.. may be fewer than 16
+// (tile rows set by amx_configure2). The K tail is finished with VPDPBUSD as in amx_gemm_block.
+PFC_AMX void amx_configure2(int rows) {
+  const int r0 = rows < 16 ? rows : 16, r1 = rows - r0;
+  TileCfg cfg;
+  for (int t = 0; t < 2; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = static_cast<uint8_t>(r0);
+  }
+  for (int t = 2; t < 4; ++t) {  // rows 16.. or, for <= 16 rows, columns 32-63 of rows 0..
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = static_cast<uint8_t>(r1 > 0 ? r1 : r0);
+  }
+  cfg.colsb[4] = 64;
+  cfg.rows[4] = static_cast<uint8_t>(r0);
+  cfg.colsb[5] = r1 > 0 ? 64 : 0;
+  cfg.rows[5] = static_cast<uint8_t>(r1);
+  for (int t = 6; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  asm volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+#ifndef PFC_AMX_KSTEPS
+#define PFC_AMX_KSTEPS 6
+#endif
+constexpr int64_t kAmxKSteps = PFC_AMX_KSTEPS;
+
+PFC_AMX void amx_gemm_block2(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
+  const int64_t steps = kp / 64;
+  if (rows > 16) {
+    const uint8_t* a1 = a + 16 * lda;
+    int32_t* c1 = c + 16 * kPanel;
+    // K-blocking: both halves run over one k chunk (A 32 x 384 bytes + B 64 x 384 bytes = 36 KiB,
+    // L1-resident on the second half) before the next chunk; C goes through memory between chunks.
+    for (int64_t s0 = 0; s0 < steps || s0 == 0; s0 += kAmxKSteps)
+    for (int h = 0; h < 2; ++h) {
+      if (s0 == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, c + h * 32, kPanel * 4);
+        _tile_loadd(1, c + h * 32 + 16, kPanel * 4);
+        _tile_loadd(2, c1 + h * 32, kPanel * 4);
+        _tile_loadd(3, c1 + h * 32 + 16, kPanel * 4);
+      }
+      const int8_t* bh = panel + h * 128;
+      const int64_t s1 = std::min<int64_t>(steps, s0 + kAmxKSteps);
+      for (int64_t s = s0; s < s1; ++s) {
+        const int8_t* b = bh + s * 16 * 256;
+        _tile_loadd(4, a + s * 64, lda);
+        _tile_loadd(6, b, 256);
+        _tile_dpbusd(0, 4, 6);
+        _tile_loadd(5, a1 + s * 64, lda);
+        _tile_dpbusd(2, 5, 6);
+        _tile_loadd(7, b + 64, 256);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbusd(3, 5, 7);
+      }
+      _tile_stored(0, c + h * 32, kPanel * 4);
+      _tile_stored(1, c + h * 32 + 16, kPanel * 4);
+      _tile_stored(2, c1 + h * 32, kPanel * 4);
+      _tile_stored(3, c1 + h * 32 + 16, kPanel * 4);
+    }
+  } else {  // <= 16 rows: one A tile, four B strips (amx_gemm_block with tiles 0-3, 4, 6-7)
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t s = 0; s < steps; ++s) {
+      const int8_t* b = panel + s * 16 * 256;
+      _tile_loadd(4, a + s * 64, lda);
+      _tile_loadd(6, b, 256);
+      _tile_dpbusd(0, 4, 6);
+      _tile_loadd(7, b + 64, 256);
+      _tile_dpbusd(1, 4, 7);
+      _tile_loadd(6, b + 128, 256);
+      _tile_dpbusd(2, 4, 6);
+      _tile_loadd(7, b + 192, 256);
+      _tile_dpbusd(3, 4, 7);
+    }
+    _tile_stored(0, c, kPanel * 4);
+    _tile_stored(1, c + 16, kPanel * 4);
+    _tile_stored(2, c + 32, kPanel * 4);
+    _tile_stored(3, c + 48, kPanel * 4);
+  }
+  if (steps * 64 == kp) return;
+  for (int r = 0; r < rows; ++r) {  // the remaining < 16 groups of 4 k
+    int32_t* cr = c + r * kPanel;
+    __m512i d0 = _mm512_loadu_si512(cr), d1 = _mm512_loadu_si512(cr + 16), d2 = _mm512_loadu_si512(cr + 32),
+            d3 = _mm512_loadu_si512(cr + 48);
+    for (int64_t g = steps * 16; g < kp / 4; ++g) {
+      const int8_t* w = panel + g * kPanel * 4;
+      const __m512i bv = _mm512_set1_epi32(ld_i32(a + r * lda + 4 * g));
+      d0 = _mm512_dpbusd_epi32(d0, bv, _mm512_loadu_si512(w));
+      d1 = _mm512_dpbusd_epi32(d1, bv, _mm512_loadu_si512(w + 64));
+      d2 = _mm512_dpbusd_epi32(d2, bv, _mm512_loadu_si512(w + 128));
+      d3 = _mm512_dpbusd_epi32(d3, bv, _mm512_loadu_si512(w + 192));
+    }
+    _mm512_storeu_si512(cr, d0);
+    _mm512_storeu_si512(cr + 16, d1);
+    _mm512_storeu_si512(cr + 32, d2);
+    _mm512_storeu_si512(cr + 48, d3);
+  }
+}
+
 #endif  // compiler with AMX intrinsics
 
 // CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), then Linux must grant the 8 KiB tile
@@ -879,6 +992,8 @@ bool amx_supported() {
 void amx_configure(int) {}
 void amx_release() {}
 void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
+void amx_configure2(int) {}
+void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 #endif
 
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_epi_i8_rows, a5_half_tile,
@@ -891,6 +1006,8 @@ bool amx_supported() { return false; }
 void amx_configure(int) {}
 void amx_release() {}
 void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
+void amx_configure2(int) {}
+void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 #endif
 
 }  // namespace detail

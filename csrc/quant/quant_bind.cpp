@@ -319,6 +319,9 @@ void bind_quant(py::module_& m) {
         py::arg("v"), py::arg("activation"), "The scalar epilogue activation (for tests).");
   m.def("amx_available", &quant::amx_available, "True when the CPU has AMX-INT8 and the OS grants the tile state.");
   m.def("amx_enabled", &quant::amx_enabled, "True when the avx512_vnni INT8 GEMM uses AMX tiles for batches >= 8.");
+  m.def("amx_blocking", &quant::amx_blocking, "True when the AMX INT8 GEMM uses 32-row 2x2 tile blocking.");
+  m.def("set_amx_blocking", &quant::set_amx_blocking, py::arg("on"),
+        "Select the AMX INT8 GEMM blocking: 32 rows x 2x2 tiles (True, default) or 16-row blocks (False); same results.");
   m.def("set_amx_enabled", &quant::set_amx_enabled, py::arg("on"),
         "Allow (default) or forbid AMX in the avx512_vnni INT8 GEMM; results are identical either way.");
 }

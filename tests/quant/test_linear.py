@@ -71,35 +71,44 @@ def test_int8_gemm_exact_every_target(m, k, n, seed):
 
 
 class _amx:
-    """Context manager: allow or forbid AMX tiles in the avx512_vnni INT8 GEMM, restoring the setting."""
+    """Context manager: allow or forbid AMX tiles in the avx512_vnni INT8 GEMM and pick the AMX
+    blocking (2x2 tiles over 32-row blocks, or 16-row blocks), restoring both settings."""
 
-    def __init__(self, on: bool):
-        self.on = on
+    def __init__(self, on: bool, blocked: bool = True):
+        self.on, self.blocked = on, blocked
 
     def __enter__(self):
         self.prev = _core().amx_enabled() or not _core().amx_available()
+        self.prev_blocked = _core().amx_blocking()
         _core().set_amx_enabled(self.on)
+        _core().set_amx_blocking(self.blocked)
 
     def __exit__(self, *exc):
         _core().set_amx_enabled(self.prev)
+        _core().set_amx_blocking(self.prev_blocked)
 
 
-# AMX runs for m >= 8 (16-row blocks, partial last block, K tail after the last 64-byte step by
-# VPDPBUSD); without AMX on this CPU both settings take the VPDPBUSD path and still face the oracle.
-@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 200), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]))
+# (AMX on, 2x2 blocking), (AMX on, 16-row blocks), AMX off: every GEMM path of avx512_vnni.
+AMX_MODES = ((True, True), (True, False), (False, True))
+
+
+# AMX runs for m >= 8 (32-row 2x2 blocks or 16-row blocks, partial last block of 1-31 rows, K tail
+# after the last 64-byte step by VPDPBUSD); without AMX on this CPU every setting takes the
+# VPDPBUSD path and still faces the oracle.
+@given(st.integers(1, 80), st.integers(1, 300), st.integers(1, 200), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]))
 def test_int8_gemm_exact_amx_and_vnni(m, k, n, seed, threads):
     rng = np.random.default_rng(seed)
     wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
     packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
     a = rng.integers(0, 256, (m, packed.kp), dtype=np.uint8)
     expected = a[:, :k].astype(np.int64) @ wq.T.astype(np.int64)
-    for on in (True, False):
-        with _amx(on):
+    for on, blocked in AMX_MODES:
+        with _amx(on, blocked):
             c = _core().gemm_u8s8(a, packed, TARGETS[-1], threads)
-        np.testing.assert_array_equal(c, expected, err_msg=f"amx={on} target={TARGETS[-1]}")
+        np.testing.assert_array_equal(c, expected, err_msg=f"amx={on} blocked={blocked} target={TARGETS[-1]}")
 
 
-@given(st.integers(8, 40), st.integers(1, 200), st.integers(1, 140), st.integers(0, 2**32 - 1), st.sampled_from(ACTS),
+@given(st.integers(8, 70), st.integers(1, 200), st.integers(1, 140), st.integers(0, 2**32 - 1), st.sampled_from(ACTS),
        st.booleans())
 def test_w8a8_amx_bit_identical_to_vnni(m, k, n, seed, act, has_res):
     rng = np.random.default_rng(seed)
@@ -110,17 +119,18 @@ def test_w8a8_amx_bit_identical_to_vnni(m, k, n, seed, act, has_res):
     layer = quant.QuantizedLinear(w, bias, activation=act)
     expected = ref.linear_w8a8(x, layer.qweight, layer.wscale, bias, act, res, False)
     out = {}
-    for on in (True, False):
-        with _amx(on), pyperfcore.cpu_target(TARGETS[-1]):
-            out[on] = layer(x, residual=res, backend="cpu")
-        np.testing.assert_allclose(out[on], expected, err_msg=f"amx={on}", **_tol(expected))
-    # same INT32 sums, same epilogue code: the two paths agree to the bit
-    np.testing.assert_array_equal(out[True], out[False])
+    for mode in AMX_MODES:
+        with _amx(*mode), pyperfcore.cpu_target(TARGETS[-1]):
+            out[mode] = layer(x, residual=res, backend="cpu")
+        np.testing.assert_allclose(out[mode], expected, err_msg=f"amx, blocked={mode}", **_tol(expected))
+    # same INT32 sums, same epilogue code: the paths agree to the bit
+    for mode in AMX_MODES[1:]:
+        np.testing.assert_array_equal(out[AMX_MODES[0]], out[mode], err_msg=f"amx, blocked={mode}")
 
 
 @st.composite
 def mlp_problems(draw):
-    m = draw(st.sampled_from([0, 1, 2, 5, 7, 8, 13, 17, 33]))
+    m = draw(st.sampled_from([0, 1, 2, 5, 7, 8, 13, 17, 24, 31, 33, 70]))
     k, n1, n2 = draw(st.integers(1, 70)), draw(st.integers(1, 140)), draw(st.integers(1, 90))
     return (m, k, n1, n2, draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from(ACTS)), draw(st.sampled_from(ACTS)),
             draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from(["contig", "rows"])),
@@ -144,8 +154,8 @@ def test_mlp_w8a8_every_target_and_amx_matches_two_layers_and_oracle(p):
     x = _noncontiguous(rng, m, k, layout)
     res = rng.standard_normal((m, n2)).astype(np.float32) if has_res else None
     for target in TARGETS:
-        for amx in ((True, False) if target == TARGETS[-1] else (True,)):
-            with _amx(amx), pyperfcore.cpu_target(target):
+        for amx in (AMX_MODES if target == TARGETS[-1] else ((True, True),)):
+            with _amx(*amx), pyperfcore.cpu_target(target):
                 y = _core().mlp_w8a8(x, l1.packed, l1.bias, act1, l2.packed, b2, act2, res, sym, False, threads)
                 h = l1(x, backend="cpu", threads=threads)
                 two = l2(h, residual=res, backend="cpu", threads=threads)
@@ -187,14 +197,15 @@ def test_mlp_w8a8_long_batches_and_bad_input(rng):
 
 
 def test_int8_gemm_extreme_values_amx():
-    k, n, m = 1537, 70, 21  # a K tail after the last full 64-byte AMX step, a partial row block
+    k, n, m = 1537, 70, 45  # a K tail after the last full 64-byte AMX step, partial 16- and 32-row blocks
     wq = np.full((n, k), 127, np.int8)
     wq[1::2] = -127
     packed = _core().PackedInt8.from_int8(wq, np.ones(n, np.float32))
     a = np.full((m, packed.kp), 255, np.uint8)
-    with _amx(True):
-        c = _core().gemm_u8s8(a, packed, TARGETS[-1])
-    np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64))
+    for blocked in (True, False):
+        with _amx(True, blocked):
+            c = _core().gemm_u8s8(a, packed, TARGETS[-1])
+        np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64), err_msg=f"{blocked=}")
 
 
 def test_int8_gemm_extreme_values_do_not_saturate(cpu_target):
