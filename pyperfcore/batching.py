@@ -60,6 +60,11 @@ _fut_done = asyncio.Future.done
 _REASONS = ("none", "full", "preferred", "delay", "drain")
 
 
+
+def _sub_field(name: str) -> property:
+    """A Batcher attribute kept on its native submitter (``self._sub.<name>``)."""
+    return property(lambda self: getattr(self._sub, name), lambda self, v: setattr(self._sub, name, v))
+
 class BatcherClosed(PyperfcoreError, RuntimeError):
     """The batcher was closed: it takes no new requests (or dropped this one at close)."""
 
@@ -632,54 +637,13 @@ class Batcher:
         self.__dict__.pop("infer", None)
         self.__dict__.pop("infer_future", None)
 
-    # Shared with the native submitter (which reads them per request).
-    @property
-    def _drive_scheduled(self) -> bool:
-        return self._sub.scheduled
-
-    @_drive_scheduled.setter
-    def _drive_scheduled(self, v: bool) -> None:
-        self._sub.scheduled = v
-
-    @property
-    def _fast_limit(self) -> int:
-        return self._sub.limit
-
-    @_fast_limit.setter
-    def _fast_limit(self, v: int) -> None:
-        self._sub.limit = v
-
-    @property
-    def _fbase(self) -> int:
-        return self._sub.fbase
-
-    @_fbase.setter
-    def _fbase(self, v: int) -> None:
-        self._sub.fbase = v
-
-    @property
-    def _fpushed(self) -> int:
-        return self._sub.fpushed
-
-    @_fpushed.setter
-    def _fpushed(self, v: int) -> None:
-        self._sub.fpushed = v
-
-    @property
-    def _fdead(self) -> int:
-        return self._sub.fdead
-
-    @_fdead.setter
-    def _fdead(self, v: int) -> None:
-        self._sub.fdead = v
-
-    @property
-    def _fnone(self) -> int:
-        return self._sub.fnone
-
-    @_fnone.setter
-    def _fnone(self, v: int) -> None:
-        self._sub.fnone = v
+    # Shared with the native submitter (which reads them per request): stored on self._sub.
+    _drive_scheduled = _sub_field("scheduled")
+    _fast_limit = _sub_field("limit")
+    _fbase = _sub_field("fbase")
+    _fpushed = _sub_field("fpushed")
+    _fdead = _sub_field("fdead")
+    _fnone = _sub_field("fnone")
 
     def _configure_native_stats(self) -> None:
         """Native runners record batch statistics in self._sub; the histograms fold them on read."""
