@@ -682,6 +682,40 @@ Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int
 
 }  // namespace
 
+// One batch of slot requests run in place by a native runner: records it in rs, calls fn(xs)
+// (GIL held) and returns its k results, or outcome(k, bad_count, out, t0)'s results when fn raised
+// an Exception or returned something other than a list of k results (ok from outcome then).
+// A BaseException that is not an Exception (SystemExit, ...) propagates as py::error_already_set.
+static py::object run_slot_batch(RunStats* rs, const py::object& fn, const py::object& xs, Py_ssize_t k,
+                                 int64_t oldest_enqueue_ns, const py::object& outcome, bool& ok) {
+  const int64_t t0 = BatchQueue::now_ns();
+  rs->pending = true;
+  rs->executions += 1;
+  rs->inferences += k;
+  rs->batch_size.observe(static_cast<double>(k));
+  rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - oldest_enqueue_ns)) / 1e9);
+  PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
+  if (out == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb != nullptr) PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    py::tuple r = outcome(k, false, py::reinterpret_steal<py::object>(v), t0);
+    ok = r[1].cast<bool>();
+    return r[0];
+  }
+  if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != k) {
+    py::tuple r = outcome(k, true, py::reinterpret_steal<py::object>(out), t0);
+    ok = r[1].cast<bool>();
+    return r[0];
+  }
+  rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
+  return py::reinterpret_steal<py::object>(out);
+}
+
 void bind_batching(py::module_& m) {
   {
     PyObject* t = make_loop_submitter_type();
@@ -872,33 +906,8 @@ void bind_batching(py::module_& m) {
               std::vector<uint64_t> answered;
               if (rs != nullptr && ids.empty() && dropped.empty() && p.expired.empty() && !slots.empty()) {
                 const Py_ssize_t k = static_cast<Py_ssize_t>(slots.size());
-                const int64_t t0 = BatchQueue::now_ns();
-                rs->pending = true;
-                rs->executions += 1;
-                rs->inferences += k;
-                rs->batch_size.observe(static_cast<double>(k));
-                rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - p.oldest_enqueue_ns)) / 1e9);
-                PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
                 try {
-                  if (out == nullptr) {
-                    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
-                    PyObject *t, *v, *tb;
-                    PyErr_Fetch(&t, &v, &tb);
-                    PyErr_NormalizeException(&t, &v, &tb);
-                    if (tb != nullptr) PyException_SetTraceback(v, tb);
-                    Py_XDECREF(t);
-                    Py_XDECREF(tb);
-                    py::tuple r = outcome(k, false, py::reinterpret_steal<py::object>(v), t0);
-                    res = r[0];
-                    ok = r[1].cast<bool>();
-                  } else if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != k) {
-                    py::tuple r = outcome(k, true, py::reinterpret_steal<py::object>(out), t0);
-                    res = r[0];
-                    ok = r[1].cast<bool>();
-                  } else {
-                    rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
-                    res = py::reinterpret_steal<py::object>(out);
-                  }
+                  res = run_slot_batch(rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
                 } catch (py::error_already_set& e) {
                   for (CallSlot* o : slots) {
                     Py_INCREF(e.value().ptr());
@@ -1042,35 +1051,10 @@ void bind_batching(py::module_& m) {
               }
               // A batch of slot requests only: run it here and go round again.
               const Py_ssize_t k = static_cast<Py_ssize_t>(slots.size());
-              const int64_t t0 = BatchQueue::now_ns();
-              rs->pending = true;
-              rs->executions += 1;
-              rs->inferences += k;
-              rs->batch_size.observe(static_cast<double>(k));
-              rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - p.oldest_enqueue_ns)) / 1e9);
               batch_done = true;
               ok = true;
-              PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
               try {
-                if (out == nullptr) {
-                  if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
-                  PyObject *t, *v, *tb;
-                  PyErr_Fetch(&t, &v, &tb);
-                  PyErr_NormalizeException(&t, &v, &tb);
-                  if (tb != nullptr) PyException_SetTraceback(v, tb);
-                  Py_XDECREF(t);
-                  Py_XDECREF(tb);
-                  py::tuple r = outcome(k, false, py::reinterpret_steal<py::object>(v), t0);
-                  results = r[0];
-                  ok = r[1].cast<bool>();
-                } else if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != k) {
-                  py::tuple r = outcome(k, true, py::reinterpret_steal<py::object>(out), t0);
-                  results = r[0];
-                  ok = r[1].cast<bool>();
-                } else {
-                  rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
-                  results = py::reinterpret_steal<py::object>(out);
-                }
+                results = run_slot_batch(rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
               } catch (py::error_already_set& e) {
                 // SystemExit and the like (or a failing outcome()): the batch's callers get it and
                 // the worker carries on, as its Python loop does.
