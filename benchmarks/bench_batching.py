@@ -332,10 +332,13 @@ def test_threads_cf_batcher(benchmark):
     b.close()
 
 
-@pytest.mark.parametrize("how", ["call", "call-caller-runs", "submit"])
+@pytest.mark.parametrize("how", ["call", "call-workers", "call-caller-runs", "submit"])
 def test_threads_pyperfcore(benchmark, how):
+    """``call``: ``batcher(x)`` with the default ``caller_runs="auto"``; ``call-workers``: worker
+    threads run every batch (``caller_runs=False``); ``call-caller-runs``: ``caller_runs=True``."""
     benchmark.group = "threads 8 callers, no-op model"
-    b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=how == "call-caller-runs")
+    cr = {"call-workers": False, "call-caller-runs": True}.get(how, "auto")
+    b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=cr)
     call = b if how.startswith("call") else (lambda x: b.submit(x).result())
     _run(benchmark, lambda: _threads(call), THREADS * PER_THREAD)
     benchmark.extra_info["mean_batch_size"] = b.stats()["mean_batch_size"]
@@ -348,7 +351,9 @@ def _gil_floor(_x):
 
 
 def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
-    """``batcher(x)`` over the concurrent.futures batcher, alternating in one benchmark.
+    """``batcher(x)`` (default ``caller_runs="auto"``) over the concurrent.futures batcher,
+    alternating in one benchmark; also ``caller_runs=False`` (workers run every batch) and
+    ``caller_runs=True`` in the same alternation.
 
     Also records, in the same alternation, a GIL floor: the 8 threads only release and retake
     the GIL once per call (``time.sleep(0)``), no batching at all. A blocking round trip through
@@ -358,8 +363,10 @@ def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
     cfb = CfBatcher(_noop, BATCH)
     b = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread")
     bcr = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=True)
+    bw = B.Batcher(_noop, max_batch_size=BATCH, max_delay_ms=0, driver="thread", caller_runs=False)
     tg: list[float] = []
     tcr: list[float] = []
+    tw: list[float] = []
 
     def ours_then_floor():
         _threads(b)
@@ -367,11 +374,14 @@ def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
         _threads(_gil_floor)
         t1 = time.perf_counter()
         _threads(bcr)  # caller_runs=True, in the same alternation
-        tcr.append(time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        _threads(bw)  # caller_runs=False
+        tw.append(time.perf_counter() - t2)
+        tcr.append(t2 - t1)
         tg.append(t1 - t0)
 
     ta, tb = _interleaved(benchmark, lambda: _threads(cfb), ours_then_floor)
-    tb = [x - g - c for x, g, c in zip(tb, tg, tcr)]  # ours alone
+    tb = [x - g - c - w for x, g, c, w in zip(tb, tg, tcr, tw)]  # ours alone
     benchmark.extra_info["ratio_of_medians"] = float(np.median(ta) / np.median(tb))
     ratios = sorted(x / y for x, y in zip(ta, tb))
     benchmark.extra_info["pairwise_ratio_min_median_max"] = [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
@@ -385,7 +395,13 @@ def test_threads_interleaved_pyperfcore_vs_cf(benchmark):
                                                                    cr_ratios[-1]]
     benchmark.extra_info["caller_runs_round_trips_per_s"] = THREADS * PER_THREAD / float(np.median(tcr))
     benchmark.extra_info["caller_runs_mean_batch_size"] = bcr.stats()["mean_batch_size"]
+    benchmark.extra_info["workers_only_over_cf"] = float(np.median(ta) / np.median(tw))
+    w_ratios = sorted(x / y for x, y in zip(ta, tw))
+    benchmark.extra_info["workers_only_pairwise_min_median_max"] = [w_ratios[0], w_ratios[len(w_ratios) // 2],
+                                                                    w_ratios[-1]]
+    benchmark.extra_info["default_mean_batch_size"] = b.stats()["mean_batch_size"]
     b.close()
+    bw.close()
     bcr.close()
     cfb.close()
 
@@ -395,10 +411,11 @@ def _sleepy(xs):
     return xs
 
 
-@pytest.mark.parametrize("who", ["cf", "pyperfcore", "pyperfcore-caller-runs"])
+@pytest.mark.parametrize("who", ["cf", "pyperfcore", "pyperfcore-workers", "pyperfcore-caller-runs"])
 def test_threads_gil_releasing_model(benchmark, who):
     """8 threads, a 0.2 ms model that releases the GIL: batches form while it runs, so the mean
-    batch size shows whether each design batches at all."""
+    batch size shows whether each design batches at all (``pyperfcore``: the default
+    ``caller_runs="auto"``, which leaves a model this costly to the workers)."""
     benchmark.group = "threads 8 callers, 0.2 ms GIL-releasing model"
     per = 200
     if who == "cf":
@@ -408,7 +425,7 @@ def test_threads_gil_releasing_model(benchmark, who):
         b.fn = lambda xs: sizes.append(len(xs)) or inner(xs)
     else:
         b = B.Batcher(_sleepy, max_batch_size=BATCH, max_delay_ms=0, driver="thread",
-                      caller_runs=who.endswith("caller-runs"))
+                      caller_runs={"pyperfcore-workers": False, "pyperfcore-caller-runs": True}.get(who, "auto"))
 
     def run():
         def work():

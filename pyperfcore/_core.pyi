@@ -133,9 +133,9 @@ class BatchQueue:
         """
         One blocking default-attribute request through a per-call slot: returns the result, raises the model's exception, or _BatchSlotStatus(push status; -2 dropped by close).
         """
-    def call_slot_runs(self, completions: Completions, x: typing.Any, handler: typing.Any, runner: typing.Any, fn: typing.Any, outcome: typing.Any) -> typing.Any:
+    def call_slot_runs(self, completions: Completions, x: typing.Any, handler: typing.Any, runner: typing.Any, fn: typing.Any, outcome: typing.Any, inline_max_ns: typing.SupportsInt | typing.SupportsIndex = -1) -> typing.Any:
         """
-        call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is answered.
+        call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is answered; with inline_max_ns >= 0 only while the runner's mean model time is at most that many ns.
         """
     def cancel(self, id: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...

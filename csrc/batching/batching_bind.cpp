@@ -130,6 +130,10 @@ struct RunStats {
   RunHist batch_size, queue_wait, model_time;
   int64_t executions = 0, inferences = 0, cancellations = 0;
   bool pending = false;
+  // Exponentially weighted mean (weight 1/8) of natively run batches' model time, ns; kept
+  // across take_stats. caller_runs="auto" runs a due batch on the caller's thread only while
+  // this is small (see call_slot_runs).
+  double model_ewma_ns = 0;
 };
 
 struct LoopSubmitter {
@@ -461,7 +465,13 @@ PyMethodDef sub_methods[] = {
      "The runner's batch statistics since the last call (then reset), or None."},
     {nullptr, nullptr, 0, nullptr}};
 
+PyObject* sub_get_model_ewma(PyObject* self, void*) {
+  return PyFloat_FromDouble(reinterpret_cast<LoopSubmitter*>(self)->stats->model_ewma_ns);
+}
+
 PyGetSetDef sub_getset[] = {
+    {"model_time_ewma_ns", sub_get_model_ewma, nullptr,
+     "Mean model time of natively run batches (exponentially weighted, 1/8), ns.", nullptr},
     {"scheduled", sub_get_scheduled, sub_set_scheduled, "The driver is scheduled for this loop iteration.", nullptr},
     {"limit", sub_get_limit, sub_set_limit, "Fast-path admission: len(futures) must stay below it.", nullptr},
     {"enabled", sub_get_enabled, nullptr, "Bound to a loop and taking fast-path requests.", nullptr},
@@ -712,8 +722,33 @@ static py::object run_slot_batch(RunStats* rs, const py::object& fn, const py::o
     ok = r[1].cast<bool>();
     return r[0];
   }
-  rs->model_time.observe(static_cast<double>(BatchQueue::now_ns() - t0) / 1e9);
+  const double dt = static_cast<double>(BatchQueue::now_ns() - t0);
+  rs->model_time.observe(dt / 1e9);
+  rs->model_ewma_ns += (dt - rs->model_ewma_ns) * 0.125;
   return py::reinterpret_steal<py::object>(out);
+}
+
+// batcher(x) with default attributes in one native call: the request is queued with its slot
+// as tag and the caller sleeps (GIL released) until a worker has put the result in the slot.
+static py::object call_slot_wait(BatchQueue& q, const py::object& x) {
+  CallSlot s;
+  s.x = x.ptr();
+  const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
+  Push st;
+  {
+    py::gil_scoped_release nogil;
+    st = q.push(id, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(), reinterpret_cast<uint64_t>(&s));
+    if (st == Push::ok) {
+      std::unique_lock<std::mutex> lk(s.m);
+      s.cv.wait(lk, [&] { return s.state != 0; });
+    }
+  }
+  if (st != Push::ok) throw SlotStatus(std::to_string(static_cast<int>(st)));
+  if (s.state == 2) throw SlotStatus("-2");
+  if (s.ok) return py::reinterpret_steal<py::object>(s.res);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(s.res)), s.res);
+  Py_DECREF(s.res);
+  throw py::error_already_set();
 }
 
 void bind_batching(py::module_& m) {
@@ -805,36 +840,14 @@ void bind_batching(py::module_& m) {
           "expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued).")
       .def(
           "call_slot",
-          [](BatchQueue& q, py::object x) -> py::object {
-            // batcher(x) with default attributes in one native call: the request is queued
-            // with its slot as tag and the caller sleeps (GIL released) until a worker has put
-            // the result in the slot.
-            CallSlot s;
-            s.x = x.ptr();
-            const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
-            Push st;
-            {
-              py::gil_scoped_release nogil;
-              st = q.push(id, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(), reinterpret_cast<uint64_t>(&s));
-              if (st == Push::ok) {
-                std::unique_lock<std::mutex> lk(s.m);
-                s.cv.wait(lk, [&] { return s.state != 0; });
-              }
-            }
-            if (st != Push::ok) throw SlotStatus(std::to_string(static_cast<int>(st)));
-            if (s.state == 2) throw SlotStatus("-2");
-            if (s.ok) return py::reinterpret_steal<py::object>(s.res);
-            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(s.res)), s.res);
-            Py_DECREF(s.res);
-            throw py::error_already_set();
-          },
+          [](BatchQueue& q, py::object x) -> py::object { return call_slot_wait(q, x); },
           py::arg("x"),
           "One blocking default-attribute request through a per-call slot: returns the result, raises the "
           "model's exception, or _BatchSlotStatus(push status; -2 dropped by close).")
       .def(
           "call_slot_runs",
           [](BatchQueue& q, Completions& c, py::object x, py::object handler, py::object runner, py::object fn,
-             py::object outcome) -> py::object {
+             py::object outcome, int64_t inline_max_ns) -> py::object {
             // batcher(x) in caller-runs mode: the request goes in through a per-call slot as in
             // call_slot, but without waking a worker; while the caller's own request is
             // unanswered and a batch is due, the caller runs it itself, GIL held: no thread
@@ -846,6 +859,9 @@ void bind_batching(py::module_& m) {
             // requests only is run right here: statistics natively, fn(inputs) called once, and
             // outcome(n, ok, out, t0) -> (results, ok) only when fn raised or did not return a
             // list of the right length.
+            // inline_max_ns >= 0 (caller_runs="auto", needs runner): the caller runs batches only
+            // while the runner's mean model time is at most that; a costlier model is left to
+            // the workers (a caller running it alone gets batches of one where workers batch).
             RunStats* rs = nullptr;
             if (!runner.is_none()) {
               if (Py_TYPE(runner.ptr()) != &LoopSubmitterType ||
@@ -853,6 +869,8 @@ void bind_batching(py::module_& m) {
                 throw py::type_error("call_slot_runs: runner must be a configured LoopSubmitter or None");
               rs = reinterpret_cast<LoopSubmitter*>(runner.ptr())->stats;
             }
+            if (inline_max_ns >= 0 && (rs == nullptr || rs->model_ewma_ns > static_cast<double>(inline_max_ns)))
+              return call_slot_wait(q, x);  // a costly model: the workers run it (and batch)
             CallSlot s;
             s.x = x.ptr();
             const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
@@ -965,10 +983,10 @@ void bind_batching(py::module_& m) {
             throw py::error_already_set();
           },
           py::arg("completions"), py::arg("x"), py::arg("handler"), py::arg("runner"), py::arg("fn"),
-          py::arg("outcome"),
+          py::arg("outcome"), py::arg("inline_max_ns") = -1,
           "call_slot in caller-runs mode: runs due batches on the calling thread through handler(runs, reason, "
           "oldest, slot_inputs, expired, dropped) -> (slot results, ok, answered ids) until its own request is "
-          "answered.")
+          "answered; with inline_max_ns >= 0 only while the runner's mean model time is at most that many ns.")
       .def(
           "cycle_slots",
           [](BatchQueue& q, Completions& c, std::vector<uint64_t> answered, bool batch_done, int64_t timeout_ns,

@@ -187,7 +187,7 @@ def test_caller_runs_close_without_drain_while_callers_wait():
     assert errs and all(isinstance(e, B.BatcherClosed) for e in errs.values())
 
 
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 def test_base_exception_from_the_model_reaches_the_batch_and_the_batcher_goes_on(cr):
     calls = [0]
 
@@ -203,3 +203,93 @@ def test_base_exception_from_the_model_reaches_the_batch_and_the_batcher_goes_on
         b(2)
     assert [b(i) for i in range(3, 8)] == list(range(3, 8))  # later batches run normally
     b.close()
+
+
+def _run_threads(b, n_threads, per, name="caller"):
+    out = {}
+
+    def caller(k):
+        out[k] = [b(k * 1000 + i) for i in range(per)]
+
+    ts = [threading.Thread(target=caller, args=(k,), name=f"{name}-{k}") for k in range(n_threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(T * 4)
+    assert not any(t.is_alive() for t in ts)
+    return out
+
+
+def test_auto_is_the_default_and_a_cheap_model_runs_on_the_callers():
+    where = []
+
+    def model(xs):
+        where.append(threading.current_thread().name)
+        return [x * 3 for x in xs]
+
+    with B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread") as b:
+        assert b.caller_runs == "auto"
+        out = _run_threads(b, 4, 100)
+        assert out == {k: [(k * 1000 + i) * 3 for i in range(100)] for k in range(4)}
+        st = b.stats()
+        assert st["inferences"] == 400
+        cr = st["caller_runs"]
+        assert cr["mode"] == "auto" and cr["callers_run_batches"]
+        assert 0 < cr["model_time_ewma_us"] <= B.CALLER_RUNS_MAX_MODEL_US
+    assert sum(w.startswith("caller-") for w in where) > len(where) // 2
+
+
+def test_auto_hands_a_costly_model_to_the_workers_which_batch():
+    where = []
+    sizes = []
+
+    def model(xs):  # holds the GIL for 300 us per batch: callers running it alone would get batches of one
+        where.append(threading.current_thread().name)
+        sizes.append(len(xs))
+        end = time.perf_counter() + 300e-6
+        while time.perf_counter() < end:
+            pass
+        return [x - 1 for x in xs]
+
+    with B.Batcher(model, max_batch_size=16, max_delay_ms=0, driver="thread", caller_runs="auto") as b:
+        out = _run_threads(b, 8, 60)
+        assert out == {k: [k * 1000 + i - 1 for i in range(60)] for k in range(8)}
+        cr = b.stats()["caller_runs"]
+        assert cr["model_time_ewma_us"] > B.CALLER_RUNS_MAX_MODEL_US and not cr["callers_run_batches"]
+    # The first batch (no model time known yet) may run on a caller; the rest run on workers.
+    assert sum(w.startswith("caller-") for w in where) <= 2
+    later = sizes[len(sizes) // 2:]
+    assert sum(later) / len(later) > 1.5  # the workers batch what queued while the model ran
+
+
+def test_auto_returns_to_callers_when_the_model_gets_cheap():
+    slow = [True]
+
+    def model(xs):
+        if slow[0]:
+            time.sleep(0.002)
+        return list(xs)
+
+    with B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread") as b:
+        for i in range(5):
+            assert b(i) == i
+        assert not b.stats()["caller_runs"]["callers_run_batches"]
+        slow[0] = False
+        for i in range(200):  # workers' batches lower the mean too
+            assert b(i) == i
+        assert b.stats()["caller_runs"]["callers_run_batches"]
+
+
+def test_auto_without_the_native_runner_leaves_batches_to_the_workers():
+    where = []
+
+    def model(a):
+        where.append(threading.current_thread().name)
+        return a + 1
+
+    import numpy as np
+
+    with B.Batcher(model, max_batch_size=4, max_delay_ms=0, stack=True, driver="thread") as b:
+        assert [int(b(np.int64(i))) for i in range(20)] == [i + 1 for i in range(20)]
+        assert "caller_runs" not in b.stats()
+    assert all(w.startswith("pyperfcore-batcher") for w in where)

@@ -274,7 +274,7 @@ def _threads_call(b, xs, out, errs):
     return ts
 
 
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 def test_slot_calls_mixed_with_submit_in_one_batch(cr):
     gate = threading.Event()
     batches = []
@@ -310,7 +310,7 @@ def test_slot_calls_mixed_with_submit_in_one_batch(cr):
         b.close()
 
 
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 @pytest.mark.parametrize("bad", ["raise", "short", "none"])
 def test_slot_calls_get_model_errors(bad, cr):
     def model(xs):
@@ -333,7 +333,7 @@ def test_slot_calls_get_model_errors(bad, cr):
         b.close()
 
 
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 def test_slot_calls_close_without_drain_answers_everyone(cr):
     gate = threading.Event()
 
@@ -364,7 +364,7 @@ def test_slot_calls_close_without_drain_answers_everyone(cr):
         b(9)
 
 
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 def test_slot_calls_stack_and_many_threads(cr):
     np = pytest.importorskip("numpy")
     b = B.Batcher(lambda a: a * 2, max_batch_size=16, max_delay_ms=0.2, stack=True, driver="thread", caller_runs=cr)
@@ -389,7 +389,7 @@ def test_slot_calls_stack_and_many_threads(cr):
 
 @pytest.mark.parametrize("opts", [{"max_concurrent_batches": 3}, {"target_p99_ms": 50}, {"max_delay_ms": 20}],
                          ids=["3-slots", "slo", "drain"])
-@pytest.mark.parametrize("cr", [False, True], ids=["workers", "caller-runs"])
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
 def test_slot_calls_concurrent_slots_slo_and_drain(opts, cr):
     running = [0]
     peak = [0]
