@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
+__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'InferCall', 'InferEntry', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
 class PackedInt8:
     """
     INT8 weights packed for the W8A8 GEMM (see linear.hpp).
@@ -83,6 +83,11 @@ class LoopSubmitter:
         configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds): lets batching_drive_fast run fast-path batches of a sync model natively.
         """
     @staticmethod
+    def coroutine_entry(*args, **kwargs):
+        """
+        A callable for `await batcher.infer(x)`: with one positional argument an InferCall (a native coroutine object: when first awaited it queues the request on the fast path and awaits its future, or awaits fallback_coroutine(x)); with keywords fallback_coroutine(x, **kw).
+        """
+    @staticmethod
     def disable(*args, **kwargs):
         """
         Every later call takes the fallback.
@@ -90,13 +95,52 @@ class LoopSubmitter:
     @staticmethod
     def enable(*args, **kwargs):
         """
-        enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id): bind to a loop.
+        enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id, fallback_coroutine=fallback_aw): bind to a loop.
         """
     @staticmethod
     def take_stats(*args, **kwargs):
         """
         The runner's batch statistics since the last call (then reset), or None.
         """
+    def __call__(self, *args, **kwargs):
+        """
+        Call self as a function.
+        """
+class InferCall:
+    """
+    One `batcher.infer(x)` call on the asyncio fast path: a coroutine for asyncio (create_task, gather, wait_for, TaskGroup), awaitable once; the request is queued when it is first awaited. Closing or throwing into it cancels the request.
+    """
+    @staticmethod
+    def close(*args, **kwargs):
+        """
+        close(): cancels the request's future (the request is dropped).
+        """
+    @staticmethod
+    def send(*args, **kwargs):
+        """
+        send(value): as a coroutine's send (the first one queues the request).
+        """
+    @staticmethod
+    def throw(*args, **kwargs):
+        """
+        throw(exc): cancels the request's future (the request is dropped) and raises exc.
+        """
+    def __await__(self):
+        """
+        Return an iterator to be used in await expression.
+        """
+    def __iter__(self):
+        """
+        Implement iter(self).
+        """
+    def __next__(self):
+        """
+        Implement next(self).
+        """
+class InferEntry:
+    """
+    The asyncio fast path's `batcher.infer` (see LoopSubmitter.coroutine_entry).
+    """
     def __call__(self, *args, **kwargs):
         """
         Call self as a function.

@@ -632,17 +632,23 @@ class Batcher:
         create = loop.create_future
         if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
             create = functools.partial(asyncio.Future, loop=loop)
-        sub.enable(create, loop.call_soon, me._drive, future_fallback, slow_kw, tid)
+        sub.enable(create, loop.call_soon, me._drive, future_fallback, slow_kw, tid, infer)
         # A sync model without stack= or SLO bookkeeping: fast-path batches run natively
         # (batching_drive_fast), statistics folded in when read.
         self._native_drive = None
         if not self._is_async and not self.stack and self._slo is None:
             self._configure_native_stats()
             self._native_drive = _core().batching_drive_fast
-        functools.update_wrapper(infer, Batcher.infer)
+        # `infer` itself: the native entry (one vectorcall; on the fast path the request is queued
+        # at the call and an InferCall, a coroutine for asyncio around its future, comes back;
+        # anything else gets the coroutine above, checked when awaited).
+        _register_infer_call()
+        entry = sub.coroutine_entry()
+        functools.update_wrapper(entry, Batcher.infer)
+        _mark_coroutine_function(entry)
         sub.__doc__ = Batcher.infer_future.__doc__
         sub.__wrapped__ = Batcher.infer_future
-        self.infer = infer  # type: ignore[method-assign]
+        self.infer = entry  # type: ignore[method-assign]
         self.infer_future = sub  # type: ignore[method-assign]
 
     def _disable_fast(self) -> None:
@@ -1939,6 +1945,14 @@ class _SloPolicy:
 
 
 # --------------------------------------------------------------------------- decorator
+
+
+@functools.lru_cache(maxsize=None)
+def _register_infer_call() -> None:
+    """The native InferCall is a coroutine for asyncio (create_task, ensure_future, TaskGroup)."""
+    import collections.abc
+
+    collections.abc.Coroutine.register(_core().InferCall)
 
 
 def _mark_coroutine_function(obj: Any) -> None:

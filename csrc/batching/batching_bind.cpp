@@ -146,6 +146,7 @@ struct LoopSubmitter {
   PyObject* drive;        // the batcher's driver (scheduled once per iteration)
   PyObject* fallback;     // __call__ fallback(x, **kw) -> asyncio.Future
   PyObject* fallback_aw;  // aw() fallback(x, **kw) -> awaitable
+  PyObject* fallback_co;  // InferEntry fallback(x, **kw) -> coroutine (checks when awaited)
   PyObject* dict;
   // The batch runner (configure_runner): asyncio.Future, its done / set_result descriptors,
   // asyncio.InvalidStateError; nullptr until configured.
@@ -237,6 +238,7 @@ int sub_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(s->drive);
   Py_VISIT(s->fallback);
   Py_VISIT(s->fallback_aw);
+  Py_VISIT(s->fallback_co);
   Py_VISIT(s->dict);
   Py_VISIT(s->future_type);
   Py_VISIT(s->done);
@@ -252,6 +254,7 @@ void sub_clear_loop(LoopSubmitter* s) {
   Py_CLEAR(s->drive);
   Py_CLEAR(s->fallback);
   Py_CLEAR(s->fallback_aw);
+  Py_CLEAR(s->fallback_co);
 }
 
 int sub_clear(PyObject* self) {
@@ -299,10 +302,11 @@ PyObject* sub_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
 
 PyObject* sub_enable(PyObject* self, PyObject* args) {
   auto* s = reinterpret_cast<LoopSubmitter*>(self);
-  PyObject *create, *call_soon, *drive, *fb, *fb_aw;
+  PyObject *create, *call_soon, *drive, *fb, *fb_aw, *fb_co = nullptr;
   unsigned long tid;
-  if (!PyArg_ParseTuple(args, "OOOOOk", &create, &call_soon, &drive, &fb, &fb_aw, &tid)) return nullptr;
-  for (PyObject* o : {create, call_soon, drive, fb, fb_aw}) {
+  if (!PyArg_ParseTuple(args, "OOOOOk|O", &create, &call_soon, &drive, &fb, &fb_aw, &tid, &fb_co)) return nullptr;
+  if (fb_co == nullptr) fb_co = fb_aw;
+  for (PyObject* o : {create, call_soon, drive, fb, fb_aw, fb_co}) {
     if (!PyCallable_Check(o)) {
       PyErr_SetString(PyExc_TypeError, "LoopSubmitter.enable: every argument but the thread id must be callable");
       return nullptr;
@@ -319,6 +323,8 @@ PyObject* sub_enable(PyObject* self, PyObject* args) {
   s->fallback = fb;
   Py_INCREF(fb_aw);
   s->fallback_aw = fb_aw;
+  Py_INCREF(fb_co);
+  s->fallback_co = fb_co;
   s->tid = tid;
   s->enabled = 1;
   Py_RETURN_NONE;
@@ -452,11 +458,350 @@ PyObject* sub_get_enabled(PyObject* self, void*) {
   return PyBool_FromLong(reinterpret_cast<LoopSubmitter*>(self)->enabled);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// InferCall: what `batcher.infer(x)` returns on the driving loop (one positional argument). A
+// coroutine in the sense asyncio uses (registered as collections.abc.Coroutine: create_task,
+// ensure_future, gather, wait_for and TaskGroup take it), made without a Python frame. Like an
+// `async def`, nothing happens until it is first awaited or sent to; then the fast path's checks
+// run on that thread and the request is queued (LoopSubmitter step), and awaiting it awaits the
+// request's future directly; anything else goes to fallback_coroutine(x). A Task drives it
+// through am_send. throw()/close() after the start cancel the request's future first (the
+// request is dropped before it reaches the model), as cancelling an awaiting task does.
+
+struct InferCall {
+  PyObject_HEAD
+  PyObject* sub;  // the LoopSubmitter (until started)
+  PyObject* x;    // the input (until started)
+  PyObject* fut;  // the request's future once queued on the fast path
+  PyObject* it;   // what is being driven (the future's or the fallback's iterator) once started by send/throw
+  int awaited;    // started: an awaitable is awaited once
+};
+
+PyTypeObject InferCallType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyObject* ic_new(PyObject* sub, PyObject* x) {
+  auto* c = PyObject_GC_New(InferCall, &InferCallType);
+  if (c == nullptr) return nullptr;
+  c->sub = Py_NewRef(sub);
+  c->x = Py_NewRef(x);
+  c->fut = nullptr;
+  c->it = nullptr;
+  c->awaited = 0;
+  PyObject_GC_Track(c);
+  return reinterpret_cast<PyObject*>(c);
+}
+
+PyObject* await_of(PyObject* o) {
+  PyAsyncMethods* am = Py_TYPE(o)->tp_as_async;
+  if (am != nullptr && am->am_await != nullptr) return am->am_await(o);
+  return PyObject_CallMethod(o, "__await__", nullptr);
+}
+
+// Starts the call: the request is queued (fast path) or the fallback coroutine made. Returns a
+// new reference to the iterator to drive.
+PyObject* ic_start(InferCall* c) {
+  if (c->awaited) {
+    PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine (batcher.infer)");
+    return nullptr;
+  }
+  c->awaited = 1;
+  auto* s = reinterpret_cast<LoopSubmitter*>(c->sub);
+  PyObject* it;
+  if (sub_fast_ok(s, 1, nullptr)) {
+    PyObject* f = sub_push(s, c->x);
+    if (f == nullptr) return nullptr;
+    c->fut = f;
+    it = await_of(f);
+  } else {
+    PyObject* fb = s->fallback_co;
+    if (fb == nullptr) {
+      PyErr_SetString(PyExc_RuntimeError, "pyperfcore batcher: loop submitter is not bound to a loop");
+      return nullptr;
+    }
+    PyObject* co = PyObject_CallOneArg(fb, c->x);
+    if (co == nullptr) return nullptr;
+    it = await_of(co);
+    Py_DECREF(co);
+  }
+  Py_CLEAR(c->x);
+  Py_CLEAR(c->sub);
+  return it;
+}
+
+PyObject* ic_await(PyObject* self) { return ic_start(reinterpret_cast<InferCall*>(self)); }
+
+PySendResult ic_am_send(PyObject* self, PyObject* arg, PyObject** result) {
+  auto* c = reinterpret_cast<InferCall*>(self);
+  if (c->it == nullptr) {
+    if (!c->awaited && arg != Py_None) {
+      PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+      *result = nullptr;
+      return PYGEN_ERROR;
+    }
+    c->it = ic_start(c);
+    if (c->it == nullptr) {
+      *result = nullptr;
+      return PYGEN_ERROR;
+    }
+  }
+  return PyIter_Send(c->it, arg, result);
+}
+
+void set_stop_iteration(PyObject* r) {  // steals r; StopIteration(r) without unpacking a tuple
+  PyObject* e = PyObject_CallOneArg(PyExc_StopIteration, r);
+  Py_DECREF(r);
+  if (e != nullptr) {
+    PyErr_SetObject(PyExc_StopIteration, e);
+    Py_DECREF(e);
+  }
+}
+
+PyObject* ic_send(PyObject* self, PyObject* arg) {
+  PyObject* r = nullptr;
+  PySendResult st = ic_am_send(self, arg, &r);
+  if (st == PYGEN_NEXT) return r;
+  if (st == PYGEN_RETURN) set_stop_iteration(r);
+  return nullptr;
+}
+
+PyObject* ic_iternext(PyObject* self) {
+  PyObject* r = nullptr;
+  PySendResult st = ic_am_send(self, Py_None, &r);
+  if (st == PYGEN_NEXT) return r;
+  if (st == PYGEN_RETURN) {
+    if (r == Py_None) {
+      Py_DECREF(r);
+      PyErr_SetNone(PyExc_StopIteration);
+    } else {
+      set_stop_iteration(r);
+    }
+  }
+  return nullptr;
+}
+
+int ic_cancel_future(InferCall* c) {
+  if (c->fut == nullptr) return 0;
+  PyObject* r = PyObject_CallMethod(c->fut, "cancel", nullptr);
+  if (r == nullptr) return -1;
+  Py_DECREF(r);
+  return 0;
+}
+
+PyObject* ic_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  auto* c = reinterpret_cast<InferCall*>(self);
+  if (nargs < 1 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+    return nullptr;
+  }
+  if (c->it == nullptr) {
+    // Not started (or handed out by __await__): nothing is queued by it; raise as a fresh
+    // coroutine does, and it is finished.
+    c->awaited = 1;
+    Py_CLEAR(c->x);
+    Py_CLEAR(c->sub);
+    PyObject* typ = args[0];
+    if (PyExceptionInstance_Check(typ)) {
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(typ)), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+      if (nargs >= 2 && args[1] != Py_None)
+        PyErr_SetObject(typ, args[1]);
+      else
+        PyErr_SetNone(typ);
+    } else {
+      PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    }
+    return nullptr;
+  }
+  if (ic_cancel_future(c) < 0) return nullptr;
+  PyObject* meth = PyObject_GetAttrString(c->it, "throw");
+  if (meth == nullptr) return nullptr;
+  PyObject* r = PyObject_Vectorcall(meth, args, static_cast<size_t>(nargs), nullptr);
+  Py_DECREF(meth);
+  return r;
+}
+
+PyObject* ic_close(PyObject* self, PyObject*) {
+  auto* c = reinterpret_cast<InferCall*>(self);
+  c->awaited = 1;
+  Py_CLEAR(c->x);
+  Py_CLEAR(c->sub);
+  if (ic_cancel_future(c) < 0) return nullptr;
+  if (c->it != nullptr) {
+    PyObject* r = PyObject_CallMethod(c->it, "close", nullptr);
+    Py_CLEAR(c->it);
+    if (r == nullptr) return nullptr;
+    Py_DECREF(r);
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* ic_get_future(PyObject* self, void*) {
+  PyObject* f = reinterpret_cast<InferCall*>(self)->fut;
+  return Py_NewRef(f == nullptr ? Py_None : f);
+}
+PyObject* ic_get_name(PyObject*, void*) { return PyUnicode_FromString("Batcher.infer"); }
+
+int ic_traverse(PyObject* self, visitproc visit, void* arg) {
+  auto* c = reinterpret_cast<InferCall*>(self);
+  Py_VISIT(c->sub);
+  Py_VISIT(c->x);
+  Py_VISIT(c->fut);
+  Py_VISIT(c->it);
+  return 0;
+}
+
+int ic_clear(PyObject* self) {
+  auto* c = reinterpret_cast<InferCall*>(self);
+  Py_CLEAR(c->sub);
+  Py_CLEAR(c->x);
+  Py_CLEAR(c->fut);
+  Py_CLEAR(c->it);
+  return 0;
+}
+
+void ic_dealloc(PyObject* self) {
+  PyObject_GC_UnTrack(self);
+  if (!reinterpret_cast<InferCall*>(self)->awaited) {
+    // As for an `async def` coroutine: a call that was never awaited is almost always a bug.
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, "coroutine 'Batcher.infer' was never awaited", 1) < 0)
+      PyErr_WriteUnraisable(self);
+    PyErr_Restore(t, v, tb);
+  }
+  ic_clear(self);
+  PyObject_GC_Del(self);
+}
+
+PyMethodDef ic_methods[] = {
+    {"send", ic_send, METH_O, "send(value): as a coroutine's send (the first one queues the request)."},
+    {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(ic_throw)), METH_FASTCALL,
+     "throw(exc): cancels the request's future (the request is dropped) and raises exc."},
+    {"close", ic_close, METH_NOARGS, "close(): cancels the request's future (the request is dropped)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef ic_getset[] = {
+    {"future", ic_get_future, nullptr, "The request's asyncio.Future once queued on the fast path, else None.",
+     nullptr},
+    {"__qualname__", ic_get_name, nullptr, "For reprs of tasks that run it.", nullptr},
+    {"__name__", ic_get_name, nullptr, "For reprs of tasks that run it.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyAsyncMethods ic_async = {ic_await, nullptr, nullptr, ic_am_send};
+
+PyObject* make_infer_call_type() {
+  PyTypeObject& t = InferCallType;
+  t.tp_name = "pyperfcore._core.InferCall";
+  t.tp_basicsize = sizeof(InferCall);
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+#ifdef Py_TPFLAGS_HAVE_AM_SEND
+               | Py_TPFLAGS_HAVE_AM_SEND
+#endif
+      ;
+  t.tp_doc =
+      "One `batcher.infer(x)` call on the asyncio fast path: a coroutine for asyncio (create_task, gather, "
+      "wait_for, TaskGroup), awaitable once; the request is queued when it is first awaited. Closing or "
+      "throwing into it cancels the request.";
+  t.tp_as_async = &ic_async;
+  t.tp_iter = PyObject_SelfIter;
+  t.tp_iternext = ic_iternext;
+  t.tp_dealloc = ic_dealloc;
+  t.tp_traverse = ic_traverse;
+  t.tp_clear = ic_clear;
+  t.tp_methods = ic_methods;
+  t.tp_getset = ic_getset;
+  if (PyType_Ready(&t) < 0) return nullptr;
+  Py_INCREF(&t);
+  return reinterpret_cast<PyObject*>(&t);
+}
+
+// InferEntry: the per-loop `batcher.infer` (an instance attribute of the Batcher). A vectorcall
+// object with a __dict__ (so it carries __doc__, __wrapped__ and the coroutine-function marks).
+struct InferEntry {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject* sub;  // the LoopSubmitter
+  PyObject* dict;
+};
+
+PyTypeObject InferEntryType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyObject* ie_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  PyObject* sub = reinterpret_cast<InferEntry*>(self)->sub;
+  if (sub == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "pyperfcore batcher: infer entry was cleared");
+    return nullptr;
+  }
+  // One positional argument: a lazy InferCall (checks and queueing when first awaited, as with
+  // an `async def`); keywords: the fallback coroutine.
+  if (PyVectorcall_NARGS(nargsf) == 1 && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0))
+    return ic_new(sub, args[0]);
+  return sub_fallback(reinterpret_cast<LoopSubmitter*>(sub)->fallback_co, args, nargsf, kwnames);
+}
+
+int ie_traverse(PyObject* self, visitproc visit, void* arg) {
+  auto* e = reinterpret_cast<InferEntry*>(self);
+  Py_VISIT(e->sub);
+  Py_VISIT(e->dict);
+  return 0;
+}
+
+int ie_clear(PyObject* self) {
+  auto* e = reinterpret_cast<InferEntry*>(self);
+  Py_CLEAR(e->sub);
+  Py_CLEAR(e->dict);
+  return 0;
+}
+
+void ie_dealloc(PyObject* self) {
+  PyObject_GC_UnTrack(self);
+  ie_clear(self);
+  PyObject_GC_Del(self);
+}
+
+PyGetSetDef ie_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyObject* make_infer_entry_type() {
+  PyTypeObject& t = InferEntryType;
+  t.tp_name = "pyperfcore._core.InferEntry";
+  t.tp_basicsize = sizeof(InferEntry);
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+  t.tp_doc = "The asyncio fast path's `batcher.infer` (see LoopSubmitter.coroutine_entry).";
+  t.tp_vectorcall_offset = offsetof(InferEntry, vectorcall);
+  t.tp_call = PyVectorcall_Call;
+  t.tp_dictoffset = offsetof(InferEntry, dict);
+  t.tp_dealloc = ie_dealloc;
+  t.tp_traverse = ie_traverse;
+  t.tp_clear = ie_clear;
+  t.tp_getset = ie_getset;
+  if (PyType_Ready(&t) < 0) return nullptr;
+  Py_INCREF(&t);
+  return reinterpret_cast<PyObject*>(&t);
+}
+
+PyObject* sub_coroutine_entry(PyObject* self, PyObject*) {
+  auto* e = PyObject_GC_New(InferEntry, &InferEntryType);
+  if (e == nullptr) return nullptr;
+  e->vectorcall = ie_vectorcall;
+  e->sub = Py_NewRef(self);
+  e->dict = nullptr;
+  PyObject_GC_Track(e);
+  return reinterpret_cast<PyObject*>(e);
+}
+
 PyMethodDef sub_methods[] = {
     {"aw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(sub_aw)), METH_FASTCALL | METH_KEYWORDS,
      "aw(x, **kw): the fast path's future, or fallback_aw(x, **kw) (an awaitable)."},
     {"enable", sub_enable, METH_VARARGS,
-     "enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id): bind to a loop."},
+     "enable(create_future, call_soon, drive, fallback, fallback_aw, thread_id, fallback_coroutine=fallback_aw): "
+     "bind to a loop."},
+    {"coroutine_entry", sub_coroutine_entry, METH_NOARGS,
+     "A callable for `await batcher.infer(x)`: with one positional argument an InferCall (a native coroutine "
+     "object: when first awaited it queues the request on the fast path and awaits its future, or awaits "
+     "fallback_coroutine(x)); with keywords fallback_coroutine(x, **kw)."},
     {"disable", sub_disable, METH_NOARGS, "Every later call takes the fallback."},
     {"configure_runner", sub_configure_runner, METH_VARARGS,
      "configure_runner(future_type, done, set_result, InvalidStateError, size_bounds, time_bounds): lets "
@@ -756,6 +1101,12 @@ void bind_batching(py::module_& m) {
     PyObject* t = make_loop_submitter_type();
     if (t == nullptr) throw py::error_already_set();
     m.add_object("LoopSubmitter", py::reinterpret_steal<py::object>(t));
+    t = make_infer_call_type();
+    if (t == nullptr) throw py::error_already_set();
+    m.add_object("InferCall", py::reinterpret_steal<py::object>(t));
+    t = make_infer_entry_type();
+    if (t == nullptr) throw py::error_already_set();
+    m.add_object("InferEntry", py::reinterpret_steal<py::object>(t));
   }
   m.def(
       "batching_drive_fast",

@@ -1,5 +1,9 @@
 """``infer()`` is a coroutine in every case (create_task, gather, wait_for, TaskGroup, cancellation),
-and ``infer_future()`` is the future-returning fast path."""
+and ``infer_future()`` is the future-returning fast path.
+
+On the driving loop's fast path ``infer(x)`` returns the native ``InferCall`` (the request is queued
+at the call; asyncio takes it as a coroutine: ``asyncio.iscoroutine`` is true, ``inspect.iscoroutine``
+is not, as for any coroutine-protocol object that is not a Python ``async def`` frame)."""
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +34,10 @@ def test_infer_is_a_coroutine_and_create_task_works(fn, kw):
         first = b.infer(1, **kw)  # before the driver exists
         assert inspect.iscoroutine(first)
         assert await first == 2
-        later = b.infer(2, **kw)  # fast path installed by now (no kw): still a coroutine
-        assert inspect.iscoroutine(later)
+        later = b.infer(2, **kw)  # fast path installed by now (no kw): still a coroutine for asyncio
+        assert asyncio.iscoroutine(later) and inspect.isawaitable(later)
+        if kw:  # keywords take the checked path: a Python coroutine
+            assert inspect.iscoroutine(later)
         tasks = [asyncio.create_task(b.infer(i, **kw)) for i in range(20)]
         assert await asyncio.wait_for(asyncio.gather(*tasks), T) == [i * 2 for i in range(20)]
         assert await later == 4
@@ -46,7 +52,9 @@ def test_infer_is_a_coroutine_function():
     async def main():
         b = B.Batcher(_double, max_batch_size=4, max_delay_ms=1)
         await b.infer(0)
-        assert inspect.iscoroutinefunction(b.infer)  # the per-loop fast closure too
+        assert asyncio.iscoroutinefunction(b.infer)  # the per-loop native entry too
+        if sys.version_info >= (3, 12):
+            assert inspect.iscoroutinefunction(b.infer)
         await b.aclose()
 
     asyncio.run(main())
@@ -217,3 +225,138 @@ def test_thread_driver_infer_is_a_coroutine_too():
         asyncio.run(main())
     finally:
         b.close()
+
+
+def _fast_batcher_and_calls(fn=_double):
+    calls = []
+
+    def model(xs):
+        calls.append(list(xs))
+        return fn(xs)
+
+    return B.Batcher(model, max_batch_size=8, max_delay_ms=1), calls
+
+
+def test_native_infer_call_protocol():
+    """The fast path's InferCall: lazy like an ``async def`` (queued when first awaited), awaited
+    once, driven by send/throw/close like a coroutine, its result (a tuple too) delivered through
+    StopIteration.value, its name in a Task's repr."""
+    async def main():
+        b, calls = _fast_batcher_and_calls(lambda xs: [(x, -x) for x in xs])
+        await b.infer(0)
+        c = b.infer(5)
+        assert type(c).__name__ == "InferCall" and asyncio.iscoroutine(c)
+        assert c.future is None  # nothing queued before the first await
+        assert await c == (5, -5)  # a tuple result is not unpacked
+        assert isinstance(c.future, asyncio.Future) and c.future.done()
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await c
+        # Driven by hand, as a Task does: the first send queues it and yields the pending future.
+        d = b.infer(6)
+        with pytest.raises(TypeError, match="non-None"):
+            d.send(1)
+        fut = d.send(None)
+        assert fut is d.future and not fut.done()
+        await asyncio.wait_for(asyncio.shield(fut), T)
+        with pytest.raises(StopIteration) as si:
+            d.send(None)
+        assert si.value.value == (6, -6)
+        # A Task shows which call it runs.
+        t = asyncio.ensure_future(b.infer(7))
+        assert "Batcher.infer" in repr(t)
+        assert await t == (7, -7)
+        assert [x for batch in calls for x in batch] == [0, 5, 6, 7]
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_native_infer_call_close_and_throw_drop_the_request():
+    async def main():
+        b, calls = _fast_batcher_and_calls()
+        await b.infer(0)
+        c = b.infer(100)
+        c.close()  # never started: nothing was queued
+        assert c.future is None
+        d = b.infer(200)
+        with pytest.raises(KeyError):
+            d.throw(KeyError("stop"))  # never started: raised at once, nothing queued
+        e = b.infer(300)
+        fut = e.send(None)  # queued ...
+        with pytest.raises(KeyError):
+            e.throw(KeyError("stop"))  # ... and dropped: its future is cancelled before its batch forms
+        assert fut.cancelled()
+        f = b.infer(400)
+        f.send(None)
+        f.close()
+        assert f.future.cancelled()
+        assert await b.infer(3) == 6
+        flat = [x for batch in calls for x in batch]
+        assert flat == [0, 3]
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_native_infer_call_never_awaited_warns_and_queues_nothing():
+    async def main():
+        b, calls = _fast_batcher_and_calls()
+        await b.infer(0)
+        with pytest.warns(RuntimeWarning, match="never awaited"):
+            c = b.infer(9)
+            del c
+            import gc
+
+            gc.collect()
+        assert await b.infer(1) == 2
+        assert [x for batch in calls for x in batch] == [0, 1]
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_native_infer_call_errors_reach_every_caller_of_the_batch():
+    async def main():
+        def model(xs):
+            if any(x < 0 for x in xs):
+                raise ValueError("negative")
+            return [x * 2 for x in xs]
+
+        b = B.Batcher(model, max_batch_size=4, max_delay_ms=1)
+        await b.infer(0)
+        res = await asyncio.gather(b.infer(-1), *[b.infer(i) for i in range(1, 4)], return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in res)  # one batch: the model raised for all
+        assert await b.infer(4) == 8
+        assert b.stats()["failures"]["model_error"] >= 1
+        await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_native_infer_in_taskgroup_with_cancellation():
+    if sys.version_info < (3, 11):
+        pytest.skip("TaskGroup is 3.11+")
+
+    async def main():
+        b, calls = _fast_batcher_and_calls()
+        await b.infer(0)
+        async with asyncio.TaskGroup() as tg:
+            ts = [tg.create_task(b.infer(i)) for i in range(10)]
+        assert [t.result() for t in ts] == [i * 2 for i in range(10)]
+        # A task cancelled before it first runs: its request is never queued.
+        t = asyncio.get_running_loop().create_task(b.infer(50))
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        # Cancelled while waiting for its batch: dropped before the model.
+        slow = asyncio.get_running_loop().create_task(b.infer(60))
+        await asyncio.sleep(0)  # queued now
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await b.infer(1) == 2
+        flat = [x for batch in calls for x in batch]
+        assert 50 not in flat and 60 not in flat
+        await b.aclose()
+
+    asyncio.run(main())
