@@ -475,6 +475,17 @@ def test_cpp_engine_blocking_caller_runs(benchmark):
     benchmark.extra_info["mean_batch_size"] = float(np.median([o[1] for o in out]))
 
 
+def test_cpp_engine_blocking_call_caller_runs(benchmark):
+    """Blocking producers through Engine::call (reserve_ids + call: the completion group on the
+    caller's stack, push and first poll under one lock) with caller_runs."""
+    benchmark.group = "C++ 8 blocking producers, no-op model"
+    out = []
+    benchmark.pedantic(lambda: out.append(_core().batching_bench_engine(8, 1, 10_000, 64, 0, True, True)),
+                       rounds=ROUNDS, iterations=1)
+    benchmark.extra_info["round_trips_per_s"] = float(np.median([o[0] for o in out]))
+    benchmark.extra_info["mean_batch_size"] = float(np.median([o[1] for o in out]))
+
+
 def test_cpp_mutex_queue_blocking(benchmark):
     benchmark.group = "C++ 8 blocking producers, no-op model"
     out = []

@@ -468,9 +468,9 @@ def apply_activation(v: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
     """
     The scalar epilogue activation (for tests).
     """
-def batching_bench_engine(producers: typing.SupportsInt | typing.SupportsIndex, in_flight: typing.SupportsInt | typing.SupportsIndex, per_producer: typing.SupportsInt | typing.SupportsIndex, max_batch_size: typing.SupportsInt | typing.SupportsIndex, max_delay_ns: typing.SupportsInt | typing.SupportsIndex, caller_runs: bool = False) -> tuple[float, float]:
+def batching_bench_engine(producers: typing.SupportsInt | typing.SupportsIndex, in_flight: typing.SupportsInt | typing.SupportsIndex, per_producer: typing.SupportsInt | typing.SupportsIndex, max_batch_size: typing.SupportsInt | typing.SupportsIndex, max_delay_ns: typing.SupportsInt | typing.SupportsIndex, caller_runs: bool = False, use_call: bool = False) -> tuple[float, float]:
     """
-    C++ producers through the Engine with a no-op model: (round trips/s, mean batch size).
+    C++ producers through the Engine with a no-op model: (round trips/s, mean batch size); use_call: Engine::call(n) per round trip instead of submit + wait.
     """
 def batching_bench_mutex_queue(producers: typing.SupportsInt | typing.SupportsIndex, per_producer: typing.SupportsInt | typing.SupportsIndex, max_batch_size: typing.SupportsInt | typing.SupportsIndex) -> float:
     """

@@ -50,6 +50,10 @@ __all__ = [
 #: Requests a Batcher queues before ``submit`` raises :class:`QueueFull` (``None``: unbounded).
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 
+#: Loop driver: the most of ``max_delay`` that the delay timer's measured wake-up lateness may
+#: take off it (see ``Batcher._note_timer_lateness``).
+TIMER_LEAD_MAX_FRACTION = 0.25
+
 #: ``caller_runs="auto"``: a ``batcher(x)`` caller runs a due batch itself while the model's mean
 #: batch time is at most this (microseconds). Measured on the 2-core CI VM, 8 threads, a model
 #: that holds the GIL: callers running batches 5.2x / 2.8x / 2.0x / 1.2x the worker hand-off at
@@ -539,6 +543,10 @@ class Batcher:
         self._timer: asyncio.TimerHandle | _FdTimer | None = None  # armed delay timer
         self._timer_ns = _NO_DEADLINE
         self._fdtimer: _FdTimer | bool | None = None  # None: not tried yet; False: unavailable
+        # Loop driver: weighted mean lateness of the delay timer's wake-ups (ns) and the lead
+        # taken off max_delay to make up for it (see _note_timer_lateness).
+        self._timer_late_ns = 0.0
+        self._timer_lead_ns = 0
         self._closed = False
         self._ids = itertools.count(1)  # single requests (next() is atomic under the GIL)
         self._bulk_next = _BULK_BASE  # contiguous ranges for push_many
@@ -706,6 +714,8 @@ class Batcher:
         """In a forked child: the parent's worker threads and waiters do not exist here."""
         _fork_leftovers.extend([self._q, self._waits])
         self._new_native()
+        self._timer_late_ns = 0.0
+        self._timer_lead_ns = 0
         self._lock = threading.Lock()
         self._threads = []
         self._loop = None
@@ -1056,7 +1066,8 @@ class Batcher:
         if (loop is not None and timeout is None and priority == 0 and key is None and cost == 1
                 and len(self._ff) < self._fast_limit and _get_running_loop() is loop):
             return self._push_fast(loop, x)
-        return asyncio.get_running_loop().create_task(self._infer(x, timeout, priority, key, cost))
+        loop = asyncio.get_running_loop()  # first: no coroutine is made (and left unawaited) without one
+        return loop.create_task(self._infer(x, timeout, priority, key, cost))
 
     def _push_fast(self, loop: asyncio.AbstractEventLoop, x: Any) -> "asyncio.Future[Any]":
         f = loop.create_future()
@@ -1439,9 +1450,28 @@ class Batcher:
         return xs, fs
 
     def _on_timer(self) -> None:
+        late = time.monotonic_ns() - self._timer_ns
         self._timer = None
         self._timer_ns = _NO_DEADLINE
+        self._note_timer_lateness(late)
         self._drive()
+
+    def _note_timer_lateness(self, late_ns: int) -> None:
+        """The loop's delay timer wakes late (timerfd about 30-60 us here, loop.call_at up to a
+        millisecond): a lone request would wait max_delay plus that. The driver keeps a weighted
+        mean of the lateness (1/8; each sample clipped to the cap) and sends delay batches that
+        much early: the queue's delay becomes ``max_delay - lead``, the lead capped at
+        ``TIMER_LEAD_MAX_FRACTION`` of max_delay. Not with ``target_p99_ms`` (its controller sets
+        the delay) or an injected clock."""
+        d = self._cfg["max_delay_ns"]
+        if d <= 0 or self._slo is not None or self._clock is not None:
+            return
+        cap = d * TIMER_LEAD_MAX_FRACTION
+        self._timer_late_ns += (min(max(late_ns, 0), cap) - self._timer_late_ns) * 0.125
+        lead = int(self._timer_late_ns)
+        if abs(lead - self._timer_lead_ns) >= 2000:  # 2 us steps: no native call per batch
+            self._timer_lead_ns = lead
+            self._q.set_policy(self.max_batch_size, d - lead)
 
     def step(self) -> int:
         """Manual driver (injected clock): forms and runs every batch due at ``clock()``.
@@ -1782,6 +1812,9 @@ class Batcher:
         }
         if self._slo is not None:
             out["slo"] = self._slo.state()
+        if self._timer_late_ns:
+            # Loop driver: the delay timer's mean wake-up lateness and the lead taken off max_delay.
+            out["delay_timer"] = {"lateness_mean_us": self._timer_late_ns / 1e3, "lead_us": self._timer_lead_ns / 1e3}
         if self._cr_inline_ns is not None:
             # Thread driver with callers running batches: the mean model time that caller_runs="auto"
             # compares with CALLER_RUNS_MAX_MODEL_US, and whether callers run batches now.
@@ -1806,7 +1839,13 @@ def _as_future(aw: Any) -> Any:
     """An asyncio.Future for an awaitable: a future as is, a coroutine as a task of the running loop."""
     if asyncio.isfuture(aw):
         return aw
-    return asyncio.get_running_loop().create_task(aw)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if hasattr(aw, "close"):
+            aw.close()  # not left to warn that it was never awaited
+        raise
+    return loop.create_task(aw)
 
 
 def _set_cf(f: cf.Future, ok: bool, value: Any) -> None:

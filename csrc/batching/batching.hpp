@@ -61,6 +61,7 @@ struct Poll {
   int64_t next_wake_ns = kNoDeadline;  // when polling again may give something new
   bool finished = false;               // closed and nothing left to hand out
   int64_t queued = 0;                  // requests still queued after this poll
+  bool slot_busy = false;              // every model slot was taken when polled (before this batch)
   void clear() {
     ids.clear();
     tags.clear();
@@ -72,6 +73,7 @@ struct Poll {
     reason = Reason::none;
     next_wake_ns = kNoDeadline;
     finished = false;
+    slot_busy = false;
   }
   bool has_work() const { return !ids.empty() || !expired.empty() || !dropped.empty() || finished; }
 };
@@ -97,6 +99,10 @@ class BatchQueue {
   // could not take the batch).
   Push push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
                  int64_t now_ns, uint64_t tag = 0, bool wake = true);
+  // push_many without waking anyone, then poll(now_ns, out), under one lock (a caller-runs
+  // producer's first step). out is cleared when the push fails.
+  Push push_many_poll(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
+                      int64_t now_ns, uint64_t tag, Poll& out);
   // Wakes one waiter, if any, to look at the queue again.
   void wake_one();
   // Removes a queued request; false if it is not queued (already batched, expired or unknown).
@@ -112,6 +118,9 @@ class BatchQueue {
   void done_and_wait(int64_t timeout_ns, Poll& out);
   // Frees the slot taken by a batch.
   void batch_done();
+  // batch_done() then poll(now_ns, out) under one lock; a waiter is woken (as batch_done does)
+  // only when this poll takes nothing.
+  void done_and_poll(int64_t now_ns, Poll& out);
   // No more pushes. drain: queued requests are still sent (without waiting for the delay);
   // otherwise they are handed back as `dropped` by the next poll/wait.
   void close(bool drain);
@@ -178,6 +187,8 @@ class BatchQueue {
   };
 
   Push check_push_locked(int64_t n, int64_t cost) const;
+  Push push_many_locked(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost,
+                        int64_t deadline_ns, int64_t now_ns, uint64_t tag, bool wake);
   uint32_t alloc_slot_locked();
   void free_slot_locked(uint32_t slot);
   KeyQueue& key_queue_locked(int64_t key);
@@ -261,6 +272,15 @@ class Engine {
   // Waits until the n ids returned by submit() (first, n) are answered (or expired); false on
   // timeout. Every submit() must be waited on once with its own (first, n).
   bool wait(uint64_t first, int64_t n, int64_t timeout_ns = -1);
+  // Reserves n consecutive ids (returns the first) for call(): the caller can store each
+  // request's payload under its id before the model can see it.
+  uint64_t reserve_ids(int64_t n);
+  // Pushes the reserved ids first .. first+n-1 and waits until every one is answered (or
+  // expired), in one call: the completion group lives on this call's stack (no table entry)
+  // and, with caller_runs, the push and the first poll share one lock, as do a batch's slot
+  // release and the next poll. Throws as submit() (nothing is queued then).
+  void call(uint64_t first, int64_t n, int64_t key = 0, int32_t priority = 0, int64_t cost = 1,
+            int64_t deadline_ns = kNoDeadline);
   void close(bool drain = true);
   BatchQueue& queue() { return q_; }
 
@@ -285,7 +305,7 @@ class Engine {
   Model model_;
   std::vector<std::thread> workers_;
   std::mutex id_m_;
-  uint64_t next_id_ = 1;
+  std::atomic<uint64_t> next_id_{1};
   std::unordered_map<uint64_t, Group*> groups_;  // first id -> group (one entry per submit)
   std::vector<std::unique_ptr<Group>> pool_;     // owns every group
   std::vector<Group*> free_groups_;

@@ -20,7 +20,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::pair<double, double> bench_engine(int producers, int64_t in_flight, int64_t per_producer,
-                                       int64_t max_batch_size, int64_t max_delay_ns, bool caller_runs) {
+                                       int64_t max_batch_size, int64_t max_delay_ns, bool caller_runs,
+                                       bool use_call) {
   Config cfg;
   cfg.max_batch_size = max_batch_size;
   cfg.max_delay_ns = max_delay_ns;
@@ -37,8 +38,12 @@ std::pair<double, double> bench_engine(int producers, int64_t in_flight, int64_t
       int64_t left = per_producer;
       while (left > 0) {
         int64_t n = std::min(left, in_flight);
-        uint64_t first = eng.submit(n);
-        eng.wait(first, n);
+        if (use_call) {
+          eng.call(eng.reserve_ids(n), n);
+        } else {
+          uint64_t first = eng.submit(n);
+          eng.wait(first, n);
+        }
         left -= n;
       }
     });

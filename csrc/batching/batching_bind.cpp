@@ -1590,13 +1590,15 @@ void bind_batching(py::module_& m) {
   m.def(
       "batching_bench_engine",
       [](int producers, int64_t in_flight, int64_t per_producer, int64_t max_batch_size, int64_t max_delay_ns,
-         bool caller_runs) {
+         bool caller_runs, bool use_call) {
         py::gil_scoped_release nogil;
-        return batching::bench_engine(producers, in_flight, per_producer, max_batch_size, max_delay_ns, caller_runs);
+        return batching::bench_engine(producers, in_flight, per_producer, max_batch_size, max_delay_ns, caller_runs,
+                                      use_call);
       },
       py::arg("producers"), py::arg("in_flight"), py::arg("per_producer"), py::arg("max_batch_size"),
-      py::arg("max_delay_ns"), py::arg("caller_runs") = false,
-      "C++ producers through the Engine with a no-op model: (round trips/s, mean batch size).");
+      py::arg("max_delay_ns"), py::arg("caller_runs") = false, py::arg("use_call") = false,
+      "C++ producers through the Engine with a no-op model: (round trips/s, mean batch size); use_call: "
+      "Engine::call(n) per round trip instead of submit + wait.");
   m.def(
       "batching_bench_mutex_queue",
       [](int producers, int64_t per_producer, int64_t max_batch_size) {

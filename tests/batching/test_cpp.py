@@ -19,6 +19,7 @@ def test_engine_from_cpp(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "bad 0" in out.stdout
+    assert "call caller_runs 0: " in out.stdout and "call caller_runs 1: " in out.stdout  # Engine::call ran
 
 
 def test_native_probes_run():
@@ -28,4 +29,7 @@ def test_native_probes_run():
     assert rate > 0 and 1 <= mean <= 16
     rate, mean = _core().batching_bench_engine(4, 1, 2000, 16, 0, True)  # caller-runs mode
     assert rate > 0 and 1 <= mean <= 4
+    for cr in (False, True):  # Engine::call (reserve_ids + call) per round trip
+        rate, mean = _core().batching_bench_engine(4, 1, 2000, 16, 0, cr, True)
+        assert rate > 0 and 1 <= mean <= 4
     assert _core().batching_bench_mutex_queue(4, 500, 16) > 0

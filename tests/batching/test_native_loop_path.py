@@ -227,7 +227,7 @@ def test_live_histograms_include_native_batches():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")
-def test_delay_timer_is_a_timerfd_and_never_fires_early():
+def test_delay_timer_is_a_timerfd_and_never_fires_more_than_the_lead_early():
     async def main():
         b = await _started(lambda xs: xs, max_batch_size=32, max_delay_ms=3)
         lat = []
@@ -242,8 +242,9 @@ def test_delay_timer_is_a_timerfd_and_never_fires_early():
         return lat, fd, b
 
     lat, fd, b = asyncio.run(main())
-    # A lone request waits for the delay (batch formation rule), never less.
-    assert min(lat) >= 0.003 - 1e-4
+    # A lone request waits for the delay (batch formation rule), less at most the timer lead
+    # (the measured wake-up lateness, capped at a quarter of max_delay).
+    assert min(lat) >= 0.003 * (1 - B.TIMER_LEAD_MAX_FRACTION) - 1e-4
     assert b._fdtimer is False
     with pytest.raises(OSError):
         os.fstat(fd)  # closed with the batcher
@@ -265,3 +266,35 @@ def test_timerfd_arm_rejects_bad_fd():
             os.read(fd, 8)
     finally:
         os.close(fd)
+
+
+def test_timer_lead_follows_the_measured_lateness_and_is_capped():
+    """The loop driver sends delay batches early by the timer's mean lateness (weighted 1/8),
+    never by more than TIMER_LEAD_MAX_FRACTION of max_delay; the queue's delay is max_delay - lead."""
+    async def main():
+        b = await _started(lambda xs: xs, max_batch_size=32, max_delay_ms=2)
+        b._timer_late_ns, b._timer_lead_ns = 0.0, 0
+        for _ in range(200):
+            b._note_timer_lateness(40_000)
+        assert abs(b._timer_lead_ns - 40_000) < 2_500
+        st = b.stats()["delay_timer"]
+        assert abs(st["lead_us"] - 40) < 2.5 and abs(st["lateness_mean_us"] - 40) < 1
+        for _ in range(200):  # a loop blocked for a second: each sample is clipped to the cap
+            b._note_timer_lateness(10**9)
+        cap = 2e6 * B.TIMER_LEAD_MAX_FRACTION
+        assert cap - 2_500 <= b._timer_lead_ns <= cap
+        # A lone request still waits max_delay - lead (the queue's own delay rule).
+        t0 = time.monotonic()
+        assert await b.infer(1) == 1
+        assert time.monotonic() - t0 >= (2e6 - b._timer_lead_ns) / 1e9 - 1e-4
+        b._note_timer_lateness(-5)  # a clock oddity cannot make the lead negative
+        assert b._timer_lead_ns >= 0
+        await b.aclose()
+
+        s = await _started(lambda xs: xs, max_batch_size=8, max_delay_ms=2, target_p99_ms=50)
+        for _ in range(50):
+            s._note_timer_lateness(100_000)
+        assert s._timer_lead_ns == 0  # the SLO controller owns the delay
+        await s.aclose()
+
+    asyncio.run(main())
