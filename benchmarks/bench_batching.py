@@ -447,11 +447,15 @@ def test_threads_gil_releasing_model(benchmark, who):
 # ----------------------------------------------------------------------------- C++ producers
 
 
-def test_cpp_engine_in_flight_64(benchmark):
+@pytest.mark.parametrize("mode", ["workers", "caller-runs"])
+def test_cpp_engine_in_flight_64(benchmark, mode):
+    """8 producers, each with 64 requests in flight (submit(64) + wait). ``workers``: one worker
+    thread runs every batch; ``caller-runs``: a waiting producer runs what is due itself."""
     benchmark.group = "C++ 8 producers, no-op model"
     per = 100_000
     out = []
-    benchmark.pedantic(lambda: out.append(_core().batching_bench_engine(8, 64, per, 64, 0)), rounds=ROUNDS,
+    cr = mode == "caller-runs"
+    benchmark.pedantic(lambda: out.append(_core().batching_bench_engine(8, 64, per, 64, 0, cr)), rounds=ROUNDS,
                        iterations=1)
     benchmark.extra_info["round_trips_per_s"] = float(np.median([o[0] for o in out]))
     benchmark.extra_info["mean_batch_size"] = float(np.median([o[1] for o in out]))
