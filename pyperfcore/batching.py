@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import bisect
+import collections
 import concurrent.futures as cf
 import functools
 import inspect
@@ -50,8 +51,8 @@ __all__ = [
 #: Requests a Batcher queues before ``submit`` raises :class:`QueueFull` (``None``: unbounded).
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 
-#: Loop driver: the most of ``max_delay`` that the delay timer's measured wake-up lateness may
-#: take off it (see ``Batcher._note_timer_lateness``).
+#: Loop driver: the most of ``max_delay`` that the lead for the delay timer's measured wake-up
+#: lateness (its 90th percentile) may take off it (see ``Batcher._note_timer_lateness``).
 TIMER_LEAD_MAX_FRACTION = 0.25
 
 #: ``caller_runs="auto"``: a ``batcher(x)`` caller runs a due batch itself while the model's mean
@@ -543,8 +544,9 @@ class Batcher:
         self._timer: asyncio.TimerHandle | _FdTimer | None = None  # armed delay timer
         self._timer_ns = _NO_DEADLINE
         self._fdtimer: _FdTimer | bool | None = None  # None: not tried yet; False: unavailable
-        # Loop driver: weighted mean lateness of the delay timer's wake-ups (ns) and the lead
-        # taken off max_delay to make up for it (see _note_timer_lateness).
+        # Loop driver: the delay timer's recent wake-up latenesses (ns), their weighted mean, and
+        # the lead taken off max_delay to make up for them (see _note_timer_lateness).
+        self._timer_lates: collections.deque[int] = collections.deque(maxlen=64)
         self._timer_late_ns = 0.0
         self._timer_lead_ns = 0
         self._closed = False
@@ -714,6 +716,7 @@ class Batcher:
         """In a forked child: the parent's worker threads and waiters do not exist here."""
         _fork_leftovers.extend([self._q, self._waits])
         self._new_native()
+        self._timer_lates.clear()
         self._timer_late_ns = 0.0
         self._timer_lead_ns = 0
         self._lock = threading.Lock()
@@ -1457,18 +1460,24 @@ class Batcher:
         self._drive()
 
     def _note_timer_lateness(self, late_ns: int) -> None:
-        """The loop's delay timer wakes late (timerfd about 30-60 us here, loop.call_at up to a
-        millisecond): a lone request would wait max_delay plus that. The driver keeps a weighted
-        mean of the lateness (1/8; each sample clipped to the cap) and sends delay batches that
-        much early: the queue's delay becomes ``max_delay - lead``, the lead capped at
-        ``TIMER_LEAD_MAX_FRACTION`` of max_delay. Not with ``target_p99_ms`` (its controller sets
-        the delay) or an injected clock."""
+        """The loop's delay timer wakes late (timerfd about 30-100 us here, loop.call_at up to a
+        millisecond): a lone request would wait max_delay plus that. max_delay is a maximum, so
+        the driver sends delay batches early by the 90th percentile of the last 64 measured
+        wake-up latenesses (each clipped to the cap): the queue's delay becomes
+        ``max_delay - lead``, the lead capped at ``TIMER_LEAD_MAX_FRACTION`` of max_delay, so that
+        about nine lone requests in ten have left by max_delay. Not with ``target_p99_ms`` (its
+        controller sets the delay) or an injected clock."""
         d = self._cfg["max_delay_ns"]
         if d <= 0 or self._slo is not None or self._clock is not None:
             return
-        cap = d * TIMER_LEAD_MAX_FRACTION
-        self._timer_late_ns += (min(max(late_ns, 0), cap) - self._timer_late_ns) * 0.125
-        lead = int(self._timer_late_ns)
+        cap = int(d * TIMER_LEAD_MAX_FRACTION)
+        lates = self._timer_lates
+        lates.append(min(max(int(late_ns), 0), cap))
+        self._timer_late_ns += (lates[-1] - self._timer_late_ns) * 0.125
+        if len(lates) % 8 and len(lates) < lates.maxlen:
+            return  # re-estimated every 8th sample while filling, then on every sample
+        srt = sorted(lates)
+        lead = srt[(len(srt) - 1) * 9 // 10]
         if abs(lead - self._timer_lead_ns) >= 2000:  # 2 us steps: no native call per batch
             self._timer_lead_ns = lead
             self._q.set_policy(self.max_batch_size, d - lead)
@@ -1814,7 +1823,8 @@ class Batcher:
             out["slo"] = self._slo.state()
         if self._timer_late_ns:
             # Loop driver: the delay timer's mean wake-up lateness and the lead taken off max_delay.
-            out["delay_timer"] = {"lateness_mean_us": self._timer_late_ns / 1e3, "lead_us": self._timer_lead_ns / 1e3}
+            out["delay_timer"] = {"lateness_mean_us": self._timer_late_ns / 1e3, "lead_us": self._timer_lead_ns / 1e3,
+                                  "samples": len(self._timer_lates)}
         if self._cr_inline_ns is not None:
             # Thread driver with callers running batches: the mean model time that caller_runs="auto"
             # compares with CALLER_RUNS_MAX_MODEL_US, and whether callers run batches now.
