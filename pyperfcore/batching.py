@@ -1718,6 +1718,26 @@ class Batcher:
 
     # ----------------------------------------------------------------- closing
 
+    def start(self) -> "Batcher":
+        """Starts the driver now rather than at the first request; returns the batcher.
+
+        From a running event loop's thread (a FastAPI lifespan, an ``async def main``) a batcher
+        with ``driver="auto"`` or ``"asyncio"`` binds to that loop, so the very first
+        ``await infer(x)`` already takes the fast path (and ``b.infer`` / ``b.infer_future`` are
+        the per-loop native callables from here on). Otherwise (``driver="thread"``, or
+        ``"auto"`` with no running loop) the worker threads start. Nothing to start for the
+        manual driver. Calling it again does nothing; a closed batcher raises BatcherClosed.
+        """
+        if self._closed:
+            raise BatcherClosed(f"batcher {self.name!r} is closed")
+        if self._driver == "manual":
+            return self
+        loop = _get_running_loop()
+        if self._driver == "asyncio" and loop is None and self._loop is None:
+            raise RuntimeError("driver='asyncio': call start() from the event loop that will drive the batcher")
+        self._ensure_driver(loop if self._driver in ("auto", "asyncio") else None)
+        return self
+
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stops taking requests. ``drain=True`` sends everything still queued (at once, without
         waiting for the delay) and, for thread-driven batchers, waits up to ``timeout`` seconds

@@ -360,3 +360,39 @@ def test_native_infer_in_taskgroup_with_cancellation():
         await b.aclose()
 
     asyncio.run(main())
+
+
+def test_start_binds_the_loop_so_the_first_request_takes_the_fast_path():
+    async def main():
+        seen = []
+
+        def model(xs):
+            seen.append(list(xs))
+            return [x + 1 for x in xs]
+
+        b = B.Batcher(model, max_batch_size=8, max_delay_ms=50)
+        assert b.start() is b and b.start() is b  # idempotent
+        assert type(b.infer).__name__ == "InferEntry" and type(b.infer_future).__name__ == "LoopSubmitter"
+        t0 = asyncio.get_running_loop().time()
+        res = await asyncio.gather(*[b.infer(i) for i in range(8)])  # a full batch leaves at once
+        assert res == [i + 1 for i in range(8)] and seen == [list(range(8))]
+        assert asyncio.get_running_loop().time() - t0 < 0.04  # no lone warm-up request waited the delay
+        await b.aclose()
+        with pytest.raises(B.BatcherClosed):
+            b.start()
+
+    asyncio.run(main())
+
+
+def test_start_without_a_loop_starts_threads_and_asyncio_driver_needs_its_loop():
+    b = B.Batcher(lambda xs: xs, max_batch_size=4, max_delay_ms=1)
+    b.start()
+    assert b._driver == "thread" and b._threads
+    assert b(5) == 5
+    b.close()
+    a = B.Batcher(lambda xs: xs, driver="asyncio")
+    with pytest.raises(RuntimeError, match="start"):
+        a.start()
+    a.close()
+    m = B.Batcher(lambda xs: xs, clock=lambda: 0.0)
+    assert m.start() is m  # manual: nothing to start
