@@ -1225,18 +1225,22 @@ void bind_batching(py::module_& m) {
             CallSlot s;
             s.x = x.ptr();
             const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
-            Push st = q.push_many(id, 1, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(),
-                                  reinterpret_cast<uint64_t>(&s), /*wake=*/false);
+            // The push and the first poll under one lock (with an empty queue and a free slot a
+            // request that is due at once comes straight back as its own batch).
+            Poll p;
+            Push st = q.push_many_poll(id, 1, 0, 0, 1, batching::kNoDeadline, BatchQueue::now_ns(),
+                                       reinterpret_cast<uint64_t>(&s), p);
             if (st != Push::ok) throw SlotStatus(std::to_string(static_cast<int>(st)));
             std::vector<CallSlot*> slots;
             std::vector<uint64_t> ids, dropped;
+            bool polled = true;
             for (;;) {
               {
                 std::lock_guard<std::mutex> lk(s.m);
-                if (s.state != 0) break;
+                if (s.state != 0 && !polled) break;
               }
-              Poll p;
-              q.poll(BatchQueue::now_ns(), p);
+              if (!polled) q.poll(BatchQueue::now_ns(), p);
+              polled = false;
               if (p.ids.empty() && p.expired.empty() && p.dropped.empty()) {
                 // Nothing to run here: a worker takes what becomes due; sleep until answered.
                 py::gil_scoped_release nogil;

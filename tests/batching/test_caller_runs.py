@@ -256,10 +256,11 @@ def test_auto_hands_a_costly_model_to_the_workers_which_batch():
         assert out == {k: [k * 1000 + i - 1 for i in range(60)] for k in range(8)}
         cr = b.stats()["caller_runs"]
         assert cr["model_time_ewma_us"] > B.CALLER_RUNS_MAX_MODEL_US and not cr["callers_run_batches"]
-    # The first batch (no model time known yet) may run on a caller; the rest run on workers.
-    assert sum(w.startswith("caller-") for w in where) <= 2
+    # The first batches (no model time known yet) may run on callers; the rest run on workers.
+    on_callers = sum(w.startswith("caller-") for w in where)
+    assert on_callers <= 3, (on_callers, len(where), where[:10])
     later = sizes[len(sizes) // 2:]
-    assert sum(later) / len(later) > 1.5  # the workers batch what queued while the model ran
+    assert sum(later) / len(later) > 1.5, later  # the workers batch what queued while the model ran
 
 
 def test_auto_returns_to_callers_when_the_model_gets_cheap():

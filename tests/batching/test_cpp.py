@@ -19,7 +19,8 @@ def test_engine_from_cpp(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "bad 0" in out.stdout
-    assert "call caller_runs 0: " in out.stdout and "call caller_runs 1: " in out.stdout  # Engine::call ran
+    assert "call caller_runs 0 delay 0: " in out.stdout and "call caller_runs 1 delay 0: " in out.stdout  # Engine::call ran
+    assert "push_many_poll bad 0" in out.stdout
 
 
 def test_native_probes_run():

@@ -53,10 +53,10 @@ static int run_producers(bool caller_runs) {
 
 // Engine::call: each producer reserves ids, stores its inputs under them, then calls (push and
 // wait in one); the model reads the inputs by id and writes the outputs by id.
-static int run_calls(bool caller_runs) {
+static int run_calls(bool caller_runs, int64_t max_delay_ns) {
   Config cfg;
   cfg.max_batch_size = 8;
-  cfg.max_delay_ns = 100000;
+  cfg.max_delay_ns = max_delay_ns;
   cfg.max_queue_size = 0;
   const int producers = 8;
   const int64_t per = 1500;
@@ -107,15 +107,62 @@ static int run_calls(bool caller_runs) {
   }
   if (!threw) bad++;  // closed
   Counters c = eng.queue().counters();
-  std::printf("call caller_runs %d: requests %llu batches %llu max batch %lld overlap %d bad %d\n", int(caller_runs),
-              (unsigned long long)c.batched_requests, (unsigned long long)c.batches, (long long)max_seen.load(),
+  std::printf("call caller_runs %d delay %lld: requests %llu batches %llu max batch %lld overlap %d bad %d\n",
+              int(caller_runs), (long long)max_delay_ns, (unsigned long long)c.batched_requests, (unsigned long long)c.batches, (long long)max_seen.load(),
               overlap.load(), bad.load());
   if (max_seen.load() > 8 || overlap.load()) bad++;
   return bad.load();
 }
 
+// BatchQueue::push_many_poll: the direct hand-out (empty queue, free slot, due at once) and the
+// cases that must take the normal push + poll.
+static int check_push_many_poll() {
+  int bad = 0;
+  Config cfg;
+  cfg.max_batch_size = 4;
+  cfg.max_delay_ns = 0;
+  cfg.max_queue_size = 3;
+  BatchQueue q(cfg);
+  Poll p;
+  if (q.push_many_poll(1, 2, 0, 0, 1, kNoDeadline, 100, 7, p) != Push::ok) bad++;
+  if (p.ids != std::vector<uint64_t>{1, 2} || p.tags != std::vector<uint64_t>{7, 7} || p.reason != Reason::delay) bad++;
+  if (q.in_flight() != 1 || q.size() != 0) bad++;
+  // The slot is busy: queued, nothing handed out.
+  if (q.push_many_poll(10, 1, 0, 0, 1, kNoDeadline, 101, 8, p) != Push::ok) bad++;
+  if (!p.ids.empty() || !p.slot_busy || p.queued != 1) bad++;
+  // Full queue (max_queue_size 3, one queued): refused, nothing queued.
+  if (q.push_many_poll(20, 3, 0, 0, 1, kNoDeadline, 102, 9, p) != Push::full || !p.ids.empty()) bad++;
+  q.done_and_poll(103, p);  // frees the slot and takes the queued request
+  if (p.ids != std::vector<uint64_t>{10} || q.in_flight() != 1) bad++;
+  q.batch_done();
+  Counters c = q.counters();
+  if (c.pushed != 3 || c.batches != 2 || c.batched_requests != 3 || c.rejected_full != 3) bad++;
+  // A preferred size smaller than the submission: split by the normal poll, not handed out whole.
+  Config c2;
+  c2.max_batch_size = 8;
+  c2.max_delay_ns = 1000000000;
+  c2.preferred_batch_sizes = {2};
+  BatchQueue q2(c2);
+  if (q2.push_many_poll(30, 3, 0, 0, 1, kNoDeadline, 0, 1, p) != Push::ok) bad++;
+  if (p.ids != std::vector<uint64_t>{30, 31} || p.reason != Reason::preferred || q2.size() != 1) bad++;
+  q2.batch_done();
+  // Exactly a preferred size: handed out directly.
+  BatchQueue q3(c2);
+  if (q3.push_many_poll(40, 2, 0, 0, 1, kNoDeadline, 0, 1, p) != Push::ok) bad++;
+  if (p.ids != std::vector<uint64_t>{40, 41} || p.reason != Reason::preferred) bad++;
+  q3.batch_done();
+  // Not due yet (delay pending): queued, next_wake at the delay.
+  if (q3.push_many_poll(50, 1, 0, 0, 1, kNoDeadline, 1000, 1, p) != Push::ok) bad++;
+  if (!p.ids.empty() || p.next_wake_ns != 1000 + 1000000000 || q3.size() != 1) bad++;
+  q3.close(false);
+  if (q3.push_many_poll(60, 1, 0, 0, 1, kNoDeadline, 2000, 1, p) != Push::closed) bad++;
+  std::printf("push_many_poll bad %d\n", bad);
+  return bad;
+}
+
 int main() {
-  int bad = run_producers(false) + run_producers(true) + run_calls(false) + run_calls(true);
+  int bad = run_producers(false) + run_producers(true) + run_calls(false, 100000) + run_calls(true, 100000) +
+            run_calls(false, 0) + run_calls(true, 0) + check_push_many_poll();
   // Deadlines: a request that expires in the queue is answered (expired) without the model.
   Config cfg;
   BatchQueue q(cfg);
