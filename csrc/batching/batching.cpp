@@ -214,45 +214,52 @@ Push BatchQueue::push_many(uint64_t first_id, int64_t n, int64_t key, int32_t pr
 }
 
 Push BatchQueue::push_many_poll(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost,
-                                int64_t deadline_ns, int64_t now_ns, uint64_t tag, Poll& out) {
+                                int64_t deadline_ns, int64_t now_ns, uint64_t tag, Poll& out, int64_t enq_ns) {
+  if (enq_ns < 0 || enq_ns > now_ns) enq_ns = now_ns;
   std::lock_guard<std::mutex> lk(m_);
   // Direct hand-out: with nothing queued (nothing to rank against, nothing expired or dropped)
-  // and a model slot free, a submission that is a batch by itself right now (a full batch, an
-  // exact preferred size, or max_delay 0) goes straight to the caller without entering the
-  // slab, index and FIFO; counted as if pushed and polled.
+  // and a model slot free, the oldest max_batch_size of a submission that is due right now (a
+  // full batch, an exact preferred size, or max_delay elapsed since enq_ns) go straight to the
+  // caller without entering the slab, index and FIFO; the rest is queued as usual. Counted as
+  // if pushed and polled.
   if (n > 0 && live_count_ == 0 && dropped_.empty() && in_flight_ < cfg_.max_concurrent_batches &&
-      n <= cfg_.max_batch_size && deadline_ns > now_ns && check_push_locked(n, cost) == Push::ok &&
-      (cfg_.max_batch_cost == 0 || n * cost <= cfg_.max_batch_cost)) {
+      deadline_ns > now_ns && check_push_locked(n, cost) == Push::ok &&
+      (cfg_.max_batch_cost == 0 || std::min(n, cfg_.max_batch_size) * cost <= cfg_.max_batch_cost)) {
     Reason r = Reason::none;
+    int64_t take = std::min(n, cfg_.max_batch_size);
     int64_t pref = 0;
     for (int64_t q : cfg_.preferred_batch_sizes)
       if (q <= n) pref = std::max(pref, q);
-    if (n >= cfg_.max_batch_size || (cfg_.max_batch_cost > 0 && n * cost >= cfg_.max_batch_cost))
+    if (n >= cfg_.max_batch_size || (cfg_.max_batch_cost > 0 && take * cost >= cfg_.max_batch_cost))
       r = Reason::full;
     else if (pref > 0)
       r = pref == n ? Reason::preferred : Reason::none;  // a smaller preferred size would split it
-    else if (cfg_.max_delay_ns == 0)
+    else if (now_ns - enq_ns >= cfg_.max_delay_ns)
       r = Reason::delay;
     if (r != Reason::none) {
       out.clear();
-      out.ids.resize(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) out.ids[static_cast<size_t>(i)] = first_id + static_cast<uint64_t>(i);
-      out.tags.assign(static_cast<size_t>(n), tag);
+      out.ids.resize(static_cast<size_t>(take));
+      for (int64_t i = 0; i < take; ++i) out.ids[static_cast<size_t>(i)] = first_id + static_cast<uint64_t>(i);
+      out.tags.assign(static_cast<size_t>(take), tag);
       out.key = key;
-      out.cost = n * cost;
+      out.cost = take * cost;
       out.reason = r;
-      out.oldest_enqueue_ns = now_ns;
-      out.next_wake_ns = deadlines_.empty() ? now_ns : std::min(now_ns, deadlines_.front().first);
-      out.queued = 0;
-      counters_.pushed += static_cast<uint64_t>(n);
+      out.oldest_enqueue_ns = enq_ns;
+      counters_.pushed += static_cast<uint64_t>(take);
       counters_.batches++;
-      counters_.batched_requests += static_cast<uint64_t>(n);
+      counters_.batched_requests += static_cast<uint64_t>(take);
       counters_.by_reason[static_cast<int>(r)]++;
       in_flight_ += 1;
+      if (n > take)
+        push_many_locked(first_id + static_cast<uint64_t>(take), n - take, key, priority, cost, deadline_ns, enq_ns,
+                         tag, false);
+      out.next_wake_ns = now_ns;  // more may be due right away
+      out.queued = live_count_;
       return Push::ok;
     }
   }
-  Push st = n <= 0 ? Push::ok : push_many_locked(first_id, n, key, priority, cost, deadline_ns, now_ns, tag, false);
+  Push st =
+      n <= 0 ? Push::ok : push_many_locked(first_id, n, key, priority, cost, deadline_ns, enq_ns, tag, false);
   if (st == Push::ok)
     poll_locked(now_ns, out);
   else

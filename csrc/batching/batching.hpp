@@ -99,10 +99,12 @@ class BatchQueue {
   // could not take the batch).
   Push push_many(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
                  int64_t now_ns, uint64_t tag = 0, bool wake = true);
-  // push_many without waking anyone, then poll(now_ns, out), under one lock (a caller-runs
-  // producer's first step). out is cleared when the push fails.
+  // push_many without waking anyone (enqueued at enq_ns, default now_ns), then poll(now_ns, out),
+  // under one lock (a caller-runs producer's first step, the asyncio driver's per-iteration
+  // push). With an empty queue and a free slot, the part of the submission that is due at once
+  // is handed out without being queued. out is cleared when the push fails.
   Push push_many_poll(uint64_t first_id, int64_t n, int64_t key, int32_t priority, int64_t cost, int64_t deadline_ns,
-                      int64_t now_ns, uint64_t tag, Poll& out);
+                      int64_t now_ns, uint64_t tag, Poll& out, int64_t enq_ns = -1);
   // Wakes one waiter, if any, to look at the queue again.
   void wake_one();
   // Removes a queued request; false if it is not queued (already batched, expired or unknown).

@@ -888,13 +888,20 @@ py::tuple drive_fast(LoopSubmitter* s, BatchQueue& q, PyObject* fn) {
     const int64_t n = static_cast<int64_t>(s->fbase + static_cast<uint64_t>(PyList_GET_SIZE(s->ff)) - first);
     int st = 0;
     if (n > 0) {
-      // Enqueued as of the oldest buffered request's arrival (never later than now).
+      // Enqueued as of the oldest buffered request's arrival (never later than now); pushed and
+      // polled under one lock (a due batch of them may come straight back without being queued).
       const int64_t enq = s->first_ns > 0 && s->first_ns < now ? s->first_ns : now;
-      st = static_cast<int>(q.push_many(first, n, 0, 0, 1, batching::kNoDeadline, enq));
-      if (st == 0) s->fpushed = first + static_cast<uint64_t>(n);
+      st = static_cast<int>(q.push_many_poll(first, n, 0, 0, 1, batching::kNoDeadline, now, 0, p, enq));
+      if (st == 0) {
+        s->fpushed = first + static_cast<uint64_t>(n);
+      } else {
+        p.clear();
+        q.poll(now, p);
+      }
+    } else {
+      p.clear();
+      q.poll(now, p);
     }
-    p.clear();
-    q.poll(now, p);
     bool fast = st == 0 && p.expired.empty() && p.dropped.empty() && !p.finished && !p.ids.empty() &&
                 p.ids.front() >= kFastBase && p.ids.back() < kBulkBase;
     for (size_t k = 1; fast && k < p.ids.size(); ++k) fast = p.ids[k] == p.ids[k - 1] + 1;

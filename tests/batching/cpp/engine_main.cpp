@@ -156,6 +156,23 @@ static int check_push_many_poll() {
   if (!p.ids.empty() || p.next_wake_ns != 1000 + 1000000000 || q3.size() != 1) bad++;
   q3.close(false);
   if (q3.push_many_poll(60, 1, 0, 0, 1, kNoDeadline, 2000, 1, p) != Push::closed) bad++;
+  // More than a batch: the oldest max_batch_size come back directly, the rest is queued.
+  Config c4;
+  c4.max_batch_size = 4;
+  c4.max_delay_ns = 1000000000;
+  BatchQueue q4(c4);
+  if (q4.push_many_poll(100, 10, 0, 0, 1, kNoDeadline, 5, 3, p) != Push::ok) bad++;
+  if (p.ids != std::vector<uint64_t>{100, 101, 102, 103} || p.reason != Reason::full || q4.size() != 6) bad++;
+  q4.done_and_poll(6, p);
+  if (p.ids != std::vector<uint64_t>{104, 105, 106, 107} || p.tags != std::vector<uint64_t>{3, 3, 3, 3}) bad++;
+  q4.done_and_poll(7, p);
+  if (!p.ids.empty() || q4.size() != 2 || q4.in_flight() != 0) bad++;  // 2 left, inside their delay
+  // Enqueued long enough ago (enq_ns): due by delay at once.
+  BatchQueue q5(c4);
+  if (q5.push_many_poll(200, 2, 0, 0, 1, kNoDeadline, 2000000000, 1, p, /*enq_ns=*/0) != Push::ok) bad++;
+  if (p.ids != std::vector<uint64_t>{200, 201} || p.reason != Reason::delay || p.oldest_enqueue_ns != 0) bad++;
+  Counters c5 = q5.counters();
+  if (c5.pushed != 2 || c5.batches != 1 || c5.by_reason[static_cast<int>(Reason::delay)] != 1) bad++;
   std::printf("push_many_poll bad %d\n", bad);
   return bad;
 }
