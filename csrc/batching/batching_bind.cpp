@@ -476,6 +476,7 @@ struct InferCall {
   PyObject* fut;  // the request's future once queued on the fast path
   PyObject* it;   // what is being driven (the future's or the fallback's iterator) once started by send/throw
   int awaited;    // started: an awaitable is awaited once
+  int done;       // finished (returned, raised, thrown into or closed): a further send is an error
 };
 
 PyTypeObject InferCallType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -488,6 +489,7 @@ PyObject* ic_new(PyObject* sub, PyObject* x) {
   c->fut = nullptr;
   c->it = nullptr;
   c->awaited = 0;
+  c->done = 0;
   PyObject_GC_Track(c);
   return reinterpret_cast<PyObject*>(c);
 }
@@ -533,19 +535,30 @@ PyObject* ic_await(PyObject* self) { return ic_start(reinterpret_cast<InferCall*
 
 PySendResult ic_am_send(PyObject* self, PyObject* arg, PyObject** result) {
   auto* c = reinterpret_cast<InferCall*>(self);
+  *result = nullptr;
+  if (c->done) {
+    PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine (batcher.infer)");
+    return PYGEN_ERROR;
+  }
   if (c->it == nullptr) {
     if (!c->awaited && arg != Py_None) {
       PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
-      *result = nullptr;
       return PYGEN_ERROR;
     }
     c->it = ic_start(c);
     if (c->it == nullptr) {
-      *result = nullptr;
+      c->done = 1;
       return PYGEN_ERROR;
     }
   }
-  return PyIter_Send(c->it, arg, result);
+  PySendResult st = PyIter_Send(c->it, arg, result);
+  if (st != PYGEN_NEXT) {
+    c->done = 1;
+    Py_CLEAR(c->it);
+    if (st == PYGEN_ERROR && !PyErr_Occurred())
+      PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine (batcher.infer)");
+  }
+  return st;
 }
 
 void set_stop_iteration(PyObject* r) {  // steals r; StopIteration(r) without unpacking a tuple
@@ -588,29 +601,35 @@ int ic_cancel_future(InferCall* c) {
   return 0;
 }
 
+int raise_thrown(PyObject* const* args, Py_ssize_t nargs) {  // sets the error throw(*args) asks for
+  PyObject* typ = args[0];
+  if (PyExceptionInstance_Check(typ)) {
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(typ)), typ);
+  } else if (PyExceptionClass_Check(typ)) {
+    if (nargs >= 2 && args[1] != Py_None)
+      PyErr_SetObject(typ, args[1]);
+    else
+      PyErr_SetNone(typ);
+  } else {
+    PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+  }
+  return -1;
+}
+
 PyObject* ic_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   auto* c = reinterpret_cast<InferCall*>(self);
   if (nargs < 1 || nargs > 3) {
     PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
     return nullptr;
   }
-  if (c->it == nullptr) {
-    // Not started (or handed out by __await__): nothing is queued by it; raise as a fresh
-    // coroutine does, and it is finished.
+  if (c->it == nullptr || c->done) {
+    // Not started, handed out by __await__, or finished: nothing is being driven here; raise as
+    // a fresh or finished coroutine does, and it is finished.
     c->awaited = 1;
+    c->done = 1;
     Py_CLEAR(c->x);
     Py_CLEAR(c->sub);
-    PyObject* typ = args[0];
-    if (PyExceptionInstance_Check(typ)) {
-      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(typ)), typ);
-    } else if (PyExceptionClass_Check(typ)) {
-      if (nargs >= 2 && args[1] != Py_None)
-        PyErr_SetObject(typ, args[1]);
-      else
-        PyErr_SetNone(typ);
-    } else {
-      PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
-    }
+    raise_thrown(args, nargs);
     return nullptr;
   }
   if (ic_cancel_future(c) < 0) return nullptr;
@@ -618,12 +637,18 @@ PyObject* ic_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   if (meth == nullptr) return nullptr;
   PyObject* r = PyObject_Vectorcall(meth, args, static_cast<size_t>(nargs), nullptr);
   Py_DECREF(meth);
+  if (r == nullptr) {  // raised (the usual outcome): finished
+    c->done = 1;
+    Py_CLEAR(c->it);
+    if (!PyErr_Occurred()) raise_thrown(args, nargs);
+  }
   return r;
 }
 
 PyObject* ic_close(PyObject* self, PyObject*) {
   auto* c = reinterpret_cast<InferCall*>(self);
   c->awaited = 1;
+  c->done = 1;
   Py_CLEAR(c->x);
   Py_CLEAR(c->sub);
   if (ic_cancel_future(c) < 0) return nullptr;
