@@ -462,7 +462,15 @@ def test_fork_child_gets_a_working_batcher():
     if pid == 0:  # child: the parent's threads are gone, the batcher restarts its own
         code = 1
         try:
-            code = 0 if b(5, timeout=2) == 10 else 2
+            # keyword path, then the plain call (caller_runs="auto" slot path) from two threads
+            ok = b(5, timeout=2) == 10 and b(6) == 12
+            out = []
+            ts = [threading.Thread(target=lambda k=k: out.append(b(k))) for k in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(5)
+            code = 0 if ok and sorted(out) == [0, 2, 4, 6] else 2
         finally:
             os.write(w, bytes([code]))
             os._exit(0)
