@@ -93,20 +93,31 @@ def test_caller_runs_queue_full_and_closed():
         b(1)
 
 
-def test_caller_runs_many_threads_with_failing_batches_timeouts_and_submits():
+@pytest.mark.parametrize("cr", [True, "auto"], ids=["caller-runs", "auto"])
+@pytest.mark.parametrize("slow_every", [0, 3], ids=["cheap", "mixed-cost"])
+def test_caller_runs_many_threads_with_failing_batches_timeouts_and_submits(cr, slow_every):
     """16 threads mixing plain calls (caller-runs), calls with a timeout and submit(); a third of
-    the batches fail. Every call ends with its own result or its batch's exception."""
+    the batches fail; with mixed-cost, every third batch holds the GIL for 60 us so that
+    caller_runs="auto" switches between callers and workers during the run. Every call ends with
+    its own result or its batch's exception."""
     lock = threading.Lock()
     running = [0]
     peak = [0]
     rnd = random.Random(7)
+    calls = [0]
 
     def model(xs):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
             fail = rnd.random() < 0.33
+            calls[0] += 1
+            slow = slow_every and calls[0] % slow_every == 0
         try:
+            if slow:
+                end = time.perf_counter() + 60e-6
+                while time.perf_counter() < end:
+                    pass
             if fail:
                 raise ValueError(f"batch of {len(xs)} failed")
             return [("ok", x) for x in xs]
@@ -114,7 +125,7 @@ def test_caller_runs_many_threads_with_failing_batches_timeouts_and_submits():
             with lock:
                 running[0] -= 1
 
-    b = B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread", caller_runs=True)
+    b = B.Batcher(model, max_batch_size=8, max_delay_ms=0, driver="thread", caller_runs=cr)
     outcomes = {}
     olock = threading.Lock()
 
