@@ -1047,7 +1047,10 @@ class Batcher:
         thread. Cancelling the awaiting task means the request never reaches the model (its queue
         place is freed when its batch forms, or at once when the queue would otherwise be full).
         Errors (``QueueFull``, ``BatcherClosed``, ``RequestTooLarge``, bad arguments) are raised
-        by the ``await``.
+        by the ``await``. Once the batcher is bound to a loop (its first request, or
+        :meth:`start`), ``batcher.infer`` on that loop is a native callable whose ``infer(x)``
+        returns an ``InferCall``: a coroutine for asyncio (``asyncio.iscoroutine`` is true) with
+        no Python frame per request, queued when first awaited.
         """
         loop = self._fast_loop
         if (loop is not None and timeout is None and priority == 0 and key is None and cost == 1
