@@ -1,9 +1,10 @@
 #include "batching.hpp"
 
 #include <algorithm>
-#include <thread>
 #include <chrono>
+#include <memory>
 #include <stdexcept>
+#include <thread>
 
 namespace pyperfcore {
 namespace batching {
@@ -747,6 +748,30 @@ uint64_t Engine::submit(int64_t n, int64_t key, int32_t priority, int64_t cost, 
   return first;
 }
 
+namespace {
+// A Poll for a producer that runs batches itself, reused across calls on this thread (no
+// allocation per round trip) but one per nesting level: a model that itself calls into another
+// Engine on the same thread (a pipeline of batchers) gets its own.
+class PollLease {
+ public:
+  PollLease() {
+    if (depth_ == pool_.size()) pool_.push_back(std::make_unique<Poll>());
+    p_ = pool_[depth_++].get();
+  }
+  ~PollLease() { --depth_; }
+  PollLease(const PollLease&) = delete;
+  PollLease& operator=(const PollLease&) = delete;
+  Poll& get() { return *p_; }
+
+ private:
+  static thread_local std::vector<std::unique_ptr<Poll>> pool_;
+  static thread_local size_t depth_;
+  Poll* p_;
+};
+thread_local std::vector<std::unique_ptr<Poll>> PollLease::pool_;
+thread_local size_t PollLease::depth_ = 0;
+}  // namespace
+
 bool Engine::wait(uint64_t first, int64_t n, int64_t timeout_ns) {
   Group* g;
   {
@@ -758,7 +783,8 @@ bool Engine::wait(uint64_t first, int64_t n, int64_t timeout_ns) {
   }
   if (caller_runs_) {
     // Run due batches here until ours is answered or none is due; then let a worker look.
-    thread_local Poll p;
+    PollLease lease;
+    Poll& p = lease.get();
     while (g->left.load(std::memory_order_acquire) != 0) {
       q_.poll(BatchQueue::now_ns(), p);
       if (!serve(p)) {
@@ -806,7 +832,8 @@ void Engine::call(uint64_t first, int64_t n, int64_t key, int32_t priority, int6
   const uint64_t tag = reinterpret_cast<uint64_t>(&g);
   Push st;
   if (caller_runs_) {
-    thread_local Poll p;
+    PollLease lease;
+    Poll& p = lease.get();
     int spins = 0;
     st = q_.push_many_poll(g.first, n, key, priority, cost, deadline_ns, BatchQueue::now_ns(), tag, p);
     if (st == Push::ok) {

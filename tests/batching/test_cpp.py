@@ -21,6 +21,7 @@ def test_engine_from_cpp(tmp_path):
     assert "bad 0" in out.stdout
     assert "call caller_runs 0 delay 0: " in out.stdout and "call caller_runs 1 delay 0: " in out.stdout  # Engine::call ran
     assert "push_many_poll bad 0" in out.stdout
+    assert out.stdout.count("pipeline caller_runs") == 3  # engines nested on one thread
 
 
 def test_native_probes_run():

@@ -177,9 +177,52 @@ static int check_push_many_poll() {
   return bad;
 }
 
+// A pipeline: engine A's model calls engine B for each of its requests, on the same thread when
+// both run batches on their callers (nested caller-runs loops must not share state).
+static int run_pipeline(bool cr_a, bool cr_b) {
+  Config cfg;
+  cfg.max_batch_size = 4;
+  cfg.max_delay_ns = 0;
+  cfg.max_queue_size = 0;
+  const size_t cap = 1 << 16;
+  std::vector<std::atomic<int64_t>> in_a(cap), out_a(cap), in_b(cap), out_b(cap);
+  Engine b(
+      cfg,
+      [&](const uint64_t* ids, size_t n, int64_t) {
+        for (size_t i = 0; i < n; ++i) out_b[ids[i] % cap].store(in_b[ids[i] % cap].load() + 1);
+      },
+      cr_b);
+  Engine a(
+      cfg,
+      [&](const uint64_t* ids, size_t n, int64_t) {
+        for (size_t i = 0; i < n; ++i) {
+          uint64_t id = b.reserve_ids(1);
+          in_b[id % cap].store(in_a[ids[i] % cap].load() * 2);
+          b.call(id, 1);
+          out_a[ids[i] % cap].store(out_b[id % cap].load());
+        }
+      },
+      cr_a);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int p = 0; p < 4; ++p)
+    ts.emplace_back([&, p] {
+      for (int64_t i = 0; i < 500; ++i) {
+        uint64_t id = a.reserve_ids(1);
+        in_a[id % cap].store(p * 10000 + i);
+        a.call(id, 1);
+        if (out_a[id % cap].load() != (p * 10000 + i) * 2 + 1) bad++;
+      }
+    });
+  for (auto& t : ts) t.join();
+  std::printf("pipeline caller_runs %d/%d: bad %d\n", int(cr_a), int(cr_b), bad.load());
+  return bad.load();
+}
+
 int main() {
   int bad = run_producers(false) + run_producers(true) + run_calls(false, 100000) + run_calls(true, 100000) +
-            run_calls(false, 0) + run_calls(true, 0) + check_push_many_poll();
+            run_calls(false, 0) + run_calls(true, 0) + check_push_many_poll() + run_pipeline(true, true) +
+            run_pipeline(true, false) + run_pipeline(false, true);
   // Deadlines: a request that expires in the queue is answered (expired) without the model.
   Config cfg;
   BatchQueue q(cfg);
