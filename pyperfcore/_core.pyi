@@ -199,8 +199,20 @@ class BatchQueue:
         """
         cycle() plus the per-call slots: answers the previous batch's slot callers with results (or the exception when ok is false), then returns poll_runs' tuple for the other ids and, last, the inputs of the new batch's slot requests (None if none).
         """
+    def enter_model(self) -> int:
+        """
+        Marks this thread as running this queue's model; returns a token for exit_model.
+        """
+    def exit_model(self, token: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Undoes enter_model (token: what it returned).
+        """
     def in_flight(self) -> int:
         ...
+    def in_model(self) -> bool:
+        """
+        True while this thread runs this queue's model.
+        """
     def interrupt(self) -> None:
         ...
     def poll(self, now_ns: typing.SupportsInt | typing.SupportsIndex) -> tuple:
@@ -221,7 +233,7 @@ class BatchQueue:
         """
     def push_wait(self, completions: Completions, id: typing.SupportsInt | typing.SupportsIndex, key: typing.SupportsInt | typing.SupportsIndex, priority: typing.SupportsInt | typing.SupportsIndex, cost: typing.SupportsInt | typing.SupportsIndex, deadline_ns: typing.SupportsInt | typing.SupportsIndex, now_ns: typing.SupportsInt | typing.SupportsIndex, timeout_ns: typing.SupportsInt | typing.SupportsIndex) -> int:
         """
-        expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued).
+        expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued), -3 called from inside this queue's own model with one model slot (nothing queued).
         """
     def set_policy(self, max_batch_size: typing.SupportsInt | typing.SupportsIndex, max_delay_ns: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...

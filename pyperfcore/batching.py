@@ -806,7 +806,23 @@ class Batcher:
         if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
             raise ValueError(f"cost must be an int >= 0, got {cost!r}")
 
+    def _call_model(self, xs: Any) -> Any:
+        """fn(xs) with this thread marked as running this batcher's model (see _reentrant_error)."""
+        tok = self._q.enter_model()
+        try:
+            return self.fn(xs)
+        finally:
+            self._q.exit_model(tok)
+
+    def _reentrant_error(self) -> RuntimeError:
+        return RuntimeError(
+            f"batcher {self.name!r}: a blocking call from inside its own model would wait for the model slot "
+            "its batch holds (max_concurrent_batches=1); call the model code directly, or use "
+            "max_concurrent_batches >= 2")
+
     def _raise_push(self, st: int, cost: int) -> None:
+        if st == -3:
+            raise self._reentrant_error()
         if st == 1:
             self._py_counts["rejected_full"] += 1
             raise QueueFull(f"batcher {self.name!r}: queue holds max_queue_size={self.max_queue_size} requests")
@@ -1004,6 +1020,8 @@ class Batcher:
                 self.splitter is not None and self.max_batch_cost is not None and cost > self.max_batch_cost):
             if self._driver == "asyncio" and self._loop_thread_id == threading.get_ident():
                 raise RuntimeError("batcher(x) would block its own event loop; use `await batcher.infer(x)`")
+            if self.max_concurrent_batches == 1 and self._q.in_model():
+                raise self._reentrant_error()
             return self.submit(x, timeout=timeout, priority=priority, key=key, cost=cost).result(timeout)
         if timeout is not None or priority != 0 or cost != 1 or type(priority) is not int:
             self._check_attrs(timeout, priority, cost)
@@ -1029,7 +1047,7 @@ class Batcher:
             if req.ok:
                 return req.value
             raise req.value
-        if st > 0:
+        if st > 0 or st == -3:
             self._pending.pop(rid, None)
             self._raise_push(st, cost)
         # Timed out while queued or in the model: whoever pops the request first owns it.
@@ -1257,7 +1275,7 @@ class Batcher:
         xs = sxs if not reqs else sxs + [r.x for r in reqs]
         t0 = self._now_ns()
         try:
-            out, ok = self.fn(self._prepare(xs, oldest, t0)), True
+            out, ok = self._call_model(self._prepare(xs, oldest, t0)), True
         except Exception as exc:
             out, ok = exc, False
         if not reqs and ok and self._slo is None and type(out) is list and len(out) == k:
@@ -1576,7 +1594,7 @@ class Batcher:
                     return
                 t0 = self._now_ns()
                 try:
-                    out, ok = self.fn(self._prepare(xs, oldest, t0)), True
+                    out, ok = self._call_model(self._prepare(xs, oldest, t0)), True
                 except Exception as exc:
                     out, ok = exc, False
                 self._complete_fast(fs, ok, out, t0)
@@ -1587,7 +1605,7 @@ class Batcher:
             t0 = self._now_ns()
             try:
                 inputs = self._prepare([r.x for r in reqs], oldest, t0)
-                out, ok = self.fn(inputs), True
+                out, ok = self._call_model(inputs), True
             except Exception as exc:
                 out, ok = exc, False
             self._complete(reqs, ok, out, t0, answered)

@@ -75,6 +75,21 @@ struct CallSlot {
   std::condition_variable cv;
 };
 
+// The batcher whose model this thread is running now (nullptr: none). A blocking batcher(x) from
+// inside that model would wait for the model slot its own batch holds (one slot): refused with a
+// clear error instead of hanging.
+thread_local const BatchQueue* t_model_queue = nullptr;
+struct ModelScope {
+  explicit ModelScope(const BatchQueue* q) : prev(t_model_queue) { t_model_queue = q; }
+  ~ModelScope() { t_model_queue = prev; }
+  ModelScope(const ModelScope&) = delete;
+  ModelScope& operator=(const ModelScope&) = delete;
+  const BatchQueue* prev;
+};
+inline bool reentrant_call(const BatchQueue& q) {
+  return t_model_queue == &q && q.config().max_concurrent_batches == 1;
+}
+
 void wake_slot(CallSlot* s, int state) {
   // Notify while holding the lock: the caller cannot return (and destroy the slot) before the
   // lock is released, and nothing touches the slot after that.
@@ -1073,15 +1088,19 @@ Config make_config(int64_t max_batch_size, int64_t max_delay_ns, std::vector<int
 // (GIL held) and returns its k results, or outcome(k, bad_count, out, t0)'s results when fn raised
 // an Exception or returned something other than a list of k results (ok from outcome then).
 // A BaseException that is not an Exception (SystemExit, ...) propagates as py::error_already_set.
-static py::object run_slot_batch(RunStats* rs, const py::object& fn, const py::object& xs, Py_ssize_t k,
-                                 int64_t oldest_enqueue_ns, const py::object& outcome, bool& ok) {
+static py::object run_slot_batch(const BatchQueue& q, RunStats* rs, const py::object& fn, const py::object& xs,
+                                 Py_ssize_t k, int64_t oldest_enqueue_ns, const py::object& outcome, bool& ok) {
   const int64_t t0 = BatchQueue::now_ns();
   rs->pending = true;
   rs->executions += 1;
   rs->inferences += k;
   rs->batch_size.observe(static_cast<double>(k));
   rs->queue_wait.observe(static_cast<double>(std::max<int64_t>(0, t0 - oldest_enqueue_ns)) / 1e9);
-  PyObject* out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
+  PyObject* out;
+  {
+    ModelScope scope(&q);
+    out = PyObject_CallOneArg(fn.ptr(), xs.ptr());
+  }
   if (out == nullptr) {
     if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
     PyObject *t, *v, *tb;
@@ -1108,6 +1127,7 @@ static py::object run_slot_batch(RunStats* rs, const py::object& fn, const py::o
 // batcher(x) with default attributes in one native call: the request is queued with its slot
 // as tag and the caller sleeps (GIL released) until a worker has put the result in the slot.
 static py::object call_slot_wait(BatchQueue& q, const py::object& x) {
+  if (reentrant_call(q)) throw SlotStatus("-3");
   CallSlot s;
   s.x = x.ptr();
   const uint64_t id = kSlotBase + g_slot_ids.fetch_add(1, std::memory_order_relaxed);
@@ -1203,12 +1223,27 @@ void bind_batching(py::module_& m) {
           py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"), py::arg("deadline_ns"),
           py::arg("now_ns"))
       .def(
+          "enter_model",
+          [](BatchQueue& q) {
+            const BatchQueue* prev = t_model_queue;
+            t_model_queue = &q;
+            return reinterpret_cast<uintptr_t>(prev);
+          },
+          "Marks this thread as running this queue's model; returns a token for exit_model.")
+      .def(
+          "exit_model", [](BatchQueue&, uintptr_t token) { t_model_queue = reinterpret_cast<const BatchQueue*>(token); },
+          py::arg("token"), "Undoes enter_model (token: what it returned).")
+      .def(
+          "in_model", [](BatchQueue& q) { return t_model_queue == &q; },
+          "True while this thread runs this queue's model.")
+      .def(
           "push_wait",
           [](BatchQueue& q, Completions& c, uint64_t id, int64_t key, int32_t prio, int64_t cost, int64_t deadline,
              int64_t now, int64_t timeout_ns) {
             // One call per thread caller: register, push, then wait, all with the GIL released
             // (the queue's mutex may be held by a worker polling; nobody should wait for it while
-            // holding the GIL).
+            // holding the GIL). -3: called from inside this queue's own model (nothing queued).
+            if (reentrant_call(q)) return -3;
             py::gil_scoped_release nogil;
             c.expect(id);
             Push st = q.push(id, key, prio, cost, deadline, now);
@@ -1220,7 +1255,8 @@ void bind_batching(py::module_& m) {
           },
           py::arg("completions"), py::arg("id"), py::arg("key"), py::arg("priority"), py::arg("cost"),
           py::arg("deadline_ns"), py::arg("now_ns"), py::arg("timeout_ns"),
-          "expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued).")
+          "expect + push + wait in one call: 0 answered, -1 timed out, > 0 the push status (nothing queued), -3 "
+          "called from inside this queue's own model with one model slot (nothing queued).")
       .def(
           "call_slot",
           [](BatchQueue& q, py::object x) -> py::object { return call_slot_wait(q, x); },
@@ -1252,6 +1288,7 @@ void bind_batching(py::module_& m) {
                 throw py::type_error("call_slot_runs: runner must be a configured LoopSubmitter or None");
               rs = reinterpret_cast<LoopSubmitter*>(runner.ptr())->stats;
             }
+            if (reentrant_call(q)) throw SlotStatus("-3");
             if (inline_max_ns >= 0 && (rs == nullptr || rs->model_ewma_ns > static_cast<double>(inline_max_ns)))
               return call_slot_wait(q, x);  // a costly model: the workers run it (and batch)
             CallSlot s;
@@ -1312,7 +1349,7 @@ void bind_batching(py::module_& m) {
               if (rs != nullptr && ids.empty() && dropped.empty() && p.expired.empty() && !slots.empty()) {
                 const Py_ssize_t k = static_cast<Py_ssize_t>(slots.size());
                 try {
-                  res = run_slot_batch(rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
+                  res = run_slot_batch(q, rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
                 } catch (py::error_already_set& e) {
                   for (CallSlot* o : slots) {
                     Py_INCREF(e.value().ptr());
@@ -1459,7 +1496,7 @@ void bind_batching(py::module_& m) {
               batch_done = true;
               ok = true;
               try {
-                results = run_slot_batch(rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
+                results = run_slot_batch(q, rs, fn, xs, k, p.oldest_enqueue_ns, outcome, ok);
               } catch (py::error_already_set& e) {
                 // SystemExit and the like (or a failing outcome()): the batch's callers get it and
                 // the worker carries on, as its Python loop does.

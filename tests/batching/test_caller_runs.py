@@ -305,3 +305,57 @@ def test_auto_without_the_native_runner_leaves_batches_to_the_workers():
         assert [int(b(np.int64(i))) for i in range(20)] == [i + 1 for i in range(20)]
         assert "caller_runs" not in b.stats()
     assert all(w.startswith("pyperfcore-batcher") for w in where)
+
+
+@pytest.mark.parametrize("cr", [False, True, "auto"], ids=["workers", "caller-runs", "auto"])
+@pytest.mark.parametrize("how", ["plain", "timeout"])
+def test_blocking_call_from_inside_the_model_is_refused_not_a_hang(cr, how):
+    """A model that calls its own batcher (one model slot) would wait forever for the slot its batch
+    holds: the inner call raises RuntimeError at once, the outer caller gets that as the model's
+    error, and the batcher goes on serving."""
+    holder = {}
+
+    def model(xs):
+        if xs[0] == "outer":
+            inner = holder["b"]
+            return [inner("inner") if how == "plain" else inner("inner", timeout=5.0) for _ in xs]
+        return [x.upper() for x in xs]
+
+    with B.Batcher(model, max_batch_size=4, max_delay_ms=0, driver="thread", caller_runs=cr) as b:
+        holder["b"] = b
+        out = {}
+
+        def call():
+            try:
+                out["r"] = b("outer")
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+                out["e"] = exc
+
+        t = threading.Thread(target=call)
+        t.start()
+        t.join(T)
+        assert not t.is_alive()
+        assert isinstance(out.get("e"), RuntimeError) and "its own model" in str(out["e"])
+        assert b("fine") == "FINE"  # nothing wedged
+
+
+def test_two_model_slots_allow_a_nested_call_and_manual_driver_refuses_it():
+    holder = {}
+
+    def model(xs):
+        if xs[0] == "outer":
+            return [holder["b"]("inner") for _ in xs]
+        return [x.upper() for x in xs]
+
+    with B.Batcher(model, max_batch_size=1, max_delay_ms=0, driver="thread", max_concurrent_batches=2) as b:
+        holder["b"] = b
+        assert b("outer") == "INNER"  # the second slot serves the nested call
+
+    now = [0.0]
+    m = B.Batcher(model, max_batch_size=1, max_delay_ms=0, clock=lambda: now[0])
+    holder["b"] = m
+    f = m.submit("outer")
+    m.step()  # the model's nested m("inner") would wait for a step() that can never come
+    with pytest.raises(RuntimeError, match="its own model"):
+        f.result(0)
+    m.close()
