@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <new>
 #include <condition_variable>
 #include <mutex>
@@ -730,6 +731,13 @@ PyGetSetDef ic_getset[] = {
 
 PyAsyncMethods ic_async = {ic_await, nullptr, nullptr, ic_am_send};
 
+// PyType_Ready for a static type filled in by one of the make_*_type functions; a new reference.
+PyObject* ready_type(PyTypeObject& t) {
+  if (PyType_Ready(&t) < 0) return nullptr;
+  Py_INCREF(&t);
+  return reinterpret_cast<PyObject*>(&t);
+}
+
 PyObject* make_infer_call_type() {
   PyTypeObject& t = InferCallType;
   t.tp_name = "pyperfcore._core.InferCall";
@@ -751,9 +759,7 @@ PyObject* make_infer_call_type() {
   t.tp_clear = ic_clear;
   t.tp_methods = ic_methods;
   t.tp_getset = ic_getset;
-  if (PyType_Ready(&t) < 0) return nullptr;
-  Py_INCREF(&t);
-  return reinterpret_cast<PyObject*>(&t);
+  return ready_type(t);
 }
 
 // InferEntry: the per-loop `batcher.infer` (an instance attribute of the Batcher). A vectorcall
@@ -817,9 +823,7 @@ PyObject* make_infer_entry_type() {
   t.tp_traverse = ie_traverse;
   t.tp_clear = ie_clear;
   t.tp_getset = ie_getset;
-  if (PyType_Ready(&t) < 0) return nullptr;
-  Py_INCREF(&t);
-  return reinterpret_cast<PyObject*>(&t);
+  return ready_type(t);
 }
 
 PyObject* sub_coroutine_entry(PyObject* self, PyObject*) {
@@ -889,9 +893,7 @@ PyObject* make_loop_submitter_type() {
   t.tp_clear = sub_clear;
   t.tp_methods = sub_methods;
   t.tp_getset = sub_getset;
-  if (PyType_Ready(&t) < 0) return nullptr;
-  Py_INCREF(&t);
-  return reinterpret_cast<PyObject*>(&t);
+  return ready_type(t);
 }
 
 // True when f is done (None entries, already answered, count as done).
@@ -1150,15 +1152,14 @@ static py::object call_slot_wait(BatchQueue& q, const py::object& x) {
 
 void bind_batching(py::module_& m) {
   {
-    PyObject* t = make_loop_submitter_type();
-    if (t == nullptr) throw py::error_already_set();
-    m.add_object("LoopSubmitter", py::reinterpret_steal<py::object>(t));
-    t = make_infer_call_type();
-    if (t == nullptr) throw py::error_already_set();
-    m.add_object("InferCall", py::reinterpret_steal<py::object>(t));
-    t = make_infer_entry_type();
-    if (t == nullptr) throw py::error_already_set();
-    m.add_object("InferEntry", py::reinterpret_steal<py::object>(t));
+    const std::pair<const char*, PyObject* (*)()> types[] = {{"LoopSubmitter", make_loop_submitter_type},
+                                                             {"InferCall", make_infer_call_type},
+                                                             {"InferEntry", make_infer_entry_type}};
+    for (const auto& [name, make] : types) {
+      PyObject* t = make();
+      if (t == nullptr) throw py::error_already_set();
+      m.add_object(name, py::reinterpret_steal<py::object>(t));
+    }
   }
   m.def(
       "batching_drive_fast",

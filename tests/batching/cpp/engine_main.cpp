@@ -106,6 +106,20 @@ static int run_calls(bool caller_runs, int64_t max_delay_ns) {
     threw = true;
   }
   if (!threw) bad++;  // closed
+  for (int64_t n : {0, -3}) {  // bad sizes: invalid_argument, nothing reserved or queued
+    bool a = false, b = false;
+    try {
+      eng.reserve_ids(n);
+    } catch (const std::invalid_argument&) {
+      a = true;
+    }
+    try {
+      eng.call(1, n);
+    } catch (const std::invalid_argument&) {
+      b = true;
+    }
+    if (!a || !b) bad++;
+  }
   Counters c = eng.queue().counters();
   std::printf("call caller_runs %d delay %lld: requests %llu batches %llu max batch %lld overlap %d bad %d\n",
               int(caller_runs), (long long)max_delay_ns, (unsigned long long)c.batched_requests, (unsigned long long)c.batches, (long long)max_seen.load(),
