@@ -4,11 +4,14 @@ Requests arrive from asyncio tasks at a base rate, then a spike, then the base r
 share of them repeat earlier inputs (answered by the request cache). The model is
 ``ctx.data['model_fn']`` when an earlier stage provides one (a batch function over a stacked
 float32 array), else a small numpy MLP. Shows the batch-size distribution, why batches were sent
-and the latency percentiles per phase.
+and the latency percentiles per phase; then thread callers with the default
+``caller_runs="auto"``: the model (hundreds of microseconds a batch) is left to the worker threads,
+which batch it, while a microsecond lookup is run by the callers themselves.
 """
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -102,5 +105,33 @@ def run(ctx) -> dict:
         summary["latency_ms"][name] = p
         if p:
             ctx.log(f"latency {name:<6} p50 {p[50]:.2f} ms  p90 {p[90]:.2f} ms  p99 {p[99]:.2f} ms  ({len(a)} requests)")
+    summary["thread_callers"] = _thread_callers(ctx, model, inputs)
     ctx.data["batching_stats"] = st
     return summary
+
+
+def _thread_callers(ctx, model, inputs: np.ndarray, threads: int = 4, per: int = 200) -> dict:
+    """Plain ``batcher(x)`` calls from threads, caller_runs="auto" (the default)."""
+    out = {}
+    for label, fn in (("model", lambda xs: list(model(np.stack(xs)))),
+                      ("lookup", lambda xs: [float(x[0]) for x in xs])):
+        with Batcher(fn, max_batch_size=64, max_delay_ms=0, driver="thread", name=f"demo-{label}") as tb:
+            def work(tb=tb):
+                for i in range(per):
+                    tb(inputs[i % len(inputs)])
+
+            ts = [threading.Thread(target=work) for _ in range(threads)]
+            t0 = time.perf_counter()
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            rate = threads * per / (time.perf_counter() - t0)
+            st = tb.stats()
+        cr = st["caller_runs"]
+        who = "callers run the batches" if cr["callers_run_batches"] else "worker threads run and batch them"
+        ctx.log(f"threads x{threads}, {label}: {rate:,.0f} calls/s, mean batch {st['mean_batch_size']:.1f}, "
+                f"model {cr['model_time_ewma_us']:.1f} us/batch -> {who}")
+        out[label] = {"calls_per_s": rate, "mean_batch_size": st["mean_batch_size"],
+                      "model_time_ewma_us": cr["model_time_ewma_us"], "callers_run_batches": cr["callers_run_batches"]}
+    return out
