@@ -20,7 +20,7 @@ from typing import Any
 from ._pilot import dequantize, quantize
 from .calibration import SmoothQuant, calibrate, smooth_factors
 from .linear import ACTIVATIONS, QuantizedLinear, dequantize_activations, quantize_activations
-from .report import AccuracyReport, Equivalence, accuracy_report, equivalence
+from .report import AccuracyReport, accuracy_report
 
 __all__ = [
     "quantize",
@@ -39,7 +39,6 @@ __all__ = [
     "accuracy_report",
     "AccuracyReport",
     "equivalence",
-    "Equivalence",
 ]
 
 
@@ -48,6 +47,13 @@ def optimize(module: Any, dtype: str = "int8", **kwargs: Any) -> Any:
     from .torch_ops import optimize as _optimize
 
     return _optimize(module, dtype=dtype, **kwargs)
+
+
+def equivalence(reference: Any, candidate: Any, inputs: Any = None, **kwargs: Any) -> Any:
+    """Output-equivalence check; see :func:`pyperfcore.validate.equivalence` (where it lives)."""
+    from ..validate import equivalence as _equivalence
+
+    return _equivalence(reference, candidate, inputs, **kwargs)
 
 
 def sensitivity(model: Any, inputs: Any, **kwargs: Any) -> Any:
