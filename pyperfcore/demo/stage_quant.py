@@ -61,6 +61,8 @@ def run(ctx) -> dict:
                                    int8_sentences_per_s=sps_int8, speedup=speedup)
     for line in report.table().splitlines():
         ctx.log(line)
+    layers, onnx = _validate(ctx, fp32, int8, sentences[: 32 if ctx.quick else 64])
+    report.layers = layers
     target = report.meets(0.995, 0.99, 0.95)
     note = "" if n >= 1000 else f" (on {n} sentences in quick mode; the target is defined on 1000)"
     ctx.log(f"accuracy target (mean cos >= 0.995, min >= 0.99, NN agreement >= 95%): "
@@ -69,7 +71,37 @@ def run(ctx) -> dict:
     saved = quant.save(int8, ctx.workdir / "minilm-int8")
     ctx.data["minilm_int8_dir"] = str(saved)
     ctx.data["minilm_int8"] = int8
-    return {"sentences": n, "cosine_mean": report.cosine_mean, "cosine_min": report.cosine_min,
+    worst = min(layers, key=lambda k: layers[k]["local_cosine_mean"])
+    return {"sentences": n, "cosine_mean": report.cosine_mean, "layers_checked": len(layers),
+            "least_accurate_layer": worst, "least_accurate_layer_local_cosine_mean": layers[worst]["local_cosine_mean"],
+            "onnx_ok": onnx.ok, "onnx_torch_max_abs_err": onnx.exported.report.max_abs_err,
+            "onnx_vs_int8_cosine_min": onnx.candidate.report.cosine_min, "cosine_min": report.cosine_min,
             "nn_agreement": report.nn_agreement, "top1_agreement": report.top1_agreement,
             "fp32_sentences_per_s": sps_fp32, "int8_sentences_per_s": sps_int8, "speedup": speedup,
             "accuracy_target_met": target, "saved": str(saved)}
+
+
+def _validate(ctx, fp32, int8, sentences):
+    """Per-layer rows (the INT8 model's layers inside the model and alone, on token rows) and the
+    ONNX path: the fp32 model exported with torch.onnx, run by onnxruntime, checked against torch
+    and against the INT8 model."""
+    from pyperfcore import validate
+
+    t = time.perf_counter()
+    layers = validate.layer_report(fp32.encode, int8.encode, sentences)
+    worst = sorted(layers.items(), key=lambda kv: kv[1]["local_cosine_mean"])[:3]
+    ctx.log(f"per-layer rows of {len(layers)} linear layers on {len(sentences)} sentences "
+            f"({time.perf_counter() - t:.1f} s); the least accurate alone (cosine over token rows):")
+    for name, m in worst:
+        ctx.log(f"  {name:<40} alone mean {m['local_cosine_mean']:.5f} min {m['local_cosine_min']:.5f}; "
+                f"in the model mean {m['cosine_mean']:.5f}")
+    t = time.perf_counter()
+    half = len(sentences) // 2
+    batches = [fp32.tokenize(sentences[:half]), fp32.tokenize(sentences[half:])]
+    onnx = validate.onnx_check(fp32, batches[0], candidate=int8, batches=batches, path=ctx.workdir / "minilm.onnx",
+                               min_nn_agreement=None)
+    ex, ca = onnx.exported.report, onnx.candidate.report
+    ctx.log(f"ONNX: fp32 exported with torch.onnx and run by onnxruntime ({time.perf_counter() - t:.1f} s): "
+            f"vs torch max |err| {ex.max_abs_err:.2g} ({'agrees' if onnx.exported.ok else 'DISAGREES'}); "
+            f"vs INT8 cosine min {ca.cosine_min:.5f} ({'within' if onnx.candidate.ok else 'OUTSIDE'} tolerance)")
+    return layers, onnx

@@ -141,14 +141,25 @@ class BertEncoder(nn.Module):
         out = np.zeros((len(toks), self.embeddings.word_embeddings.embedding_dim), np.float32)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            width = max(len(toks[j]) for j in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, j in enumerate(idx):
-                ids[r, : len(toks[j])] = torch.tensor(toks[j])
-                mask[r, : len(toks[j])] = 1
-            out[idx] = self(ids, mask).float().numpy()
+            out[idx] = self(*_pad([toks[j] for j in idx])).float().numpy()
         return out
+
+    def tokenize(self, sentences: Sequence[str], max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, mask)`` int64 tensors [n, longest], the arguments of :meth:`forward` (for an
+        ONNX export or a validation set of tensors)."""
+        if self.tokenizer is None:
+            raise ValueError("this encoder has no tokenizer")
+        return _pad([self.tokenizer.encode(s, max_length) for s in sentences])
+
+
+def _pad(toks: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(t) for t in toks), default=0)
+    ids = torch.zeros((len(toks), width), dtype=torch.long)
+    mask = torch.zeros((len(toks), width), dtype=torch.long)
+    for r, t in enumerate(toks):
+        ids[r, : len(t)] = torch.tensor(t, dtype=torch.long)
+        mask[r, : len(t)] = 1
+    return ids, mask
 
 
 class WordPiece:

@@ -40,6 +40,8 @@ def test_demo_quick_runs_every_stage(tmp_path):
     if sk.get("datasketches_readback_estimate") is not None:
         assert sk["datasketches_readback_estimate"] == pytest.approx(sk["distinct_users_hll"])
     assert stages["quant"]["cosine_mean"] > 0.99
+    # per-layer rows for all 36 linear layers; the ONNX export agrees with torch and the INT8 model
+    assert stages["quant"]["layers_checked"] == 36 and stages["quant"]["onnx_ok"] is True
     # Thread callers with caller_runs="auto": the model goes to the workers, a lookup to the callers.
     tc = stages["batching"]["thread_callers"]
     assert tc["model"]["callers_run_batches"] is False and tc["lookup"]["callers_run_batches"] is True
