@@ -9,7 +9,10 @@
   and SmoothQuant smoothing factors.
 - :func:`optimize`: replaces a torch module's ``nn.Linear`` layers in place (needs torch).
 - :func:`save` / :func:`load`: packed weights as safetensors plus JSON.
-- :func:`accuracy_report`: output-equivalence metrics of a candidate against a reference.
+- :func:`accuracy_report`: output-equivalence metrics of a candidate against a reference
+  (:mod:`pyperfcore.validate` checks declared tolerances over a validation set).
+- :func:`prune` / :func:`sparsity_report`: magnitude and 2:4 pruning with a sparsity-vs-accuracy
+  report (:mod:`~pyperfcore.quant.pruning`).
 
 ``import pyperfcore.quant`` never imports torch.
 """
@@ -20,6 +23,7 @@ from typing import Any
 from ._pilot import dequantize, quantize
 from .calibration import SmoothQuant, calibrate, smooth_factors
 from .linear import ACTIVATIONS, QuantizedLinear, dequantize_activations, quantize_activations
+from .pruning import PruneResult, SparsityReport, magnitude_mask, prune, semi_structured_mask, sparsity, sparsity_report
 from .report import AccuracyReport, accuracy_report
 
 __all__ = [
@@ -39,6 +43,13 @@ __all__ = [
     "accuracy_report",
     "AccuracyReport",
     "equivalence",
+    "magnitude_mask",
+    "semi_structured_mask",
+    "prune",
+    "PruneResult",
+    "sparsity",
+    "sparsity_report",
+    "SparsityReport",
 ]
 
 
@@ -57,8 +68,9 @@ def equivalence(reference: Any, candidate: Any, inputs: Any = None, **kwargs: An
 
 
 def sensitivity(model: Any, inputs: Any, **kwargs: Any) -> Any:
-    """Per-layer sensitivity scan; see :func:`pyperfcore.quant.sensitivity.sensitivity`."""
-    from .sensitivity import sensitivity as _sensitivity
+    """Per-layer sensitivity scan; see :func:`pyperfcore.quant.sensitivity_scan.sensitivity`."""
+    # (the module is not named "sensitivity": importing it would rebind this package attribute)
+    from .sensitivity_scan import sensitivity as _sensitivity
 
     return _sensitivity(model, inputs, **kwargs)
 

@@ -336,6 +336,18 @@ def test_sensitivity_finds_the_outlier_layer_and_meets_budget(rng):
     assert set(res.layers) == {"0", "2", "4"}
     assert res.met and res.excluded and res.excluded[0] == "2" and res.final["cosine_min"] >= 0.9999
     assert type(m[2]) is nn.Linear  # the model itself is untouched
+    table = res.table()
+    assert table.splitlines()[1].startswith("2 ") and "yes" in table.splitlines()[1] and "met" in table
+    back = json.loads(res.to_json())
+    assert back["excluded"] == res.excluded and back["budget"] == {"min_cosine": 0.9999}
+    # a budget on the mean alone: met with the float layers it needs, checked against a re-run
+    mean = quant.sensitivity(m, x, min_cosine_mean=0.99999)
+    assert mean.met and mean.final["cosine_mean"] >= 0.99999
+    check = quant.optimize(copy.deepcopy(m), exclude=mean.excluded)
+    with torch.no_grad():
+        assert quant.accuracy_report(m(x), check(x)).cosine_mean == pytest.approx(mean.final["cosine_mean"])
+    with pytest.raises(ValueError, match="min_cosine"):
+        quant.sensitivity(m, x, min_cosine=2.0)
 
 
 def test_equivalence_declared_tolerances(rng):
