@@ -12,7 +12,9 @@
 - :func:`accuracy_report`: output-equivalence metrics of a candidate against a reference
   (:mod:`pyperfcore.validate` checks declared tolerances over a validation set).
 - :func:`prune` / :func:`sparsity_report`: magnitude and 2:4 pruning with a sparsity-vs-accuracy
-  report (:mod:`~pyperfcore.quant.pruning`).
+  report (:mod:`~pyperfcore.quant.pruning`); :func:`distill`: a knowledge-distillation loop
+  (temperature-scaled KL, or MSE/cosine for embeddings) for a smaller student
+  (:mod:`~pyperfcore.quant.distillation`).
 
 ``import pyperfcore.quant`` never imports torch.
 """
@@ -50,6 +52,8 @@ __all__ = [
     "sparsity",
     "sparsity_report",
     "SparsityReport",
+    "distill",
+    "distillation_loss",
 ]
 
 
@@ -73,6 +77,20 @@ def sensitivity(model: Any, inputs: Any, **kwargs: Any) -> Any:
     from .sensitivity_scan import sensitivity as _sensitivity
 
     return _sensitivity(model, inputs, **kwargs)
+
+
+def distill(student: Any, teacher: Any, data: Any, **kwargs: Any) -> Any:
+    """Knowledge distillation training loop; see :func:`pyperfcore.quant.distillation.distill`."""
+    from .distillation import distill as _distill
+
+    return _distill(student, teacher, data, **kwargs)
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any, **kwargs: Any) -> Any:
+    """Temperature-scaled KL loss; see :func:`pyperfcore.quant.distillation.distillation_loss`."""
+    from .distillation import distillation_loss as _loss
+
+    return _loss(student_logits, teacher_logits, **kwargs)
 
 
 def save(module: Any, path: Any) -> Any:
