@@ -331,7 +331,8 @@ def distill(student: Any, teacher: Any, data: Iterable[Any], *, epochs: int = 1,
             optimizer: Any = None, loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "kl",
             temperature: float = 2.0, alpha: float = 1.0, labels: bool = False,
             output: Callable[[Any], Any] | None = None, max_steps: int | None = None,
-            grad_clip: float | None = None, callback: Callable[[int, float], Any] | None = None) -> DistillResult:
+            grad_clip: float | None = None, callback: Callable[[int, float], Any] | None = None,
+            keep_sparsity: bool = False) -> DistillResult:
     """Train ``student`` in place to reproduce ``teacher``'s outputs on ``data``.
 
     Parameters
@@ -370,6 +371,11 @@ def distill(student: Any, teacher: Any, data: Iterable[Any], *, epochs: int = 1,
     callback : callable, optional
         ``callback(step, loss)`` after each step (``step`` counts from 1); returning ``False``
         stops training.
+    keep_sparsity : bool
+        For a pruned student (:func:`pyperfcore.quant.prune`): the weights of its ``nn.Linear``
+        layers that are exactly zero when training starts stay zero (their entries are zeroed
+        again after every optimizer step, which optimizers with momentum or weight decay would
+        otherwise move), so a 2:4 or magnitude pattern survives distillation.
 
     Returns
     -------
@@ -439,6 +445,10 @@ def distill(student: Any, teacher: Any, data: Iterable[Any], *, epochs: int = 1,
             raise ValueError("the student has no trainable parameters")
         optimizer = torch.optim.AdamW(params, lr=lr)
 
+    # keep-masks of the pruned weights, taken before the first step
+    masks = [(m.weight, m.weight.detach() != 0) for m in student.modules()
+             if isinstance(m, nn.Linear) and m.weight.requires_grad] if keep_sparsity else []
+    masks = [(w, k) for w, k in masks if not bool(k.all())]
     student_modes, teacher_modes = _modes(student), _modes(teacher)
     try:
         student.train()
@@ -471,6 +481,10 @@ def distill(student: Any, teacher: Any, data: Iterable[Any], *, epochs: int = 1,
                     if not math.isfinite(float(norm)):
                         raise _nonfinite(step, epoch, s_out, t_out, "gradient norm")
                 optimizer.step()
+                if masks:
+                    with torch.no_grad():
+                        for w, keep in masks:
+                            w.mul_(keep)
                 result.steps = step
                 result.losses.append(v)
                 epoch_losses.append(v)

@@ -479,3 +479,25 @@ def test_sequence_logits_in_distill_match_the_loss(seed, rows, seq):
         expected = float(distillation_loss(student(x), teacher(x), temperature=3.0))
     result = distill(student, teacher, [x], temperature=3.0)
     assert result.losses[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_pruned_student_keeps_its_pattern_and_recovers(rng):
+    from pyperfcore import quant
+
+    teacher = _mlp(0, 128, gain=4.0)
+    student = copy.deepcopy(teacher)
+    quant.prune(student, "2:4")
+    masks = {n: m.weight.detach() != 0 for n, m in student.named_modules() if isinstance(m, nn.Linear)}
+    data, held_out = _batches(_inputs(rng, 384)), [_inputs(rng, 512)]
+    before = agreement(student, teacher, held_out)
+    free = copy.deepcopy(student)
+    distill(student, teacher, data, epochs=4, lr=3e-3, keep_sparsity=True)
+    for n, m in student.named_modules():
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach()
+            assert torch.equal(w != 0, masks[n]), n  # the same entries, no more, no fewer
+    assert all(v == pytest.approx(0.5) for v in quant.sparsity(student).values())
+    assert agreement(student, teacher, held_out)["cosine_mean"] > before["cosine_mean"]
+    # without keep_sparsity AdamW moves the pruned entries (this is what the flag is for)
+    distill(free, teacher, data, epochs=1, lr=3e-3)
+    assert quant.sparsity(free)["0"] < 0.01
