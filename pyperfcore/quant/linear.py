@@ -63,11 +63,22 @@ def _float_vector(b: Any, n: int, what: str) -> np.ndarray | None:
     return b
 
 
-def quantize_weight_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel INT8: ``(q int8 [n, k], scale float32 [n])``."""
+WEIGHT_QUANT = ("channel", "tensor")
+
+
+def quantize_weight_int8(w: np.ndarray, granularity: str = "channel") -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric INT8 weights: ``(q int8 [n, k], scale float32 [n])``.
+
+    ``channel``: one scale per output channel (row); ``tensor``: one scale for the whole matrix,
+    repeated per row, so the kernels (which take a scale per output channel) are unchanged."""
     from ._pilot import quantize
 
+    if granularity not in WEIGHT_QUANT:
+        raise ValueError(f"weight_quant must be one of {WEIGHT_QUANT}, got {granularity!r}")
     backend = None if _backends.available("quantize", "cpu") is None else "reference"
+    if granularity == "tensor":
+        q, s = quantize(w, axis=None, backend=backend)
+        return np.asarray(q), np.full(w.shape[0], np.float32(np.asarray(s).reshape(-1)[0]), dtype=np.float32)
     q, s = quantize(w, axis=0, backend=backend)
     return np.asarray(q), np.asarray(s, dtype=np.float32)
 
@@ -122,6 +133,10 @@ class QuantizedLinear:
     smooth : array-like [in_features] or None
         SmoothQuant factors ``s``: the layer stores ``W * s`` and computes with ``x / s``
         (see :func:`pyperfcore.quant.smooth_factors`). int8 only.
+    weight_quant : str
+        INT8 weight scale granularity: ``channel`` (default, one symmetric scale per output
+        channel) or ``tensor`` (one scale for the matrix: coarser, for comparison with per-tensor
+        toolchains).
 
     Call it as ``layer(x, residual=None, backend=None, threads=0)`` with x of shape
     ``[..., in_features]`` (float32/16, numpy or torch CPU tensor): the result is float32
@@ -129,13 +144,17 @@ class QuantizedLinear:
     """
 
     def __init__(self, weight: Any, bias: Any = None, *, activation: str = "none", dtype: str = "int8",
-                 act_quant: str = "asymmetric", smooth: Any = None) -> None:
+                 act_quant: str = "asymmetric", smooth: Any = None, weight_quant: str = "channel") -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if act_quant not in ACT_QUANT:
             raise ValueError(f"act_quant must be one of {ACT_QUANT}, got {act_quant!r}")
+        if weight_quant not in WEIGHT_QUANT:
+            raise ValueError(f"weight_quant must be one of {WEIGHT_QUANT}, got {weight_quant!r}")
+        if weight_quant != "channel" and dtype != "int8":
+            raise ValueError("weight_quant applies to dtype='int8' only")
         w = _float_matrix(weight, "weight")
         self.out_features, self.in_features = w.shape
         self.bias = _float_vector(bias, self.out_features, "bias")
@@ -158,7 +177,7 @@ class QuantizedLinear:
         self._half: Any = None
         self._device_cache: dict[Any, Any] = {}
         if dtype == "int8":
-            self.qweight, self.wscale = quantize_weight_int8(w)
+            self.qweight, self.wscale = quantize_weight_int8(w, weight_quant)
         else:
             if dtype == "float16" and np.abs(w).max(initial=0) > 65504:
                 raise ValueError("a weight exceeds the float16 range (|w| > 65504); use dtype='bfloat16'")

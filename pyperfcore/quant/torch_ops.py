@@ -359,7 +359,7 @@ def _collect_input_amax(module: nn.Module, names: list[str], calibration: Iterab
 @torch.no_grad()
 def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[Any] | None = None,
              exclude: Iterable[str] = (), smooth_alpha: float | None = None, act_quant: str = "asymmetric",
-             fuse_activations: bool = True) -> nn.Module:
+             fuse_activations: bool = True, weight_quant: str = "channel") -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``module`` in place with :class:`QLinear` and return it.
 
     Parameters
@@ -370,6 +370,8 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         SmoothQuant (``smooth_alpha``). Without it, the defaults need no data.
     exclude : layer names or fnmatch patterns (``"encoder.layer.*.output.dense"``) kept in fp32.
     smooth_alpha : SmoothQuant migration strength in [0, 1]; needs ``calibration``.
+    weight_quant : ``"channel"`` (default: a symmetric scale per output channel) or ``"tensor"``
+        (one scale per weight matrix; int8 only).
     fuse_activations : fuse an activation that directly follows a linear layer (the next module
         of an ``nn.Sequential``, or Hugging Face's ``dense`` + ``intermediate_act_fn`` pair) into
         the kernel's epilogue, replacing the activation module with ``nn.Identity``.
@@ -382,6 +384,8 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         raise ValueError(f"dtype must be 'int8', 'fp16' or 'bf16', got {dtype!r}")
     if not isinstance(module, nn.Module):
         raise TypeError(f"optimize expects a torch.nn.Module, got {type(module).__name__}")
+    if weight_quant not in ("channel", "tensor") or (weight_quant == "tensor" and kind != "int8"):
+        raise ValueError(f"weight_quant must be 'channel' or 'tensor' (int8 only), got {weight_quant!r} with dtype={dtype!r}")
     if smooth_alpha is not None and (calibration is None or kind != "int8"):
         raise ValueError("smooth_alpha needs calibration data and dtype='int8'")
     if isinstance(exclude, str):
@@ -419,7 +423,8 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         lin = module.get_submodule(name)
         act = fused[name][2] if name in fused else "none"
         try:
-            q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant, smooth=smooth.get(name))
+            q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant,
+                                smooth=smooth.get(name), weight_quant=weight_quant)
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from exc
         new = QLinear.from_quantized(q).to(lin.weight.device)

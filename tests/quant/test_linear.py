@@ -341,6 +341,33 @@ def test_w8a8_is_close_to_float(rng):
     assert e_asym < e_sym
 
 
+@settings(max_examples=20)
+@given(n=st.integers(1, 40), k=st.integers(1, 70), m=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
+def test_per_tensor_weights_match_the_oracle(n, k, m, seed):
+    rng = np.random.default_rng(seed)
+    # rows of very different magnitude: per-tensor scales are coarser for the small rows
+    w = (rng.standard_normal((n, k)) * np.exp(rng.uniform(-3, 1, (n, 1)))).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, weight_quant="tensor")
+    q, s = ref.quantize_int8(w, None)
+    np.testing.assert_array_equal(layer.qweight, q)
+    np.testing.assert_array_equal(layer.wscale, np.full(n, s, np.float32))
+    np.testing.assert_allclose(layer(x), ref.linear_w8a8(x, q, layer.wscale), rtol=1e-5, atol=1e-5)
+
+
+def test_per_tensor_weights_are_coarser_than_per_channel(rng):
+    w = (rng.standard_normal((64, 96)) * np.exp(rng.uniform(-3, 1, (64, 1)))).astype(np.float32)
+    x = rng.standard_normal((32, 96)).astype(np.float32)
+    exact = x @ w.T
+    e_channel = np.linalg.norm(quant.QuantizedLinear(w)(x) - exact)
+    e_tensor = np.linalg.norm(quant.QuantizedLinear(w, weight_quant="tensor")(x) - exact)
+    assert e_tensor > 2 * e_channel
+    with pytest.raises(ValueError, match="weight_quant"):
+        quant.QuantizedLinear(w, weight_quant="group")
+    with pytest.raises(ValueError, match="int8' only"):
+        quant.QuantizedLinear(w, dtype="float16", weight_quant="tensor")
+
+
 def test_smoothquant_layer_equals_float_math(rng):
     w = rng.standard_normal((32, 48)).astype(np.float32)
     x = rng.standard_normal((10, 48)).astype(np.float32)

@@ -325,6 +325,25 @@ def test_accuracy_report(tmp_path, rng):
         quant.accuracy_report(r, r[:3])
 
 
+def test_optimize_per_tensor_weights_round_trip(tmp_path, rng):
+    m = _mlp(3)
+    x = torch.from_numpy(rng.standard_normal((5, 48)).astype(np.float32))
+    with torch.no_grad():
+        expected = m(x)
+    quant.optimize(m, weight_quant="tensor")
+    for layer in quant.torch_ops.quantized_layers(m).values():
+        assert torch.unique(layer.wscale).numel() == 1  # one scale per matrix
+    with torch.no_grad():
+        y = m(x)
+    assert quant.accuracy_report(expected, y).cosine_min > 0.99
+    quant.save(m, tmp_path / "t")
+    fresh = quant.load(_mlp(3), tmp_path / "t")
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
+    with pytest.raises(ValueError, match="weight_quant"):
+        quant.optimize(_mlp(), dtype="fp16", weight_quant="tensor")
+
+
 def test_sensitivity_finds_the_outlier_layer_and_meets_budget(rng):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16))
