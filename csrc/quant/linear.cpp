@@ -305,6 +305,11 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
   for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
     alignas(64) int32_t tile[kMaxRows * kPanel];
     kr.gemm_tile(a + r0 * lda, lda, rows, w.data.data() + p * kPanel * w.kp, w.kp, tile);
+    if (kr.gemm_shift) {  // the tile holds sum (a - shift) w: add shift * colsum back
+      const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
+      for (int r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < nc; ++j) tile[r * kPanel + j] += kr.gemm_shift * w.colsum[static_cast<size_t>(j0 + j)];
+    }
     store(tile, p, r0, rows);
   });
 }
@@ -316,7 +321,7 @@ namespace {
 struct Scratch {
   std::vector<uint8_t> qa;
   std::vector<float> sa, h;
-  std::vector<int32_t> zp;
+  std::vector<int32_t> zp, zp_shifted;
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -342,6 +347,13 @@ void linear_codes(const uint8_t* qa, const float* sa, const int32_t* zp, int64_t
       finish(tile, p, r0, rows);
     });
     return;
+  }
+  if (kr.gemm_shift) {
+    // tiles of sum (a - shift) w: acc - zp colsum = tile - (zp - shift) colsum, the same integer
+    std::vector<int32_t>& zs = scratch().zp_shifted;
+    zs.resize(static_cast<size_t>(m));
+    for (int64_t r = 0; r < m; ++r) zs[static_cast<size_t>(r)] = zp[r] - kr.gemm_shift;
+    zp = zs.data();
   }
   for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
     alignas(64) int32_t tile[kMaxRows * kPanel];

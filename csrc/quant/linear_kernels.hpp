@@ -15,7 +15,8 @@ struct LinearKernels {
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* bad);
   // q[j] = clip(rne(x[j] * inv) + zp, qmin, qmax) as uint8.
   void (*quant_row)(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q);
-  // c[r, 0:64] = sum over kp of a[r, :] * panel, for r < rows <= kMaxRows (INT32, exact).
+  // c[r, 0:64] = sum over kp of (a[r, :] - gemm_shift) * panel, for r < rows <= kMaxRows (INT32,
+  // exact): the callers add gemm_shift * colsum back.
   void (*gemm_tile)(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
   // y[j] = finish(float(acc[j] - zp * colsum[j]) * (sa * sw[j])) for j < ncols <= 64.
   void (*epi_i8)(const int32_t* acc, int64_t ncols, float sa, int32_t zp, const float* sw, const int32_t* colsum,
@@ -33,7 +34,10 @@ struct LinearKernels {
   void (*f32_tile)(const float* x, int64_t ldx, int rows, const float* panel, int64_t k, float* c);
   // y[j] = finish(acc[j]) for j < ncols <= 64.
   void (*epi_f)(const float* acc, int64_t ncols, const float* bias, Activation act, const float* res, float* y);
+  // 0, or kGemmShift for the kernels that multiply signed codes a - 128 (no VNNI: see linear_simd.cpp).
+  int32_t gemm_shift;
 };
+constexpr int32_t kGemmShift = 128;
 
 float scalar_activation(float v, Activation act);
 

@@ -200,7 +200,7 @@ void rows_of(const int32_t* acc, int rows, int64_t ncols, const float* sa, const
 }  // namespace
 
 const LinearKernels kLinScalar = {s_minmax, s_quant_row, s_gemm_tile, s_epi_i8, rows_of<s_epi_i8>, s_half_tile,
-                                  s_widen_panel, s_f32_tile, s_epi_f};
+                                  s_widen_panel, s_f32_tile, s_epi_f, 0};
 
 #if defined(__x86_64__)
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
@@ -284,22 +284,26 @@ PFC_AVX2 void a2_quant_row(const float* x, int64_t k, float inv, float zp, float
   s_quant_row(x + i, k - i, inv, zp, qmin, qmax, q + i);
 }
 
+// Without VNNI the u8 x s8 product goes through VPMADDUBSW, whose int16 pair sums saturate for
+// codes near 255 (2 * 255 * 127 > 32767). The codes are therefore shifted to a' = a - 128 (the
+// byte XOR 0x80, read as int8) and multiplied as |a'| (unsigned, <= 128) by w carrying a''s sign
+// (|w| <= 127, never -128, so negating it is exact): every pair stays within 2 * 128 * 127 =
+// 32512, exact, in 4 instructions per 32 products (the previous a = 2h + l split took 6). The
+// tile then holds sum (a - 128) w = sum a w - 128 colsum: kGemmShift, which the callers add back
+// (linear.cpp), so every path still yields the same exact INT32 sums.
 PFC_AVX2 void a2_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
-  const __m256i m7f = _mm256_set1_epi8(0x7F), m01 = _mm256_set1_epi8(1);
-  const __m256i ones = _mm256_set1_epi16(1), twos = _mm256_set1_epi16(2);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   for (int r = 0; r < rows; ++r) {
     __m256i acc[8];
     for (auto& v : acc) v = _mm256_setzero_si256();
     const uint8_t* ar = a + r * lda;
     for (int64_t g = 0; g < kp / 4; ++g) {
-      __m256i b = _mm256_set1_epi32(ld_i32(ar + 4 * g));
-      __m256i h = _mm256_and_si256(_mm256_srli_epi16(b, 1), m7f), l = _mm256_and_si256(b, m01);
+      const __m256i sa = _mm256_xor_si256(_mm256_set1_epi32(ld_i32(ar + 4 * g)), flip);
+      const __m256i ua = _mm256_abs_epi8(sa);
       const int8_t* w = panel + g * kPanel * 4;
       for (int j = 0; j < 8; ++j) {
-        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * j));
-        __m256i t1 = _mm256_madd_epi16(_mm256_maddubs_epi16(h, wv), twos);
-        __m256i t2 = _mm256_madd_epi16(_mm256_maddubs_epi16(l, wv), ones);
-        acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(t1, t2));
+        __m256i wv = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * j)), sa);
+        acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(ua, wv), ones));
       }
     }
     for (int j = 0; j < 8; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * kPanel + 8 * j), acc[j]);
@@ -384,7 +388,7 @@ PFC_AVX2 void a2_epi_f(const float* acc, int64_t ncols, const float* bias, Activ
 }  // namespace
 
 const LinearKernels kLinAvx2 = {a2_minmax, a2_quant_row, a2_gemm_tile, a2_epi_i8, rows_of<a2_epi_i8>, a2_half_tile,
-                                a2_widen_panel, a2_f32_tile, a2_epi_f};
+                                a2_widen_panel, a2_f32_tile, a2_epi_f, kGemmShift};
 
 // ---------------------------------------------------------------- AVX-512 (F, BW, VL, DQ)
 #define PFC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -402,6 +406,7 @@ const LinearKernels kLinAvx2 = {a2_minmax, a2_quant_row, a2_gemm_tile, a2_epi_i8
   }
 
 namespace {
+constexpr int kA5Rows = 4;
 inline __mmask16 mask_n(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
 
 PFC_AVX512 inline __m512 a5_exp(__m512 x) {
@@ -485,25 +490,25 @@ PFC_AVX512 void a5_quant_row(const float* x, int64_t k, float inv, float zp, flo
   }
 }
 
+// The same signed-shift scheme as a2_gemm_tile (see there): AVX-512 has no VPSIGNB, so a''s sign
+// is applied to the weights as a masked negation by the code's sign bits.
 template <int R>
 PFC_AVX512 void a5_gemm_rows(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t kp, int32_t* c) {
-  const __m512i m7f = _mm512_set1_epi8(0x7F), m01 = _mm512_set1_epi8(1);
-  const __m512i ones = _mm512_set1_epi16(1), twos = _mm512_set1_epi16(2);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi16(1);
   const __m512i z = _mm512_setzero_si512();
   PFC_DECL_ALL(__m512i, z)
   for (int64_t g = 0; g < kp / 4; ++g) {
     const int8_t* w = panel + g * kPanel * 4;
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64), w2 = _mm512_loadu_si512(w + 128),
                   w3 = _mm512_loadu_si512(w + 192);
-#define PFC_MAC(acc, h, l, wv)                                                         \
-  acc = _mm512_add_epi32(acc, _mm512_add_epi32(                                        \
-                                  _mm512_madd_epi16(_mm512_maddubs_epi16(h, wv), twos), \
-                                  _mm512_madd_epi16(_mm512_maddubs_epi16(l, wv), ones)));
-#define PFC_A5_ROW(r)                                                                       \
-  if (R > r) {                                                                              \
-    const __m512i b = _mm512_set1_epi32(ld_i32(a + r * lda + 4 * g));                      \
-    const __m512i h = _mm512_and_si512(_mm512_srli_epi16(b, 1), m7f), l = _mm512_and_si512(b, m01); \
-    PFC_MAC(c##r##0, h, l, w0) PFC_MAC(c##r##1, h, l, w1) PFC_MAC(c##r##2, h, l, w2) PFC_MAC(c##r##3, h, l, w3) \
+#define PFC_MAC(acc, ua, neg, wv) \
+  acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(ua, _mm512_mask_sub_epi8(wv, neg, z, wv)), ones));
+#define PFC_A5_ROW(r)                                                                                        \
+  if (R > r) {                                                                                               \
+    const __m512i sa = _mm512_xor_si512(_mm512_set1_epi32(ld_i32(a + r * lda + 4 * g)), flip);             \
+    const __m512i ua = _mm512_abs_epi8(sa);                                                                  \
+    const __mmask64 neg = _mm512_movepi8_mask(sa);                                                           \
+    PFC_MAC(c##r##0, ua, neg, w0) PFC_MAC(c##r##1, ua, neg, w1) PFC_MAC(c##r##2, ua, neg, w2) PFC_MAC(c##r##3, ua, neg, w3) \
   }
     PFC_FOR_ROWS(PFC_A5_ROW)
 #undef PFC_A5_ROW
@@ -513,8 +518,10 @@ PFC_AVX512 void a5_gemm_rows(const uint8_t* a, int64_t lda, const int8_t* panel,
 }
 PFC_AVX512 void a5_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
   for (int r = 0; r < rows;) {
-    int n = std::min(rows - r, 3);  // 3 rows x 4 accumulators + temporaries fit in 32 zmm
-    if (n == 3)
+    int n = std::min(rows - r, kA5Rows);  // kA5Rows rows x 4 accumulators + weights + temporaries in 32 zmm
+    if (n == 4)
+      a5_gemm_rows<4>(a + r * lda, lda, panel, kp, c + r * kPanel);
+    else if (n == 3)
       a5_gemm_rows<3>(a + r * lda, lda, panel, kp, c + r * kPanel);
     else if (n == 2)
       a5_gemm_rows<2>(a + r * lda, lda, panel, kp, c + r * kPanel);
@@ -772,7 +779,7 @@ PFC_VNNI void vn_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t
 }  // namespace
 
 const LinearKernels kLinAvx512 = {a5_minmax, a5_quant_row, a5_gemm_tile, a5_epi_i8, a5_epi_i8_rows, a5_half_tile,
-                                  a5_widen_panel, a5_f32_tile, a5_epi_f};
+                                  a5_widen_panel, a5_f32_tile, a5_epi_f, kGemmShift};
 
 // ---------------------------------------------------------------- AMX (TDPBUSD), inside avx512_vnni
 // One 16-row x 64-column INT32 block per call: C tiles 0-3 (16 columns each), A tile 4 (rows x 64
@@ -997,7 +1004,7 @@ void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32
 #endif
 
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_epi_i8_rows, a5_half_tile,
-                                      a5_widen_panel, a5_f32_tile, a5_epi_f};
+                                      a5_widen_panel, a5_f32_tile, a5_epi_f, 0};
 #else
 const LinearKernels kLinAvx2 = kLinScalar;
 const LinearKernels kLinAvx512 = kLinScalar;

@@ -217,6 +217,15 @@ def test_int8_gemm_extreme_values_do_not_saturate(cpu_target):
     a = np.full((3, packed.kp), 255, np.uint8)
     c = _core().gemm_u8s8(a, packed)
     np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64))
+    # the avx2/avx512 kernels multiply |a - 128| (128 for a = 0) by w with a - 128's sign: codes
+    # 0 and 255 beside each other, 128 (a - 128 = 0), and a row of each, against +-127 weights
+    a = np.zeros((5, packed.kp), np.uint8)
+    a[1] = 255
+    a[2, 0::2] = 255
+    a[3] = 128
+    a[4, 1::4] = 255
+    c = _core().gemm_u8s8(a, packed)
+    np.testing.assert_array_equal(c, a[:, :k].astype(np.int64) @ wq.T.astype(np.int64))
 
 
 @given(st.integers(0, 9), st.integers(0, 77), st.booleans(), st.integers(0, 2**32 - 1), st.floats(1e-3, 1e3))
