@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'InferCall', 'InferEntry', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
+__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'InferCall', 'InferEntry', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'linear_w8a8_static', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'quantize_rows_u8_static', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
 class PackedInt8:
     """
     INT8 weights packed for the W8A8 GEMM (see linear.hpp).
@@ -575,6 +575,10 @@ def linear_w8a8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w: Packed
     """
     W8A8 linear: per-token uint8 activations x INT8 weights, fused dequant + bias + activation + residual.
     """
+def linear_w8a8_static(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w: PackedInt8, act_scale: typing.SupportsFloat | typing.SupportsIndex, bias: typing.Any = None, activation: str = 'none', residual: typing.Any = None, threads: typing.SupportsInt | typing.SupportsIndex = 0, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    W8A8 linear with static (calibrated) per-tensor symmetric activation quantization.
+    """
 def mlp_w8a8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w1: PackedInt8, bias1: typing.Any, activation1: str, w2: PackedInt8, bias2: typing.Any, activation2: str = 'none', residual: typing.Any = None, symmetric_act1: bool = False, symmetric_act2: bool = False, threads: typing.SupportsInt | typing.SupportsIndex = 0, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
     """
     Two W8A8 layers in one call (Linear -> activation -> Linear): the intermediate stays in a native buffer. Same bits as two linear_w8a8 calls.
@@ -622,6 +626,10 @@ def quantize_int8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], target:
 def quantize_rows_u8(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], symmetric: bool = False, target: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.uint8], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int32]]:
     """
     Per-token uint8 quantization of float32 [m, k]: (q uint8 [m, round_up(k, 4)], scales [m], zero points [m]).
+    """
+def quantize_rows_u8_static(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], scale: typing.SupportsFloat | typing.SupportsIndex, target: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.uint8], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int32]]:
+    """
+    Static symmetric uint8 quantization of float32 [m, k] with one scale: (q [m, round_up(k, 4)], scales, zero points 128).
     """
 def set_amx_blocking(on: bool) -> None:
     """

@@ -195,7 +195,7 @@ void quant_one_row(const LinearKernels& kr, const float* x, int64_t k, int64_t k
     qmin = 0.f;
     qmax = 255.f;
   }
-  kr.quant_row(x, k, inv, z, qmin, qmax, q);
+  kr.quant_row(x, k, inv, z, qmin, qmax, q, nullptr);  // minmax has checked finiteness
   std::memset(q + k, static_cast<int>(z), static_cast<size_t>(kp - k));
   *scale = s;
   *zp = static_cast<int32_t>(z);
@@ -216,6 +216,30 @@ void quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t
     bool lbad = false;
     for (int64_t r = b; r < e && !lbad; ++r)
       quant_one_row(kr, x + r * ldx, k, kp, q + r * ldq, scales + r, zps + r, symmetric, &lbad);
+    if (lbad) bad.store(true);
+  });
+  if (bad.load()) throw_nonfinite();
+}
+
+void quantize_rows_u8_static(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, uint8_t* q, int64_t ldq,
+                             float* scales, int32_t* zps, CpuTarget target, int threads) {
+  check_dims(m, k, ldx, "quantize_rows_u8_static");
+  if (!(scale >= FLT_MIN && scale <= FLT_MAX))
+    throw std::invalid_argument("quantize_rows_u8_static: the activation scale must be finite and > 0");
+  const int64_t kp = round_up(std::max<int64_t>(k, 1), 4);
+  if (ldq < kp && m > 1) throw std::invalid_argument("quantize_rows_u8_static: ldq < round_up(k, 4)");
+  const LinearKernels& kr = lin_kernels(target);
+  const float inv = 1.f / scale;
+  std::atomic<bool> bad{false};
+  // no min/max pass: one read of x, finiteness checked inside the quantization
+  run_chunks(m, threads, 8, [&](int64_t b, int64_t e) {
+    bool lbad = false;
+    for (int64_t r = b; r < e && !lbad; ++r) {
+      kr.quant_row(x + r * ldx, k, inv, 128.f, 1.f, 255.f, q + r * ldq, &lbad);
+      std::memset(q + r * ldq + k, 128, static_cast<size_t>(kp - k));
+      scales[r] = scale;
+      zps[r] = 128;
+    }
     if (lbad) bad.store(true);
   });
   if (bad.load()) throw_nonfinite();
@@ -372,6 +396,20 @@ void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bo
   s.sa.resize(static_cast<size_t>(m));
   s.zp.resize(static_cast<size_t>(m));
   quantize_rows_u8(x, m, w.k, ldx, s.qa.data(), w.kp, s.sa.data(), s.zp.data(), symmetric_act, target, threads);
+  linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w, ep, y, ldy, target, threads);
+}
+
+void linear_w8a8_static(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, float act_scale,
+                        const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads) {
+  check_dims(m, w.k, ldx, "linear_w8a8_static");
+  if (!(act_scale >= FLT_MIN && act_scale <= FLT_MAX))
+    throw std::invalid_argument("linear_w8a8_static: the activation scale must be finite and > 0");
+  if (m == 0 || w.n == 0) return;
+  Scratch& s = scratch();
+  s.qa.resize(static_cast<size_t>(m * w.kp));
+  s.sa.resize(static_cast<size_t>(m));
+  s.zp.resize(static_cast<size_t>(m));
+  quantize_rows_u8_static(x, m, w.k, ldx, act_scale, s.qa.data(), w.kp, s.sa.data(), s.zp.data(), target, threads);
   linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w, ep, y, ldy, target, threads);
 }
 

@@ -58,6 +58,13 @@ void unpack_check_int8(PackedInt8* p);
 void quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales,
                       int32_t* zps, bool symmetric, CpuTarget target, int threads);
 
+// Static (calibrated) per-tensor activation quantization, symmetric, one scale for every row:
+//   inv = 1 / scale; q = clip(rne(x * inv), -127, 127) + 128; zero point 128
+// (values beyond 127 * scale clip). scale finite and > 0. No min/max pass: x is read once;
+// NaN or +-inf still throw std::invalid_argument. scales[m] / zps[m] are filled with scale / 128.
+void quantize_rows_u8_static(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, uint8_t* q, int64_t ldq,
+                             float* scales, int32_t* zps, CpuTarget target, int threads);
+
 // c[m, n] = sum_k a[m, k] * w[n, k] in INT32 (a: uint8 rows of w.kp bytes, stride lda).
 void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, int32_t* c, int64_t ldc,
                CpuTarget target, int threads);
@@ -67,6 +74,10 @@ void gemm_u8s8(const uint8_t* a, int64_t m, int64_t lda, const PackedInt8& w, in
 // y: float32 [m, n] (row stride ldy). `threads` <= 0 means get_num_threads().
 void linear_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, bool symmetric_act,
                  const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads);
+
+// linear_w8a8 with activations quantized statically (quantize_rows_u8_static) by act_scale.
+void linear_w8a8_static(const float* x, int64_t m, int64_t ldx, const PackedInt8& w, float act_scale,
+                        const Epilogue& ep, float* y, int64_t ldy, CpuTarget target, int threads);
 
 // Two W8A8 layers in one call, the Linear -> activation -> Linear chain of an MLP:
 //   h = linear_w8a8(x, w1, sym1, ep1);  y = linear_w8a8(h, w2, sym2, ep2)

@@ -13,8 +13,9 @@ constexpr int kMaxRows = 6;  // rows of one GEMM tile (24 zmm accumulators on AV
 struct LinearKernels {
   // lo = min(x), hi = max(x) over k contiguous floats; *bad set if any is NaN or +-inf.
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* bad);
-  // q[j] = clip(rne(x[j] * inv) + zp, qmin, qmax) as uint8.
-  void (*quant_row)(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q);
+  // q[j] = clip(rne(x[j] * inv) + zp, qmin, qmax) as uint8; *bad set (if bad) when any x is NaN or
+  // +-inf (the static mode has no min/max pass to find them).
+  void (*quant_row)(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q, bool* bad);
   // c[r, 0:64] = sum over kp of (a[r, :] - gemm_shift) * panel, for r < rows <= kMaxRows (INT32,
   // exact): the callers add gemm_shift * colsum back.
   void (*gemm_tile)(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);

@@ -115,12 +115,15 @@ void s_minmax(const float* x, int64_t k, float* lo, float* hi, bool* bad) {
   *hi = mx;
 }
 
-void s_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+void s_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q, bool* bad) {
+  bool b = false;
   for (int64_t i = 0; i < k; ++i) {
+    b |= !(std::fabs(x[i]) <= FLT_MAX);
     float v = std::nearbyint(x[i] * inv) + zp;
     v = std::min(std::max(v, qmin), qmax);
-    q[i] = static_cast<uint8_t>(static_cast<int>(v));
+    q[i] = static_cast<uint8_t>(static_cast<int>(v == v ? v : qmin));  // NaN: any code (the caller throws)
   }
+  if (b && bad) *bad = true;
 }
 
 void s_gemm_tile(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c) {
@@ -269,11 +272,16 @@ PFC_AVX2 void a2_minmax(const float* x, int64_t k, float* lo, float* hi, bool* b
   *hi = h;
 }
 
-PFC_AVX2 void a2_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+PFC_AVX2 void a2_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q,
+                           bool* bad) {
   const __m256 vi = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zp), vlo = _mm256_set1_ps(qmin), vhi = _mm256_set1_ps(qmax);
+  const __m256 big = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.f);
+  __m256 badv = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    badv = _mm256_or_ps(badv, _mm256_cmp_ps(_mm256_andnot_ps(sign, xv), big, _CMP_NLE_UQ));
+    __m256 v = _mm256_round_ps(_mm256_mul_ps(xv, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), vlo), vhi);
     __m256i r = _mm256_cvtps_epi32(v);
     __m256i w = _mm256_packus_epi32(r, r);
@@ -281,7 +289,8 @@ PFC_AVX2 void a2_quant_row(const float* x, int64_t k, float inv, float zp, float
     __m128i o = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), o);
   }
-  s_quant_row(x + i, k - i, inv, zp, qmin, qmax, q + i);
+  s_quant_row(x + i, k - i, inv, zp, qmin, qmax, q + i, bad);
+  if (bad && _mm256_movemask_ps(badv)) *bad = true;
 }
 
 // Without VNNI the u8 x s8 product goes through VPMADDUBSW, whose int16 pair sums saturate for
@@ -479,15 +488,20 @@ PFC_AVX512 void a5_minmax(const float* x, int64_t k, float* lo, float* hi, bool*
   *hi = _mm512_reduce_max_ps(mx);
 }
 
-PFC_AVX512 void a5_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q) {
+PFC_AVX512 void a5_quant_row(const float* x, int64_t k, float inv, float zp, float qmin, float qmax, uint8_t* q,
+                             bool* bad) {
   const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), vlo = _mm512_set1_ps(qmin), vhi = _mm512_set1_ps(qmax);
+  const __m512 big = _mm512_set1_ps(FLT_MAX);
+  __mmask16 b = 0;
   for (int64_t i = 0; i < k; i += 16) {
     __mmask16 m = mask_n(k - i);
-    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    b |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(xv), big, _CMP_NLE_UQ);
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(xv, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), vlo), vhi);
     _mm_mask_storeu_epi8(q + i, m, _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v)));
   }
+  if (b && bad) *bad = true;
 }
 
 // The same signed-shift scheme as a2_gemm_tile (see there): AVX-512 has no VPSIGNB, so a''s sign

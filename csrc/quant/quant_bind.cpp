@@ -234,6 +234,27 @@ void bind_quant(py::module_& m) {
       py::arg("x"), py::arg("symmetric") = false, py::arg("target") = py::none(),
       "Per-token uint8 quantization of float32 [m, k]: (q uint8 [m, round_up(k, 4)], scales [m], zero points [m]).");
   m.def(
+      "quantize_rows_u8_static",
+      [](const py::array& x, float scale, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        const int64_t ldx = rows_f32(x, "x", -1), mm = x.shape(0), k = x.shape(1);
+        const int64_t kp = (std::max<int64_t>(k, 1) + 3) / 4 * 4;
+        py::array_t<uint8_t> q({mm, kp});
+        py::array_t<float> s(mm);
+        py::array_t<int32_t> z(mm);
+        const float* xp = static_cast<const float*>(x.data());
+        uint8_t* qp = q.mutable_data();
+        float* sp = s.mutable_data();
+        int32_t* zp = z.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::quantize_rows_u8_static(xp, mm, k, ldx, scale, qp, kp, sp, zp, t, 0);
+        }
+        return py::make_tuple(q, s, z);
+      },
+      py::arg("x"), py::arg("scale"), py::arg("target") = py::none(),
+      "Static symmetric uint8 quantization of float32 [m, k] with one scale: (q [m, round_up(k, 4)], scales, zero points 128).");
+  m.def(
       "gemm_u8s8",
       [](const py::array_t<uint8_t, py::array::c_style>& a, const quant::PackedInt8& w, const py::object& target, int threads) {
         const CpuTarget t = resolve_target(target);
@@ -268,6 +289,23 @@ void bind_quant(py::module_& m) {
       py::arg("residual") = py::none(), py::arg("symmetric_act") = false, py::arg("threads") = 0,
       py::arg("target") = py::none(),
       "W8A8 linear: per-token uint8 activations x INT8 weights, fused dequant + bias + activation + residual.");
+  m.def(
+      "linear_w8a8_static",
+      [](const py::array& x, const quant::PackedInt8& w, float act_scale, const py::object& bias, const std::string& act,
+         const py::object& residual, int threads, const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        LinearArgs a = linear_args(x, w.k, w.n, bias, act, residual);
+        py::array_t<float> y({a.m, w.n});
+        float* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::linear_w8a8_static(a.x, a.m, a.ldx, w, act_scale, a.ep, yp, w.n, t, threads);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("act_scale"), py::arg("bias") = py::none(), py::arg("activation") = "none",
+      py::arg("residual") = py::none(), py::arg("threads") = 0, py::arg("target") = py::none(),
+      "W8A8 linear with static (calibrated) per-tensor symmetric activation quantization.");
   m.def(
       "mlp_w8a8",
       [](const py::array& x, const quant::PackedInt8& w1, const py::object& bias1, const std::string& act1,

@@ -2,7 +2,8 @@
 
 Layout of a saved directory: ``quant.safetensors`` (``<layer>.qweight`` int8 [out, in],
 ``<layer>.wscale`` float32 [out], ``<layer>.weight`` half-rounded float32 for fp16/bf16 layers,
-optional ``<layer>.bias`` and ``<layer>.inv_smooth``) and ``quant.json``
+optional ``<layer>.bias``, ``<layer>.inv_smooth`` and, for static activation quantization,
+``<layer>.act_scale`` float32 [1]) and ``quant.json``
 (``{"format": "pyperfcore.quant", "version": 1, "layers": {name: config}}``). Loading does not
 re-quantize: the int8 weights and scales are used as saved, after validation (shapes, value
 range, finite positive scales); anything malformed is a ``ValueError``.
@@ -21,7 +22,7 @@ __all__ = ["save", "load", "save_layers", "load_layers"]
 
 FORMAT, VERSION = "pyperfcore.quant", 1
 _TENSORS, _CONFIG = "quant.safetensors", "quant.json"
-_KEYS = ("qweight", "wscale", "weight", "bias", "inv_smooth")
+_KEYS = ("qweight", "wscale", "weight", "bias", "inv_smooth", "act_scale")
 
 
 def save_layers(layers: dict[str, QuantizedLinear], path: str | Path, extra: dict[str, dict[str, Any]] | None = None) -> Path:

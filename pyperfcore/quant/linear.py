@@ -25,13 +25,14 @@ import numpy as np
 from .. import _backends
 from .._arrays import as_numpy
 from .._backends import is_torch_tensor, register
+from .._errors import BackendUnavailable
 from .._runtime import _core
 
 __all__ = ["QuantizedLinear", "ACTIVATIONS", "DTYPES", "quantize_activations", "dequantize_activations", "quantize_weight_int8"]
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
 DTYPES = ("int8", "float16", "bfloat16")
-ACT_QUANT = ("asymmetric", "symmetric")
+ACT_QUANT = ("asymmetric", "symmetric", "static")
 
 
 def _float_matrix(w: Any, what: str) -> np.ndarray:
@@ -128,8 +129,12 @@ class QuantizedLinear:
     dtype : str
         ``int8`` (W8A8), ``float16`` or ``bfloat16`` (half-size weights, fp32 math).
     act_quant : str
-        Per-token activation quantization of the int8 path: ``asymmetric`` (default) or
-        ``symmetric``.
+        Activation quantization of the int8 path: per token at run time, ``asymmetric`` (default)
+        or ``symmetric``; or ``static``: one calibrated symmetric scale for every row
+        (``act_scale``; values beyond ``127 * act_scale`` clip), no per-row range pass.
+    act_scale : float or None
+        The static activation scale (``calibrate(batches, method) / 127``); required with
+        ``act_quant="static"``, rejected otherwise.
     smooth : array-like [in_features] or None
         SmoothQuant factors ``s``: the layer stores ``W * s`` and computes with ``x / s``
         (see :func:`pyperfcore.quant.smooth_factors`). int8 only.
@@ -144,7 +149,8 @@ class QuantizedLinear:
     """
 
     def __init__(self, weight: Any, bias: Any = None, *, activation: str = "none", dtype: str = "int8",
-                 act_quant: str = "asymmetric", smooth: Any = None, weight_quant: str = "channel") -> None:
+                 act_quant: str = "asymmetric", smooth: Any = None, weight_quant: str = "channel",
+                 act_scale: float | None = None) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if dtype not in DTYPES:
@@ -155,6 +161,7 @@ class QuantizedLinear:
             raise ValueError(f"weight_quant must be one of {WEIGHT_QUANT}, got {weight_quant!r}")
         if weight_quant != "channel" and dtype != "int8":
             raise ValueError("weight_quant applies to dtype='int8' only")
+        self.act_scale = _static_scale(act_quant, act_scale, dtype)
         w = _float_matrix(weight, "weight")
         self.out_features, self.in_features = w.shape
         self.bias = _float_vector(bias, self.out_features, "bias")
@@ -195,6 +202,13 @@ class QuantizedLinear:
         self.act_quant = config.get("act_quant", "asymmetric")
         if self.activation not in ACTIVATIONS or self.dtype not in DTYPES or self.act_quant not in ACT_QUANT:
             raise ValueError(f"invalid layer configuration {config}")
+        sc = state.get("act_scale")
+        if sc is not None:
+            sc = np.asarray(sc, dtype=np.float32)
+            if sc.shape != (1,):
+                raise ValueError("saved act_scale must have shape (1,)")
+            sc = float(sc[0])
+        self.act_scale = _static_scale(self.act_quant, sc, self.dtype)
         self.bias = _float_vector(state.get("bias"), self.out_features, "bias")
         self.inv_smooth = _float_vector(state.get("inv_smooth"), self.in_features, "inv_smooth")
         self._device_cache = {}
@@ -230,6 +244,8 @@ class QuantizedLinear:
             out["bias"] = self.bias
         if self.inv_smooth is not None:
             out["inv_smooth"] = self.inv_smooth
+        if self.act_scale is not None:
+            out["act_scale"] = np.array([self.act_scale], dtype=np.float32)
         return out
 
     def _round_half(self, w: np.ndarray) -> np.ndarray:
@@ -273,6 +289,9 @@ class QuantizedLinear:
         if (backend is None and residual is None and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
                 and x.shape[1] == self.in_features and x.strides[1] == 4 and self.inv_smooth is None):
             # fast path (the cpu backend, minus the dispatch): the native call validates the rest
+            if self.act_scale is not None:
+                return _core().linear_w8a8_static(x, self.packed, self.act_scale, self.bias, self.activation, None,
+                                                  int(threads))
             if self.dtype == "int8":
                 return _core().linear_w8a8(x, self.packed, self.bias, self.activation, None,
                                            self.act_quant == "symmetric", int(threads))
@@ -289,6 +308,24 @@ class QuantizedLinear:
         r2 = None if residual is None else residual.reshape(rows, self.out_features)
         y = impl(self, x2, r2, threads)
         return y.reshape(lead + (self.out_features,))
+
+
+def _static_scale(act_quant: str, act_scale: Any, dtype: str) -> float | None:
+    if act_quant != "static":
+        if act_scale is not None:
+            raise ValueError("act_scale applies to act_quant='static' only")
+        return None
+    if dtype != "int8":
+        raise ValueError("act_quant='static' applies to dtype='int8' only")
+    if act_scale is None:
+        raise ValueError("act_quant='static' needs act_scale (e.g. quant.calibrate(batches, 'entropy') / 127)")
+    try:
+        v = float(act_scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"act_scale must be a number, got {type(act_scale).__name__}") from None
+    if not (math.isfinite(v) and v >= float(np.finfo(np.float32).tiny) and np.float32(v) <= np.finfo(np.float32).max):
+        raise ValueError(f"act_scale must be a finite float32 > 0, got {act_scale!r}")
+    return float(np.float32(v))
 
 
 # ------------------------------------------------------------------ helpers shared by backends
@@ -328,8 +365,11 @@ def _qa_cpu(x: Any, symmetric: bool) -> tuple[Any, Any, Any]:
 def _w8a8_cpu(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     xn = _smoothed(layer, _np_f32_rows(x))
     rn = None if r is None else _np_f32_rows(r)
-    y = _core().linear_w8a8(xn, layer.packed, layer.bias, layer.activation, rn,
-                            layer.act_quant == "symmetric", int(threads))
+    if layer.act_scale is not None:
+        y = _core().linear_w8a8_static(xn, layer.packed, layer.act_scale, layer.bias, layer.activation, rn, int(threads))
+    else:
+        y = _core().linear_w8a8(xn, layer.packed, layer.bias, layer.activation, rn,
+                                layer.act_quant == "symmetric", int(threads))
     return _like(x, y)
 
 
@@ -390,6 +430,20 @@ def reference_quantize_rows(x: np.ndarray, symmetric: bool) -> tuple[np.ndarray,
     return q, s, zp.astype(np.int32)
 
 
+def reference_quantize_rows_static(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One symmetric scale for every row: q = clip(rne(x * (1 / scale)), -127, 127) + 128."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size and not np.isfinite(x).all():
+        raise ValueError("linear: activations contain NaN or infinity")
+    m, k = x.shape
+    kp = max(4, (k + 3) // 4 * 4)
+    inv = np.float32(np.float32(1) / np.float32(scale))
+    q = np.full((m, kp), 128, dtype=np.uint8)
+    with np.errstate(over="ignore"):  # beyond float32 range: inf, clipped like any large value
+        q[:, :k] = np.clip(np.rint((x * inv).astype(np.float32)) + np.float32(128), 1, 255).astype(np.uint8)
+    return q, np.full(m, scale, dtype=np.float32), np.full(m, 128, dtype=np.int32)
+
+
 @register("quantize_activations", "reference", ("cpu",))
 def _qa_reference(x: Any, symmetric: bool) -> tuple[Any, Any, Any]:
     q, s, z = reference_quantize_rows(_np_f32_rows(x), symmetric)
@@ -408,7 +462,10 @@ def _epilogue_np(v: np.ndarray, layer: QuantizedLinear, r: np.ndarray | None) ->
 @register("linear_w8a8", "reference", ("cpu",))
 def _w8a8_reference(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     xn = _smoothed(layer, _np_f32_rows(x))
-    q, s, zp = reference_quantize_rows(xn, layer.act_quant == "symmetric")
+    if layer.act_scale is not None:
+        q, s, zp = reference_quantize_rows_static(xn, layer.act_scale)
+    else:
+        q, s, zp = reference_quantize_rows(xn, layer.act_quant == "symmetric")
     k = layer.in_features
     acc = q[:, :k].astype(np.int64) @ layer.qweight.T.astype(np.int64)
     acc -= zp[:, None].astype(np.int64) * layer.qweight.sum(axis=1, dtype=np.int64)[None, :]
@@ -465,6 +522,9 @@ def _torch_input(x: Any) -> Any:
 @register("linear_w8a8", "triton", ("cuda",))
 def _w8a8_triton(layer: QuantizedLinear, x: Any, r: Any, threads: int) -> Any:
     from ..kernels import quant_gemm as tg
+
+    if layer.act_scale is not None:
+        raise BackendUnavailable("act_quant='static' runs on the CPU backends only (the GPU kernels quantize per token)")
 
     was_np = not is_torch_tensor(x)
     xt = _torch_input(x)

@@ -61,6 +61,25 @@ def _(x, qweight, wscale, bias, residual, activation, symmetric):
     return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
 
 
+@torch.library.custom_op("pyperfcore::w8a8_linear_static", mutates_args=())
+def w8a8_linear_static(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor, act_scale: torch.Tensor,
+                       bias: Optional[torch.Tensor], residual: Optional[torch.Tensor], activation: str) -> torch.Tensor:
+    """W8A8 linear with a static (calibrated) symmetric activation scale ``act_scale`` [1] (CPU)."""
+    if x.is_cuda:
+        from .._errors import BackendUnavailable
+
+        raise BackendUnavailable("act_quant='static' runs on the CPU only (the GPU kernels quantize per token)")
+    packed = _packed_for(qweight, lambda: _core().PackedInt8.from_int8(qweight.numpy(), wscale.numpy()))
+    y = _core().linear_w8a8_static(x.numpy(), packed, float(act_scale[0]), None if bias is None else bias.numpy(),
+                                   activation, None if residual is None else residual.numpy(), _threads())
+    return torch.from_numpy(y)
+
+
+@w8a8_linear_static.register_fake
+def _(x, qweight, wscale, act_scale, bias, residual, activation):
+    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
 @torch.library.custom_op("pyperfcore::half_linear", mutates_args=())
 def half_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
                 activation: str) -> torch.Tensor:
@@ -103,6 +122,7 @@ class QLinear(nn.Module):
                                                        dtype=torch.float16 if dtype == "float16" else torch.bfloat16))
         self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
         self.register_buffer("inv_smooth", torch.ones(in_features) if has_smooth else None)
+        self.register_buffer("act_scale", torch.ones(1) if act_quant == "static" else None)
         self.fused_from = ""  # dotted path of the activation module folded into this layer, if any
 
     @classmethod
@@ -120,6 +140,8 @@ class QLinear(nn.Module):
                 m.bias.copy_(torch.from_numpy(st["bias"]))
             if m.inv_smooth is not None:
                 m.inv_smooth.copy_(torch.from_numpy(st["inv_smooth"]))
+            if m.act_scale is not None:
+                m.act_scale.copy_(torch.from_numpy(st["act_scale"]))
         return m
 
     def extra_repr(self) -> str:
@@ -137,15 +159,16 @@ class QLinear(nn.Module):
         # bias'), so an in-place update repacks and a stale packing is never used.
         bufs = self._buffers
         w = bufs["qweight"] if self.dtype == "int8" else bufs["weight"]
-        bias = bufs["bias"]
-        key = (id(w), w._version, None if bias is None else (id(bias), bias._version))
+        bias, sc = bufs["bias"], bufs.get("act_scale")
+        key = (id(w), w._version, None if bias is None else (id(bias), bias._version),
+               None if sc is None else (id(sc), sc._version))
         cache = self.__dict__.get("_eager")
         if cache is None or cache[0] != key:
             if self.dtype == "int8":
                 packed = _core().PackedInt8.from_int8(w.numpy(), bufs["wscale"].numpy())
             else:
                 packed = _core().PackedHalf.from_float(w.float().numpy(), self.dtype)
-            cache = (key, packed, None if bias is None else bias.numpy())
+            cache = (key, packed, None if bias is None else bias.numpy(), None if sc is None else float(sc[0]))
             self.__dict__["_eager"] = cache
         return cache
 
@@ -153,7 +176,10 @@ class QLinear(nn.Module):
         # Same computation as the custom op, minus ~10 us of dispatcher overhead per call.
         cache = self._eager_packed()
         rn = None if r2 is None else r2.numpy()
-        if self.dtype == "int8":
+        if cache[3] is not None:
+            y = _core().linear_w8a8_static(x2.numpy(), cache[1], cache[3], cache[2], self.activation, rn,
+                                           torch.get_num_threads())
+        elif self.dtype == "int8":
             y = _core().linear_w8a8(x2.numpy(), cache[1], cache[2], self.activation, rn, self.act_quant == "symmetric",
                                     torch.get_num_threads())
         else:
@@ -174,6 +200,8 @@ class QLinear(nn.Module):
         if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and _plain_eager()
                 and (r2 is None or type(r2) is torch.Tensor)):
             y = self._eager_cpu(x2, r2)
+        elif self._buffers.get("act_scale") is not None:
+            y = w8a8_linear_static(x2, self.qweight, self.wscale, self.act_scale, self.bias, r2, self.activation)
         elif self.dtype == "int8":
             y = w8a8_linear(x2, self.qweight, self.wscale, self.bias, r2, self.activation, self.act_quant == "symmetric")
         else:
@@ -211,8 +239,9 @@ def _no_hooks(mods: tuple) -> bool:
 
 
 def _chain_ok(a: QLinear, b: QLinear) -> bool:
+    # the native MLP call quantizes per token: static layers run one by one
     return (a.dtype == "int8" and b.dtype == "int8" and b.in_features == a.out_features
-            and b._buffers.get("inv_smooth") is None)
+            and b._buffers.get("inv_smooth") is None and a.act_quant != "static" and b.act_quant != "static")
 
 
 def _mlp_eager(a: QLinear, b: QLinear, x: torch.Tensor) -> torch.Tensor:
@@ -326,16 +355,23 @@ def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _collect_input_amax(module: nn.Module, names: list[str], calibration: Iterable[Any]) -> dict[str, np.ndarray]:
+def _collect_inputs(module: nn.Module, names: list[str], calibration: Iterable[Any],
+                    keep: bool) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+    """One pass over the calibration batches: per layer the per-channel max |x| of its inputs and,
+    with ``keep``, the |x| rows themselves (for static activation ranges)."""
     amax: dict[str, np.ndarray] = {}
+    rows: dict[str, list[np.ndarray]] = {}
     hooks = []
     for name in names:
         def hook(mod: nn.Module, args: tuple, name: str = name) -> None:
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])
             if not torch.isfinite(x).all():
                 raise ValueError(f"calibration activations of {name} contain NaN or infinity")
-            m = x.abs().amax(dim=0).cpu().numpy()
+            a = x.abs().cpu().numpy()
+            m = a.max(axis=0, initial=0.0)
             amax[name] = m if name not in amax else np.maximum(amax[name], m)
+            if keep:
+                rows.setdefault(name, []).append(a)
 
         hooks.append(module.get_submodule(name).register_forward_pre_hook(hook))
     seen = 0
@@ -353,13 +389,14 @@ def _collect_input_amax(module: nn.Module, names: list[str], calibration: Iterab
             h.remove()
     if seen == 0:
         raise ValueError("the calibration set is empty; pass at least one batch (or calibration=None)")
-    return amax
+    return amax, rows
 
 
 @torch.no_grad()
 def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[Any] | None = None,
              exclude: Iterable[str] = (), smooth_alpha: float | None = None, act_quant: str = "asymmetric",
-             fuse_activations: bool = True, weight_quant: str = "channel") -> nn.Module:
+             fuse_activations: bool = True, weight_quant: str = "channel",
+             calib_method: str = "entropy") -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``module`` in place with :class:`QLinear` and return it.
 
     Parameters
@@ -370,6 +407,11 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         SmoothQuant (``smooth_alpha``). Without it, the defaults need no data.
     exclude : layer names or fnmatch patterns (``"encoder.layer.*.output.dense"``) kept in fp32.
     smooth_alpha : SmoothQuant migration strength in [0, 1]; needs ``calibration``.
+    act_quant : ``"asymmetric"`` (default) or ``"symmetric"``: per token at run time, no data
+        needed; ``"static"``: one symmetric scale per layer from the ``calibration`` batches (the
+        range ``calib_method`` finds in each layer's inputs, after smoothing), CPU only.
+    calib_method : range method of the static scales: ``"entropy"`` (default), ``"percentile"``,
+        ``"mse"`` or ``"minmax"`` (see :func:`pyperfcore.quant.calibrate`).
     weight_quant : ``"channel"`` (default: a symmetric scale per output channel) or ``"tensor"``
         (one scale per weight matrix; int8 only).
     fuse_activations : fuse an activation that directly follows a linear layer (the next module
@@ -388,6 +430,15 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         raise ValueError(f"weight_quant must be 'channel' or 'tensor' (int8 only), got {weight_quant!r} with dtype={dtype!r}")
     if smooth_alpha is not None and (calibration is None or kind != "int8"):
         raise ValueError("smooth_alpha needs calibration data and dtype='int8'")
+    if act_quant not in ACT_QUANT:
+        raise ValueError(f"act_quant must be one of {ACT_QUANT}, got {act_quant!r}")
+    static = act_quant == "static"
+    if static and (calibration is None or kind != "int8"):
+        raise ValueError("act_quant='static' needs calibration data and dtype='int8'")
+    from .calibration import METHODS, calibrate
+
+    if calib_method not in METHODS:
+        raise ValueError(f"calib_method must be one of {METHODS}, got {calib_method!r}")
     if isinstance(exclude, str):
         exclude = (exclude,)
     exclude = tuple(exclude)
@@ -412,19 +463,28 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
                 if act:
                     fused[f"{prefix}dense"] = (parent, "intermediate_act_fn", act, f"{prefix}intermediate_act_fn")
     smooth: dict[str, np.ndarray] = {}
-    if smooth_alpha is not None:
+    act_scale: dict[str, float] = {}
+    if smooth_alpha is not None or static:
         from .calibration import smooth_factors
 
-        amax = _collect_input_amax(module, targets, calibration)  # type: ignore[arg-type]
+        amax, rows = _collect_inputs(module, targets, calibration, keep=static)  # type: ignore[arg-type]
         for name in targets:
-            if name in amax:
+            if smooth_alpha is not None and name in amax:
                 smooth[name] = smooth_factors(amax[name], module.get_submodule(name).weight.detach().float().numpy(), smooth_alpha)
+            if static:
+                if name not in rows:
+                    raise ValueError(f"layer {name!r} saw no calibration inputs; exclude it or pass batches that reach it")
+                seen = rows.pop(name)
+                if name in smooth:  # the kernel quantizes x / s: calibrate that
+                    seen = [a / smooth[name][None, :] for a in seen]
+                t = calibrate(seen, calib_method)
+                act_scale[name] = t / 127.0 if t > 0 else 1.0
     for name in targets:
         lin = module.get_submodule(name)
         act = fused[name][2] if name in fused else "none"
         try:
             q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant,
-                                smooth=smooth.get(name), weight_quant=weight_quant)
+                                smooth=smooth.get(name), weight_quant=weight_quant, act_scale=act_scale.get(name))
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from exc
         new = QLinear.from_quantized(q).to(lin.weight.device)

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-__all__ = ["quantize_int8", "dequantize_int8", "quantize_rows_u8", "activation", "linear_w8a8", "linear_half"]
+__all__ = ["quantize_int8", "dequantize_int8", "quantize_rows_u8", "quantize_rows_u8_static", "activation", "linear_w8a8",
+           "linear_half"]
 
 
 def quantize_int8(x, axis):
@@ -73,6 +74,22 @@ def quantize_rows_u8(x, symmetric):
     return q, scales, zps
 
 
+def quantize_rows_u8_static(x, scale):
+    """One symmetric scale for all rows, element by element: q = clip(rne(x * f32(1/scale)) + 128, 1, 255)."""
+    x = np.asarray(x, dtype=np.float32)
+    m, k = x.shape
+    kp = max(4, -(-k // 4) * 4)
+    f = np.float32
+    inv = f(f(1) / f(scale))
+    q = np.full((m, kp), 128, dtype=np.uint8)
+    for r in range(m):
+        for j in range(k):
+            with np.errstate(over="ignore"):
+                v = float(np.rint(f(x[r, j] * inv)))  # inf beyond float32: clipped below
+            q[r, j] = int(min(max(v + 128.0, 1.0), 255.0))
+    return q, np.full(m, f(scale), dtype=np.float32), np.full(m, 128, dtype=np.int32)
+
+
 def activation(v, act):
     """The epilogue activations from their definitions, in float64."""
     v = np.asarray(v, dtype=np.float64)
@@ -87,10 +104,13 @@ def activation(v, act):
     return v
 
 
-def linear_w8a8(x, qweight, wscale, bias=None, act="none", residual=None, symmetric=False):
+def linear_w8a8(x, qweight, wscale, bias=None, act="none", residual=None, symmetric=False, static_scale=None):
     """y = act(sa * sw * (sum qa * qw - zp * sum qw) + bias) + residual, integer sums exact."""
     x = np.asarray(x, dtype=np.float32)
-    q, sa, zp = quantize_rows_u8(x, symmetric)
+    if static_scale is not None:
+        q, sa, zp = quantize_rows_u8_static(x, static_scale)
+    else:
+        q, sa, zp = quantize_rows_u8(x, symmetric)
     k = x.shape[1]
     acc = q[:, :k].astype(np.int64) @ np.asarray(qweight, dtype=np.int64).T
     acc = acc - zp.astype(np.int64)[:, None] * np.asarray(qweight, dtype=np.int64).sum(axis=1)[None, :]
