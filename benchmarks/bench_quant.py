@@ -4,7 +4,7 @@ One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
   mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused, the optimize()d
       module (one native call for the whole MLP), the same with the AMX GEMM in 16-row blocks instead
       of 2x2 tile blocking (amx16rows; two cheap setter calls added), the module run layer by layer; the numpy
-      QuantizedLinear pair; FP16 weights)
+      QuantizedLinear pair; FP16 weights; static calibrated activation scales)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
   (the GPU W8A8 benchmark lives in benchmarks/bench_quant_gpu.py)
@@ -55,6 +55,10 @@ def models(tmp_path_factory):
     # the optimize()d module with the AMX GEMM in 16-row blocks (no 2x2 tile blocking; same results)
     out["pyperfcore_w8a8_amx16rows"] = out["pyperfcore_w8a8"]
     out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
+    # static activation scales (percentile-calibrated on 8 random batches): no per-row range pass
+    g = torch.Generator().manual_seed(7)
+    out["pyperfcore_w8a8_static"] = quant.optimize(copy.deepcopy(fp32), act_quant="static", calib_method="percentile",
+                                                   calibration=[torch.randn(32, 384, generator=g) for _ in range(8)])
     # torch-free: the same layers as QuantizedLinear objects on numpy arrays
     l1 = quant.QuantizedLinear(fp32[0].weight, fp32[0].bias, activation="gelu")
     l2 = quant.QuantizedLinear(fp32[2].weight, fp32[2].bias)
@@ -103,7 +107,8 @@ def _runner(name, model, x):
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8",
-                                  "pyperfcore_w8a8_amx16rows", "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16"])
+                                  "pyperfcore_w8a8_amx16rows", "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16",
+                                  "pyperfcore_w8a8_static"])
 def test_mlp(benchmark, models, name, batch):
     benchmark.group = f"mlp-384-1536-384-b{batch}"
     x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))

@@ -38,12 +38,15 @@ def test_static_quantization_exact_every_target(m, k, seed, spread, clip):
 
 @settings(max_examples=30)
 @given(m=st.sampled_from([1, 2, 5, 6, 7, 13, 40]), k=st.integers(1, 70), n=st.integers(1, 140),
-       seed=st.integers(0, 2**32 - 1), act=st.sampled_from(list(quant.ACTIVATIONS)), has_res=st.booleans())
-def test_static_linear_every_target_matches_oracle(m, k, n, seed, act, has_res):
+       seed=st.integers(0, 2**32 - 1), act=st.sampled_from(list(quant.ACTIVATIONS)), has_res=st.booleans(),
+       layout=st.sampled_from(["contig", "rows", "cols"]))
+def test_static_linear_every_target_matches_oracle(m, k, n, seed, act, has_res, layout):
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((n, k)) * rng.uniform(0.01, 3)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    x = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10)).astype(np.float32)
+    base = (rng.standard_normal((2 * m + 1, k + 5)) * rng.uniform(0.1, 10)).astype(np.float32)
+    # every other row (row stride != k), a column window of a wider matrix, or contiguous
+    x = {"rows": base[::2][:m, :k], "cols": base[:m, 3:3 + k], "contig": np.ascontiguousarray(base[:m, :k])}[layout]
     res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
     scale = float(np.float32(np.abs(x).max() * rng.uniform(0.3, 1.5) / 127))
     layer = quant.QuantizedLinear(w, bias, activation=act, act_quant="static", act_scale=scale)
