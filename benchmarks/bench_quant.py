@@ -4,7 +4,8 @@ One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
   mlp-b{B}: the 384 -> 1536 -> 384 GELU MLP at batch B (ours: W8A8 with GELU fused, the optimize()d
       module (one native call for the whole MLP), the same with the AMX GEMM in 16-row blocks instead
       of 2x2 tile blocking (amx16rows; two cheap setter calls added), the module run layer by layer; the numpy
-      QuantizedLinear pair; FP16 weights; static calibrated activation scales)
+      QuantizedLinear pair; FP16 weights; static calibrated activation scales; BF16 weights (AMX-BF16
+      where present) against torch's own bf16 module)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
   (the GPU W8A8 benchmark lives in benchmarks/bench_quant_gpu.py)
@@ -55,6 +56,10 @@ def models(tmp_path_factory):
     # the optimize()d module with the AMX GEMM in 16-row blocks (no 2x2 tile blocking; same results)
     out["pyperfcore_w8a8_amx16rows"] = out["pyperfcore_w8a8"]
     out["pyperfcore_fp16"] = quant.optimize(copy.deepcopy(fp32), dtype="fp16")
+    # bf16 weights: AMX-BF16 tiles where the CPU has them (activations rounded to bf16), else fp32 FMA
+    out["pyperfcore_bf16"] = quant.optimize(copy.deepcopy(fp32), dtype="bf16")
+    # the peer for it: torch's own bf16 module (oneDNN; AMX where present), fp32 in and out as served
+    out["torch_bf16"] = copy.deepcopy(fp32).to(torch.bfloat16)
     # static activation scales (percentile-calibrated on 8 random batches): no per-row range pass
     g = torch.Generator().manual_seed(7)
     out["pyperfcore_w8a8_static"] = quant.optimize(copy.deepcopy(fp32), act_quant="static", calib_method="percentile",
@@ -89,6 +94,11 @@ def _runner(name, model, x):
             pytest.skip(f"onnxruntime unavailable: {model}")
         xn = x.numpy()
         return lambda: model.run(None, {"x": xn})[0]
+    if name == "torch_bf16":
+        def run_bf16():
+            with torch.inference_mode():
+                return model(x.to(torch.bfloat16)).float()
+        return run_bf16
     if name == "pyperfcore_w8a8_amx16rows":
         def run16():
             prev = _core().amx_blocking()
@@ -108,7 +118,7 @@ def _runner(name, model, x):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8",
                                   "pyperfcore_w8a8_amx16rows", "pyperfcore_w8a8_unfused", "pyperfcore_w8a8_numpy", "pyperfcore_fp16",
-                                  "pyperfcore_w8a8_static"])
+                                  "pyperfcore_w8a8_static", "pyperfcore_bf16", "torch_bf16"])
 def test_mlp(benchmark, models, name, batch):
     benchmark.group = f"mlp-384-1536-384-b{batch}"
     x = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 384)).astype(np.float32))

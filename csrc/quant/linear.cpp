@@ -159,6 +159,21 @@ void pack_half(const float* w, int64_t ldw, int64_t n, int64_t k, HalfType type,
         throw std::invalid_argument("pack_half: a weight exceeds the float16 range (|w| > 65504); use bfloat16");
       p.data[static_cast<size_t>(((j / kPanel) * k + kk) * kPanel + j % kPanel)] = h;
     }
+  prepare_half(&p);
+}
+
+void prepare_half(PackedHalf* p) {
+  p->pairs.clear();
+  p->kp2 = 0;
+  if (p->type != HalfType::bf16 || !detail::amx_bf16_supported() || p->n == 0 || p->k == 0) return;
+  const int64_t kp2 = round_up(p->k, 32), groups = kp2 / 2, panels = p->np / kPanel;
+  p->pairs.assign(static_cast<size_t>(panels * groups * kPanel * 2), 0);
+  for (int64_t q = 0; q < panels; ++q)
+    for (int64_t kk = 0; kk < p->k; ++kk)
+      for (int64_t c = 0; c < kPanel; ++c)
+        p->pairs[static_cast<size_t>(((q * groups + kk / 2) * kPanel + c) * 2 + (kk & 1))] =
+            p->data[static_cast<size_t>((q * p->k + kk) * kPanel + c)];
+  p->kp2 = kp2;
 }
 
 void unpack_check_half(const PackedHalf& p) {
@@ -452,10 +467,60 @@ void mlp_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w1, bool
   linear_codes(s.qa.data(), s.sa.data(), s.zp.data(), m, w2, ep2, y, ldy, target, threads);
 }
 
+bool amx_bf16_available() { return detail::amx_bf16_supported(); }
+bool half_uses_amx(const PackedHalf& w, CpuTarget target) {
+  return target == CpuTarget::avx512_vnni && !w.pairs.empty() && g_amx_on.load(std::memory_order_relaxed);
+}
+
+namespace {
+// bf16 x bf16 on AMX: x rounded to bf16 once per call (finiteness checked in the same pass), then
+// 16-row x 64-column fp32 blocks per panel, each finished by the epilogue while in L1.
+void linear_half_amx(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, const Epilogue& ep, float* y,
+                     int64_t ldy, CpuTarget target, int threads) {
+  const LinearKernels& kr = lin_kernels(target);
+  thread_local std::vector<uint16_t> xa_buf;  // the caller's; the workers get its pointer
+  xa_buf.resize(static_cast<size_t>(m * w.kp2));
+  uint16_t* const xa = xa_buf.data();
+  std::atomic<bool> bad{false};
+  run_chunks(m, threads, 8, [&](int64_t b, int64_t e) {
+    bool lbad = false;
+    for (int64_t r = b; r < e && !lbad; ++r) detail::bf16_row(x + r * ldx, w.k, w.kp2, xa + r * w.kp2, &lbad);
+    if (lbad) bad.store(true);
+  });
+  if (bad.load()) throw_nonfinite();
+  constexpr int64_t R = detail::kAmxRows;
+  const int64_t mblocks = (m + R - 1) / R, panels = w.np / kPanel, groups = w.kp2 / 2;
+  run_chunks(mblocks * panels, threads, 1, [&](int64_t b, int64_t e) {
+    int configured = 0;
+    alignas(64) float tile[R * kPanel];
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t p = t / mblocks, r0 = (t % mblocks) * R;
+      const int rows = static_cast<int>(std::min<int64_t>(R, m - r0));
+      if (rows != configured) {
+        detail::amx_configure(rows);
+        configured = rows;
+      }
+      detail::amx_bf16_block(xa + r0 * w.kp2, w.kp2, rows, w.pairs.data() + p * groups * kPanel * 2, w.kp2, tile);
+      const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
+      for (int r = 0; r < rows; ++r) {
+        const int64_t row = r0 + r;
+        kr.epi_f(tile + r * kPanel, nc, ep.bias ? ep.bias + j0 : nullptr, ep.act,
+                 ep.residual ? ep.residual + row * ep.ld_residual + j0 : nullptr, y + row * ldy + j0);
+      }
+    }
+    if (configured) detail::amx_release();
+  });
+}
+}  // namespace
+
 void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, const Epilogue& ep, float* y,
                  int64_t ldy, CpuTarget target, int threads) {
   check_dims(m, w.k, ldx, "linear_half");
   if (m == 0 || w.n == 0) return;
+  if (half_uses_amx(w, target)) {
+    linear_half_amx(x, m, ldx, w, ep, y, ldy, target, threads);
+    return;
+  }
   const LinearKernels& kr = lin_kernels(target);
   std::atomic<bool> bad{false};
   run_chunks(m, threads, 8, [&](int64_t b, int64_t e) {

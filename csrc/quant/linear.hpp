@@ -93,6 +93,7 @@ void mlp_w8a8(const float* x, int64_t m, int64_t ldx, const PackedInt8& w1, bool
 // exact INT32 sums. set_amx_enabled(false) forces the VPDPBUSD kernel (tests compare both).
 constexpr int64_t kAmxMinRows = 8;
 bool amx_available();
+
 bool amx_enabled();
 void set_amx_enabled(bool on);
 // The AMX GEMM computes 32-row blocks with 2x2 tile blocking (four tile loads per four TDPBUSD)
@@ -108,14 +109,29 @@ struct PackedHalf {
   int64_t n = 0, k = 0, np = 0;
   HalfType type = HalfType::f16;
   std::vector<uint16_t> data;
+  // bf16 on CPUs with AMX-BF16 only (built by pack_half / prepare_half): the same weights as
+  // k-pairs, the TDPBF16PS operand layout, K padded with zeros to kp2 (a multiple of 32):
+  // element (p, g, c, b) at ((p * kp2/2 + g) * 64 + c) * 2 + b holds w[p*64 + c, 2g + b].
+  std::vector<uint16_t> pairs;
+  int64_t kp2 = 0;
 };
 
 // w: float32 [n, k] (row stride ldw), finite; values beyond the half range are an error for f16.
 void pack_half(const float* w, int64_t ldw, int64_t n, int64_t k, HalfType type, PackedHalf* out);
 void unpack_check_half(const PackedHalf& p);
-// y = epilogue(x @ float(w)^T), accumulated in fp32.
+// Builds `pairs` for a bf16 PackedHalf when the CPU has AMX-BF16 (no-op otherwise).
+void prepare_half(PackedHalf* p);
+// y = epilogue(x @ float(w)^T), accumulated in fp32. Where the CPU has fast bf16 math (AMX-BF16,
+// the avx512_vnni target, AMX enabled) a bf16 layer computes as a bf16 model does: x rounded to
+// bf16 (nearest even), bf16 x bf16 products summed in fp32 by TDPBF16PS, for every batch size
+// (a row's result does not depend on the batch it came in). Elsewhere, and for f16, x stays fp32.
 void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, const Epilogue& ep, float* y,
                  int64_t ldy, CpuTarget target, int threads);
+
+// AMX-BF16 usable (AMX available and CPUID lists AMX-BF16): bf16 layers then take the AMX path.
+bool amx_bf16_available();
+// Whether linear_half takes the AMX-BF16 path for w on this target (with AMX enabled).
+bool half_uses_amx(const PackedHalf& w, CpuTarget target);
 
 uint16_t float_to_half(float f);  // round to nearest even; overflow -> inf
 uint16_t float_to_bf16(float f);  // round to nearest even

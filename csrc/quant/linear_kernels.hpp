@@ -58,6 +58,13 @@ void amx_release();
 void amx_gemm_block(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
 // 2x2-blocked variant: rows <= kAmxRows2 (32) x 64 columns per call, after amx_configure2(rows).
 constexpr int kAmxRows2 = 32;
+// AMX-BF16: CPUID lists it (and amx_supported()). One block of rows <= 16 x 64 columns of fp32
+// sums over kp2 (a multiple of 32) of bf16 rows a (row stride lda elements) times a `pairs` panel,
+// after amx_configure(rows).
+bool amx_bf16_supported();
+void amx_bf16_block(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2, float* c);
+// Rounds k floats to bf16 (nearest even) into q, zero-filling q[k..kp2); *bad if any is NaN/inf.
+void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad);
 void amx_configure2(int rows);
 void amx_gemm_block2(const uint8_t* a, int64_t lda, int rows, const int8_t* panel, int64_t kp, int32_t* c);
 

@@ -987,6 +987,53 @@ PFC_AMX void amx_gemm_block2(const uint8_t* a, int64_t lda, int rows, const int8
   }
 }
 
+// AMX-BF16: the same block geometry as amx_gemm_block (C tiles 0-3 of rows x 16 fp32, A tile 4 of
+// rows x 32 bf16, B tiles 5-6 of 16 k-pairs x 16 columns loaded from the pairs panel with stride
+// 256 bytes) and TDPBF16PS; K is zero-padded to a multiple of 32 in both operands, so no tail.
+#define PFC_AMX_BF16 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl")))
+PFC_AMX_BF16 void amx_bf16_block(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2,
+                                 float* c) {
+  (void)rows;  // the tile configuration holds the row count
+  const int64_t steps = kp2 / 32;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t s = 0; s < steps; ++s) {
+    const uint16_t* b = pairs + s * 16 * 128;  // 16 k-pairs x 64 columns x 2
+    _tile_loadd(4, a + s * 32, lda * 2);
+    _tile_loadd(5, b, 256);
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_loadd(6, b + 32, 256);
+    _tile_dpbf16ps(1, 4, 6);
+    _tile_loadd(5, b + 64, 256);
+    _tile_dpbf16ps(2, 4, 5);
+    _tile_loadd(6, b + 96, 256);
+    _tile_dpbf16ps(3, 4, 6);
+  }
+  _tile_stored(0, c, kPanel * 4);
+  _tile_stored(1, c + 16, kPanel * 4);
+  _tile_stored(2, c + 32, kPanel * 4);
+  _tile_stored(3, c + 48, kPanel * 4);
+}
+
+// Round to nearest even as float_to_bf16 does (bits + 0x7FFF + lsb) >> 16, 16 at a time.
+PFC_AVX512 void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad) {
+  const __m512 big = _mm512_set1_ps(FLT_MAX);
+  const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
+  __mmask16 b = 0;
+  for (int64_t i = 0; i < kp2; i += 16) {
+    const __mmask16 m = mask_n(std::max<int64_t>(k - i, 0));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    b |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), big, _CMP_NLE_UQ);
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm512_cvtepi32_epi16(r));
+  }
+  if (b) *bad = true;
+}
+
 #endif  // compiler with AMX intrinsics
 
 // CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), then Linux must grant the 8 KiB tile
@@ -1009,12 +1056,27 @@ bool amx_supported() {
   return ok;
 #endif
 }
+// CPUID.(7,0):EDX bit 22 (AMX-BF16) on top of amx_supported().
+bool amx_bf16_supported() {
+#if !defined(PFC_HAVE_AMX)
+  return false;
+#else
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!amx_supported() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ((d >> 22) & 1u) != 0;
+  }();
+  return ok;
+#endif
+}
 #if !defined(PFC_HAVE_AMX)
 void amx_configure(int) {}
 void amx_release() {}
 void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 void amx_configure2(int) {}
 void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
+void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
+void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
 #endif
 
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_epi_i8_rows, a5_half_tile,
@@ -1024,11 +1086,14 @@ const LinearKernels kLinAvx2 = kLinScalar;
 const LinearKernels kLinAvx512 = kLinScalar;
 const LinearKernels kLinAvx512Vnni = kLinScalar;
 bool amx_supported() { return false; }
+bool amx_bf16_supported() { return false; }
 void amx_configure(int) {}
 void amx_release() {}
 void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 void amx_configure2(int) {}
 void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
+void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
+void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
 #endif
 
 }  // namespace detail

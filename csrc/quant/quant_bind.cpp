@@ -203,6 +203,7 @@ void bind_quant(py::module_& m) {
             if (data.ndim() != 1) throw py::value_error("packed data must be 1-D");
             p.data.assign(data.data(), data.data() + data.shape(0));
             quant::unpack_check_half(p);
+            quant::prepare_half(&p);
             return p;
           },
           py::arg("n"), py::arg("k"), py::arg("type"), py::arg("data"))
@@ -356,6 +357,13 @@ void bind_quant(py::module_& m) {
         },
         py::arg("v"), py::arg("activation"), "The scalar epilogue activation (for tests).");
   m.def("amx_available", &quant::amx_available, "True when the CPU has AMX-INT8 and the OS grants the tile state.");
+  m.def("amx_bf16_available", &quant::amx_bf16_available,
+        "True when bf16 layers compute on AMX-BF16 tiles (activations rounded to bf16) on the avx512_vnni target.");
+  m.def(
+      "half_uses_amx",
+      [](const quant::PackedHalf& w, const py::object& target) { return quant::half_uses_amx(w, resolve_target(target)); },
+      py::arg("w"), py::arg("target") = py::none(),
+      "Whether linear_half takes the AMX-BF16 path for these weights on this target (AMX enabled).");
   m.def("amx_enabled", &quant::amx_enabled, "True when the avx512_vnni INT8 GEMM uses AMX tiles for batches >= 8.");
   m.def("amx_blocking", &quant::amx_blocking, "True when the AMX INT8 GEMM uses 32-row 2x2 tile blocking.");
   m.def("set_amx_blocking", &quant::set_amx_blocking, py::arg("on"),

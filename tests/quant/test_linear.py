@@ -254,9 +254,11 @@ def test_half_every_target_matches_oracle(dtype, m, k, n, seed, act, has_res):
     x = _noncontiguous(rng, m, k, "cols")
     res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
     layer = quant.QuantizedLinear(w, b, activation=act, dtype=dtype)
-    expected = ref.linear_half(x, layer.weight_rounded, b, act, res)
     bound = np.abs(x).astype(np.float64) @ np.abs(layer.weight_rounded).T.astype(np.float64) + 1
     for target in TARGETS:
+        # AMX-BF16 (where the CPU has it) computes as a bf16 model: activations rounded to bf16
+        amx = _core().half_uses_amx(layer.packed, target)
+        expected = ref.linear_half(x, layer.weight_rounded, b, act, res, round_x=amx)
         with pyperfcore.cpu_target(target):
             y = layer(x, residual=res)
         assert np.all(np.abs(y - expected) <= 1e-5 * bound + 1e-5), target
@@ -274,14 +276,60 @@ def test_half_widened_panels_same_bits_as_small_batches(dtype, m, k, n, seed, th
     b = rng.standard_normal(n).astype(np.float32)
     x = _noncontiguous(rng, m, k, "rows")
     layer = quant.QuantizedLinear(w, b, activation="gelu", dtype=dtype)
-    expected = ref.linear_half(x, layer.weight_rounded, b, "gelu")
     bound = np.abs(x).astype(np.float64) @ np.abs(layer.weight_rounded).T.astype(np.float64) + 1
     for target in TARGETS:
+        expected = ref.linear_half(x, layer.weight_rounded, b, "gelu", round_x=_core().half_uses_amx(layer.packed, target))
         with pyperfcore.cpu_target(target):
             big = layer(x, backend="cpu", threads=threads)
             small = np.concatenate([layer(x[i:i + 5], backend="cpu", threads=1) for i in range(0, m, 5)])
         np.testing.assert_array_equal(big, small, err_msg=target)
         assert np.all(np.abs(big - expected) <= 1e-5 * bound), target
+
+
+@pytest.mark.skipif(not _core().amx_bf16_available(), reason="the CPU has no AMX-BF16 (or the OS does not grant AMX)")
+@given(m=st.sampled_from([1, 2, 15, 16, 17, 33]), k=st.integers(1, 100), n=st.integers(1, 140),
+       seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([1, 2]), act=st.sampled_from(ACTS))
+@settings(max_examples=25)
+def test_bf16_amx_rounds_activations_and_matches_fma_with_amx_off(m, k, n, seed, threads, act):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10)).astype(np.float32)
+    res = rng.standard_normal((m, n)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, b, activation=act, dtype="bfloat16")
+    vnni = TARGETS[-1]
+    assert vnni == "avx512_vnni" and _core().half_uses_amx(layer.packed, vnni)
+    xr = ref.round_bf16(x)
+    bound = np.abs(xr).astype(np.float64) @ np.abs(layer.weight_rounded).T.astype(np.float64) + 1
+    with pyperfcore.cpu_target(vnni):
+        y = layer(x, residual=res, threads=threads)
+        # the activations rounded by hand first: the same bits (rounding is idempotent)
+        np.testing.assert_array_equal(layer(xr, residual=res, threads=threads), y)
+        with _amx(False):
+            assert not _core().half_uses_amx(layer.packed, vnni)
+            y_fma = layer(x, residual=res, threads=threads)
+    assert np.all(np.abs(y - ref.linear_half(x, layer.weight_rounded, b, act, res, round_x=True)) <= 1e-5 * bound + 1e-5)
+    assert np.all(np.abs(y_fma - ref.linear_half(x, layer.weight_rounded, b, act, res)) <= 1e-5 * bound + 1e-5)
+    # a packing rebuilt from its bytes (as unpickling does) gets the AMX layout again
+    p = layer.packed
+    again = _core().PackedHalf.from_packed(p.n, p.k, p.type, p.data)
+    assert _core().half_uses_amx(again, vnni)
+    with pyperfcore.cpu_target(vnni):
+        np.testing.assert_array_equal(_core().linear_half(x, again, b, act, res, threads), y)
+
+
+@pytest.mark.skipif(not _core().amx_bf16_available(), reason="the CPU has no AMX-BF16 (or the OS does not grant AMX)")
+def test_bf16_amx_bad_input_and_float16_unaffected(rng):
+    layer = quant.QuantizedLinear(rng.standard_normal((8, 40)).astype(np.float32), dtype="bfloat16")
+    with pyperfcore.cpu_target("avx512_vnni"):
+        for bad in (np.nan, np.inf):
+            x = rng.standard_normal((20, 40)).astype(np.float32)
+            x[17, 39] = bad
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                layer(x)
+        assert layer(np.zeros((0, 40), np.float32)).shape == (0, 8)
+        # float16 weights keep fp32 activations (there is no AMX-FP16 here)
+        assert not _core().half_uses_amx(quant.QuantizedLinear(np.ones((4, 8), np.float32), dtype="float16").packed)
 
 
 def test_half_weights_round_to_nearest_even():

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 __all__ = ["quantize_int8", "dequantize_int8", "quantize_rows_u8", "quantize_rows_u8_static", "activation", "linear_w8a8",
-           "linear_half"]
+           "linear_half", "round_bf16"]
 
 
 def quantize_int8(x, axis):
@@ -123,7 +123,17 @@ def linear_w8a8(x, qweight, wscale, bias=None, act="none", residual=None, symmet
     return v
 
 
-def linear_half(x, weight_rounded, bias=None, act="none", residual=None):
+def round_bf16(x):
+    """float32 -> nearest-even bfloat16, returned as float32 (the bits above the low 16)."""
+    b = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16 << 16
+    return b.astype(np.uint32).view(np.float32)
+
+
+def linear_half(x, weight_rounded, bias=None, act="none", residual=None, round_x=False):
+    """fp32 activations times the half-rounded weights; round_x: activations rounded to bf16 first
+    (the AMX-BF16 path)."""
+    x = round_bf16(x) if round_x else x
     v = np.asarray(x, np.float64) @ np.asarray(weight_rounded, np.float64).T
     if bias is not None:
         v = v + np.asarray(bias, np.float64)[None, :]
