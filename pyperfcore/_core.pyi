@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'InferCall', 'InferEntry', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'linear_half', 'linear_w8a8', 'linear_w8a8_static', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'quantize_rows_u8_static', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
+__all__: list[str] = ['BatchQueue', 'Completions', 'DRIFT_FORMAT_VERSION', 'DriftCategoryCounts', 'DriftHistogram', 'DriftMoments', 'DriftStringCoder', 'InferCall', 'InferEntry', 'LoopSubmitter', 'PackedHalf', 'PackedInt8', 'SlotBatch', 'amx_available', 'amx_bf16_available', 'amx_blocking', 'amx_enabled', 'apply_activation', 'batching_bench_engine', 'batching_bench_mutex_queue', 'batching_drive_fast', 'batching_now_ns', 'batching_timerfd', 'batching_timerfd_arm', 'compiled_cpu_targets', 'default_num_threads', 'dequantize_int8', 'drift_chi2_contingency', 'drift_chi2_sf', 'drift_hellinger', 'drift_jensen_shannon', 'drift_ks_2samp', 'drift_ks_2samp_pvalue', 'drift_ks_binned', 'drift_kstwo_sf', 'drift_linf', 'drift_normal_two_sided', 'drift_psi', 'drift_small_support', 'drift_smirnov_sf', 'drift_sort', 'drift_wasserstein', 'drift_wasserstein_binned', 'drift_wasserstein_many', 'gemm_u8s8', 'get_cpu_target', 'get_num_threads', 'half_uses_amx', 'linear_half', 'linear_w8a8', 'linear_w8a8_static', 'mlp_w8a8', 'murmur3_x64_128', 'murmur64a', 'parallel_sum_test', 'prepost_batched_nms', 'prepost_compress_embeddings', 'prepost_l2_normalize', 'prepost_pad_sequences', 'prepost_preprocess_images', 'prepost_resize_taps', 'prepost_sigmoid_threshold', 'prepost_softmax', 'prepost_tabular_encode', 'prepost_topk', 'quantize_int8', 'quantize_rows_u8', 'quantize_rows_u8_static', 'set_amx_blocking', 'set_amx_enabled', 'set_cpu_target', 'set_num_threads', 'supported_cpu_targets']
 class PackedInt8:
     """
     INT8 weights packed for the W8A8 GEMM (see linear.hpp).
@@ -468,6 +468,10 @@ def amx_available() -> bool:
     """
     True when the CPU has AMX-INT8 and the OS grants the tile state.
     """
+def amx_bf16_available() -> bool:
+    """
+    True when bf16 layers compute on AMX-BF16 tiles (activations rounded to bf16) on the avx512_vnni target.
+    """
 def amx_blocking() -> bool:
     """
     True when the AMX INT8 GEMM uses 32-row 2x2 tile blocking.
@@ -566,6 +570,10 @@ def get_cpu_target() -> str:
 def get_num_threads() -> int:
     """
     Threads used by native parallel loops.
+    """
+def half_uses_amx(w: PackedHalf, target: typing.Any = None) -> bool:
+    """
+    Whether linear_half takes the AMX-BF16 path for these weights on this target (AMX enabled).
     """
 def linear_half(x: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], w: PackedHalf, bias: typing.Any = None, activation: str = 'none', residual: typing.Any = None, threads: typing.SupportsInt | typing.SupportsIndex = 0, target: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
     """

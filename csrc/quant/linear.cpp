@@ -488,19 +488,30 @@ void linear_half_amx(const float* x, int64_t m, int64_t ldx, const PackedHalf& w
     if (lbad) bad.store(true);
   });
   if (bad.load()) throw_nonfinite();
-  constexpr int64_t R = detail::kAmxRows;
+  // 32-row blocks (2x2 tiles) unless the batch fits one 16-row block; a block's last rows may be
+  // 1-16 (one-block kernel) or 17-31 (2x2 kernel), configured per row count
+  const int64_t R = m > detail::kAmxRows ? detail::kAmxRows2 : detail::kAmxRows;
   const int64_t mblocks = (m + R - 1) / R, panels = w.np / kPanel, groups = w.kp2 / 2;
   run_chunks(mblocks * panels, threads, 1, [&](int64_t b, int64_t e) {
     int configured = 0;
-    alignas(64) float tile[R * kPanel];
+    alignas(64) float tile[detail::kAmxRows2 * kPanel];
     for (int64_t t = b; t < e; ++t) {
       const int64_t p = t / mblocks, r0 = (t % mblocks) * R;
       const int rows = static_cast<int>(std::min<int64_t>(R, m - r0));
-      if (rows != configured) {
-        detail::amx_configure(rows);
-        configured = rows;
+      const bool two = rows > detail::kAmxRows;
+      const int cfg = two ? rows + 1000 : rows;  // the two kernels configure the tiles differently
+      if (cfg != configured) {
+        if (two)
+          detail::amx_configure2(rows);
+        else
+          detail::amx_configure(rows);
+        configured = cfg;
       }
-      detail::amx_bf16_block(xa + r0 * w.kp2, w.kp2, rows, w.pairs.data() + p * groups * kPanel * 2, w.kp2, tile);
+      const uint16_t* panel = w.pairs.data() + p * groups * kPanel * 2;
+      if (two)
+        detail::amx_bf16_block2(xa + r0 * w.kp2, w.kp2, rows, panel, w.kp2, tile);
+      else
+        detail::amx_bf16_block(xa + r0 * w.kp2, w.kp2, rows, panel, w.kp2, tile);
       const int64_t j0 = p * kPanel, nc = std::min(kPanel, w.n - j0);
       for (int r = 0; r < rows; ++r) {
         const int64_t row = r0 + r;

@@ -63,6 +63,8 @@ constexpr int kAmxRows2 = 32;
 // after amx_configure(rows).
 bool amx_bf16_supported();
 void amx_bf16_block(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2, float* c);
+// 17 <= rows <= 32 (after amx_configure2(rows)): 2x2 tile blocking, the same per-row bits.
+void amx_bf16_block2(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2, float* c);
 // Rounds k floats to bf16 (nearest even) into q, zero-filling q[k..kp2); *bad if any is NaN/inf.
 void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad);
 void amx_configure2(int rows);

@@ -1017,6 +1017,51 @@ PFC_AMX_BF16 void amx_bf16_block(const uint16_t* a, int64_t lda, int rows, const
   _tile_stored(3, c + 48, kPanel * 4);
 }
 
+// 2x2 blocking for 17-32 rows (after amx_configure2(rows)): per 32-column half, C tiles 0-3 (rows
+// 0-15 / 16-31 x two 16-column strips), A tiles 4 and 5, B strips 6 and 7: four tile loads per
+// four TDPBF16PS instead of five per four, and each weight strip loaded once for 32 rows. K runs
+// in chunks of kAmxKSteps steps (C through memory between chunks) so the chunk of both A row
+// blocks and B stays in L1 for the second half. Rows of a block do not interact: same bits per row
+// as amx_bf16_block (each C element sums the same products in the same k order).
+PFC_AMX_BF16 void amx_bf16_block2(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2,
+                                  float* c) {
+  (void)rows;
+  const int64_t steps = kp2 / 32;
+  const uint16_t* a1 = a + 16 * lda;
+  float* c1 = c + 16 * kPanel;
+  for (int64_t s0 = 0; s0 < steps; s0 += kAmxKSteps)
+    for (int h = 0; h < 2; ++h) {
+      if (s0 == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, c + h * 32, kPanel * 4);
+        _tile_loadd(1, c + h * 32 + 16, kPanel * 4);
+        _tile_loadd(2, c1 + h * 32, kPanel * 4);
+        _tile_loadd(3, c1 + h * 32 + 16, kPanel * 4);
+      }
+      const uint16_t* bh = pairs + h * 64;  // columns 32h.. of each 256-byte k-pair row
+      const int64_t s1 = std::min<int64_t>(steps, s0 + kAmxKSteps);
+      for (int64_t s = s0; s < s1; ++s) {
+        const uint16_t* b = bh + s * 16 * 128;
+        _tile_loadd(4, a + s * 32, lda * 2);
+        _tile_loadd(6, b, 256);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(5, a1 + s * 32, lda * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_loadd(7, b + 32, 256);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, c + h * 32, kPanel * 4);
+      _tile_stored(1, c + h * 32 + 16, kPanel * 4);
+      _tile_stored(2, c1 + h * 32, kPanel * 4);
+      _tile_stored(3, c1 + h * 32 + 16, kPanel * 4);
+    }
+}
+
 // Round to nearest even as float_to_bf16 does (bits + 0x7FFF + lsb) >> 16, 16 at a time.
 PFC_AVX512 void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad) {
   const __m512 big = _mm512_set1_ps(FLT_MAX);
@@ -1076,6 +1121,7 @@ void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_
 void amx_configure2(int) {}
 void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
+void amx_bf16_block2(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
 #endif
 
@@ -1093,6 +1139,7 @@ void amx_gemm_block(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_
 void amx_configure2(int) {}
 void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32_t*) {}
 void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
+void amx_bf16_block2(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
 #endif
 
