@@ -174,6 +174,30 @@ void prepare_half(PackedHalf* p) {
         p->pairs[static_cast<size_t>(((q * groups + kk / 2) * kPanel + c) * 2 + (kk & 1))] =
             p->data[static_cast<size_t>((q * p->k + kk) * kPanel + c)];
   p->kp2 = kp2;
+  // one copy of the weights: the fp32-activation path widens panels straight from the pairs
+  p->data.clear();
+  p->data.shrink_to_fit();
+}
+
+namespace {
+// out[kk * 64 + c] = float(w[p*64 + c, kk]) for panel p of a pairs-only PackedHalf.
+void widen_pairs(const PackedHalf& w, int64_t p, float* out) {
+  const uint16_t* src = w.pairs.data() + p * (w.kp2 / 2) * kPanel * 2;
+  for (int64_t kk = 0; kk < w.k; ++kk)
+    for (int64_t c = 0; c < kPanel; ++c) out[kk * kPanel + c] = bf16_to_float(src[((kk / 2) * kPanel + c) * 2 + (kk & 1)]);
+}
+}  // namespace
+
+std::vector<uint16_t> half_panels(const PackedHalf& w) {
+  if (!w.data.empty() || w.pairs.empty()) return w.data;
+  std::vector<uint16_t> out(static_cast<size_t>(w.np * w.k));
+  const int64_t groups = w.kp2 / 2;
+  for (int64_t q = 0; q < w.np / kPanel; ++q)
+    for (int64_t kk = 0; kk < w.k; ++kk)
+      for (int64_t c = 0; c < kPanel; ++c)
+        out[static_cast<size_t>((q * w.k + kk) * kPanel + c)] =
+            w.pairs[static_cast<size_t>(((q * groups + kk / 2) * kPanel + c) * 2 + (kk & 1))];
+  return out;
 }
 
 void unpack_check_half(const PackedHalf& p) {
@@ -547,12 +571,15 @@ void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, co
   // With three or more row blocks, each thread widens a weight panel to fp32 once (k x 64 floats,
   // L2-resident for k up to a few thousand) and runs an fp32 FMA tile over it for every row block
   // it owns; fewer rows convert on the fly. Both do the same FMAs in the same order: same bits.
-  const bool widen = m > 2 * kMaxRows;
+  // A pairs-only packing (bf16 on an AMX-BF16 CPU, here with AMX off or another target) is
+  // always widened: the same FMAs, so the same bits as converting on the fly.
+  const bool from_pairs = w.data.empty();
+  const bool widen = from_pairs || m > 2 * kMaxRows;
   static std::atomic<uint64_t> calls{0};
   const uint64_t call = calls.fetch_add(1) + 1;
   for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
     alignas(64) float tile[kMaxRows * kPanel];
-    const uint16_t* panel = w.data.data() + p * kPanel * w.k;
+    const uint16_t* panel = from_pairs ? nullptr : w.data.data() + p * kPanel * w.k;
     if (widen) {
       // per worker thread; valid only for this call's (call id, panel): a chunk may start mid-panel,
       // and a later call's weights may sit at the same address
@@ -561,7 +588,10 @@ void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, co
       thread_local int64_t wide_p = -1;
       if (wide_call != call || wide_p != p) {
         wide.resize(static_cast<size_t>(w.k * kPanel));
-        kr.widen_panel(panel, w.k, bf16, wide.data());
+        if (from_pairs)
+          widen_pairs(w, p, wide.data());
+        else
+          kr.widen_panel(panel, w.k, bf16, wide.data());
         wide_call = call;
         wide_p = p;
       }

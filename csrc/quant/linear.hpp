@@ -112,15 +112,18 @@ struct PackedHalf {
   // bf16 on CPUs with AMX-BF16 only (built by pack_half / prepare_half): the same weights as
   // k-pairs, the TDPBF16PS operand layout, K padded with zeros to kp2 (a multiple of 32):
   // element (p, g, c, b) at ((p * kp2/2 + g) * 64 + c) * 2 + b holds w[p*64 + c, 2g + b].
-  std::vector<uint16_t> pairs;
+  std::vector<uint16_t> pairs;  // when present, `data` is empty
   int64_t kp2 = 0;
 };
 
 // w: float32 [n, k] (row stride ldw), finite; values beyond the half range are an error for f16.
 void pack_half(const float* w, int64_t ldw, int64_t n, int64_t k, HalfType type, PackedHalf* out);
 void unpack_check_half(const PackedHalf& p);
-// Builds `pairs` for a bf16 PackedHalf when the CPU has AMX-BF16 (no-op otherwise).
+// Builds `pairs` for a bf16 PackedHalf when the CPU has AMX-BF16 and then drops `data` (one copy
+// of the weights; no-op otherwise).
 void prepare_half(PackedHalf* p);
+// The weights in the `data` panel layout (rebuilt from `pairs` when only those are kept).
+std::vector<uint16_t> half_panels(const PackedHalf& w);
 // y = epilogue(x @ float(w)^T), accumulated in fp32. Where the CPU has fast bf16 math (AMX-BF16,
 // the avx512_vnni target, AMX enabled) a bf16 layer computes as a bf16 model does: x rounded to
 // bf16 (nearest even), bf16 x bf16 products summed in fp32 by TDPBF16PS, for every batch size

@@ -210,8 +210,12 @@ void bind_quant(py::module_& m) {
       .def_readonly("n", &quant::PackedHalf::n)
       .def_readonly("k", &quant::PackedHalf::k)
       .def_property_readonly("type", [](const quant::PackedHalf& p) { return p.type == quant::HalfType::f16 ? "float16" : "bfloat16"; })
-      .def_property_readonly("data", [](const quant::PackedHalf& p) { return py::array_t<uint16_t>(p.data.size(), p.data.data()); })
-      .def_property_readonly("nbytes", [](const quant::PackedHalf& p) { return p.data.size() * 2; });
+      .def_property_readonly("data",
+                             [](const quant::PackedHalf& p) {
+                               std::vector<uint16_t> d = quant::half_panels(p);
+                               return py::array_t<uint16_t>(d.size(), d.data());
+                             })
+      .def_property_readonly("nbytes", [](const quant::PackedHalf& p) { return (p.data.size() + p.pairs.size()) * 2; });
 
   m.def(
       "quantize_rows_u8",

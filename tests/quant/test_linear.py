@@ -310,8 +310,10 @@ def test_bf16_amx_rounds_activations_and_matches_fma_with_amx_off(m, k, n, seed,
             y_fma = layer(x, residual=res, threads=threads)
     assert np.all(np.abs(y - ref.linear_half(x, layer.weight_rounded, b, act, res, round_x=True)) <= 1e-5 * bound + 1e-5)
     assert np.all(np.abs(y_fma - ref.linear_half(x, layer.weight_rounded, b, act, res)) <= 1e-5 * bound + 1e-5)
-    # a packing rebuilt from its bytes (as unpickling does) gets the AMX layout again
+    # one copy of the weights (the k-pair layout, K padded to 32): still half the bytes of fp32
     p = layer.packed
+    assert p.nbytes == -(-n // 64) * 64 * -(-k // 32) * 32 * 2
+    # a packing rebuilt from its bytes (as unpickling does) gets the AMX layout again
     again = _core().PackedHalf.from_packed(p.n, p.k, p.type, p.data)
     assert _core().half_uses_amx(again, vnni)
     with pyperfcore.cpu_target(vnni):
