@@ -193,3 +193,17 @@ def test_static_refuses_the_gpu_backend():
 
     with pytest.raises(BackendUnavailable, match="CPU backends only"):
         _w8a8_triton(layer, np.ones((2, 8), np.float32), None, 0)
+
+
+def test_static_custom_op_opcheck_and_export_graph():
+    m = _mlp()
+    g = torch.Generator().manual_seed(4)
+    q = quant.optimize(copy.deepcopy(m), act_quant="static", calibration=[torch.randn(8, 48, generator=g)])
+    x = torch.randn(5, 48, generator=g)
+    first = q[0]
+    torch.library.opcheck(torch.ops.pyperfcore.w8a8_linear_static.default,
+                          (x, first.qweight, first.wscale, first.act_scale, first.bias, None, "gelu"))
+    ep = torch.export.export(q, (x,))
+    assert ep.graph_module.code.count("pyperfcore.w8a8_linear_static") == 2
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), q(x), rtol=0, atol=0)
