@@ -356,9 +356,9 @@ def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def _collect_inputs(module: nn.Module, names: list[str], calibration: Iterable[Any],
-                    keep: bool) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+                    keep: set[str]) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
     """One pass over the calibration batches: per layer the per-channel max |x| of its inputs and,
-    with ``keep``, the |x| rows themselves (for static activation ranges)."""
+    for the layers in ``keep``, the |x| rows themselves (for static activation ranges)."""
     amax: dict[str, np.ndarray] = {}
     rows: dict[str, list[np.ndarray]] = {}
     hooks = []
@@ -370,7 +370,7 @@ def _collect_inputs(module: nn.Module, names: list[str], calibration: Iterable[A
             a = x.abs().cpu().numpy()
             m = a.max(axis=0, initial=0.0)
             amax[name] = m if name not in amax else np.maximum(amax[name], m)
-            if keep:
+            if name in keep:
                 rows.setdefault(name, []).append(a)
 
         hooks.append(module.get_submodule(name).register_forward_pre_hook(hook))
@@ -394,7 +394,8 @@ def _collect_inputs(module: nn.Module, names: list[str], calibration: Iterable[A
 
 @torch.no_grad()
 def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[Any] | None = None,
-             exclude: Iterable[str] = (), smooth_alpha: float | None = None, act_quant: str = "asymmetric",
+             exclude: Iterable[str] = (), smooth_alpha: float | None = None,
+             act_quant: str | dict[str, str] = "asymmetric",
              fuse_activations: bool = True, weight_quant: str = "channel",
              calib_method: str = "entropy") -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``module`` in place with :class:`QLinear` and return it.
@@ -409,7 +410,10 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
     smooth_alpha : SmoothQuant migration strength in [0, 1]; needs ``calibration``.
     act_quant : ``"asymmetric"`` (default) or ``"symmetric"``: per token at run time, no data
         needed; ``"static"``: one symmetric scale per layer from the ``calibration`` batches (the
-        range ``calib_method`` finds in each layer's inputs, after smoothing), CPU only.
+        range ``calib_method`` finds in each layer's inputs, after smoothing), CPU only. A dict maps
+        layer names or fnmatch patterns to a mode per layer, the first matching entry winning
+        (``{"encoder.layer.*.output.dense": "asymmetric", "*": "static"}``); layers matching none
+        are ``"asymmetric"``.
     calib_method : range method of the static scales: ``"entropy"`` (default), ``"percentile"``,
         ``"mse"`` or ``"minmax"`` (see :func:`pyperfcore.quant.calibrate`).
     weight_quant : ``"channel"`` (default: a symmetric scale per output channel) or ``"tensor"``
@@ -430,9 +434,16 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         raise ValueError(f"weight_quant must be 'channel' or 'tensor' (int8 only), got {weight_quant!r} with dtype={dtype!r}")
     if smooth_alpha is not None and (calibration is None or kind != "int8"):
         raise ValueError("smooth_alpha needs calibration data and dtype='int8'")
-    if act_quant not in ACT_QUANT:
-        raise ValueError(f"act_quant must be one of {ACT_QUANT}, got {act_quant!r}")
-    static = act_quant == "static"
+    modes = dict(act_quant) if isinstance(act_quant, dict) else {"*": act_quant}
+    for pattern, mode in modes.items():
+        if not isinstance(pattern, str) or mode not in ACT_QUANT:
+            raise ValueError(f"act_quant must be one of {ACT_QUANT} (or a dict of layer pattern -> mode), "
+                             f"got {pattern!r}: {mode!r}")
+
+    def mode_of(name: str) -> str:
+        return next((mo for pat, mo in modes.items() if _excluded(name, (pat,))), "asymmetric")
+
+    static = any(mo == "static" for mo in modes.values())
     if static and (calibration is None or kind != "int8"):
         raise ValueError("act_quant='static' needs calibration data and dtype='int8'")
     from .calibration import METHODS, calibrate
@@ -467,11 +478,12 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
     if smooth_alpha is not None or static:
         from .calibration import smooth_factors
 
-        amax, rows = _collect_inputs(module, targets, calibration, keep=static)  # type: ignore[arg-type]
+        keep = {n for n in targets if mode_of(n) == "static"}
+        amax, rows = _collect_inputs(module, targets, calibration, keep)  # type: ignore[arg-type]
         for name in targets:
             if smooth_alpha is not None and name in amax:
                 smooth[name] = smooth_factors(amax[name], module.get_submodule(name).weight.detach().float().numpy(), smooth_alpha)
-            if static:
+            if mode_of(name) == "static":
                 if name not in rows:
                     raise ValueError(f"layer {name!r} saw no calibration inputs; exclude it or pass batches that reach it")
                 seen = rows.pop(name)
@@ -483,7 +495,8 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         lin = module.get_submodule(name)
         act = fused[name][2] if name in fused else "none"
         try:
-            q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind, act_quant=act_quant,
+            q = QuantizedLinear(lin.weight, lin.bias, activation=act, dtype=kind,
+                                act_quant=mode_of(name) if kind == "int8" else "asymmetric",
                                 smooth=smooth.get(name), weight_quant=weight_quant, act_scale=act_scale.get(name))
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from exc

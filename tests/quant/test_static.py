@@ -207,3 +207,23 @@ def test_static_custom_op_opcheck_and_export_graph():
     assert ep.graph_module.code.count("pyperfcore.w8a8_linear_static") == 2
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x), q(x), rtol=0, atol=0)
+
+
+def test_optimize_act_quant_per_layer_patterns():
+    m = _mlp()
+    g = torch.Generator().manual_seed(5)
+    cal = [torch.randn(16, 48, generator=g) for _ in range(2)]
+    q = quant.optimize(copy.deepcopy(m), act_quant={"2": "symmetric", "*": "static"}, calibration=cal)
+    layers = quant.torch_ops.quantized_layers(q)
+    assert layers["0"].act_quant == "static" and layers["0"].act_scale is not None
+    assert layers["2"].act_quant == "symmetric" and layers["2"].act_scale is None
+    # unmatched layers are asymmetric; no static layer means no calibration is needed
+    q2 = quant.optimize(copy.deepcopy(m), act_quant={"0": "symmetric"})
+    assert [lay.act_quant for lay in quant.torch_ops.quantized_layers(q2).values()] == ["symmetric", "asymmetric"]
+    x = torch.randn(7, 48, generator=g)
+    with torch.no_grad():
+        assert quant.accuracy_report(m(x), q(x)).cosine_min > 0.99
+    with pytest.raises(ValueError, match="act_quant"):
+        quant.optimize(copy.deepcopy(m), act_quant={"0": "dynamic"})
+    with pytest.raises(ValueError, match="needs calibration"):
+        quant.optimize(copy.deepcopy(m), act_quant={"0": "static"})
