@@ -215,14 +215,15 @@ def equivalence(reference: Callable[..., Any], candidate: Callable[..., Any], in
     n_batches = 0
     try:
         for i, x in enumerate(_batches(inputs, batches)):
-            if hooks is not None:
+            if hooks is not None:  # candidate first: its layer outputs wait for the reference pass
                 hooks.begin()
-            r = _call(reference, x, "reference", i)
-            if hooks is not None:
+                c = _call(candidate, x, "candidate", i)
                 hooks.switch()
-            c = _call(candidate, x, "candidate", i)
-            if hooks is not None:
+                r = _call(reference, x, "reference", i)
                 hooks.end()
+            else:
+                r = _call(reference, x, "reference", i)
+                c = _call(candidate, x, "candidate", i)
             if output is not None:
                 r, c = output(r), output(c)
             lr, lc = _leaves(r), _leaves(c)
@@ -303,9 +304,11 @@ def _apply_activation(y: Any, name: str) -> Any:
 
 class _LayerHooks:
     """Forward hooks on every ``nn.Linear`` of the reference and the module of the same name in
-    the candidate. Per call: the reference layer's input and output, the candidate layer's
-    output and the residual it was given (a fused residual add is taken back out, and a fused
-    activation applied to the reference, so both sides compare the same quantity)."""
+    the candidate. The candidate runs first and each of its layer calls leaves its output (a
+    fused residual add taken back out); the reference pass then compares, call by call, the
+    reference output (with the candidate's fused activation applied) against it and against the
+    candidate layer run alone on the reference's input, so only one output per layer call is held
+    between the two passes."""
 
     def __init__(self, reference: Any, candidate: Any) -> None:
         import torch
@@ -319,20 +322,13 @@ class _LayerHooks:
                       if type(m) is torch.nn.Linear and n in cmods}
         if not self.pairs:
             raise ValueError("no nn.Linear layer of the reference has a module of the same name in the candidate")
-        self.metrics = {n: (Metrics(), Metrics()) for n in self.pairs}
+        self.metrics: dict[str, tuple[Metrics, Metrics] | None] = {n: (Metrics(), Metrics()) for n in self.pairs}
         self.side = ""
-        self.ref_calls: dict[str, list[tuple[Any, Any]]] = {}
         self.cand_calls: dict[str, list[Any]] = {}
         self.handles = []
         for n, (rm, cm) in self.pairs.items():
             self.handles.append(rm.register_forward_hook(self._ref_hook(n)))
             self.handles.append(cm.register_forward_hook(self._cand_hook(n), with_kwargs=True))
-
-    def _ref_hook(self, name: str) -> Callable[..., None]:
-        def hook(mod: Any, args: tuple, out: Any) -> None:
-            if self.side == "reference" and args:
-                self.ref_calls.setdefault(name, []).append((args[0].detach(), out.detach()))
-        return hook
 
     def _cand_hook(self, name: str) -> Callable[..., None]:
         def hook(mod: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -345,33 +341,39 @@ class _LayerHooks:
             self.cand_calls.setdefault(name, []).append(y)
         return hook
 
+    def _ref_hook(self, name: str) -> Callable[..., None]:
+        def hook(mod: Any, args: tuple, out: Any) -> None:
+            import torch
+
+            pair = self.metrics[name]
+            if self.side != "reference" or not args or pair is None:
+                return
+            waiting = self.cand_calls.get(name)
+            if not waiting:
+                # a layer the candidate skipped or ran fewer times (a fused path): no call-by-call
+                # pairing, so no row
+                self.metrics[name] = None
+                return
+            cm = self.pairs[name][1]
+            act = getattr(cm, "activation", "none") if type(cm) is not torch.nn.Linear else "none"
+            with torch.no_grad():
+                target = _apply_activation(out.detach().float(), act)
+                pair[0].update(target, waiting.pop(0).float())
+                pair[1].update(target, cm(args[0].detach()).float())
+        return hook
+
     def begin(self) -> None:
-        self.ref_calls, self.cand_calls, self.side = {}, {}, "reference"
+        self.cand_calls, self.side = {}, "candidate"
 
     def switch(self) -> None:
-        self.side = "candidate"
+        self.side = "reference"
 
     def end(self) -> None:
-        import torch
-
         self.side = ""
-        with torch.no_grad():
-            for name, (rm, cm) in self.pairs.items():
-                rc, cc = self.ref_calls.get(name, []), self.cand_calls.get(name, [])
-                if self.metrics[name] is None:
-                    continue
-                if len(rc) != len(cc):
-                    # a layer the candidate skipped or ran another number of times (a fused path)
-                    # cannot be paired call by call; it gets no row
-                    self.metrics[name] = None  # type: ignore[assignment]
-                    continue
-                act = getattr(cm, "activation", "none") if type(cm) is not torch.nn.Linear else "none"
-                whole, alone = self.metrics[name]
-                for (x, y_ref), y_c in zip(rc, cc):
-                    target = _apply_activation(y_ref.float(), act)
-                    whole.update(target, y_c.float())
-                    alone.update(target, cm(x).float())
-        self.ref_calls, self.cand_calls = {}, {}
+        for name, left in self.cand_calls.items():
+            if left:  # the candidate ran this layer more often than the reference
+                self.metrics[name] = None
+        self.cand_calls = {}
 
     def remove(self) -> None:
         for h in self.handles:
@@ -405,9 +407,9 @@ def layer_report(reference: Any, candidate: Any, inputs: Any = None, *,
     try:
         for i, x in enumerate(_batches(inputs, batches)):
             hooks.begin()
-            _call(reference, x, "reference", i)
-            hooks.switch()
             _call(candidate, x, "candidate", i)
+            hooks.switch()
+            _call(reference, x, "reference", i)
             hooks.end()
     finally:
         hooks.remove()
