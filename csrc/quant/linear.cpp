@@ -179,15 +179,6 @@ void prepare_half(PackedHalf* p) {
   p->data.shrink_to_fit();
 }
 
-namespace {
-// out[kk * 64 + c] = float(w[p*64 + c, kk]) for panel p of a pairs-only PackedHalf.
-void widen_pairs(const PackedHalf& w, int64_t p, float* out) {
-  const uint16_t* src = w.pairs.data() + p * (w.kp2 / 2) * kPanel * 2;
-  for (int64_t kk = 0; kk < w.k; ++kk)
-    for (int64_t c = 0; c < kPanel; ++c) out[kk * kPanel + c] = bf16_to_float(src[((kk / 2) * kPanel + c) * 2 + (kk & 1)]);
-}
-}  // namespace
-
 std::vector<uint16_t> half_panels(const PackedHalf& w) {
   if (!w.data.empty() || w.pairs.empty()) return w.data;
   std::vector<uint16_t> out(static_cast<size_t>(w.np * w.k));
@@ -571,10 +562,12 @@ void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, co
   // With three or more row blocks, each thread widens a weight panel to fp32 once (k x 64 floats,
   // L2-resident for k up to a few thousand) and runs an fp32 FMA tile over it for every row block
   // it owns; fewer rows convert on the fly. Both do the same FMAs in the same order: same bits.
-  // A pairs-only packing (bf16 on an AMX-BF16 CPU, here with AMX off or another target) is
-  // always widened: the same FMAs, so the same bits as converting on the fly.
+  // A pairs-only packing (bf16 on an AMX-BF16 CPU, here with AMX off or another target) is read
+  // by pairs_tile for few rows and widened for more: the same FMAs in the same order either way.
+  // (The scalar target's f32 tile rounds products and sums separately, pairs_tile uses FMA: there
+  // a pairs-only packing is always widened, so its bits stay those of the scalar tile.)
   const bool from_pairs = w.data.empty();
-  const bool widen = from_pairs || m > 2 * kMaxRows;
+  const bool widen = m > 2 * kMaxRows || (from_pairs && target == CpuTarget::scalar);
   static std::atomic<uint64_t> calls{0};
   const uint64_t call = calls.fetch_add(1) + 1;
   for_tiles(m, w.np, threads, [&](int64_t p, int64_t r0, int rows) {
@@ -589,13 +582,15 @@ void linear_half(const float* x, int64_t m, int64_t ldx, const PackedHalf& w, co
       if (wide_call != call || wide_p != p) {
         wide.resize(static_cast<size_t>(w.k * kPanel));
         if (from_pairs)
-          widen_pairs(w, p, wide.data());
+          detail::widen_pairs(w.pairs.data() + p * (w.kp2 / 2) * kPanel * 2, w.k, wide.data());
         else
           kr.widen_panel(panel, w.k, bf16, wide.data());
         wide_call = call;
         wide_p = p;
       }
       kr.f32_tile(x + r0 * ldx, ldx, rows, wide.data(), w.k, tile);
+    } else if (from_pairs) {
+      detail::pairs_tile(x + r0 * ldx, ldx, rows, w.pairs.data() + p * (w.kp2 / 2) * kPanel * 2, w.k, tile);
     } else {
       kr.half_tile(x + r0 * ldx, ldx, rows, panel, w.k, bf16, tile);
     }

@@ -65,6 +65,12 @@ bool amx_bf16_supported();
 void amx_bf16_block(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2, float* c);
 // 17 <= rows <= 32 (after amx_configure2(rows)): 2x2 tile blocking, the same per-row bits.
 void amx_bf16_block2(const uint16_t* a, int64_t lda, int rows, const uint16_t* pairs, int64_t kp2, float* c);
+// out[kk * 64 + c] = float(w[c, kk]) for kk < k from one `pairs` panel (the fp32-activation path
+// of a pairs-only packing; pairs exist only on CPUs with AMX-BF16, so AVX-512 is there).
+void widen_pairs(const uint16_t* pairs, int64_t k, float* out);
+// c[r, 0:64] = sum over k of x[r, kk] * float(w[., kk]) from one pairs panel, fp32 FMA in k order
+// (the bits of f32_tile on the widened panel), rows <= kMaxRows.
+void pairs_tile(const float* x, int64_t ldx, int rows, const uint16_t* pairs, int64_t k, float* c);
 // Rounds k floats to bf16 (nearest even) into q, zero-filling q[k..kp2); *bad if any is NaN/inf.
 void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad);
 void amx_configure2(int rows);

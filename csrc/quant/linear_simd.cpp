@@ -1062,6 +1062,58 @@ PFC_AMX_BF16 void amx_bf16_block2(const uint16_t* a, int64_t lda, int rows, cons
     }
 }
 
+// A 64-byte row of the pairs layout is 16 columns x (even k, odd k) as 32-bit lanes: the even k
+// is the low half (shift it up), the odd k the high half (mask the low one off).
+PFC_AVX512 void widen_pairs(const uint16_t* pairs, int64_t k, float* out) {
+  const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t g = 0; 2 * g < k; ++g) {
+    const bool odd = 2 * g + 1 < k;
+    for (int j = 0; j < 4; ++j) {
+      const __m512i v = _mm512_loadu_si512(pairs + g * kPanel * 2 + j * 32);
+      _mm512_storeu_ps(out + (2 * g) * kPanel + 16 * j, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+      if (odd) _mm512_storeu_ps(out + (2 * g + 1) * kPanel + 16 * j, _mm512_castsi512_ps(_mm512_and_si512(v, hi)));
+    }
+  }
+}
+
+// fp32 FMA tile (rows <= 6) straight from a pairs panel: per k-pair the even k's weights, then the
+// odd k's, each FMA'd into every row: the same k-ascending FMA sequence as a5_f32_rows on a
+// widened panel, so the same bits, without writing the widened panel for a few rows.
+template <int R>
+PFC_AVX512 void pairs_rows(const float* x, int64_t ldx, const uint16_t* pairs, int64_t k, float* c) {
+  const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
+  for (int64_t g = 0; 2 * g < k; ++g) {
+    const uint16_t* w = pairs + g * kPanel * 2;
+    __m512i v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_si512(w + 32 * j);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
+      for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + 2 * g]), we, acc[r][j]);
+    }
+    if (2 * g + 1 < k)
+      for (int j = 0; j < 4; ++j) {
+        const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v[j], hi));
+        for (int r = 0; r < R; ++r)
+          acc[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + 2 * g + 1]), wo, acc[r][j]);
+      }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(c + r * kPanel + 16 * j, acc[r][j]);
+}
+PFC_AVX512 void pairs_tile(const float* x, int64_t ldx, int rows, const uint16_t* pairs, int64_t k, float* c) {
+  switch (rows) {
+    case 6: pairs_rows<6>(x, ldx, pairs, k, c); break;
+    case 5: pairs_rows<5>(x, ldx, pairs, k, c); break;
+    case 4: pairs_rows<4>(x, ldx, pairs, k, c); break;
+    case 3: pairs_rows<3>(x, ldx, pairs, k, c); break;
+    case 2: pairs_rows<2>(x, ldx, pairs, k, c); break;
+    default: pairs_rows<1>(x, ldx, pairs, k, c); break;
+  }
+}
+
 // Round to nearest even as float_to_bf16 does (bits + 0x7FFF + lsb) >> 16, 16 at a time.
 PFC_AVX512 void bf16_row(const float* x, int64_t k, int64_t kp2, uint16_t* q, bool* bad) {
   const __m512 big = _mm512_set1_ps(FLT_MAX);
@@ -1123,6 +1175,8 @@ void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32
 void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void amx_bf16_block2(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
+void widen_pairs(const uint16_t*, int64_t, float*) {}
+void pairs_tile(const float*, int64_t, int, const uint16_t*, int64_t, float*) {}
 #endif
 
 const LinearKernels kLinAvx512Vnni = {a5_minmax, a5_quant_row, vn_gemm_tile, a5_epi_i8, a5_epi_i8_rows, a5_half_tile,
@@ -1141,6 +1195,8 @@ void amx_gemm_block2(const uint8_t*, int64_t, int, const int8_t*, int64_t, int32
 void amx_bf16_block(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void amx_bf16_block2(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*) {}
 void bf16_row(const float*, int64_t, int64_t, uint16_t*, bool*) {}
+void widen_pairs(const uint16_t*, int64_t, float*) {}
+void pairs_tile(const float*, int64_t, int, const uint16_t*, int64_t, float*) {}
 #endif
 
 }  // namespace detail
