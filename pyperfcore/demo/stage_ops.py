@@ -67,6 +67,7 @@ def run(ctx) -> dict:
     reg.approve("demo-model", target.version, role="risk", approver="risk-officer")
     reg.promote("demo-model", target.version, reason="accuracy within budget")
     ctx.log(f"demo-model:production -> {target.ref}")
+    served_same = _serve_from_registry(ctx, reg, target)
 
     card_path = work / "model_card.md"
     mv = reg.get("demo-model", "production")
@@ -92,7 +93,34 @@ def run(ctx) -> dict:
     if not res.ok:
         raise RuntimeError("audit verification failed: " + "; ".join(map(str, res.problems)))
     return {"registered": {k: v.ref for k, v in refs.items()}, "production": target.ref,
+            "production_int8_served_from_registry": served_same,
             "promotion_refused_missing": refused, "audit_records": res.records,
             "audit_ok": res.ok, "audit_root": res.root, "checkpoints": len(checkpoints),
             "model_card": str(card_path), "cost_per_1k": row["cost_per_1k"],
             "utilization": row["utilization"]}
+
+
+def _serve_from_registry(ctx, reg, target):
+    """What a serving replica does: load the production INT8 weights from the registry (checked
+    against their SHA-256) into a fresh float model, without re-quantizing, and check it answers
+    exactly as the model that was registered. None when no INT8 torch model was registered."""
+    data = getattr(ctx, "data", {}) or {}
+    if "quant.json" not in target.manifest or data.get("model") is None or data.get("model_int8") is None:
+        return None
+    import copy
+
+    import numpy as np
+    import torch
+
+    from pyperfcore.quant.io import load_registered
+
+    served = load_registered(reg, target.name, copy.deepcopy(data["model"]), "production")
+    x = torch.from_numpy(np.asarray(data["eval"]["x"][:256], dtype=np.float32))
+    with torch.inference_mode():
+        same = bool(torch.equal(served(x), data["model_int8"](x)))
+    ctx.log(f"a replica loads {target.ref} (production) from the registry into a fresh float model: "
+            f"outputs {'identical to' if same else 'DIFFERENT from'} the registered INT8 model")
+    if not same:
+        raise RuntimeError("the INT8 model loaded from the registry does not reproduce the registered one")
+    return same
+

@@ -18,7 +18,7 @@ import numpy as np
 
 from .linear import QuantizedLinear
 
-__all__ = ["save", "load", "save_layers", "load_layers"]
+__all__ = ["save", "load", "save_layers", "load_layers", "register", "load_registered"]
 
 FORMAT, VERSION = "pyperfcore.quant", 1
 _TENSORS, _CONFIG = "quant.safetensors", "quant.json"
@@ -119,3 +119,30 @@ def load(module: Any, path: str | Path) -> Any:
         _set_child(module, name, new)
     fuse_mlp_chains(module)  # as optimize() does: Linear -> act -> Linear runs as one native call
     return module
+
+
+def register(registry: Any, name: str, module: Any, *, metadata: dict[str, Any] | None = None,
+             by: str | None = None) -> Any:
+    """Store an optimized module's quantized layers in a :class:`pyperfcore.ops.Registry` as a new
+    version of ``name`` (artifacts ``quant.safetensors`` and ``quant.json``); returns the
+    registry's ``ModelVersion``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pyperfcore-quant-") as d:
+        saved = save(module, d)
+        return registry.register(name, {_TENSORS: saved / _TENSORS, _CONFIG: saved / _CONFIG},
+                                 metadata=metadata, by=by)
+
+
+def load_registered(registry: Any, name: str, module: Any, ref: Any = "latest") -> Any:
+    """Load the quantized layers registered as ``name:ref`` (an alias such as ``"production"`` or a
+    version) into the float torch ``module``, in place, as :func:`load` does. The registry checks
+    each artifact against its SHA-256 before it is read."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pyperfcore-quant-") as d:
+        for artifact in (_TENSORS, _CONFIG):
+            shutil.copyfile(registry.artifact_path(name, ref, artifact), Path(d) / artifact)
+        return load(module, d)
+

@@ -35,6 +35,7 @@ def test_demo_quick_runs_every_stage(tmp_path):
     # The deliberately worse canary is rolled back; the audit trail verifies.
     assert stages["release"]["canary_state"] == "rolled_back"
     assert stages["ops"]["audit_ok"] is True
+    assert stages["ops"]["production_int8_served_from_registry"] is True
     # HLL bytes written by the demo read back in DataSketches with the same estimate.
     sk = stages["sketches"]
     if sk.get("datasketches_readback_estimate") is not None:

@@ -392,3 +392,27 @@ def test_onnx_export_matches_torch_and_optimized(tmp_path, rng):
         assert quant.equivalence(lambda v: m(v), run_onnx, x, atol=1e-4, min_cosine=0.99999)
         opt = quant.optimize(copy.deepcopy(m))
         assert quant.equivalence(run_onnx, lambda v: opt(v), x, min_cosine=0.999, embeddings=False)
+
+
+def test_registry_stores_and_serves_the_int8_version(tmp_path, rng):
+    from pyperfcore.ops import Registry
+    from pyperfcore.quant import io as qio
+
+    m = quant.optimize(_mlp(4))
+    reg = Registry(tmp_path / "reg", user="test")
+    mv = qio.register(reg, "mlp-int8", m, metadata={"metrics": {"cosine_min": 0.999}})
+    assert set(mv.manifest) == {"quant.safetensors", "quant.json"}
+    reg.promote("mlp-int8", mv.version, reason="test")
+    served = qio.load_registered(reg, "mlp-int8", _mlp(4), "production")
+    x = torch.from_numpy(rng.standard_normal((6, 48)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(served(x), m(x))
+    assert isinstance(served[0], quant.torch_ops.QLinear) and isinstance(served[1], nn.Identity)
+    # a tampered stored artifact is refused by the registry's checksum, not loaded
+    blob = reg.artifact_path("mlp-int8", mv.version, "quant.safetensors")
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="(?i)sha|integrity|checksum"):
+        qio.load_registered(reg, "mlp-int8", _mlp(4), mv.version)
