@@ -13,6 +13,7 @@
 
 #include "linear_kernels.hpp"
 #include "quant.hpp"
+#include "simd_exp.hpp"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -28,11 +29,7 @@ namespace quant {
 namespace detail {
 
 namespace {
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f;
-constexpr float kLn2Lo = -2.12194440e-4f;
-// Clamped so exp() and the GELU tail stay normal floats (denormals cost ~100 cycles each).
-constexpr float kExpLo = -80.f, kExpHi = 88.3f;
+// (exp's constants and the AVX-512 exp live in simd_exp.hpp, shared with the attention kernel)
 // GELU (erf form) as gelu(v) = max(v, 0) - |v| h(|v|), h(a) = Phi(-a) = erfc(a / sqrt 2) / 2: the
 // same expression for either sign, and no cancellation in the negative tail, where h is small and
 // computed with a small relative error. h is a (6, 7) rational minimax fit in a on [0, 5.75]
@@ -418,22 +415,6 @@ namespace {
 constexpr int kA5Rows = 4;
 inline __mmask16 mask_n(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
 
-PFC_AVX512 inline __m512 a5_exp(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(1.f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  // p * 2^n in one VSCALEFPS (n is integral and the clamp keeps the result normal): the same
-  // value as building 2^n from its exponent bits and multiplying, in one instruction instead of four
-  return _mm512_scalef_ps(p, n);
-}
 // 1 / d with one Newton step on the 14-bit estimate (about 1 ulp; d is in [0.88, 56] here).
 PFC_AVX512 inline __m512 a5_rcp(__m512 d) {
   __m512 r = _mm512_rcp14_ps(d);

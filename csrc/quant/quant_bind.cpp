@@ -1,10 +1,13 @@
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../bindings/bind.hpp"
 #include "../common/buffers.hpp"
+#include "attention.hpp"
 #include "linear.hpp"
 #include "quant.hpp"
 
@@ -124,6 +127,20 @@ LinearArgs linear_args(const py::array& x, int64_t k, int64_t n, const py::objec
 }
 
 }  // namespace
+
+// q / k / v: float32 [B, H, T, D] with the head dim contiguous (any other strides).
+quant::AttnStrides attn_strides(const py::array& a, const char* what, const std::vector<int64_t>& shape) {
+  if (!py::isinstance<py::array_t<float>>(a) || a.ndim() != 4)
+    throw py::type_error(std::string("attention: ") + what + " must be a float32 array [batch, heads, seq, head_dim]");
+  for (int i = 0; i < 4; ++i)
+    if (a.shape(i) != shape[static_cast<size_t>(i)])
+      throw py::value_error(std::string("attention: ") + what + " has another shape than q");
+  if (a.shape(3) > 1 && a.strides(3) != 4)
+    throw py::value_error(std::string("attention: ") + what + "'s last (head) dimension must be contiguous");
+  for (int i = 0; i < 3; ++i)
+    if (a.strides(i) % 4) throw py::value_error(std::string("attention: ") + what + " is not float-aligned");
+  return {a.strides(0) / 4, a.strides(1) / 4, a.strides(2) / 4};
+}
 
 void bind_quant(py::module_& m) {
   m.def("quantize_int8", &quantize_int8_py, py::arg("x"), py::arg("target") = py::none(),
@@ -259,6 +276,37 @@ void bind_quant(py::module_& m) {
       },
       py::arg("x"), py::arg("scale"), py::arg("target") = py::none(),
       "Static symmetric uint8 quantization of float32 [m, k] with one scale: (q [m, round_up(k, 4)], scales, zero points 128).");
+  m.def(
+      "attention",
+      [](const py::array& q, const py::array& k, const py::array& v, const py::object& mask, float scale, int threads,
+         const py::object& target) {
+        const CpuTarget t = resolve_target(target);
+        if (q.ndim() != 4) throw py::value_error("attention: q must be [batch, heads, seq, head_dim]");
+        const std::vector<int64_t> shape{q.shape(0), q.shape(1), q.shape(2), q.shape(3)};
+        const quant::AttnStrides qs = attn_strides(q, "q", shape), ks = attn_strides(k, "k", shape),
+                                 vs = attn_strides(v, "v", shape);
+        const int64_t B = shape[0], H = shape[1], T = shape[2], D = shape[3];
+        py::array_t<float, py::array::c_style> mk;
+        if (!mask.is_none()) {
+          mk = py::array_t<float, py::array::c_style>::ensure(mask);
+          if (!mk || mk.ndim() != 2 || mk.shape(0) != B || mk.shape(1) != T)
+            throw py::value_error("attention: mask must be float32 [batch, seq] (0 to keep a key, -inf to drop it)");
+        }
+        if (!std::isfinite(scale)) throw py::value_error("attention: scale must be finite");
+        py::array_t<float> out({B, T, H, D});
+        const float *qp = static_cast<const float*>(q.data()), *kp = static_cast<const float*>(k.data()),
+                    *vp = static_cast<const float*>(v.data());
+        const float* mp = mask.is_none() ? nullptr : mk.data();
+        float* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::attention_f32(qp, qs, kp, ks, vp, vs, B, H, T, D, mp, T, scale, op, t, threads);
+        }
+        return out;
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("scale") = 1.0f,
+      py::arg("threads") = 0, py::arg("target") = py::none(),
+      "Fused attention over [B, H, T, D] float32 q/k/v with an additive [B, T] key mask: returns [B, T, H, D].");
   m.def(
       "gemm_u8s8",
       [](const py::array_t<uint8_t, py::array::c_style>& a, const quant::PackedInt8& w, const py::object& target, int threads) {

@@ -31,6 +31,9 @@ def _linear_res(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor) -> to
 
 
 class _SelfAttention(nn.Module):
+    # optimize() sets this: plain CPU inference then runs pyperfcore's fused attention kernel
+    native_attention = False
+
     def __init__(self, d: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -44,6 +47,12 @@ class _SelfAttention(nn.Module):
             return v.view(b, t, h, d // h).transpose(1, 2)
 
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        if (self.native_attention and q.dtype is torch.float32 and q.device.type == "cpu"
+                and not (torch.is_grad_enabled() and q.requires_grad)
+                and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
+            from .attention import attention
+
+            return attention(q, k, v, mask, threads=torch.get_num_threads()).reshape(b, t, d)
         ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return ctx.transpose(1, 2).reshape(b, t, d)
 

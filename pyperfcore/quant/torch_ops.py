@@ -397,7 +397,7 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
              exclude: Iterable[str] = (), smooth_alpha: float | None = None,
              act_quant: str | dict[str, str] = "asymmetric",
              fuse_activations: bool = True, weight_quant: str = "channel",
-             calib_method: str = "entropy") -> nn.Module:
+             calib_method: str = "entropy", fuse_attention: bool = True) -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``module`` in place with :class:`QLinear` and return it.
 
     Parameters
@@ -418,6 +418,8 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
         ``"mse"`` or ``"minmax"`` (see :func:`pyperfcore.quant.calibrate`).
     weight_quant : ``"channel"`` (default: a symmetric scale per output channel) or ``"tensor"``
         (one scale per weight matrix; int8 only).
+    fuse_attention : modules that declare a ``native_attention`` switch (the encoders of
+        :mod:`pyperfcore.quant.bert`) run pyperfcore's fused attention kernel in CPU inference.
     fuse_activations : fuse an activation that directly follows a linear layer (the next module
         of an ``nn.Sequential``, or Hugging Face's ``dense`` + ``intermediate_act_fn`` pair) into
         the kernel's epilogue, replacing the activation module with ``nn.Identity``.
@@ -507,4 +509,9 @@ def optimize(module: nn.Module, dtype: str = "int8", *, calibration: Iterable[An
             setattr(parent, attr, nn.Identity())
             new.fused_from = path  # the activation module it replaced (save/load restores this)
     fuse_mlp_chains(module)
+    if fuse_attention:
+        # modules that declare a native attention switch (pyperfcore.quant.bert's encoders)
+        for sub in module.modules():
+            if hasattr(type(sub), "native_attention"):
+                sub.native_attention = True
     return module
