@@ -8,6 +8,7 @@ One thread everywhere (torch, ONNX Runtime, pyperfcore). Groups:
       where present) against torch's own bf16 module)
   gemm-{M}x{K}x{N}: INT8 GEMM (AMX tiles where the CPU has them, and forced VPDPBUSD) vs
       torch._int_mm, and the fused W8A8 linear vs _int_mm + a separate dequant/bias/GELU epilogue in torch.
+  attention-b{B}-t{T}-12x32: BERT-style self-attention, torch SDPA vs the fused kernel.
   (the GPU W8A8 benchmark lives in benchmarks/bench_quant_gpu.py)
 Run: python -m pytest benchmarks/bench_quant.py --benchmark-only -p no:cacheprovider
 """
@@ -280,3 +281,39 @@ if __name__ == "__main__":
     import sys
 
     _interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 400)
+
+
+# ------------------------------------------------------------------ fused attention
+# BERT-style self-attention as served: q/k/v are head views of [B, T, 384] projections (12 heads of
+# 32), an additive padding mask per key, output back in [B, T, 384]; torch's CPU SDPA (flash
+# attention for CPU) against pyperfcore's fused kernel, one thread.
+ATTN_SHAPES = [(1, 12), (32, 20), (32, 40), (8, 128)]
+
+
+@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=lambda s: f"b{s[0]}-t{s[1]}")
+@pytest.mark.parametrize("name", ["torch_sdpa", "pyperfcore_attention"])
+def test_attention(benchmark, name, shape):
+    from pyperfcore.quant.attention import attention
+
+    b, t = shape
+    h, dh = 12, 32
+    benchmark.group = f"attention-b{b}-t{t}-12x32"
+    g = torch.Generator().manual_seed(b * 1000 + t)
+
+    def heads(v):
+        return v.view(b, t, h, dh).transpose(1, 2)
+
+    q, k, v = (heads(torch.randn(b, t, h * dh, generator=g)) for _ in range(3))
+    mask = torch.zeros(b, t)
+    mask[0, t // 2:] = float("-inf")  # one padded sequence
+    am = mask[:, None, None, :]
+    fns = {
+        "torch_sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=am)
+        .transpose(1, 2).reshape(b, t, h * dh),
+        "pyperfcore_attention": lambda: attention(q, k, v, am, threads=1).reshape(b, t, h * dh),
+    }
+    with torch.inference_mode():
+        ref = fns["torch_sdpa"]()
+        out = fns[name]()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        benchmark(fns[name])
