@@ -204,15 +204,53 @@ def minilm(tmp_path_factory):
     models = {"torch_fp32": fp32, "pyperfcore_w8a8": quant.optimize(copy.deepcopy(fp32)),
               "torch_ao_dynamic": torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear},
                                                                          dtype=torch.qint8)}
+    try:  # the ONNX Runtime peer: the fp32 model exported, dynamic per-channel int8, one thread
+        models["onnxruntime_int8"] = _ort_minilm(fp32, tmp_path_factory.mktemp("minilm-onnx"))
+    except ImportError as exc:
+        models["onnxruntime_int8"] = exc
     ref = fp32.encode(sentences)
     return models, sentences, ref
 
 
-@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "pyperfcore_w8a8"])
+class _OrtEncoder:
+    """encode() of the ONNX Runtime int8 model, batched and padded exactly as BertEncoder.encode."""
+
+    def __init__(self, sess, tokenizer_model) -> None:
+        self.sess, self.tok = sess, tokenizer_model
+
+    def encode(self, sentences, batch_size: int = 32, max_length: int = 128):
+        toks = [self.tok.tokenizer.encode(s, max_length) for s in sentences]
+        order = np.argsort([len(t) for t in toks], kind="stable")
+        out = np.zeros((len(toks), 384), np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            ids, mask = self.tok.tokenize([sentences[j] for j in idx], max_length)
+            out[idx] = self.sess.run(None, {"input_0": ids.numpy(), "input_1": mask.numpy()})[0]
+        return out
+
+
+def _ort_minilm(fp32, d):
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from pyperfcore import validate
+
+    ids, mask = fp32.tokenize(["a short sentence", "and a somewhat longer second sentence"])
+    chk = validate.onnx_check(fp32, (ids, mask), path=d / "minilm.onnx")  # torch == ORT fp32, checked
+    assert chk.exported.ok, chk.table()
+    quantize_dynamic(str(d / "minilm.onnx"), str(d / "minilm.int8.onnx"), per_channel=True, weight_type=QuantType.QInt8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    return _OrtEncoder(ort.InferenceSession(str(d / "minilm.int8.onnx"), so, providers=["CPUExecutionProvider"]), fp32)
+
+
+@pytest.mark.parametrize("name", ["torch_fp32", "torch_ao_dynamic", "onnxruntime_int8", "pyperfcore_w8a8"])
 def test_minilm_encode(benchmark, minilm, name):
     models, sentences, ref = minilm
     benchmark.group = "minilm-encode-256"
     model = models[name]
+    if isinstance(model, Exception):
+        pytest.skip(f"onnxruntime unavailable: {model}")
     rep = quant.accuracy_report(ref, model.encode(sentences))
     benchmark.extra_info.update(cosine_mean=rep.cosine_mean, cosine_min=rep.cosine_min, nn_agreement=rep.nn_agreement,
                                 sentences=len(sentences))
