@@ -133,3 +133,18 @@ def test_threads_give_the_same_bits(rng):
     q, k, v = (rng.standard_normal((4, 6, 13, 24)).astype(np.float32) for _ in range(3))
     np.testing.assert_array_equal(attention(q, k, v, threads=1), attention(q, k, v, threads=2))
     assert _core().attention(q, k, v, None, 0.2, 1).shape == (4, 13, 6, 24)
+
+
+def test_finite_min_masks_and_large_scores(rng):
+    # Hugging Face models mask with torch.finfo(float32).min rather than -inf; scores of 1e3-1e4
+    # must not overflow the softmax
+    q, k, v = (rng.standard_normal((2, 3, 9, 16)).astype(np.float32) for _ in range(3))
+    mask = np.zeros((2, 9), np.float32)
+    mask[0, 5:] = np.finfo(np.float32).min
+    want = _oracle(q, k, v, np.where(mask < 0, -np.inf, 0).astype(np.float32), 0.25)
+    for target in TARGETS:
+        with pyperfcore.cpu_target(target):
+            np.testing.assert_allclose(attention(q, k, v, mask, scale=0.25), want, rtol=1e-5, atol=1e-5)
+            big = attention(q * 30, k * 30, v, scale=1.0)
+        assert np.isfinite(big).all()
+        np.testing.assert_allclose(big, _oracle(q * 30, k * 30, v, None, 1.0), rtol=1e-4, atol=1e-4)
