@@ -223,17 +223,17 @@ def _plain_eager() -> bool:
 # tensor instead of two, the intermediate kept in a native buffer, the same bits as the two layers.
 # Anything else (hooks on the layers, grad, compile/export/tracing, other dtypes or devices, a
 # Sequential edited afterwards) runs nn.Sequential.forward unchanged.
+# Forward hooks only: the fused path runs without autograd (QLinear holds buffers, no parameters,
+# and x must not require grad), so backward hooks could never fire on either path.
 _HOOK_DICTS = tuple(getattr(torch.nn.modules.module, n, {}) for n in
-                    ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                     "_global_backward_pre_hooks"))
+                    ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
 def _no_hooks(mods: tuple) -> bool:
-    for d in _HOOK_DICTS:
-        if d:
-            return False
+    if _HOOK_DICTS[0] or _HOOK_DICTS[1]:
+        return False
     for m in mods:
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+        if m._forward_hooks or m._forward_pre_hooks:
             return False
     return True
 
@@ -267,6 +267,11 @@ def _fused_forward(self: nn.Sequential, input: Any) -> Any:
             or (x.requires_grad and torch.is_grad_enabled()) or not _plain_eager()):
         return nn.Sequential.forward(self, x)
     mods = tuple(self._modules.values())
+    whole = chains.get(0)
+    if (whole is not None and whole[0] == len(mods) - 1 and mods == whole[1]
+            and mods[-1]._buffers["inv_smooth"] is None and _no_hooks(mods)):
+        # the common case, an MLP Sequential that is one run: no per-module loop (~3-7 us a call)
+        return _mlp_eager(mods[0], mods[-1], x)
     i, n = 0, len(mods)
     while i < n:
         c = chains.get(i)
