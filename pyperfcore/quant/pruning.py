@@ -15,18 +15,17 @@ pyperfcore.quant.pruning`` does not import torch; the numpy paths never need it.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import numbers
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._backends import is_torch_tensor
-from .report import _nn_agreement, compare
+from .report import _nn_agreement, compare, dump_json
 
 __all__ = [
     "magnitude_mask",
@@ -429,10 +428,7 @@ class SparsityReport:
         return "\n".join(out)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self, path)
 
 
 def sparsity_report(model: Any, inputs: Any, *, method: str = "magnitude",

@@ -13,6 +13,14 @@ from .._backends import is_torch_tensor
 __all__ = ["AccuracyReport", "accuracy_report", "compare", "Metrics"]
 
 
+def dump_json(report: Any, path: str | Path | None = None) -> str:
+    """A report dataclass as sorted, indented JSON; also written to ``path`` when given."""
+    text = json.dumps(asdict(report), indent=2, sort_keys=True)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
 def _np(x: Any) -> np.ndarray:
     if is_torch_tensor(x):
         x = x.detach().cpu().float().numpy()
@@ -64,10 +72,7 @@ class AccuracyReport:
         return "\n".join(out)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self, path)
 
 
 class Metrics:

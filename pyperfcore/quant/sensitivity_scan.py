@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .report import compare
+from .report import compare, dump_json
 
 __all__ = ["sensitivity", "SensitivityResult"]
 
@@ -42,10 +41,7 @@ class SensitivityResult:
         return "\n".join(out)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self, path)
 
 
 def _default_run(model: Any, inputs: Any) -> np.ndarray:

@@ -280,6 +280,8 @@ def test_onnx_check_against_torch_and_the_optimized_model(tmp_path, rng):
     assert bad.exported.ok and not bad.candidate.ok and not bad
     with pytest.raises(TypeError, match="nn.Module"):
         validate.onnx_check(lambda v: v, xs[0])
+    with pytest.raises(TypeError, match="tensor or a tuple of tensors"):
+        validate.onnx_check(ref, xs[0].numpy())
 
 
 def test_onnx_check_of_a_bert_encoder_with_variable_length_batches(tmp_path):
