@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_INTERP = tl.constexpr(_INTERPRET)
 _ACTS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must be constexpr
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
@@ -113,12 +114,20 @@ def _epilogue_store(v, poison, rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
     # poison: broadcastable to [BLOCK_M, BLOCK_N], true where the input was not finite.
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if HAS_BIAS:
-        v = v + tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
+        v = v + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     v = _activation(v, ACT)
-    if HAS_RES:
-        v = v + tl.load(r_ptr + rm[:, None].to(tl.int64) * s_rm + rn[None, :], mask=mask, other=0.0)
+    if HAS_RES:  # residual of any float type, added in fp32
+        v = v + tl.load(r_ptr + rm[:, None].to(tl.int64) * s_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
     v = tl.where(poison, tl.full(v.shape, _NAN_BITS, tl.int32).to(tl.float32, bitcast=True), v)
-    tl.store(y_ptr + rm[:, None].to(tl.int64) * s_ym + rn[None, :], v, mask=mask)
+    # one rounding to the output's type (float32, or float16/bfloat16: round to nearest even, as
+    # the GPU's cvt.rn does; the interpreter truncates to bfloat16, so there it is rounded by hand
+    # first, NaN kept as is)
+    if y_ptr.dtype.element_ty == tl.bfloat16:
+        if _INTERP:
+            u = v.to(tl.uint32, bitcast=True)
+            u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+            v = tl.where(v != v, v, u.to(tl.float32, bitcast=True))
+    tl.store(y_ptr + rm[:, None].to(tl.int64) * s_ym + rn[None, :], v.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -232,7 +241,7 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     bad = tl.zeros([BLOCK_M, STAT_K], dtype=tl.int32)
     for k0 in range(0, K, STAT_K):
         kk = k0 + sk
-        v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+        v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0).to(tl.float32)
         fin = (tl.abs(v) <= _FLT_MAX) | (kk[None, :] >= K)
         bad = tl.maximum(bad, tl.where(fin, 0, 1))
         v = tl.where(fin, v, 0.0)
@@ -266,10 +275,10 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + rk
         if EVEN_K:
-            v = tl.load(xrow + kk[None, :])
+            v = tl.load(xrow + kk[None, :]).to(tl.float32)
             b = tl.load(wcol + kk[:, None])
         else:
-            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0).to(tl.float32)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
         qv = tl.minimum(tl.maximum(_rne(v * inv[:, None]) + zp[:, None], qmin), 255.0)
         a = (qv - 128.0).to(tl.int8)  # exact: an integer in [-128, 127]
@@ -561,11 +570,14 @@ def _scratch(x: torch.Tensor, stream, nbytes: int, zeroed: bool, dev=None):
     return e
 
 
-def _check_rows(x: torch.Tensor, k: int, what: str) -> torch.Tensor:
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_rows(x: torch.Tensor, k: int, what: str, floats: bool = False) -> torch.Tensor:
     if x.dim() != 2 or x.shape[1] != k:
         raise ValueError(f"{what} must be [m, {k}], got {tuple(x.shape)}")
-    if x.dtype != torch.float32:
-        raise TypeError(f"{what} must be float32, got {x.dtype}")
+    if x.dtype not in (_FLOATS if floats else _FLOATS[:1]):
+        raise TypeError(f"{what} must be {'float32, float16 or bfloat16' if floats else 'float32'}, got {x.dtype}")
     return x if (x.shape[1] <= 1 or x.stride(1) == 1) else x.contiguous()
 
 
@@ -574,6 +586,14 @@ def _raise_if_flagged(bad: torch.Tensor, x: torch.Tensor) -> None:
     # check is skipped (the output rows are NaN instead; documented).
     if not _capturing(x) and bool(bad.any()):
         raise ValueError("linear: activations contain NaN or infinity")
+
+
+def _out_dtype(out_dtype) -> torch.dtype:
+    if out_dtype is None:
+        return torch.float32
+    if out_dtype not in _FLOATS:
+        raise TypeError(f"out_dtype must be torch.float32, torch.float16 or torch.bfloat16, got {out_dtype!r}")
+    return out_dtype
 
 
 def _a16(v: int) -> int:  # bytes rounded up to 16
@@ -599,7 +619,7 @@ def quantize_activations_flagged(x: torch.Tensor, symmetric: bool = False):
     """As :func:`quantize_activations` without synchronizing: also returns int32 flags [m], nonzero
     for rows holding NaN/inf (whose codes are meaningless)."""
     m, k = x.shape
-    x = _check_rows(x, k, "x")
+    x = _check_rows(x, k, "x", floats=True)
     dev = x.device
     q = torch.empty((m, k), dtype=torch.uint8, device=dev)
     s = torch.empty((m,), dtype=torch.float32, device=dev)
@@ -615,7 +635,7 @@ def quantize_activations_flagged(x: torch.Tensor, symmetric: bool = False):
 def _act_quant_into(x, sxm, m, k, symmetric, q, s, z, bad, dev, stream):
     """The per-token quantization launch of the two-pass path, into given buffers (tensors on the
     normal path, or ints: pointers into the scratch buffer, direct launches only)."""
-    dkey = ("aq", dev, k, sxm, bool(symmetric))
+    dkey = ("aq", dev, k, sxm, bool(symmetric), x.dtype)
     ent = _DIRECT.get(dkey) if FAST_LAUNCH else False
     args = (x, q, s, z, bad, k, sxm, max(k, 1))
     # pointers as ints: the caller is on the direct path and has checked _direct_ok already
@@ -631,18 +651,22 @@ def _act_quant_into(x, sxm, m, k, symmetric, q, s, z, bad, dev, stream):
 
 
 def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residual=None, symmetric=False,
-                check_finite=False, path=None):
-    """y = act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual for float32 x [m, k].
+                check_finite=False, path=None, out_dtype=None):
+    """y = act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual for x [m, k] (float32, or
+    float16/bfloat16 read as is: the per-token scales come from the values widened to fp32).
 
-    ``path``: None (by M: ``fused`` for m <= FUSED_MAX_M, else ``two_pass``), ``fused`` or
-    ``two_pass``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises instead."""
+    ``out_dtype``: float32 (default), float16 or bfloat16; the fp32 epilogue's result is rounded
+    once on store, so a half-precision model needs no conversion kernels around the layer. The
+    residual may be of any of those types. ``path``: None (by M: ``fused`` for m <= FUSED_MAX_M,
+    else ``two_pass``), ``fused`` or ``two_pass``. Rows of x with NaN/inf give NaN rows;
+    ``check_finite=True`` raises instead."""
     n, k = qweight.shape
-    x = _check_rows(x, k, "x")
+    x = _check_rows(x, k, "x", floats=True)
     m = x.shape[0]
-    y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    y = torch.empty((m, n), dtype=_out_dtype(out_dtype), device=x.device)
     if m == 0 or n == 0:
         return y
-    r = None if residual is None else _check_rows(residual, n, "residual")
+    r = None if residual is None else _check_rows(residual, n, "residual", floats=True)
     act = _ACTS[activation]
     mb = 1 << (m - 1).bit_length()
     has_bias, has_res = bias is not None, r is not None
@@ -663,7 +687,8 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     symmetric = bool(symmetric)
     if path == "fused":
         dkey = ("fused", dev, mb, n, k, sxm, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype,
-                wscale.dtype, colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
+                wscale.dtype, colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm, x.dtype, y.dtype,
+                r.dtype if has_res else None)
         ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
         if ent and _direct_ok(dev):
             # scratch: flags [m]; zeroed scratch: split-K workspace [m, n] | tile tickets
@@ -689,7 +714,8 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
                 dkey if ent is None else None)
     else:
         dkey = ("w8a8", dev, mb, n, k, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype,
-                colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm)
+                colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm, x.dtype, y.dtype,
+                r.dtype if has_res else None)
         ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
         if ent and _direct_ok(dev):
             # scratch: codes [m, k] | scales [m] | zero points [m] | flags [m], 16-byte aligned pieces
@@ -719,10 +745,13 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     return y
 
 
-def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False):
+def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None):
     """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k]: x (float32, or
-    already of the weight's type) is rounded to the weight's type, products on Tensor cores, fp32 accumulation and epilogue. Rows of x with
-    NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises instead."""
+    already of the weight's type) is rounded to the weight's type, products on Tensor cores, fp32
+    accumulation and epilogue. ``out_dtype``: float32 (default), float16 or bfloat16, rounded once
+    on store (cuBLAS' fp16 GEMM writes fp16 too); the residual may be of any of those types. Rows
+    of x with NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises
+    instead."""
     n, k = weight.shape
     wdt = weight.dtype
     if wdt is not torch.float16 and wdt is not torch.bfloat16:
@@ -730,17 +759,17 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     if x.dtype is wdt and x.dim() == 2 and x.shape[1] == k:
         x = x if (k <= 1 or x.stride(1) == 1) else x.contiguous()  # already rounded: read as is
     else:
-        x = _check_rows(x, k, "x")
+        x = _check_rows(x, k, "x", floats=True)
     m = x.shape[0]
     if check_finite and m and not _capturing(x):
         limit = 65504.0 if wdt == torch.float16 else 3.4028234663852886e38
         if not bool((x.abs() <= limit).all()):  # NaN compares false
             raise ValueError("linear: activations contain NaN or infinity"
                              + (" (or values beyond float16's range)" if wdt == torch.float16 else ""))
-    y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    y = torch.empty((m, n), dtype=_out_dtype(out_dtype), device=x.device)
     if m == 0 or n == 0:
         return y
-    r = None if residual is None else _check_rows(residual, n, "residual")
+    r = None if residual is None else _check_rows(residual, n, "residual", floats=True)
     has_bias, has_res = bias is not None, r is not None
     mb = 1 << (m - 1).bit_length()
     sxm = max(x.stride(0), 1)
@@ -750,7 +779,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     s_wn, s_wk = weight.stride()
     args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, s_wn, s_rm, n)
     dkey = ("half", dev, mb, n, k, sxm, x.dtype, wdt, s_wk, bias.dtype if has_bias else None, act,
-            has_res, s_rm, AUTOTUNE)
+            has_res, s_rm, AUTOTUNE, y.dtype, r.dtype if has_res else None)
     ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
     if ent and _direct_ok(dev) and _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1,
                                          torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0, args):

@@ -41,24 +41,45 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _io_dtype(x: torch.Tensor) -> torch.dtype:
+    """The custom ops' output type: x's for float16/bfloat16 x, else float32. On CUDA the kernels
+    read half x and write half y themselves (one rounding of the fp32 epilogue on store); the CPU
+    kernels compute from x widened to fp32 and the result is rounded once at the end."""
+    return x.dtype if x.dtype in _HALF else torch.float32
+
+
+def _cpu_in(t: Optional[torch.Tensor]) -> Any:
+    return None if t is None else (t.float() if t.dtype in _HALF else t).numpy()
+
+
+def _cpu_out(y: Any, x: torch.Tensor) -> torch.Tensor:
+    out = torch.from_numpy(y)
+    return out.to(x.dtype) if x.dtype in _HALF else out
+
+
 @torch.library.custom_op("pyperfcore::w8a8_linear", mutates_args=())
 def w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor, bias: Optional[torch.Tensor],
                 residual: Optional[torch.Tensor], activation: str, symmetric: bool) -> torch.Tensor:
-    """W8A8 linear on float32 x [m, k]; qweight int8 [n, k], wscale float32 [n]."""
+    """W8A8 linear on x [m, k] (float32, or float16/bfloat16: y then has x's type); qweight int8
+    [n, k], wscale float32 [n]."""
     if x.is_cuda:
         from ..kernels import quant_gemm as tg
 
         colsum = _packed_for(qweight, lambda: qweight.sum(dim=1, dtype=torch.int32))
-        return tg.linear_w8a8(x, qweight, wscale, colsum, bias, activation, residual, symmetric=symmetric)
+        return tg.linear_w8a8(x, qweight, wscale, colsum, bias, activation, residual, symmetric=symmetric,
+                              out_dtype=_io_dtype(x))
     packed = _packed_for(qweight, lambda: _core().PackedInt8.from_int8(qweight.numpy(), wscale.numpy()))
-    y = _core().linear_w8a8(x.numpy(), packed, None if bias is None else bias.numpy(), activation,
-                            None if residual is None else residual.numpy(), symmetric, _threads())
-    return torch.from_numpy(y)
+    y = _core().linear_w8a8(_cpu_in(x), packed, None if bias is None else bias.numpy(), activation,
+                            _cpu_in(residual), symmetric, _threads())
+    return _cpu_out(y, x)
 
 
 @w8a8_linear.register_fake
 def _(x, qweight, wscale, bias, residual, activation, symmetric):
-    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=_io_dtype(x))
 
 
 @torch.library.custom_op("pyperfcore::w8a8_linear_static", mutates_args=())
@@ -70,34 +91,35 @@ def w8a8_linear_static(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Ten
 
         raise BackendUnavailable("act_quant='static' runs on the CPU only (the GPU kernels quantize per token)")
     packed = _packed_for(qweight, lambda: _core().PackedInt8.from_int8(qweight.numpy(), wscale.numpy()))
-    y = _core().linear_w8a8_static(x.numpy(), packed, float(act_scale[0]), None if bias is None else bias.numpy(),
-                                   activation, None if residual is None else residual.numpy(), _threads())
-    return torch.from_numpy(y)
+    y = _core().linear_w8a8_static(_cpu_in(x), packed, float(act_scale[0]), None if bias is None else bias.numpy(),
+                                   activation, _cpu_in(residual), _threads())
+    return _cpu_out(y, x)
 
 
 @w8a8_linear_static.register_fake
 def _(x, qweight, wscale, act_scale, bias, residual, activation):
-    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=_io_dtype(x))
 
 
 @torch.library.custom_op("pyperfcore::half_linear", mutates_args=())
 def half_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
                 activation: str) -> torch.Tensor:
-    """Linear with float16/bfloat16 weight [n, k], fp32 math, fused epilogue."""
+    """Linear with float16/bfloat16 weight [n, k], fp32 math, fused epilogue; y has x's type for
+    float16/bfloat16 x, else float32."""
     if x.is_cuda:
         from ..kernels import quant_gemm as tg
 
-        return tg.linear_half(x, weight, bias, activation, residual)
+        return tg.linear_half(x, weight, bias, activation, residual, out_dtype=_io_dtype(x))
     kind = "float16" if weight.dtype == torch.float16 else "bfloat16"
     packed = _packed_for(weight, lambda: _core().PackedHalf.from_float(weight.float().numpy(), kind))
-    y = _core().linear_half(x.numpy(), packed, None if bias is None else bias.numpy(), activation,
-                            None if residual is None else residual.numpy(), _threads())
-    return torch.from_numpy(y)
+    y = _core().linear_half(_cpu_in(x), packed, None if bias is None else bias.numpy(), activation,
+                            _cpu_in(residual), _threads())
+    return _cpu_out(y, x)
 
 
 @half_linear.register_fake
 def _(x, weight, bias, residual, activation):
-    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=_io_dtype(x))
 
 
 class QLinear(nn.Module):
@@ -189,14 +211,21 @@ class QLinear(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape = x.shape
         x2 = x if len(shape) == 2 else x.reshape(-1, self.in_features)
-        if x2.dtype != torch.float32:
+        # CUDA reads and writes float16/bfloat16 as they come (no conversion kernels around the
+        # layer); the CPU kernels take float32
+        if x2.dtype != torch.float32 and not (x2.dtype in _HALF and x2.is_cuda):
             x2 = x2.float()
         inv_smooth = self._buffers["inv_smooth"]
         if inv_smooth is not None:
             x2 = x2 * inv_smooth
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        r2 = None if residual is None else residual.reshape(-1, self.out_features).float().contiguous()
+        r2 = None
+        if residual is not None:
+            r2 = residual.reshape(-1, self.out_features)
+            if r2.dtype != torch.float32 and not (r2.dtype in _HALF and r2.is_cuda):
+                r2 = r2.float()
+            r2 = r2.contiguous()
         if (type(x2) is torch.Tensor and not x2.is_cuda and not x2.requires_grad and _plain_eager()
                 and (r2 is None or type(r2) is torch.Tensor)):
             y = self._eager_cpu(x2, r2)
@@ -208,7 +237,7 @@ class QLinear(nn.Module):
             y = half_linear(x2, self.weight, self.bias, r2, self.activation)
         if len(shape) != 2:
             y = y.reshape(*shape[:-1], self.out_features)
-        return y if x.dtype == torch.float32 else y.to(x.dtype)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 def _plain_eager() -> bool:

@@ -74,3 +74,35 @@ def test_cuda_optimized_nan_row_is_poisoned(m):
     assert torch.isnan(y[1]).all()
     keep = [i for i in range(m) if i != 1]
     torch.testing.assert_close(y[keep], clean[keep], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_cuda_half_model_stays_half(dtype, kind):
+    """An fp16/bf16 model optimize()d on CUDA: its layers read and write that type themselves (no
+    fp32 round trip), the result stays close to the float model's, and the direct kernel call
+    with out_dtype is the fp32 call rounded once."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    torch.manual_seed(3)
+    dt = getattr(torch, dtype)
+    m = torch.nn.Sequential(torch.nn.Linear(96, 160), torch.nn.GELU(), torch.nn.Linear(160, 48)).cuda().eval()
+    x = torch.randn(24, 96, device="cuda")
+    with torch.no_grad():
+        e = m(x)
+        q = quant.optimize(m.to(dt), dtype=kind)
+        y = q(x.to(dt))
+    assert y.dtype == dt
+    assert torch.nn.functional.cosine_similarity(y.float(), e).min() > 0.995
+    lin = q[0]
+    xh = x.to(dt)
+    if kind == "int8":
+        cs = lin.qweight.sum(dim=1, dtype=torch.int32)
+        args = (lin.qweight, lin.wscale, cs, lin.bias, "gelu")
+        torch.testing.assert_close(qg.linear_w8a8(xh, *args, out_dtype=dt), qg.linear_w8a8(xh, *args).to(dt),
+                                   rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(qg.linear_half(xh, lin.weight, lin.bias, "gelu", out_dtype=dt),
+                                   qg.linear_half(xh, lin.weight, lin.bias, "gelu").to(dt), rtol=0, atol=0)

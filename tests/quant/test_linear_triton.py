@@ -568,3 +568,87 @@ def test_triton_direct_launch_in_cuda_graph(rng, monkeypatch):
             torch.cuda.synchronize()
             assert torch.equal(out, qg.linear_w8a8(x, *args, "gelu", path=path)), (m, path)
     assert sorted({key[0] for key, ent in qg._DIRECT.items() if ent and ent.ptrs is not None}) == ["aq", "fused", "w8a8"]
+
+
+_OUT_DTYPES = ["float32", "float16", "bfloat16"]
+
+
+@given(m=st.integers(1, 18), k=st.integers(1, 70), n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       act=st.sampled_from(quant.ACTIVATIONS), x_dtype=st.sampled_from(_OUT_DTYPES),
+       out_dtype=st.sampled_from(_OUT_DTYPES), res_dtype=st.sampled_from([None] + _OUT_DTYPES),
+       path=st.sampled_from(["fused", "two_pass"]))
+@settings(max_examples=8)
+def test_triton_w8a8_half_in_half_out(m, k, n, seed, act, x_dtype, out_dtype, res_dtype, path):
+    """x of any float type read as is, y written in out_dtype, residual of any float type: the
+    result is the float32 result (same kernel, same config) rounded ONCE to out_dtype (bit for
+    bit), and the float32 result is the oracle's on x widened to float32."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(seed)
+    layer = quant.QuantizedLinear(rng.standard_normal((n, k)).astype(np.float32), None)
+    b = rng.standard_normal(n).astype(np.float32)
+    xt = torch.from_numpy((rng.standard_normal((m, k)) * 3).astype(np.float32)).to(getattr(torch, x_dtype))
+    rt = None if res_dtype is None else torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).to(
+        getattr(torch, res_dtype))
+    args = (torch.from_numpy(layer.qweight).to(dev), torch.from_numpy(layer.wscale).to(dev),
+            torch.from_numpy(layer.qweight.sum(axis=1, dtype=np.int32)).to(dev), torch.from_numpy(b).to(dev), act,
+            None if rt is None else rt.to(dev))
+    y32 = qg.linear_w8a8(xt.to(dev), *args, path=path).cpu()
+    exp = ref.linear_w8a8(xt.float().numpy(), layer.qweight, layer.wscale, b, act,
+                          None if rt is None else rt.float().numpy())
+    np.testing.assert_allclose(y32.numpy(), exp, rtol=2e-5, atol=5e-6 * max(1.0, float(np.abs(exp).max(initial=0))))
+    y = qg.linear_w8a8(xt.to(dev), *args, path=path, out_dtype=getattr(torch, out_dtype)).cpu()
+    assert y.dtype == getattr(torch, out_dtype) and y.shape == (m, n)
+    torch.testing.assert_close(y, y32.to(y.dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wdt", ["float16", "bfloat16"])
+@pytest.mark.parametrize("out_dtype", _OUT_DTYPES)
+def test_triton_half_out_dtype(wdt, out_dtype, rng):
+    """FP16/BF16 weights writing float16/bfloat16 directly: the float32 result rounded once; a
+    half residual is added in fp32; NaN rows stay NaN in every output type."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    w = torch.from_numpy(rng.standard_normal((29, 41)).astype(np.float32)).to(getattr(torch, wdt)).to(dev)
+    b = torch.from_numpy(rng.standard_normal(29).astype(np.float32)).to(dev)
+    x = torch.from_numpy((rng.standard_normal((6, 41)) * 2).astype(np.float32))
+    x[4, 3] = float("nan")
+    r = torch.from_numpy(rng.standard_normal((6, 29)).astype(np.float32)).to(getattr(torch, wdt)).to(dev)
+    y32 = qg.linear_half(x.to(dev), w, b, "silu", r).cpu()
+    y = qg.linear_half(x.to(dev), w, b, "silu", r, out_dtype=getattr(torch, out_dtype)).cpu()
+    assert y.dtype == getattr(torch, out_dtype)
+    assert torch.isnan(y[4]).all() and torch.isfinite(torch.cat([y[:4], y[5:]])).all()
+    torch.testing.assert_close(y, y32.to(y.dtype), rtol=0, atol=0, equal_nan=True)
+    exp = ref.linear_half(_round_to(x.numpy(), wdt), w.cpu().double().numpy(), b.cpu().numpy(), "silu",
+                          r.cpu().double().numpy())
+    ok = [0, 1, 2, 3, 5]
+    np.testing.assert_allclose(y32.numpy()[ok], exp[ok], rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="out_dtype"):
+        qg.linear_half(x.to(dev), w, out_dtype=torch.float64)
+
+
+def test_triton_bf16_store_rounds_to_nearest_even():
+    """Values exactly halfway between two bfloat16 numbers (and just off it) through the W8A8
+    epilogue's store: ties go to even, as torch's (and the GPU's) conversion does. The interpreter
+    itself truncates, so this pins the kernel's own rounding there."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    # y = 1 * 1 * (acc) + bias with acc = 0 (zero weights): y is the bias, stored as bfloat16
+    base = torch.tensor([1.0, 1.0, 3.0, 3.0, -1.0, 2.0 ** 20], dtype=torch.float32)
+    bits = base.view(torch.int32) + torch.tensor([0x8000, 0x8001, 0x8000, 0x7FFF, 0x18000, 0x8000], dtype=torch.int32)
+    bias = bits.view(torch.float32)
+    n, k = bias.numel(), 4
+    qw = torch.zeros((n, k), dtype=torch.int8)
+    args = (qw.to(dev), torch.ones(n, device=dev), torch.zeros(n, dtype=torch.int32, device=dev), bias.to(dev))
+    x = torch.ones((1, k), device=dev)
+    y = qg.linear_w8a8(x, *args, out_dtype=torch.bfloat16).cpu()
+    assert torch.equal(y[0].view(torch.int16), bias.to(torch.bfloat16).view(torch.int16))

@@ -416,3 +416,36 @@ def test_registry_stores_and_serves_the_int8_version(tmp_path, rng):
     blob.write_bytes(bytes(data))
     with pytest.raises(Exception, match="(?i)sha|integrity|checksum"):
         qio.load_registered(reg, "mlp-int8", _mlp(4), mv.version)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_custom_ops_half_activations_give_half_outputs(dtype, rng):
+    """The ops' output type follows x: float16/bfloat16 x gives y of that type (on CUDA the kernels
+    read and write it directly; here the CPU kernels run on x widened to fp32 and y is rounded once).
+    The half result is the fp32 result on the same (widened) input, rounded once; the fake kernels
+    declare the same type, so torch.compile/export see it; opcheck covers all three ops."""
+    m = _mlp()
+    q8 = quant.optimize(copy.deepcopy(m))
+    q16 = quant.optimize(copy.deepcopy(m), dtype="fp16")
+    x = torch.from_numpy(rng.standard_normal((5, 48)).astype(np.float32)).to(dtype)
+    r = torch.from_numpy(rng.standard_normal((5, 96)).astype(np.float32)).to(dtype)
+    l8, l16 = q8[0], q16[0]
+    qs = quant.optimize(copy.deepcopy(m), act_quant="static", calibration=[torch.randn(8, 48)])
+    ls = qs[0]
+    cases = [(torch.ops.pyperfcore.w8a8_linear.default, (l8.qweight, l8.wscale, l8.bias), ("gelu", False)),
+             (torch.ops.pyperfcore.half_linear.default, (l16.weight, l16.bias), ("gelu",)),
+             (torch.ops.pyperfcore.w8a8_linear_static.default, (ls.qweight, ls.wscale, ls.act_scale, ls.bias), ("gelu",))]
+    for op, weights, tail in cases:
+        y = op(x, *weights, r, *tail)
+        assert y.dtype == dtype and y.shape == (5, 96)
+        y32 = op(x.float(), *weights, r.float(), *tail)
+        torch.testing.assert_close(y, y32.to(dtype), rtol=0, atol=0)
+        torch.library.opcheck(op, (x, *weights, r, *tail))
+    # the modules: half in, half out (each layer's output is rounded to the half type, as in any
+    # half-precision model, so only close to the fp32 run)
+    with torch.no_grad():
+        y_mod = q8(x)
+        ref_mod = q8(x.float())
+    assert y_mod.dtype == dtype
+    tol = 1e-2 if dtype == torch.float16 else 4e-2
+    torch.testing.assert_close(y_mod.float(), ref_mod, rtol=tol, atol=tol)
