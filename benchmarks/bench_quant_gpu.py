@@ -7,6 +7,8 @@ figures include the host launch cost a serving process pays. Groups, one per M:
         inside; larger M: per-token quantization kernel + tuned INT8 GEMM with the epilogue).
     pyperfcore_triton_w8a8_checked: the same with check_finite=True (one device sync to raise on
         NaN/inf, as QuantizedLinear does).
+    pyperfcore_cuda_w8a8 (M <= 16): the CUDA C++ small-M kernel (kernels/cuda/w8a8_small.cu):
+        quantization + dp4a GEMV-style product with the epilogue, two launches from one C++ call.
     pyperfcore_triton_w8a8_fp16io: the same kernels reading fp16 x and writing fp16 y (what an fp16
         model's optimize()d layer does on CUDA), the peer's input and output types.
     torch_int_mm+epilogue: torch per-token quantization, torch._int_mm, then dequant, bias and GELU
@@ -85,7 +87,8 @@ def _time(benchmark, fn, m, y, ref64, name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
 @pytest.mark.parametrize("name", ["pyperfcore_triton_w8a8", "pyperfcore_triton_w8a8_checked",
-                                  "pyperfcore_triton_w8a8_fp16io", "torch_int_mm+epilogue", "torch_fp16_addmm+gelu"])
+                                  "pyperfcore_triton_w8a8_fp16io", "pyperfcore_cuda_w8a8", "torch_int_mm+epilogue",
+                                  "torch_fp16_addmm+gelu"])
 def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
 
@@ -93,12 +96,15 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
     benchmark.group = f"gpu-w8a8-linear-{m}x{KN}x{KN}-gelu"
     if name == "torch_int_mm+epilogue" and m <= 16:
         pytest.skip("torch._int_mm needs M > 16 on CUDA")
+    if name == "pyperfcore_cuda_w8a8" and m > 16:
+        pytest.skip("the CUDA small-M kernel is for M <= 16")
     x = _x(m)
     x16 = x.half()
     args = (dev["qweight"], dev["wscale"], dev["colsum"], dev["bias"], "gelu")
     fns = {
         "pyperfcore_triton_w8a8": lambda: qg.linear_w8a8(x, *args),
         "pyperfcore_triton_w8a8_checked": lambda: qg.linear_w8a8(x, *args, check_finite=True),
+        "pyperfcore_cuda_w8a8": lambda: qg.linear_w8a8(x, *args, path="cuda"),
         "pyperfcore_triton_w8a8_fp16io": lambda: qg.linear_w8a8(x16, *args, out_dtype=torch.float16),
         "torch_int_mm+epilogue": lambda: _int_mm_epilogue(x, dev),
         "torch_fp16_addmm+gelu": lambda: torch.nn.functional.gelu(torch.addmm(dev["b16"], x16, dev["w16"].T)),

@@ -215,6 +215,7 @@ def main() -> int:
              ]
     if not DRY:
         hosts.append(("PEER _int_mm+epilogue M=32", lambda: int_mm_epi(x32)))
+        hosts.append(("linear_w8a8 M=1 cuda C++ small-M kernel", lambda: qg.linear_w8a8(x1, *a8, path="cuda")))
     for label, fn in hosts:
         out(f"host us/call: {label:52s} {host_us(fn, 50 if 'check' in label else 300):7.1f}")
     if not DRY and qg.FAST_LAUNCH:
@@ -320,6 +321,13 @@ def main() -> int:
             yo = fo()
             row(f"w8a8 {other} (forced)", dev_ms(fo), yo)
             row(f"w8a8 {other} (forced)", loop_ms(fo), kind="loop")
+        if m <= 16 and not DRY:  # the CUDA C++ small-M kernel (opt-in until measured faster)
+            fc = lambda: qg.linear_w8a8(x, *a8, path="cuda")  # noqa: E731
+            yc = fc()
+            sync()
+            row("w8a8 cuda C++ small-M", dev_ms(fc), yc)
+            row("w8a8 cuda C++ small-M", loop_ms(fc), kind="loop")
+            row("w8a8 cuda C++ small-M", alone_ms(fc), kind="alone")
         row("SHIPPED w8a8 check_finite=True", alone_ms(lambda: qg.linear_w8a8(x, *a8, check_finite=True)), kind="alone")
         hs = lambda: qg.linear_half(x16, w16, bias, "gelu")  # noqa: E731
         hs(), hs()

@@ -43,6 +43,20 @@ void bind_cuda_quant(py::module_& m) {
     }
     if (bad) throw py::value_error("linear: activations contain NaN or infinity");
   });
+  m.def("w8a8_small_workspace", &w8a8_small_workspace, "bytes of workspace linear_w8a8_small needs for m rows of k");
+  // The hot path of small-batch serving: no device query here (the caller holds CUDA tensors),
+  // two launches, no synchronization; errors of the launch itself are raised.
+  m.def("linear_w8a8_small", [](uintptr_t x, int x_dtype, int64_t mm, int64_t k, int64_t ldx, uintptr_t w, int64_t n,
+                                int64_t ldw, uintptr_t wscale, uintptr_t colsum, uintptr_t bias, uintptr_t residual,
+                                int r_dtype, int64_t ldr, uintptr_t y, int y_dtype, int64_t ldy, int act, bool symmetric,
+                                uintptr_t workspace, int64_t workspace_bytes, uintptr_t stream) {
+    check(linear_w8a8_small(reinterpret_cast<const void*>(x), x_dtype, mm, k, ldx, reinterpret_cast<const int8_t*>(w), n,
+                            ldw, reinterpret_cast<const float*>(wscale), reinterpret_cast<const int32_t*>(colsum),
+                            reinterpret_cast<const float*>(bias), reinterpret_cast<const void*>(residual), r_dtype, ldr,
+                            reinterpret_cast<void*>(y), y_dtype, ldy, act, symmetric ? 1 : 0,
+                            reinterpret_cast<void*>(workspace), workspace_bytes, reinterpret_cast<void*>(stream)),
+          "linear_w8a8_small");
+  });
   m.def("dequantize_rows_u8", [](uintptr_t q, int64_t mm, int64_t k, int64_t ldq, uintptr_t scales, uintptr_t zps, uintptr_t out,
                                  uintptr_t stream) {
     require_device();

@@ -24,6 +24,20 @@ int quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t*
 int dequantize_rows_u8(const uint8_t* q, int64_t m, int64_t k, int64_t ldq, const float* scales, const int32_t* zps,
                        float* out, void* stream);
 
+// W8A8 linear for small M (w8a8_small.cu): y [m, n] (row stride ldy) =
+//   act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual
+// with x [m, k] (row stride ldx), w int8 [n, k] (row stride ldw), wscale [n], colsum [n] int32
+// (sum over k of w), bias [n] float32 or null, residual [m, n] (row stride ldr) or null.
+// Dtype codes for x, residual and y: 0 float32, 1 float16, 2 bfloat16. act: 0 none, 1 relu,
+// 2 gelu, 3 gelu_tanh, 4 silu. `workspace` (16-byte aligned) holds w8a8_small_workspace(m, k)
+// bytes: codes, scales, zero points and per-row NaN flags. Two launches on `stream`, no
+// synchronization: rows of x holding NaN/inf give NaN rows of y.
+int64_t w8a8_small_workspace(int64_t m, int64_t k);
+int linear_w8a8_small(const void* x, int x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* w, int64_t n,
+                      int64_t ldw, const float* wscale, const int32_t* colsum, const float* bias,
+                      const void* residual, int r_dtype, int64_t ldr, void* y, int y_dtype, int64_t ldy, int act,
+                      int symmetric, void* workspace, int64_t workspace_bytes, void* stream);
+
 int runtime_version();
 // 0 and a device count, or a cudaError_t explaining why no device can be used.
 int device_count(int* count);

@@ -41,6 +41,13 @@ _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must b
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
 _NAN_BITS = tl.constexpr(0x7FC00000)  # (a NaN global breaks triton's "global unchanged" check: nan != nan)
 FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 rows up to this: one fused launch
+# Which kernel takes those rows on a GPU: "fused" (the Triton kernel, default) or "cuda" (the CUDA
+# C++ small-M kernel, launched from C++: kernels/cuda/w8a8_small.cu). The default moves to "cuda"
+# only once a device check has shown it faster (not yet measured: see docs/quant.md).
+SMALL_M_PATH = os.environ.get("PYPERFCORE_W8A8_SMALL_M_PATH", "fused")
+_PATHS = ("fused", "two_pass", "cuda")
+_CUDA_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_CUDA_MOD: list = []
 
 
 @triton.jit
@@ -675,9 +682,18 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     s_rm = r.stride(0) if has_res else 0
     sxm = max(x.stride(0), 1)
     if path is None:
-        path = "fused" if m <= FUSED_MAX_M else "two_pass"
-    elif path not in ("fused", "two_pass"):
-        raise ValueError(f"path must be None, 'fused' or 'two_pass', got {path!r}")
+        path = SMALL_M_PATH if m <= FUSED_MAX_M else "two_pass"
+        if path == "cuda" and not x.is_cuda:
+            path = "fused"
+    elif path not in _PATHS:
+        raise ValueError(f"path must be None, 'fused', 'two_pass' or 'cuda', got {path!r}")
+    if path == "cuda":
+        if _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric):
+            if check_finite:
+                sb = _SCRATCH_SMALL[0]
+                _raise_if_flagged(sb[0][sb[4]:sb[4] + m], x)
+            return y
+        path = "fused"  # operand layouts the CUDA kernel does not take (checked above)
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
         path = "two_pass"
     dev = x.get_device()
@@ -743,6 +759,46 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     if check_finite:
         _raise_if_flagged(bad, x)
     return y
+
+
+_SCRATCH_SMALL: list = [None]  # the last small-M call's [scratch entry..., flag offset (int32 units)]
+
+
+def _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric) -> bool:
+    """The CUDA C++ small-M W8A8 kernel (two launches from one C++ call, no synchronization).
+    False (nothing launched) when an operand is not in the layout it takes: int8 weight rows with
+    unit column stride, contiguous float32 scales / int32 column sums / float32 bias."""
+    if not x.is_cuda:
+        raise ValueError("path='cuda' needs CUDA tensors")
+    if not _CUDA_MOD:
+        from .._runtime import _cuda_module
+
+        _CUDA_MOD.append(_cuda_module())
+    cu = _CUDA_MOD[0]
+    if cu is None:
+        from .._errors import BackendUnavailable
+
+        raise BackendUnavailable("path='cuda': pyperfcore._cuda was not built (PYPERFCORE_CUDA=OFF or no nvcc)")
+    if (qweight.dtype != torch.int8 or (k > 1 and qweight.stride(1) != 1) or wscale.dtype != torch.float32
+            or not wscale.is_contiguous() or colsum.dtype != torch.int32 or not colsum.is_contiguous()
+            or (bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()))):
+        return False
+    dev = x.get_device()
+    stream = torch._C._cuda_getCurrentRawStream(dev)
+    nbytes = cu.w8a8_small_workspace(m, k)
+    sb = _scratch(x, stream, nbytes, False, dev)
+    has_res = r is not None
+    if torch._C._cuda_getDevice() != dev:  # the launches go to the current device: make it x's
+        with torch.cuda.device(dev):
+            return _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
+    cu.linear_w8a8_small(x.data_ptr(), _CUDA_DT[x.dtype], m, k, sxm, qweight.data_ptr(), n,
+                         max(qweight.stride(0), 1), wscale.data_ptr(), colsum.data_ptr(),
+                         0 if bias is None else bias.data_ptr(), r.data_ptr() if has_res else 0,
+                         _CUDA_DT[r.dtype] if has_res else 0, r.stride(0) if has_res else 0, y.data_ptr(),
+                         _CUDA_DT[y.dtype], n, act, bool(symmetric), sb[2], sb[1], stream)
+    # the per-row NaN flags sit at the end of the workspace (int32 [m])
+    _SCRATCH_SMALL[0] = [*sb, (nbytes - _a16(4 * m)) // 4]
+    return True
 
 
 def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None):

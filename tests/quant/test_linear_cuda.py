@@ -106,3 +106,111 @@ def test_cuda_half_model_stays_half(dtype, kind):
     else:
         torch.testing.assert_close(qg.linear_half(xh, lin.weight, lin.bias, "gelu", out_dtype=dt),
                                    qg.linear_half(xh, lin.weight, lin.bias, "gelu").to(dt), rtol=0, atol=0)
+
+
+_DT = ["float32", "float16", "bfloat16"]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 11, 16, 17, 40])
+@pytest.mark.parametrize("kn", [(384, 1536), (36, 50), (37, 29)], ids=["vec16", "vec4", "bytes"])
+def test_cuda_small_w8a8_matches_oracle(m, kn, rng):
+    """The CUDA C++ small-M W8A8 kernel (path='cuda') against the numpy oracle: every row-group
+    size (1, 2, 4, 8, 16 and several groups), the three load widths (K a multiple of 16, of 4,
+    odd), all activations, both quantization modes, residual, non-contiguous x rows; half outputs
+    are the float32 output rounded once."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    k, n = kn
+    for trial, act in enumerate(quant.ACTIVATIONS):
+        sym = bool(trial % 2)
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        layer = quant.QuantizedLinear(w, None, act_quant="symmetric" if sym else "asymmetric")
+        b = rng.standard_normal(n).astype(np.float32)
+        x = (rng.standard_normal((m, 2 * k)) * rng.uniform(0.1, 4, (m, 1)) + rng.uniform(-1, 1, (m, 1))).astype(np.float32)
+        r = rng.standard_normal((m, n)).astype(np.float32) if trial % 3 else None
+        exp = ref.linear_w8a8(x[:, ::2], layer.qweight, layer.wscale, b, act, r, sym)
+        xt = torch.from_numpy(x).cuda()[:, ::2]
+        qw = torch.from_numpy(layer.qweight).cuda()
+        args = (qw, torch.from_numpy(layer.wscale).cuda(), qw.to(torch.int32).sum(1).to(torch.int32),
+                torch.from_numpy(b).cuda(), act, None if r is None else torch.from_numpy(r).cuda())
+        y = qg.linear_w8a8(xt, *args, symmetric=sym, path="cuda")
+        np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=2e-5, atol=5e-6 * max(1.0, float(np.abs(exp).max())))
+        for dt in ("float16", "bfloat16"):
+            yh = qg.linear_w8a8(xt, *args, symmetric=sym, path="cuda", out_dtype=getattr(torch, dt))
+            torch.testing.assert_close(yh, y.to(yh.dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("x_dtype", _DT)
+def test_cuda_small_w8a8_half_inputs_and_unaligned_weight(x_dtype, rng):
+    """Half activations read as is (codes of x widened to fp32), a half residual, and a weight
+    view whose rows do not start 16-byte aligned (the kernel drops to narrower loads)."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    m, k, n = 6, 64, 40
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    layer = quant.QuantizedLinear(w, None)
+    big = torch.zeros((n, k + 1), dtype=torch.int8, device="cuda")
+    big[:, 1:] = torch.from_numpy(layer.qweight).cuda()
+    qw = big[:, 1:]  # row starts at an odd address
+    xt = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(getattr(torch, x_dtype))
+    rt = torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).cuda().half()
+    cs = qw.to(torch.int32).sum(1).to(torch.int32)
+    y = qg.linear_w8a8(xt, qw, torch.from_numpy(layer.wscale).cuda(), cs, None, "relu", rt, path="cuda")
+    exp = ref.linear_w8a8(xt.float().cpu().numpy(), layer.qweight, layer.wscale, None, "relu", rt.float().cpu().numpy())
+    np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=2e-5, atol=5e-5)
+
+
+def test_cuda_small_w8a8_nan_rows_and_graph(rng):
+    """NaN/inf rows come out NaN without a synchronization (check_finite=True raises), the other
+    rows exactly as in a clean call; the path captures into a CUDA graph and replays."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    m, k, n = 5, 128, 96
+    layer = quant.QuantizedLinear(rng.standard_normal((n, k)).astype(np.float32), None)
+    qw = torch.from_numpy(layer.qweight).cuda()
+    args = (qw, torch.from_numpy(layer.wscale).cuda(), qw.to(torch.int32).sum(1).to(torch.int32), None, "gelu")
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda()
+    clean = qg.linear_w8a8(x, *args, path="cuda")
+    x2 = x.clone()
+    x2[1, 3], x2[4, 0] = float("nan"), float("-inf")
+    y = qg.linear_w8a8(x2, *args, path="cuda")
+    assert torch.isnan(y[[1, 4]]).all()
+    torch.testing.assert_close(y[[0, 2, 3]], clean[[0, 2, 3]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        qg.linear_w8a8(x2, *args, path="cuda", check_finite=True)
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        qg.linear_w8a8(x, *args, path="cuda")
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        out = qg.linear_w8a8(x, *args, path="cuda")
+    g.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, clean, rtol=0, atol=0)
+
+
+def test_cuda_small_path_as_default_in_a_module(monkeypatch):
+    """PYPERFCORE_W8A8_SMALL_M_PATH=cuda (here: the module attribute) sends an optimize()d
+    module's small batches through the CUDA kernel: same codes, same sums, so the output equals
+    the Triton fused path's up to float rounding of the epilogue."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    torch.manual_seed(5)
+    mod = torch.nn.Sequential(torch.nn.Linear(96, 160), torch.nn.GELU(), torch.nn.Linear(160, 48)).cuda().eval()
+    x = torch.randn(7, 96, device="cuda")
+    with torch.no_grad():
+        quant.optimize(mod)
+        tri = mod(x)
+        monkeypatch.setattr(qg, "SMALL_M_PATH", "cuda")
+        cu = mod(x)
+    torch.testing.assert_close(cu, tri, rtol=1e-5, atol=1e-5)

@@ -652,3 +652,25 @@ def test_triton_bf16_store_rounds_to_nearest_even():
     x = torch.ones((1, k), device=dev)
     y = qg.linear_w8a8(x, *args, out_dtype=torch.bfloat16).cpu()
     assert torch.equal(y[0].view(torch.int16), bias.to(torch.bfloat16).view(torch.int16))
+
+
+def test_cuda_path_needs_cuda_tensors(rng):
+    """path='cuda' (the CUDA C++ small-M kernel) refuses CPU tensors with a clear error; the
+    default small-M path on CPU tensors stays the Triton one even when 'cuda' is configured."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    qw = torch.from_numpy(rng.integers(-127, 128, (6, 8), dtype=np.int8))
+    args = (qw, torch.ones(6), qw.to(torch.int32).sum(1).to(torch.int32))
+    x = torch.from_numpy(rng.standard_normal((2, 8)).astype(np.float32))
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU-tensor refusal")
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        qg.linear_w8a8(x, *args, path="cuda")
+    prev, qg.SMALL_M_PATH = qg.SMALL_M_PATH, "cuda"
+    try:
+        y = qg.linear_w8a8(x, *args)
+    finally:
+        qg.SMALL_M_PATH = prev
+    np.testing.assert_allclose(y.numpy(), qg.linear_w8a8(x, *args, path="fused").numpy(), rtol=0, atol=0)
