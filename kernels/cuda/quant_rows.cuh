@@ -2,11 +2,9 @@
 // w8a8_small.cu). Bit-identical to the CPU kernels (csrc/quant/linear.hpp): IEEE division and
 // multiplication without contraction (__fdiv_rn, __fmul_rn), round half to even (rintf).
 #pragma once
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "cuda_compat.hpp"
 
 namespace pyperfcore {
 namespace cuda {
@@ -52,7 +50,7 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t k, int64_t
   }
   const int bad = __syncthreads_or(b);  // also the barrier for s_lo / s_hi
   if (threadIdx.x == 0) {
-    for (int w = 1; w < (blockDim.x + 31) / 32; ++w) {
+    for (int w = 1; w < (static_cast<int>(blockDim.x) + 31) / 32; ++w) {
       lo = fminf(lo, s_lo[w]);
       hi = fmaxf(hi, s_hi[w]);
     }

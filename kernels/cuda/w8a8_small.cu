@@ -12,14 +12,12 @@
 //      across the warp; the epilogue adds (128 - zp) * colsum (exact in int32), scales, adds the
 //      bias, applies the activation and the residual and stores float32/float16/bfloat16.
 // Rows with NaN/inf in x give NaN output rows (no host synchronization). Nothing here runs on a
-// machine without an NVIDIA GPU; tests/quant/test_linear_cuda.py checks it against the numpy
-// oracle on one.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
+// machine without an NVIDIA GPU as CUDA; tests/quant/test_linear_cuda.py checks it against the
+// numpy oracle on a GPU, and tests/quant/test_cuda_emulated.py checks this same source, built
+// by the host compiler against a CPU emulation of the device (cuda_compat.hpp), everywhere.
 #include <cstdint>
 
+#include "cuda_compat.hpp"
 #include "quant_cuda.hpp"
 #include "quant_rows.cuh"
 
@@ -184,20 +182,17 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_small_kernel(const SmallArgs
 
 template <int MT>
 cudaError_t launch_vec(const SmallArgs& a, int vec, dim3 grid, cudaStream_t st) {
-  if (vec == 16)
-    w8a8_small_kernel<MT, 16><<<grid, kWarps * 32, 0, st>>>(a);
-  else if (vec == 4)
-    w8a8_small_kernel<MT, 4><<<grid, kWarps * 32, 0, st>>>(a);
-  else
-    w8a8_small_kernel<MT, 1><<<grid, kWarps * 32, 0, st>>>(a);
+  auto* kernel = vec == 16 ? &w8a8_small_kernel<MT, 16> : vec == 4 ? &w8a8_small_kernel<MT, 4> : &w8a8_small_kernel<MT, 1>;
+  PFC_LAUNCH(kernel, grid, dim3(kWarps * 32), st, a);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_quant(const void* x, int64_t m, int64_t k, int64_t kq, int64_t ldx, uint8_t* q, float* sa,
                          int32_t* zp, int32_t* bad, int symmetric, cudaStream_t st) {
-  detail::quantize_rows_kernel<T, true><<<static_cast<unsigned int>(m), kQuantThreads, 0, st>>>(
-      static_cast<const T*>(x), k, kq, ldx, q, kq, sa, zp, symmetric, nullptr, bad);
+  auto* kernel = &detail::quantize_rows_kernel<T, true>;
+  PFC_LAUNCH(kernel, dim3(static_cast<unsigned int>(m)), dim3(kQuantThreads), st, static_cast<const T*>(x), k, kq, ldx,
+             q, kq, sa, zp, symmetric, static_cast<int*>(nullptr), bad);
   return cudaGetLastError();
 }
 

@@ -1,0 +1,167 @@
+// CPU emulation of the device features pyperfcore's CUDA kernels use, for tests on machines
+// without a GPU (included through kernels/cuda/cuda_compat.hpp when PYPERFCORE_CUDA_EMULATE is
+// defined). Each block of a launch runs as blockDim.x std::threads; warp shuffles exchange
+// values through the block with a barrier per warp, __syncthreads* use a block barrier, and
+// __shared__ variables are function statics (blocks run one after another). Threads that return
+// drop out of their barriers, so a warp may leave early as a whole, as on the device. Only what
+// the kernels use is here; an unsupported feature fails to compile rather than run wrongly.
+// Build with -std=c++20 -ffp-contract=off (the _rn intrinsics are plain IEEE operations then).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+// The host headers define these as attributes a host compiler ignores; here they must mean
+// "one copy per block" (__shared__) and nothing (the others).
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+namespace pfc_emu {
+
+struct Block {
+  explicit Block(int n) : nthreads(n), block_bar(n), xchg(static_cast<size_t>(n)) {
+    for (int w = 0; w * 32 < n; ++w) warp_bars.emplace_back(std::make_unique<std::barrier<>>(std::min(32, n - 32 * w)));
+  }
+  int nthreads;
+  std::barrier<> block_bar;
+  std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+  std::vector<uint64_t> xchg;
+  std::atomic<int> orv{0};
+};
+
+inline thread_local Block* tl_block = nullptr;
+inline thread_local int tl_thread = 0;
+
+template <class T>
+T shuffle_from(T v, int src_lane) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a type wider than 8 bytes");
+  Block& b = *tl_block;
+  const int t = tl_thread, w = t / 32;
+  const int width = std::min(32, b.nthreads - 32 * w);
+  std::memcpy(&b.xchg[static_cast<size_t>(t)], &v, sizeof(T));
+  b.warp_bars[static_cast<size_t>(w)]->arrive_and_wait();
+  T r = v;
+  if (src_lane >= 0 && src_lane < width) std::memcpy(&r, &b.xchg[static_cast<size_t>(32 * w + src_lane)], sizeof(T));
+  b.warp_bars[static_cast<size_t>(w)]->arrive_and_wait();
+  return r;
+}
+
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args);
+
+}  // namespace pfc_emu
+
+// Built-in variables: per emulated thread.
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+
+template <class T>
+T min(T a, T b) {
+  return b < a ? b : a;
+}
+template <class T>
+T max(T a, T b) {
+  return a < b ? b : a;
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+  return pfc_emu::shuffle_from(v, (pfc_emu::tl_thread % 32) ^ mask);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, int delta) {
+  return pfc_emu::shuffle_from(v, pfc_emu::tl_thread % 32 + delta);
+}
+
+inline void __syncthreads() { pfc_emu::tl_block->block_bar.arrive_and_wait(); }
+inline int __syncthreads_or(int pred) {
+  pfc_emu::Block& b = *pfc_emu::tl_block;
+  if (pred) b.orv.fetch_or(1);
+  b.block_bar.arrive_and_wait();
+  const int r = b.orv.load();
+  b.block_bar.arrive_and_wait();
+  if (pfc_emu::tl_thread == 0) b.orv.store(0);
+  b.block_bar.arrive_and_wait();
+  return r;
+}
+
+inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+template <class T>
+T __ldcs(const T* p) {
+  return *p;
+}
+
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; ++i)
+    c += static_cast<int>(static_cast<int8_t>(a >> (8 * i))) * static_cast<int>(static_cast<int8_t>(b >> (8 * i)));
+  return c;
+}
+
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __int_as_float(int v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+
+extern "C" inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+
+namespace pfc_emu {
+
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
+  const int n = static_cast<int>(block.x * block.y * block.z);
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        Block blk(n);
+        std::vector<std::thread> threads;
+        threads.reserve(static_cast<size_t>(n));
+        for (int t = 0; t < n; ++t)
+          threads.emplace_back([&, t] {
+            tl_block = &blk;
+            tl_thread = t;
+            threadIdx = uint3{static_cast<unsigned>(t) % block.x, static_cast<unsigned>(t) / block.x % block.y,
+                              static_cast<unsigned>(t) / (block.x * block.y)};
+            blockIdx = uint3{bx, by, bz};
+            blockDim = block;
+            gridDim = grid;
+            kernel(args...);
+            blk.warp_bars[static_cast<size_t>(t / 32)]->arrive_and_drop();
+            blk.block_bar.arrive_and_drop();
+          });
+        for (auto& th : threads) th.join();
+      }
+}
+
+}  // namespace pfc_emu

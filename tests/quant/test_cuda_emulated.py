@@ -1,0 +1,155 @@
+"""The CUDA small-M W8A8 kernel (kernels/cuda/w8a8_small.cu) on the CPU: the same source, built by
+the host compiler against the device emulation in tests/cuda_emu/ (threads of a block as
+std::threads, warp shuffles, block barriers, dp4a), driven through its C++ launcher and checked
+against the numpy oracle: exact activation codes, scales and zero points, the fused epilogue,
+every row-group size and load width, half inputs and outputs, NaN rows. On a GPU the compiled
+kernel itself is checked by tests/quant/test_linear_cuda.py; this runs everywhere (CI included)."""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyperfcore import quant
+from tests import reference as ref
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[2]
+_DT = {"float32": (torch.float32, 0), "float16": (torch.float16, 1), "bfloat16": (torch.bfloat16, 2)}
+_ACT = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
+
+
+def _cuda_include() -> str | None:
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        cands.append(str(Path(os.path.realpath(nvcc)).parents[1]))
+    cands += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for c in cands:
+        if c and (Path(c) / "include" / "cuda_fp16.h").is_file() and (Path(c) / "include" / "cuda_runtime.h").is_file():
+            return str(Path(c) / "include")
+    return None
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    inc = _cuda_include()
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if inc is None or cxx is None:
+        pytest.skip(f"needs the CUDA toolkit's headers and a C++20 compiler (include: {inc}, compiler: {cxx})")
+    out = tmp_path_factory.mktemp("emu") / "libw8a8_small_emu.so"
+    cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
+           f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{ROOT / 'tests' / 'cuda_emu'}", f"-isystem{inc}",
+           str(ROOT / "tests" / "cuda_emu" / "w8a8_small_emu.cpp"), "-o", str(out), "-lpthread"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-4000:]
+    lib = ctypes.CDLL(str(out))
+    lib.emu_w8a8_small_workspace.restype = ctypes.c_int64
+    lib.emu_w8a8_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.emu_linear_w8a8_small.restype = i32
+    lib.emu_linear_w8a8_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, i32, i64, ptr,
+                                          i32, i64, i32, i32, ptr, i64]
+    return lib
+
+
+def _p(t):
+    return None if t is None else t.data_ptr()
+
+
+def _run(lib, x, qw, wscale, colsum, bias, res, act, sym, y_dtype, ws_bytes=None):
+    """Calls the launcher; returns (rc, y, workspace)."""
+    m, k = x.shape
+    n = qw.shape[0]
+    need = lib.emu_w8a8_small_workspace(m, k)
+    ws = torch.zeros(max(need if ws_bytes is None else ws_bytes, 16), dtype=torch.uint8)
+    y = torch.full((m, n), float("nan"), dtype=_DT[y_dtype][0])
+    rc = lib.emu_linear_w8a8_small(_p(x), _DT[str(x.dtype).split(".")[1]][1], m, k, x.stride(0), _p(qw), n, qw.stride(0),
+                                   _p(wscale), _p(colsum), _p(bias), _p(res),
+                                   0 if res is None else _DT[str(res.dtype).split(".")[1]][1],
+                                   0 if res is None else res.stride(0), _p(y), _DT[y_dtype][1], n, _ACT[act], int(sym),
+                                   _p(ws), need if ws_bytes is None else ws_bytes)
+    return rc, y, ws
+
+
+def _weights(rng, n, k, pad, offset):
+    """Per-channel INT8 weights as a view with row stride k + pad starting `offset` bytes into a
+    buffer (unaligned rows send the kernel to its narrower loads)."""
+    layer = quant.QuantizedLinear(rng.standard_normal((n, k)).astype(np.float32), None)
+    buf = torch.from_numpy(rng.integers(-128, 128, (n * (k + pad) + offset + 16,), dtype=np.int8))
+    qw = buf[offset:offset + n * (k + pad)].view(n, k + pad)[:, :k]
+    qw.copy_(torch.from_numpy(layer.qweight))
+    return layer, qw
+
+
+@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([16, 48, 128, 160])),
+       n=st.integers(1, 70), pad=st.sampled_from([0, 0, 1, 4, 16]), offset=st.sampled_from([0, 0, 1, 4]),
+       act=st.sampled_from(list(_ACT)), sym=st.booleans(), x_dtype=st.sampled_from(list(_DT)),
+       res_dtype=st.sampled_from([None, *_DT]), y_dtype=st.sampled_from(["float16", "bfloat16"]),
+       nan_row=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=15, deadline=None)
+def test_emulated_small_w8a8_matches_oracle(emu, m, k, n, pad, offset, act, sym, x_dtype, res_dtype, y_dtype, nan_row,
+                                            seed):
+    rng = np.random.default_rng(seed)
+    layer, qw = _weights(rng, n, k, pad, offset)
+    wscale = torch.from_numpy(layer.wscale)
+    colsum = qw.to(torch.int32).sum(1).to(torch.int32)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    xs = (rng.standard_normal((m, k + 3)) * rng.uniform(0.1, 4, (m, 1)) + rng.uniform(-1, 1, (m, 1))).astype(np.float32)
+    x = torch.from_numpy(xs).to(_DT[x_dtype][0])[:, :k]  # row stride k + 3
+    bad = []
+    if nan_row and k:
+        x[m // 2, k // 2] = float("nan") if m % 2 else float("-inf")
+        bad = [m // 2]
+    res = None if res_dtype is None else torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).to(
+        _DT[res_dtype][0])
+    rc, y, ws = _run(emu, x, qw, wscale, colsum, bias, res, act, sym, "float32")
+    assert rc == 0
+    ok = [i for i in range(m) if i not in bad]
+    xf = x.float().numpy()
+    # the activation codes, scales and zero points, bit for bit (rows without NaN/inf)
+    kq = -(-k // 16) * 16
+    eq, es, ez = ref.quantize_rows_u8(xf[ok], sym)
+    codes = ws[:m * kq].view(m, kq)[:, :k].view(torch.int8).numpy()
+    np.testing.assert_array_equal(codes[ok], (eq[:, :k].astype(np.int16) - 128).astype(np.int8))
+    vb = -(-4 * m // 16) * 16
+    sa = ws[m * kq:m * kq + 4 * m].view(torch.float32).numpy()
+    zp = ws[m * kq + vb:m * kq + vb + 4 * m].view(torch.int32).numpy()
+    flags = ws[m * kq + 2 * vb:m * kq + 2 * vb + 4 * m].view(torch.int32).numpy()
+    np.testing.assert_array_equal(sa[ok], es)
+    np.testing.assert_array_equal(zp[ok], ez)
+    assert [i for i in range(m) if flags[i]] == bad
+    # the product and the epilogue
+    exp = ref.linear_w8a8(xf[ok], layer.qweight, layer.wscale, bias.numpy(), act,
+                          None if res is None else res.float().numpy()[ok], sym)
+    yv = y.numpy()
+    np.testing.assert_allclose(yv[ok], exp, rtol=2e-5, atol=5e-6 * max(1.0, float(np.abs(exp).max(initial=0))))
+    assert np.isnan(yv[bad]).all()
+    # half outputs: the float32 result rounded once
+    rc, yh, _ = _run(emu, x, qw, wscale, colsum, bias, res, act, sym, y_dtype)
+    assert rc == 0
+    torch.testing.assert_close(yh, y.to(yh.dtype), rtol=0, atol=0, equal_nan=True)
+
+
+def test_emulated_small_w8a8_refuses_bad_arguments(emu, rng):
+    layer, qw = _weights(rng, 8, 32, 0, 0)
+    x = torch.from_numpy(rng.standard_normal((3, 32)).astype(np.float32))
+    args = (torch.from_numpy(layer.wscale), qw.to(torch.int32).sum(1).to(torch.int32), None, None)
+    need = emu.emu_w8a8_small_workspace(3, 32)
+    assert need == 3 * 32 + 3 * 16
+    rc, y, _ = _run(emu, x, qw, *args, "gelu", False, "float32", ws_bytes=need - 1)
+    assert rc == 1 and torch.isnan(y).all()  # cudaErrorInvalidValue, nothing written
+    rc, y, _ = _run(emu, x, qw, *args, "gelu", False, "float32")
+    assert rc == 0 and torch.isfinite(y).all()
+    # an empty batch is valid and writes nothing
+    rc, y, _ = _run(emu, x[:0], qw, *args, "gelu", False, "float32")
+    assert rc == 0 and y.shape == (0, 8)
