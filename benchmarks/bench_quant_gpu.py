@@ -7,7 +7,7 @@ figures include the host launch cost a serving process pays. Groups, one per M:
         inside; larger M: per-token quantization kernel + tuned INT8 GEMM with the epilogue).
     pyperfcore_triton_w8a8_checked: the same with check_finite=True (one device sync to raise on
         NaN/inf, as QuantizedLinear does).
-    pyperfcore_cuda_w8a8 (M <= 16): the CUDA C++ small-M kernel (kernels/cuda/w8a8_small.cu):
+    pyperfcore_cuda_w8a8 (M <= 16): the CUDA C++ small-M kernel (kernels/cuda/linear_small.cu):
         quantization + dp4a GEMV-style product with the epilogue, two launches from one C++ call.
     pyperfcore_triton_w8a8_fp16io: the same kernels reading fp16 x and writing fp16 y (what an fp16
         model's optimize()d layer does on CUDA), the peer's input and output types.
@@ -17,7 +17,8 @@ figures include the host launch cost a serving process pays. Groups, one per M:
   gpu-half-linear-{M}x4096x4096-gelu
     pyperfcore_triton_fp16: fp16 weights, fp16 activations, Tensor cores, fp32 accumulation, bias +
         GELU fused, fp32 out; pyperfcore_triton_fp16_out16: the same writing fp16 (half the output
-        bytes, as the peer); torch_fp16_addmm+gelu: the same peer as above.
+        bytes, as the peer); pyperfcore_cuda_fp16_out16 (M <= 16): the CUDA C++ small-M kernel,
+        fp16 in and out; torch_fp16_addmm+gelu: the same peer as above.
 Correctness is asserted against float64 before timing.
 Run: python -m pytest benchmarks/bench_quant_gpu.py -m gpu --benchmark-only -p no:cacheprovider
 """
@@ -127,15 +128,20 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
-@pytest.mark.parametrize("name", ["pyperfcore_triton_fp16", "pyperfcore_triton_fp16_out16", "torch_fp16_addmm+gelu"])
+@pytest.mark.parametrize("name", ["pyperfcore_triton_fp16", "pyperfcore_triton_fp16_out16", "pyperfcore_cuda_fp16_out16",
+                                  "torch_fp16_addmm+gelu"])
 def test_gpu_half_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
 
     _, dev = gpu_layer
     benchmark.group = f"gpu-half-linear-{m}x{KN}x{KN}-gelu"
+    if name == "pyperfcore_cuda_fp16_out16" and m > 16:
+        pytest.skip("the CUDA small-M kernel is for M <= 16")
     x16 = _x(m).half()
     fns = {
         "pyperfcore_triton_fp16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu"),
+        "pyperfcore_cuda_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
+                                                            out_dtype=torch.float16, path="cuda"),
         "pyperfcore_triton_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
                                                               out_dtype=torch.float16),
         "torch_fp16_addmm+gelu": lambda: torch.nn.functional.gelu(torch.addmm(dev["b16"], x16, dev["w16"].T)),

@@ -216,6 +216,8 @@ def main() -> int:
     if not DRY:
         hosts.append(("PEER _int_mm+epilogue M=32", lambda: int_mm_epi(x32)))
         hosts.append(("linear_w8a8 M=1 cuda C++ small-M kernel", lambda: qg.linear_w8a8(x1, *a8, path="cuda")))
+        hosts.append(("linear_half M=1 fp16 in, cuda C++ small-M kernel",
+                      lambda: qg.linear_half(x1h, w16, bias, "gelu", path="cuda")))
     for label, fn in hosts:
         out(f"host us/call: {label:52s} {host_us(fn, 50 if 'check' in label else 300):7.1f}")
     if not DRY and qg.FAST_LAUNCH:
@@ -328,6 +330,12 @@ def main() -> int:
             row("w8a8 cuda C++ small-M", dev_ms(fc), yc)
             row("w8a8 cuda C++ small-M", loop_ms(fc), kind="loop")
             row("w8a8 cuda C++ small-M", alone_ms(fc), kind="alone")
+            fh = lambda: qg.linear_half(x16, w16, bias, "gelu", path="cuda")  # noqa: E731
+            yh = fh()
+            sync()
+            row("fp16 cuda C++ small-M", dev_ms(fh), yh)
+            row("fp16 cuda C++ small-M", loop_ms(fh), kind="loop")
+            row("fp16 cuda C++ small-M", alone_ms(fh), kind="alone")
         row("SHIPPED w8a8 check_finite=True", alone_ms(lambda: qg.linear_w8a8(x, *a8, check_finite=True)), kind="alone")
         hs = lambda: qg.linear_half(x16, w16, bias, "gelu")  # noqa: E731
         hs(), hs()

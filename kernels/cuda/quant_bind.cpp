@@ -57,6 +57,17 @@ void bind_cuda_quant(py::module_& m) {
                             reinterpret_cast<void*>(workspace), workspace_bytes, reinterpret_cast<void*>(stream)),
           "linear_w8a8_small");
   });
+  m.def("half_small_workspace", &half_small_workspace, "bytes of workspace linear_half_small needs for m rows of k");
+  m.def("linear_half_small", [](uintptr_t x, int x_dtype, int64_t mm, int64_t k, int64_t ldx, uintptr_t w, int w_dtype,
+                                int64_t n, int64_t ldw, uintptr_t bias, uintptr_t residual, int r_dtype, int64_t ldr,
+                                uintptr_t y, int y_dtype, int64_t ldy, int act, uintptr_t workspace,
+                                int64_t workspace_bytes, uintptr_t stream) {
+    check(linear_half_small(reinterpret_cast<const void*>(x), x_dtype, mm, k, ldx, reinterpret_cast<const void*>(w),
+                            w_dtype, n, ldw, reinterpret_cast<const float*>(bias), reinterpret_cast<const void*>(residual),
+                            r_dtype, ldr, reinterpret_cast<void*>(y), y_dtype, ldy, act,
+                            reinterpret_cast<void*>(workspace), workspace_bytes, reinterpret_cast<void*>(stream)),
+          "linear_half_small");
+  });
   m.def("dequantize_rows_u8", [](uintptr_t q, int64_t mm, int64_t k, int64_t ldq, uintptr_t scales, uintptr_t zps, uintptr_t out,
                                  uintptr_t stream) {
     require_device();

@@ -24,7 +24,7 @@ int quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t*
 int dequantize_rows_u8(const uint8_t* q, int64_t m, int64_t k, int64_t ldq, const float* scales, const int32_t* zps,
                        float* out, void* stream);
 
-// W8A8 linear for small M (w8a8_small.cu): y [m, n] (row stride ldy) =
+// W8A8 linear for small M (linear_small.cu): y [m, n] (row stride ldy) =
 //   act(sa * sw * (q @ w^T - zp * colsum) + bias) + residual
 // with x [m, k] (row stride ldx), w int8 [n, k] (row stride ldw), wscale [n], colsum [n] int32
 // (sum over k of w), bias [n] float32 or null, residual [m, n] (row stride ldr) or null.
@@ -37,6 +37,15 @@ int linear_w8a8_small(const void* x, int x_dtype, int64_t m, int64_t k, int64_t 
                       int64_t ldw, const float* wscale, const int32_t* colsum, const float* bias,
                       const void* residual, int r_dtype, int64_t ldr, void* y, int y_dtype, int64_t ldy, int act,
                       int symmetric, void* workspace, int64_t workspace_bytes, void* stream);
+
+// The same for float16 (w_dtype 1) or bfloat16 (2) weights [n, k]: x rounded to the weight's
+// type (round to nearest even), fp32 products and sums, then bias, activation and residual; rows
+// of x holding NaN/inf or values that round to inf give NaN rows. Workspace:
+// half_small_workspace(m, k) bytes, 16-byte aligned.
+int64_t half_small_workspace(int64_t m, int64_t k);
+int linear_half_small(const void* x, int x_dtype, int64_t m, int64_t k, int64_t ldx, const void* w, int w_dtype,
+                      int64_t n, int64_t ldw, const float* bias, const void* residual, int r_dtype, int64_t ldr, void* y,
+                      int y_dtype, int64_t ldy, int act, void* workspace, int64_t workspace_bytes, void* stream);
 
 int runtime_version();
 // 0 and a device count, or a cudaError_t explaining why no device can be used.

@@ -41,10 +41,11 @@ _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must b
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
 _NAN_BITS = tl.constexpr(0x7FC00000)  # (a NaN global breaks triton's "global unchanged" check: nan != nan)
 FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 rows up to this: one fused launch
-# Which kernel takes those rows on a GPU: "fused" (the Triton kernel, default) or "cuda" (the CUDA
-# C++ small-M kernel, launched from C++: kernels/cuda/w8a8_small.cu). The default moves to "cuda"
-# only once a device check has shown it faster (not yet measured: see docs/quant.md).
-SMALL_M_PATH = os.environ.get("PYPERFCORE_W8A8_SMALL_M_PATH", "fused")
+# Which kernels take those rows (W8A8 and FP16/BF16 weights alike) on a GPU: "triton" (default)
+# or "cuda" (the CUDA C++ small-M kernels, launched from C++: kernels/cuda/linear_small.cu). The
+# default moves to "cuda" only once a device check has shown it faster (not yet measured: see
+# docs/quant.md).
+SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "triton")
 _PATHS = ("fused", "two_pass", "cuda")
 _CUDA_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _CUDA_MOD: list = []
@@ -682,18 +683,15 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     s_rm = r.stride(0) if has_res else 0
     sxm = max(x.stride(0), 1)
     if path is None:
-        path = SMALL_M_PATH if m <= FUSED_MAX_M else "two_pass"
-        if path == "cuda" and not x.is_cuda:
-            path = "fused"
+        path = ("cuda" if SMALL_M_PATH == "cuda" and x.is_cuda else "fused") if m <= FUSED_MAX_M else "two_pass"
     elif path not in _PATHS:
         raise ValueError(f"path must be None, 'fused', 'two_pass' or 'cuda', got {path!r}")
     if path == "cuda":
-        if _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric):
+        if _cuda_small(x, qweight, None, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric):
             if check_finite:
-                sb = _SCRATCH_SMALL[0]
-                _raise_if_flagged(sb[0][sb[4]:sb[4] + m], x)
+                _raise_if_flagged(_small_flags(m), x)
             return y
-        path = "fused"  # operand layouts the CUDA kernel does not take (checked above)
+        path = "fused"  # operand layouts the CUDA kernel does not take (checked in _cuda_small)
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
         path = "two_pass"
     dev = x.get_device()
@@ -764,10 +762,16 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
 _SCRATCH_SMALL: list = [None]  # the last small-M call's [scratch entry..., flag offset (int32 units)]
 
 
-def _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric) -> bool:
-    """The CUDA C++ small-M W8A8 kernel (two launches from one C++ call, no synchronization).
-    False (nothing launched) when an operand is not in the layout it takes: int8 weight rows with
-    unit column stride, contiguous float32 scales / int32 column sums / float32 bias."""
+def _small_flags(m: int) -> torch.Tensor:
+    sb = _SCRATCH_SMALL[0]
+    return sb[0][sb[4]:sb[4] + m]
+
+
+def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False) -> bool:
+    """The CUDA C++ small-M kernels (two launches from one C++ call, no synchronization): W8A8 with
+    ``qweight`` (int8) or FP16/BF16 with ``weight``. False (nothing launched) when an operand is
+    not in the layout they take: weight rows with unit column stride, contiguous float32 scales /
+    int32 column sums / float32 bias."""
     if not x.is_cuda:
         raise ValueError("path='cuda' needs CUDA tensors")
     if not _CUDA_MOD:
@@ -779,35 +783,41 @@ def _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symme
         from .._errors import BackendUnavailable
 
         raise BackendUnavailable("path='cuda': pyperfcore._cuda was not built (PYPERFCORE_CUDA=OFF or no nvcc)")
-    if (qweight.dtype != torch.int8 or (k > 1 and qweight.stride(1) != 1) or wscale.dtype != torch.float32
-            or not wscale.is_contiguous() or colsum.dtype != torch.int32 or not colsum.is_contiguous()
-            or (bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()))):
+    w = qweight if weight is None else weight
+    if ((k > 1 and w.stride(1) != 1) or (bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()))
+            or (weight is None and (w.dtype != torch.int8 or wscale.dtype != torch.float32 or not wscale.is_contiguous()
+                                    or colsum.dtype != torch.int32 or not colsum.is_contiguous()))):
         return False
     dev = x.get_device()
-    stream = torch._C._cuda_getCurrentRawStream(dev)
-    nbytes = cu.w8a8_small_workspace(m, k)
-    sb = _scratch(x, stream, nbytes, False, dev)
-    has_res = r is not None
     if torch._C._cuda_getDevice() != dev:  # the launches go to the current device: make it x's
         with torch.cuda.device(dev):
-            return _cuda_small(x, qweight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
-    cu.linear_w8a8_small(x.data_ptr(), _CUDA_DT[x.dtype], m, k, sxm, qweight.data_ptr(), n,
-                         max(qweight.stride(0), 1), wscale.data_ptr(), colsum.data_ptr(),
-                         0 if bias is None else bias.data_ptr(), r.data_ptr() if has_res else 0,
-                         _CUDA_DT[r.dtype] if has_res else 0, r.stride(0) if has_res else 0, y.data_ptr(),
-                         _CUDA_DT[y.dtype], n, act, bool(symmetric), sb[2], sb[1], stream)
+            return _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
+    stream = torch._C._cuda_getCurrentRawStream(dev)
+    nbytes = cu.w8a8_small_workspace(m, k) if weight is None else cu.half_small_workspace(m, k)
+    sb = _scratch(x, stream, nbytes, False, dev)
+    has_res = r is not None
+    xa = (x.data_ptr(), _CUDA_DT[x.dtype], m, k, sxm)
+    tail = (0 if bias is None else bias.data_ptr(), r.data_ptr() if has_res else 0, _CUDA_DT[r.dtype] if has_res else 0,
+            r.stride(0) if has_res else 0, y.data_ptr(), _CUDA_DT[y.dtype], n, act)
+    if weight is None:
+        cu.linear_w8a8_small(*xa, w.data_ptr(), n, max(w.stride(0), 1), wscale.data_ptr(), colsum.data_ptr(), *tail,
+                             bool(symmetric), sb[2], sb[1], stream)
+    else:
+        cu.linear_half_small(*xa, w.data_ptr(), _CUDA_DT[w.dtype], n, max(w.stride(0), 1), *tail, sb[2], sb[1], stream)
     # the per-row NaN flags sit at the end of the workspace (int32 [m])
     _SCRATCH_SMALL[0] = [*sb, (nbytes - _a16(4 * m)) // 4]
     return True
 
 
-def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None):
+def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None,
+                path=None):
     """y = act(x @ w^T + bias) + residual with float16/bfloat16 weight [n, k]: x (float32, or
     already of the weight's type) is rounded to the weight's type, products on Tensor cores, fp32
     accumulation and epilogue. ``out_dtype``: float32 (default), float16 or bfloat16, rounded once
     on store (cuBLAS' fp16 GEMM writes fp16 too); the residual may be of any of those types. Rows
     of x with NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises
-    instead."""
+    instead. ``path``: None (the Triton kernel; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M
+    kernel when SMALL_M_PATH is "cuda"), "triton" or "cuda"."""
     n, k = weight.shape
     wdt = weight.dtype
     if wdt is not torch.float16 and wdt is not torch.bfloat16:
@@ -832,6 +842,12 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     s_rm = r.stride(0) if has_res else 0
     dev = x.get_device()
     act = _ACTS[activation]
+    if path is None:
+        path = "cuda" if SMALL_M_PATH == "cuda" and m <= FUSED_MAX_M and x.is_cuda else "triton"
+    elif path not in ("triton", "cuda"):
+        raise ValueError(f"path must be None, 'triton' or 'cuda', got {path!r}")
+    if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act):
+        return y  # (a NaN row is NaN; check_finite raised above)
     s_wn, s_wk = weight.stride()
     args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, s_wn, s_rm, n)
     dkey = ("half", dev, mb, n, k, sxm, x.dtype, wdt, s_wk, bias.dtype if has_bias else None, act,

@@ -1,8 +1,9 @@
-"""The CUDA small-M W8A8 kernel (kernels/cuda/w8a8_small.cu) on the CPU: the same source, built by
+"""The CUDA small-M linear kernels (kernels/cuda/linear_small.cu: W8A8 and FP16/BF16 weights) on the CPU: the same source, built by
 the host compiler against the device emulation in tests/cuda_emu/ (threads of a block as
 std::threads, warp shuffles, block barriers, dp4a), driven through its C++ launcher and checked
-against the numpy oracle: exact activation codes, scales and zero points, the fused epilogue,
-every row-group size and load width, half inputs and outputs, NaN rows. On a GPU the compiled
+against the numpy oracle: exact activation codes, scales and zero points (W8A8), activations
+rounded to the weight's type (FP16/BF16), the fused epilogue, every row-group size and load
+width, half inputs and outputs, NaN rows. On a GPU the compiled
 kernel itself is checked by tests/quant/test_linear_cuda.py; this runs everywhere (CI included)."""
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ def emu(tmp_path_factory):
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if inc is None or cxx is None:
         pytest.skip(f"needs the CUDA toolkit's headers and a C++20 compiler (include: {inc}, compiler: {cxx})")
-    out = tmp_path_factory.mktemp("emu") / "libw8a8_small_emu.so"
+    out = tmp_path_factory.mktemp("emu") / "liblinear_small_emu.so"
     cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
            f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{ROOT / 'tests' / 'cuda_emu'}", f"-isystem{inc}",
-           str(ROOT / "tests" / "cuda_emu" / "w8a8_small_emu.cpp"), "-o", str(out), "-lpthread"]
+           str(ROOT / "tests" / "cuda_emu" / "linear_small_emu.cpp"), "-o", str(out), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     lib = ctypes.CDLL(str(out))
@@ -59,6 +60,11 @@ def emu(tmp_path_factory):
     lib.emu_linear_w8a8_small.restype = i32
     lib.emu_linear_w8a8_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, i32, i64, ptr,
                                           i32, i64, i32, i32, ptr, i64]
+    lib.emu_half_small_workspace.restype = ctypes.c_int64
+    lib.emu_half_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    lib.emu_linear_half_small.restype = i32
+    lib.emu_linear_half_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i32, i64, i64, ptr, ptr, i32, i64, ptr, i32, i64,
+                                          i32, ptr, i64]
     return lib
 
 
@@ -153,3 +159,68 @@ def test_emulated_small_w8a8_refuses_bad_arguments(emu, rng):
     # an empty batch is valid and writes nothing
     rc, y, _ = _run(emu, x[:0], qw, *args, "gelu", False, "float32")
     assert rc == 0 and y.shape == (0, 8)
+
+
+def _run_half(lib, x, w, bias, res, act, y_dtype):
+    m, k = x.shape
+    n = w.shape[0]
+    need = lib.emu_half_small_workspace(m, k)
+    ws = torch.zeros(max(need, 16), dtype=torch.uint8)
+    y = torch.full((m, n), float("nan"), dtype=_DT[y_dtype][0])
+    rc = lib.emu_linear_half_small(_p(x), _DT[str(x.dtype).split(".")[1]][1], m, k, x.stride(0), _p(w),
+                                   _DT[str(w.dtype).split(".")[1]][1], n, w.stride(0), _p(bias), _p(res),
+                                   0 if res is None else _DT[str(res.dtype).split(".")[1]][1],
+                                   0 if res is None else res.stride(0), _p(y), _DT[y_dtype][1], n, _ACT[act], _p(ws), need)
+    return rc, y, ws
+
+
+@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([8, 16, 64, 136])), n=st.integers(1, 60),
+       wdt=st.sampled_from(["float16", "bfloat16"]), pad=st.sampled_from([0, 0, 1, 2, 8]), offset=st.sampled_from([0, 0, 1, 2]),
+       act=st.sampled_from(list(_ACT)), x_dtype=st.sampled_from(list(_DT)), res_dtype=st.sampled_from([None, *_DT]),
+       y_dtype=st.sampled_from(["float16", "bfloat16"]), nan_row=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=15, deadline=None)
+def test_emulated_small_half_matches_oracle(emu, m, k, n, wdt, pad, offset, act, x_dtype, res_dtype, y_dtype, nan_row,
+                                            seed):
+    """FP16/BF16 weights: x rounded to the weight's type (exactly torch's rounding), fp32 sums
+    against the float64 oracle of the rounded operands; weight views with odd strides and offsets
+    (every load width); NaN/inf rows NaN; half outputs are the float32 output rounded once."""
+    rng = np.random.default_rng(seed)
+    wt = getattr(torch, wdt)
+    buf = torch.from_numpy(rng.standard_normal(n * (k + pad) + offset + 8).astype(np.float32)).to(wt)
+    w = buf[offset:offset + n * (k + pad)].view(n, k + pad)[:, :k]
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    x = torch.from_numpy((rng.standard_normal((m, k + 3)) * 3).astype(np.float32)).to(_DT[x_dtype][0])[:, :k]
+    bad = []
+    if nan_row and k:
+        x[m // 2, k // 2] = float("inf") if m % 2 else float("nan")
+        bad = [m // 2]
+    res = None if res_dtype is None else torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).to(
+        _DT[res_dtype][0])
+    rc, y, ws = _run_half(emu, x, w, bias, res, act, "float32")
+    assert rc == 0
+    ok = [i for i in range(m) if i not in bad]
+    kq = -(-2 * k // 16) * 8
+    prepared = ws[:m * kq * 2].view(wt).view(m, kq)[:, :k]
+    torch.testing.assert_close(prepared[ok], x.float().to(wt)[ok], rtol=0, atol=0)
+    flags = ws[m * kq * 2:m * kq * 2 + 4 * m].view(torch.int32).numpy()
+    assert [i for i in range(m) if flags[i]] == bad
+    exp = ref.linear_half(x.float().to(wt).double().numpy()[ok], w.double().numpy(), bias.numpy(), act,
+                          None if res is None else res.double().numpy()[ok])
+    yv = y.numpy()
+    np.testing.assert_allclose(yv[ok], exp, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(exp).max(initial=0))))
+    assert np.isnan(yv[bad]).all()
+    rc, yh, _ = _run_half(emu, x, w, bias, res, act, y_dtype)
+    assert rc == 0
+    torch.testing.assert_close(yh, y.to(yh.dtype), rtol=0, atol=0, equal_nan=True)
+
+
+def test_emulated_small_half_flags_values_beyond_float16(emu):
+    """A finite float32 activation that rounds to inf in float16 poisons its row (never a wrong
+    finite answer); the same value is finite in bfloat16."""
+    x = torch.tensor([[1.0, 7.0e4], [1.0, 2.0]], dtype=torch.float32)
+    for wdt, bad in ((torch.float16, [True, False]), (torch.bfloat16, [False, False])):
+        w = torch.ones((3, 2), dtype=wdt)
+        rc, y, _ = _run_half(emu, x, w, None, None, "none", "float32")
+        assert rc == 0
+        assert [bool(torch.isnan(y[i]).all()) for i in range(2)] == bad
+        assert torch.isfinite(y[1]).all() and float(y[1, 0]) == 3.0

@@ -198,9 +198,9 @@ def test_cuda_small_w8a8_nan_rows_and_graph(rng):
 
 
 def test_cuda_small_path_as_default_in_a_module(monkeypatch):
-    """PYPERFCORE_W8A8_SMALL_M_PATH=cuda (here: the module attribute) sends an optimize()d
-    module's small batches through the CUDA kernel: same codes, same sums, so the output equals
-    the Triton fused path's up to float rounding of the epilogue."""
+    """PYPERFCORE_SMALL_M_PATH=cuda (here: the module attribute) sends an optimize()d module's
+    small batches through the CUDA kernel: same codes, same sums, so the output equals the
+    Triton fused path's up to float rounding of the epilogue."""
     import torch
 
     from pyperfcore.kernels import quant_gemm as qg
@@ -214,3 +214,34 @@ def test_cuda_small_path_as_default_in_a_module(monkeypatch):
         monkeypatch.setattr(qg, "SMALL_M_PATH", "cuda")
         cu = mod(x)
     torch.testing.assert_close(cu, tri, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("wdt", ["float16", "bfloat16"])
+@pytest.mark.parametrize("m", [1, 3, 8, 16, 21])
+@pytest.mark.parametrize("kn", [(384, 1536), (34, 50), (37, 29)], ids=["vec16", "vec4", "elem"])
+def test_cuda_small_half_matches_oracle(wdt, m, kn, rng):
+    """The CUDA C++ small-M kernel for FP16/BF16 weights (linear_half path='cuda') against the
+    float64 oracle of the rounded operands and against the Triton kernel; half outputs are the
+    float32 output rounded once; NaN rows NaN."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    k, n = kn
+    wt = getattr(torch, wdt)
+    w = torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)).to(wt).cuda()
+    b = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).cuda()
+    x = torch.from_numpy((rng.standard_normal((m, k)) * 2).astype(np.float32)).cuda()
+    r = torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).cuda()
+    for act in quant.ACTIVATIONS:
+        y = qg.linear_half(x, w, b, act, r, path="cuda")
+        exp = ref.linear_half(x.to(wt).double().cpu().numpy(), w.double().cpu().numpy(), b.cpu().numpy(), act,
+                              r.double().cpu().numpy())
+        np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(exp).max())))
+        tri = qg.linear_half(x, w, b, act, r, path="triton")
+        torch.testing.assert_close(y, tri, rtol=1e-4, atol=1e-4)
+        yh = qg.linear_half(x, w, b, act, r, path="cuda", out_dtype=torch.float16)
+        torch.testing.assert_close(yh, y.half(), rtol=0, atol=0)
+    x[m // 2, 0] = float("nan")
+    y = qg.linear_half(x, w, b, "gelu", None, path="cuda")
+    assert torch.isnan(y[m // 2]).all() and torch.isfinite(torch.cat([y[:m // 2], y[m // 2 + 1:]])).all()
