@@ -245,3 +245,25 @@ def test_cuda_small_half_matches_oracle(wdt, m, kn, rng):
     x[m // 2, 0] = float("nan")
     y = qg.linear_half(x, w, b, "gelu", None, path="cuda")
     assert torch.isnan(y[m // 2]).all() and torch.isfinite(torch.cat([y[:m // 2], y[m // 2 + 1:]])).all()
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_cuda_module_eager_path_equals_custom_op(kind):
+    """On CUDA, a QLinear in plain eager mode calls the kernels directly; the result is bit for bit
+    the custom op's (what torch.compile/export and opcheck see)."""
+    import torch
+
+    torch.manual_seed(11)
+    mod = torch.nn.Sequential(torch.nn.Linear(96, 160), torch.nn.GELU(), torch.nn.Linear(160, 48)).cuda().eval()
+    quant.optimize(mod, dtype=kind)
+    lin = mod[0]
+    for dt in (torch.float32, torch.float16):
+        x = torch.randn(5, 96, device="cuda").to(dt)
+        with torch.no_grad():
+            y = lin(x)
+            if kind == "int8":
+                yo = torch.ops.pyperfcore.w8a8_linear(x, lin.qweight, lin.wscale, lin.bias, None, lin.activation, False)
+            else:
+                yo = torch.ops.pyperfcore.half_linear(x, lin.weight, lin.bias, None, lin.activation)
+        assert y.dtype == dt
+        torch.testing.assert_close(y, yo, rtol=0, atol=0)
