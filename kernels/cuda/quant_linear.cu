@@ -1,9 +1,8 @@
 // CUDA launchers for the W8A8 linear's activations: per-token uint8 quantization (the kernel is
 // in quant_rows.cuh) and its inverse.
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
+#include "cuda_compat.hpp"
 #include "quant_cuda.hpp"
 #include "quant_rows.cuh"
 
@@ -36,8 +35,9 @@ int quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t*
   cudaError_t err = cudaMemsetAsync(flag, 0, sizeof(int), st);
   if (err != cudaSuccess) return static_cast<int>(err);
   // One block per row; grid.x allows 2^31 - 1 rows.
-  detail::quantize_rows_kernel<float, false><<<static_cast<unsigned int>(m), kThreads, 0, st>>>(
-      x, k, kp, ldx, q, ldq, scales, zps, symmetric, flag, nullptr);
+  auto* kernel = &detail::quantize_rows_kernel<float, false>;
+  PFC_LAUNCH(kernel, dim3(static_cast<unsigned int>(m)), dim3(kThreads), st, x, k, kp, ldx, q, ldq, scales, zps, symmetric,
+             flag, static_cast<int32_t*>(nullptr));
   err = cudaGetLastError();
   if (err != cudaSuccess) return static_cast<int>(err);
   int host = 0;
@@ -54,7 +54,8 @@ int dequantize_rows_u8(const uint8_t* q, int64_t m, int64_t k, int64_t ldq, cons
   if (n <= 0) return 0;
   const int64_t blocks64 = (n + kThreads - 1) / kThreads;
   const unsigned int blocks = static_cast<unsigned int>(blocks64 < 65535 * 8 ? blocks64 : 65535 * 8);
-  dequantize_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(q, m, k, ldq, scales, zps, out);
+  auto* kernel = &dequantize_rows_kernel;
+  PFC_LAUNCH(kernel, dim3(blocks), dim3(kThreads), static_cast<cudaStream_t>(stream), q, m, k, ldq, scales, zps, out);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -139,7 +139,18 @@ inline float __int_as_float(int v) {
   return f;
 }
 
+// The runtime calls the launchers make, on host memory (streams are in order; nothing to wait for).
 extern "C" inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+extern "C" inline cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
+  std::memset(p, value, count);
+  return cudaSuccess;
+}
+extern "C" inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind,
+                                              cudaStream_t) {
+  std::memcpy(dst, src, count);
+  return cudaSuccess;
+}
+extern "C" inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 namespace pfc_emu {
 

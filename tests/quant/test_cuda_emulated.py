@@ -1,4 +1,5 @@
-"""The CUDA small-M linear kernels (kernels/cuda/linear_small.cu: W8A8 and FP16/BF16 weights) on the CPU: the same source, built by
+"""The CUDA linear kernels on the CPU (kernels/cuda/linear_small.cu: small-M W8A8 and FP16/BF16
+layers; kernels/cuda/quant_linear.cu: per-token activation quantization and its inverse): the same source, built by
 the host compiler against the device emulation in tests/cuda_emu/ (threads of a block as
 std::threads, warp shuffles, block barriers, dp4a), driven through its C++ launcher and checked
 against the numpy oracle: exact activation codes, scales and zero points (W8A8), activations
@@ -50,7 +51,8 @@ def emu(tmp_path_factory):
     out = tmp_path_factory.mktemp("emu") / "liblinear_small_emu.so"
     cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
            f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{ROOT / 'tests' / 'cuda_emu'}", f"-isystem{inc}",
-           str(ROOT / "tests" / "cuda_emu" / "linear_small_emu.cpp"), "-o", str(out), "-lpthread"]
+           str(ROOT / "tests" / "cuda_emu" / "linear_small_emu.cpp"), str(ROOT / "tests" / "cuda_emu" / "quant_linear_emu.cpp"),
+           "-o", str(out), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     lib = ctypes.CDLL(str(out))
@@ -60,6 +62,10 @@ def emu(tmp_path_factory):
     lib.emu_linear_w8a8_small.restype = i32
     lib.emu_linear_w8a8_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, i32, i64, ptr,
                                           i32, i64, i32, i32, ptr, i64]
+    lib.emu_quantize_rows_u8.restype = i32
+    lib.emu_quantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, i32, ptr, ptr]
+    lib.emu_dequantize_rows_u8.restype = i32
+    lib.emu_dequantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
     lib.emu_half_small_workspace.restype = ctypes.c_int64
     lib.emu_half_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
     lib.emu_linear_half_small.restype = i32
@@ -224,3 +230,38 @@ def test_emulated_small_half_flags_values_beyond_float16(emu):
         assert rc == 0
         assert [bool(torch.isnan(y[i]).all()) for i in range(2)] == bad
         assert torch.isfinite(y[1]).all() and float(y[1, 0]) == 3.0
+
+
+@given(m=st.integers(0, 12), k=st.integers(0, 300), extra=st.integers(0, 5), sym=st.booleans(), nan=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_emulated_activation_quantization_exact(emu, m, k, extra, sym, nan, seed):
+    """quantize_rows_u8 (the launcher the CUDA backend of quant.quantize_activations calls):
+    codes (padding columns included), scales and zero points bit for bit the oracle's, rows with a
+    row stride, the NaN/inf report; dequantize_rows_u8 exactly (q - zp) * s in float32."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, k + extra)) * rng.uniform(0.01, 9, (m, 1)) + rng.uniform(-2, 2, (m, 1))).astype(np.float32)
+    if nan and m and k:
+        x[rng.integers(m), rng.integers(k)] = rng.choice([np.nan, np.inf, -np.inf])
+    kp = max(4, -(-k // 4) * 4)
+    ldq = kp + 4
+    q = np.full((max(m, 1), ldq), 7, dtype=np.uint8)
+    s = np.zeros(max(m, 1), np.float32)
+    z = np.zeros(max(m, 1), np.int32)
+    flag, bad = np.zeros(1, np.int32), ctypes.c_int(-1)
+    rc = emu.emu_quantize_rows_u8(x.ctypes.data, m, k, k + extra, q.ctypes.data, ldq, s.ctypes.data, z.ctypes.data,
+                                  int(sym), flag.ctypes.data, ctypes.byref(bad))
+    assert rc == 0
+    finite = bool(np.isfinite(x[:, :k]).all())
+    assert bad.value == (0 if finite else 1)
+    if not m or not finite:
+        return
+    eq, es, ez = ref.quantize_rows_u8(x[:, :k], sym)
+    np.testing.assert_array_equal(q[:m, :kp], eq[:, :kp])
+    assert (q[:m, kp:] == 7).all()  # nothing written past the padded row
+    np.testing.assert_array_equal(s[:m], es)
+    np.testing.assert_array_equal(z[:m], ez)
+    out = np.full((m, k), np.nan, np.float32)
+    assert emu.emu_dequantize_rows_u8(q.ctypes.data, m, k, ldq, s.ctypes.data, z.ctypes.data, out.ctypes.data) == 0
+    exp = (q[:m, :k].astype(np.int32) - z[:m, None]).astype(np.float32) * s[:m, None]
+    np.testing.assert_array_equal(out, exp)
