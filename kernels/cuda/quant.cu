@@ -1,10 +1,8 @@
 // CUDA kernels of the pilot quantize op. Results are bit-identical to the CPU backend:
 // IEEE division (__fdiv_rn) and round-half-to-even (__float2int_rn).
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstring>
 
+#include "cuda_compat.hpp"
 #include "quant_cuda.hpp"
 
 namespace pyperfcore {
@@ -41,7 +39,7 @@ __global__ void amax_kernel(const T* __restrict__ x, int64_t outer, int64_t inne
   if (b) atomicOr(bad, 1u);
   __syncthreads();
   if (warp == 0) {
-    m = lane < (blockDim.x + 31) / 32 ? warp_max[lane] : 0.f;
+    m = lane < (static_cast<int>(blockDim.x) + 31) / 32 ? warp_max[lane] : 0.f;
     for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_down_sync(0xffffffffu, m, off));
     if (lane == 0) atomicMax(amax_bits + c, __float_as_uint(m));
   }
@@ -117,10 +115,8 @@ void launch_quant2d(const T* x, int64_t outer, int64_t channels, int64_t inner, 
   if (gx > 1024) gx = 1024;
   const int64_t gy = rows < 65535 ? rows : 65535;
   dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
-  if (row_scale)
-    quant2d_kernel<T, true><<<grid, threads, 0, stream>>>(x, rows, cols, channels, s_o, s_c, s_i, scales, q);
-  else
-    quant2d_kernel<T, false><<<grid, threads, 0, stream>>>(x, rows, cols, channels, s_o, s_c, s_i, scales, q);
+  auto* kernel = row_scale ? &quant2d_kernel<T, true> : &quant2d_kernel<T, false>;
+  PFC_LAUNCH(kernel, grid, dim3(threads), stream, x, rows, cols, channels, s_o, s_c, s_i, scales, q);
 }
 
 __global__ void dequant_kernel(const int8_t* __restrict__ q, const float* __restrict__ scales, int64_t n,
@@ -157,19 +153,31 @@ int quantize_int8(const void* x, int dtype, int64_t outer, int64_t channels, int
     if (slices > 65535) slices = 65535;
     const int64_t rows_per = (outer + slices - 1) / slices;
     dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(slices));
-    if (dtype == 0)
-      amax_columns_kernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), outer, channels, s_o, rows_per, ws, ws + channels);
-    else
-      amax_columns_kernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), outer, channels, s_o, rows_per, ws, ws + channels);
+    if (dtype == 0) {
+      auto* kernel = &amax_columns_kernel<float>;
+      PFC_LAUNCH(kernel, grid, dim3(threads), stream, static_cast<const float*>(x), outer, channels, s_o, rows_per, ws,
+                 ws + channels);
+    } else {
+      auto* kernel = &amax_columns_kernel<__half>;
+      PFC_LAUNCH(kernel, grid, dim3(threads), stream, static_cast<const __half*>(x), outer, channels, s_o, rows_per, ws,
+                 ws + channels);
+    }
   } else if (n > 0) {
     int64_t per_channel_blocks = (n + threads * 8 - 1) / (threads * 8);
     dim3 grid(static_cast<unsigned>(channels), static_cast<unsigned>(per_channel_blocks < 1024 ? per_channel_blocks : 1024));
-    if (dtype == 0)
-      amax_kernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), outer, inner, s_o, s_c, s_i, ws, ws + channels);
-    else
-      amax_kernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), outer, inner, s_o, s_c, s_i, ws, ws + channels);
+    if (dtype == 0) {
+      auto* kernel = &amax_kernel<float>;
+      PFC_LAUNCH(kernel, grid, dim3(threads), stream, static_cast<const float*>(x), outer, inner, s_o, s_c, s_i, ws,
+                 ws + channels);
+    } else {
+      auto* kernel = &amax_kernel<__half>;
+      PFC_LAUNCH(kernel, grid, dim3(threads), stream, static_cast<const __half*>(x), outer, inner, s_o, s_c, s_i, ws,
+                 ws + channels);
+    }
   }
-  scale_kernel<<<grid_for(channels, threads), threads, 0, stream>>>(ws, scales, channels);
+  auto* scale = &scale_kernel;
+  PFC_LAUNCH(scale, dim3(grid_for(channels, threads)), dim3(threads), stream, static_cast<const unsigned int*>(ws), scales,
+             channels);
   unsigned int flag = 0;
   cudaMemcpyAsync(&flag, ws + channels, sizeof(unsigned int), cudaMemcpyDeviceToHost, stream);
   err = cudaStreamSynchronize(stream);
@@ -197,7 +205,9 @@ int dequantize_int8(const int8_t* q, const float* scales, int64_t outer, int64_t
   const int64_t n = outer * channels * inner;
   if (n <= 0) return 0;
   const int threads = 256;
-  dequant_kernel<<<grid_for(n, threads), threads, 0, static_cast<cudaStream_t>(stream_ptr)>>>(q, scales, n, channels, inner, out);
+  auto* kernel = &dequant_kernel;
+  PFC_LAUNCH(kernel, dim3(grid_for(n, threads)), dim3(threads), static_cast<cudaStream_t>(stream_ptr), q, scales, n,
+             channels, inner, out);
   return cudaGetLastError();
 }
 

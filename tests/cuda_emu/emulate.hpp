@@ -16,6 +16,7 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -108,6 +109,14 @@ inline int __syncthreads_or(int pred) {
 }
 
 inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
+inline unsigned atomicOr(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_or(v); }
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+  std::atomic_ref<unsigned> a(*p);
+  unsigned old = a.load();
+  while (old < v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
 
 template <class T>
 T __ldg(const T* p) {
@@ -133,6 +142,12 @@ inline float __uint_as_float(unsigned v) {
   std::memcpy(&f, &v, sizeof f);
   return f;
 }
+inline unsigned __float_as_uint(float v) {
+  unsigned u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+inline int __float2int_rn(float v) { return static_cast<int>(std::nearbyint(v)); }  // default mode: to nearest even
 inline float __int_as_float(int v) {
   float f;
   std::memcpy(&f, &v, sizeof f);
@@ -151,6 +166,25 @@ extern "C" inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t
   return cudaSuccess;
 }
 extern "C" inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+extern "C" inline cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t) {
+  *p = std::malloc(size ? size : 1);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+extern "C" inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  return cudaSuccess;
+}
+// Device queries: the emulation is no device.
+extern "C" inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+extern "C" inline cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 0;
+  return cudaErrorNoDevice;
+}
+extern "C" inline const char* cudaGetErrorString(cudaError_t) { return "CPU emulation of the device"; }
+extern "C" inline cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp*, int) { return cudaErrorNoDevice; }
 
 namespace pfc_emu {
 

@@ -1,5 +1,6 @@
-"""The CUDA linear kernels on the CPU (kernels/cuda/linear_small.cu: small-M W8A8 and FP16/BF16
-layers; kernels/cuda/quant_linear.cu: per-token activation quantization and its inverse): the same source, built by
+"""The quantization CUDA kernels on the CPU (kernels/cuda/linear_small.cu: small-M W8A8 and
+FP16/BF16 layers; kernels/cuda/quant_linear.cu: per-token activation quantization and its
+inverse; kernels/cuda/quant.cu: the pilot per-tensor/per-channel quantize op): the same source, built by
 the host compiler against the device emulation in tests/cuda_emu/ (threads of a block as
 std::threads, warp shuffles, block barriers, dp4a), driven through its C++ launcher and checked
 against the numpy oracle: exact activation codes, scales and zero points (W8A8), activations
@@ -52,6 +53,7 @@ def emu(tmp_path_factory):
     cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
            f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{ROOT / 'tests' / 'cuda_emu'}", f"-isystem{inc}",
            str(ROOT / "tests" / "cuda_emu" / "linear_small_emu.cpp"), str(ROOT / "tests" / "cuda_emu" / "quant_linear_emu.cpp"),
+           str(ROOT / "tests" / "cuda_emu" / "quant_emu.cpp"),
            "-o", str(out), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -66,6 +68,10 @@ def emu(tmp_path_factory):
     lib.emu_quantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, i32, ptr, ptr]
     lib.emu_dequantize_rows_u8.restype = i32
     lib.emu_dequantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
+    lib.emu_quantize_int8.restype = i32
+    lib.emu_quantize_int8.argtypes = [ptr, i32, i64, i64, i64, i64, i64, i64, ptr, ptr, ptr]
+    lib.emu_dequantize_int8.restype = i32
+    lib.emu_dequantize_int8.argtypes = [ptr, ptr, i64, i64, i64, ptr]
     lib.emu_half_small_workspace.restype = ctypes.c_int64
     lib.emu_half_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
     lib.emu_linear_half_small.restype = i32
@@ -265,3 +271,69 @@ def test_emulated_activation_quantization_exact(emu, m, k, extra, sym, nan, seed
     assert emu.emu_dequantize_rows_u8(q.ctypes.data, m, k, ldq, s.ctypes.data, z.ctypes.data, out.ctypes.data) == 0
     exp = (q[:m, :k].astype(np.int32) - z[:m, None]).astype(np.float32) * s[:m, None]
     np.testing.assert_array_equal(out, exp)
+
+
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), data=st.data(), half=st.booleans(),
+       transpose=st.booleans(), bad=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_emulated_pilot_quantize_exact(emu, shape, data, half, transpose, bad, seed):
+    """The pilot quantize op's CUDA launcher (per-tensor or per-channel along any axis; the
+    column-amax kernel when channels are the contiguous last axis, the strided one otherwise;
+    float32 and float16, transposed views): scales and codes bit for bit the oracle's, NaN/inf
+    reported; dequantize_int8 exactly q * scale."""
+    from pyperfcore._arrays import numpy_view3
+
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.one_of(st.none(), st.integers(0, len(shape) - 1)))
+    x = (rng.standard_normal(shape) * rng.uniform(0.01, 50)).astype(np.float16 if half else np.float32)
+    if transpose and x.ndim > 1:
+        x = x.T
+        axis = None if axis is None else x.ndim - 1 - axis
+    if bad:
+        x.reshape(-1)[rng.integers(x.size)] = np.inf  # (x.T is a view: the write lands in it)
+    x3 = numpy_view3(x, axis)
+    o, c, i = x3.shape
+    so, sc, si = (st_ // x3.itemsize for st_ in x3.strides)
+    q = np.zeros((o, c, i), np.int8)
+    scales = np.zeros(c, np.float32)
+    nonfinite = ctypes.c_int(-1)
+    rc = emu.emu_quantize_int8(x3.ctypes.data, int(half), o, c, i, so, sc, si, q.ctypes.data, scales.ctypes.data,
+                               ctypes.byref(nonfinite))
+    assert rc == 0
+    assert nonfinite.value == int(not np.isfinite(x.astype(np.float32)).all())
+    if nonfinite.value:
+        return
+    eq, es = ref.quantize_int8(x, axis)
+    np.testing.assert_array_equal(scales, np.asarray(es, np.float32).reshape(-1))
+    eq_l = np.empty_like(x, dtype=np.int8)  # the oracle's codes in x's memory layout, seen as x3 is
+    eq_l[...] = eq
+    np.testing.assert_array_equal(q, numpy_view3(eq_l, axis))
+    out = np.full((o, c, i), np.nan, np.float32)
+    assert emu.emu_dequantize_int8(q.ctypes.data, scales.ctypes.data, o, c, i, out.ctypes.data) == 0
+    np.testing.assert_array_equal(out, q.astype(np.float32) * scales[None, :, None])
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 5000), 0), ((3, 300), 0), ((200, 260), 1), ((40, 7, 30), 1), ((700,), None)])
+def test_emulated_pilot_quantize_large_channels(emu, shape, axis, rng):
+    """Channels long enough that every warp of a block, and several blocks per channel, hold
+    values (the block-level max reductions and the cross-block atomicMax); the largest value of
+    each channel placed at a random position."""
+    from pyperfcore._arrays import numpy_view3
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    idx = [tuple(int(rng.integers(d)) for d in shape) for _ in range(5)]
+    for j in idx:
+        x[j] = 1000.0 + rng.uniform()
+    x3 = numpy_view3(x, axis)
+    o, c, i = x3.shape
+    q = np.zeros((o, c, i), np.int8)
+    scales = np.zeros(c, np.float32)
+    nf = ctypes.c_int(-1)
+    assert emu.emu_quantize_int8(x3.ctypes.data, 0, o, c, i, *(s_ // 4 for s_ in x3.strides), q.ctypes.data,
+                                 scales.ctypes.data, ctypes.byref(nf)) == 0
+    assert nf.value == 0
+    eq, es = ref.quantize_int8(x, axis)
+    np.testing.assert_array_equal(scales, np.asarray(es, np.float32).reshape(-1))
+    eq_l = np.empty_like(x, dtype=np.int8)
+    eq_l[...] = eq
+    np.testing.assert_array_equal(q, numpy_view3(eq_l, axis))
