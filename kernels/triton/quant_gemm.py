@@ -687,9 +687,10 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     elif path not in _PATHS:
         raise ValueError(f"path must be None, 'fused', 'two_pass' or 'cuda', got {path!r}")
     if path == "cuda":
-        if _cuda_small(x, qweight, None, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric):
+        flags = _cuda_small(x, qweight, None, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
+        if flags is not None:
             if check_finite:
-                _raise_if_flagged(_small_flags(m), x)
+                _raise_if_flagged(flags, x)
             return y
         path = "fused"  # operand layouts the CUDA kernel does not take (checked in _cuda_small)
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
@@ -759,19 +760,12 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     return y
 
 
-_SCRATCH_SMALL: list = [None]  # the last small-M call's [scratch entry..., flag offset (int32 units)]
-
-
-def _small_flags(m: int) -> torch.Tensor:
-    sb = _SCRATCH_SMALL[0]
-    return sb[0][sb[4]:sb[4] + m]
-
-
-def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False) -> bool:
+def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False):
     """The CUDA C++ small-M kernels (two launches from one C++ call, no synchronization): W8A8 with
-    ``qweight`` (int8) or FP16/BF16 with ``weight``. False (nothing launched) when an operand is
-    not in the layout they take: weight rows with unit column stride, contiguous float32 scales /
-    int32 column sums / float32 bias."""
+    ``qweight`` (int8) or FP16/BF16 with ``weight``. Returns this call's per-row NaN flags (an
+    int32 [m] view of its workspace, read only after the launches in stream order), or None
+    (nothing launched) when an operand is not in the layout they take: weight rows with unit
+    column stride, contiguous float32 scales / int32 column sums / float32 bias."""
     if not x.is_cuda:
         raise ValueError("path='cuda' needs CUDA tensors")
     if not _CUDA_MOD:
@@ -787,7 +781,7 @@ def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, ac
     if ((k > 1 and w.stride(1) != 1) or (bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()))
             or (weight is None and (w.dtype != torch.int8 or wscale.dtype != torch.float32 or not wscale.is_contiguous()
                                     or colsum.dtype != torch.int32 or not colsum.is_contiguous()))):
-        return False
+        return None
     dev = x.get_device()
     if torch._C._cuda_getDevice() != dev:  # the launches go to the current device: make it x's
         with torch.cuda.device(dev):
@@ -804,9 +798,8 @@ def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, ac
                              bool(symmetric), sb[2], sb[1], stream)
     else:
         cu.linear_half_small(*xa, w.data_ptr(), _CUDA_DT[w.dtype], n, max(w.stride(0), 1), *tail, sb[2], sb[1], stream)
-    # the per-row NaN flags sit at the end of the workspace (int32 [m])
-    _SCRATCH_SMALL[0] = [*sb, (nbytes - _a16(4 * m)) // 4]
-    return True
+    off = (nbytes - _a16(4 * m)) // 4  # the per-row NaN flags end the workspace (int32 [m])
+    return sb[0][off:off + m]
 
 
 def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None,
@@ -846,7 +839,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
         path = "cuda" if SMALL_M_PATH == "cuda" and m <= FUSED_MAX_M and x.is_cuda else "triton"
     elif path not in ("triton", "cuda"):
         raise ValueError(f"path must be None, 'triton' or 'cuda', got {path!r}")
-    if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act):
+    if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act) is not None:
         return y  # (a NaN row is NaN; check_finite raised above)
     s_wn, s_wk = weight.stride()
     args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, s_wn, s_rm, n)
