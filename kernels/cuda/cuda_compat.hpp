@@ -7,7 +7,7 @@
 #pragma once
 #if defined(PYPERFCORE_CUDA_EMULATE)
 #include "emulate.hpp"
-#define PFC_LAUNCH(kernel, grid, block, stream, ...) ::pfc_emu::launch(kernel, grid, block, __VA_ARGS__)
+#define PFC_LAUNCH(kernel, grid, block, stream, ...) ((void)(stream), ::pfc_emu::launch(kernel, grid, block, __VA_ARGS__))
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

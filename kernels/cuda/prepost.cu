@@ -1,12 +1,9 @@
 // CUDA kernels of the fused pre/post-processing ops. Arithmetic follows the CPU backend: the
 // same float32 tap weights summed horizontally then vertically, (x - mean) * inv_std, IEEE
 // division and round-half-to-even for int8 / uint8 outputs.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cmath>
 
+#include "cuda_compat.hpp"
 #include "prepost_cuda.hpp"
 
 namespace pyperfcore {
@@ -193,10 +190,8 @@ cudaError_t launch_flat(const PrepostImageArgs& a, cudaStream_t s) {
   const uintptr_t xp = reinterpret_cast<uintptr_t>(a.x), op = reinterpret_cast<uintptr_t>(a.out);
   const int aligned = xp % 16 == 0 && a.xs_n % 16 == 0 && op % (4 * sizeof(O)) == 0 && a.os_n % 4 == 0 && a.os_c % 4 == 0;
   dim3 grid(static_cast<unsigned>((hw + kFlatPix - 1) / kFlatPix), static_cast<unsigned>(a.n));
-  if (a.c == 3)
-    normalize_flat_kernel<KIND, 3><<<grid, kFlatThreads, 0, s>>>(a, hw, aligned);
-  else
-    normalize_flat_kernel<KIND, 1><<<grid, kFlatThreads, 0, s>>>(a, hw, aligned);
+  auto* kernel = a.c == 3 ? &normalize_flat_kernel<KIND, 3> : &normalize_flat_kernel<KIND, 1>;
+  PFC_LAUNCH(kernel, grid, dim3(kFlatThreads), s, a, hw, aligned);
   return cudaGetLastError();
 }
 
@@ -206,14 +201,11 @@ cudaError_t launch_preprocess(const PrepostImageArgs& a, cudaStream_t s) {
   const int threads = 128;
   dim3 grid(static_cast<unsigned>((a.ow + threads - 1) / threads), static_cast<unsigned>(a.oh), static_cast<unsigned>(a.n));
   const bool two = a.tx == 2 && a.ty == 2;
-  if (a.ys != nullptr && a.c == 3 && two)
-    resize_kernel<KIND, 3, 2><<<grid, threads, 0, s>>>(a);
-  else if (a.ys != nullptr && a.c == 3)
-    resize_kernel<KIND, 3, 0><<<grid, threads, 0, s>>>(a);
-  else if (a.ys != nullptr)
-    resize_kernel<KIND, 1, 0><<<grid, threads, 0, s>>>(a);
-  else
-    preprocess_kernel<KIND, false><<<grid, threads, 0, s>>>(a);
+  auto* kernel = a.ys != nullptr && a.c == 3 && two ? &resize_kernel<KIND, 3, 2>
+                 : a.ys != nullptr && a.c == 3      ? &resize_kernel<KIND, 3, 0>
+                 : a.ys != nullptr                  ? &resize_kernel<KIND, 1, 0>
+                                                    : &preprocess_kernel<KIND, false>;
+  PFC_LAUNCH(kernel, grid, dim3(threads), s, a);
   return cudaGetLastError();
 }
 
@@ -501,21 +493,14 @@ template <class T>
 cudaError_t launch_topk(const T* x, int64_t rows, int64_t cols, int64_t row_stride, const float* scales, int64_t n_scales,
                         int64_t k, int softmax, float* values, int64_t* indices, int32_t* bad, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>(rows);
-#define PPC_TOPK_SMALL(KK) \
-  topk_small_kernel<T, KK><<<grid, kTopkThreads, 0, s>>>(x, cols, row_stride, scales, n_scales, k, softmax, values, indices, bad)
-  if (cols >= 2147483647LL || k > 16)
-    topk_kernel<T><<<grid, kTopkThreads, 0, s>>>(x, cols, row_stride, scales, n_scales, k, softmax, values, indices, bad);
-  else if (k <= 1)
-    PPC_TOPK_SMALL(1);
-  else if (k <= 2)
-    PPC_TOPK_SMALL(2);
-  else if (k <= 4)
-    PPC_TOPK_SMALL(4);
-  else if (k <= 8)
-    PPC_TOPK_SMALL(8);
-  else
-    PPC_TOPK_SMALL(16);
-#undef PPC_TOPK_SMALL
+  auto* kernel = cols >= 2147483647LL || k > 16 ? &topk_kernel<T>
+                 : k <= 1                        ? &topk_small_kernel<T, 1>
+                 : k <= 2                        ? &topk_small_kernel<T, 2>
+                 : k <= 4                        ? &topk_small_kernel<T, 4>
+                 : k <= 8                        ? &topk_small_kernel<T, 8>
+                                                 : &topk_small_kernel<T, 16>;
+  PFC_LAUNCH(kernel, dim3(grid), dim3(kTopkThreads), s, x, cols, row_stride, scales, n_scales, k, softmax, values, indices,
+             bad);
   return cudaGetLastError();
 }
 

@@ -2,10 +2,9 @@
 // bitmask then a one-warp sequential pass) and embedding L2-normalization / INT8 compression
 // (the CPU backend's float32 operation order, so results agree bit for bit). Explicit _rn
 // intrinsics keep nvcc from contracting multiply-adds.
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
+#include "cuda_compat.hpp"
 #include "prepost_cuda.hpp"
 
 namespace pyperfcore {
@@ -285,11 +284,14 @@ int prepost_nms(const float* boxes, const float* scores, const int64_t* classes,
   if (e != cudaSuccess) return e;
   auto* m = reinterpret_cast<unsigned long long*>(mask);
   auto* rm = reinterpret_cast<unsigned long long*>(removed);
-  nms_mask_kernel<<<dim3(static_cast<unsigned>(cb), static_cast<unsigned>(cb)), kNmsBlock, 0, s>>>(
-      boxes, scores, classes, n, cb, iou_threshold, m, rm + cb);
+  auto* mask_kernel = &nms_mask_kernel;
+  PFC_LAUNCH(mask_kernel, dim3(static_cast<unsigned>(cb), static_cast<unsigned>(cb)), dim3(kNmsBlock), s, boxes, scores,
+             classes, n, cb, iou_threshold, m, rm + cb);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  nms_reduce_kernel<<<1, 32, 0, s>>>(m, class_end, n, cb, rm, keep, count);
+  auto* reduce_kernel = &nms_reduce_kernel;
+  PFC_LAUNCH(reduce_kernel, dim3(1), dim3(32), s, static_cast<const unsigned long long*>(m), class_end, n, cb, rm, keep,
+             count);
   return cudaGetLastError();
 }
 
@@ -301,18 +303,16 @@ int prepost_embed(const float* x, int64_t rows, int64_t dim, int64_t row_stride,
   if (blocks > 2147483647LL) return cudaErrorInvalidConfiguration;
   const unsigned g = static_cast<unsigned>(blocks);
   const int d = static_cast<int>(dim < 2048 ? dim : 2048);
-#define PPC_EMBED_REG(KK) embed_reg_kernel<KK><<<g, kEmbedThreads, 0, s>>>(x, rows, d, row_stride, eps, normalize, out, q, scales, bad)
-  if (dim <= 128)
-    PPC_EMBED_REG(4);
-  else if (dim <= 256)
-    PPC_EMBED_REG(8);
-  else if (dim <= 512)
-    PPC_EMBED_REG(16);
-  else if (dim <= 1024)
-    PPC_EMBED_REG(32);
-  else
-    embed_kernel<<<g, kEmbedThreads, 0, s>>>(x, rows, dim, row_stride, eps, normalize, out, q, scales, bad);
-#undef PPC_EMBED_REG
+  if (dim > 1024) {
+    auto* kernel = &embed_kernel;
+    PFC_LAUNCH(kernel, dim3(g), dim3(kEmbedThreads), s, x, rows, dim, row_stride, eps, normalize, out, q, scales, bad);
+  } else {
+    auto* kernel = dim <= 128   ? &embed_reg_kernel<4>
+                   : dim <= 256 ? &embed_reg_kernel<8>
+                   : dim <= 512 ? &embed_reg_kernel<16>
+                                : &embed_reg_kernel<32>;
+    PFC_LAUNCH(kernel, dim3(g), dim3(kEmbedThreads), s, x, rows, d, row_stride, eps, normalize, out, q, scales, bad);
+  }
   return cudaGetLastError();
 }
 

@@ -95,6 +95,25 @@ template <class T>
 T __shfl_down_sync(unsigned, T v, int delta) {
   return pfc_emu::shuffle_from(v, pfc_emu::tl_thread % 32 + delta);
 }
+template <class T>
+T __shfl_sync(unsigned, T v, int src) {
+  return pfc_emu::shuffle_from(v, src & 31);
+}
+inline int __any_sync(unsigned, int pred) {
+  // every lane's predicate through the exchange, then OR (same barriers as a shuffle)
+  pfc_emu::Block& b = *pfc_emu::tl_block;
+  const int t = pfc_emu::tl_thread, w = t / 32;
+  const int width = std::min(32, b.nthreads - 32 * w);
+  b.xchg[static_cast<size_t>(t)] = pred != 0;
+  b.warp_bars[static_cast<size_t>(w)]->arrive_and_wait();
+  int any = 0;
+  for (int l = 0; l < width; ++l) any |= static_cast<int>(b.xchg[static_cast<size_t>(32 * w + l)]);
+  b.warp_bars[static_cast<size_t>(w)]->arrive_and_wait();
+  return any;
+}
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  pfc_emu::tl_block->warp_bars[static_cast<size_t>(pfc_emu::tl_thread / 32)]->arrive_and_wait();
+}
 
 inline void __syncthreads() { pfc_emu::tl_block->block_bar.arrive_and_wait(); }
 inline int __syncthreads_or(int pred) {
@@ -110,6 +129,9 @@ inline int __syncthreads_or(int pred) {
 
 inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
 inline unsigned atomicOr(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_or(v); }
+inline unsigned long long atomicOr(unsigned long long* p, unsigned long long v) {
+  return std::atomic_ref<unsigned long long>(*p).fetch_or(v);
+}
 inline unsigned atomicMax(unsigned* p, unsigned v) {
   std::atomic_ref<unsigned> a(*p);
   unsigned old = a.load();
@@ -147,6 +169,13 @@ inline unsigned __float_as_uint(float v) {
   std::memcpy(&u, &v, sizeof u);
   return u;
 }
+inline int __float_as_int(float v) {
+  int u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+inline float __fsqrt_rn(float v) { return std::sqrt(v); }
+inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
 inline int __float2int_rn(float v) { return static_cast<int>(std::nearbyint(v)); }  // default mode: to nearest even
 inline float __int_as_float(int v) {
   float f;

@@ -10,11 +10,6 @@ kernel itself is checked by tests/quant/test_linear_cuda.py; this runs everywher
 from __future__ import annotations
 
 import ctypes
-import glob
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,57 +21,17 @@ from tests import reference as ref
 
 torch = pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parents[2]
 _DT = {"float32": (torch.float32, 0), "float16": (torch.float16, 1), "bfloat16": (torch.bfloat16, 2)}
 _ACT = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 
 
-def _cuda_include() -> str | None:
-    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        cands.append(str(Path(os.path.realpath(nvcc)).parents[1]))
-    cands += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
-    for c in cands:
-        if c and (Path(c) / "include" / "cuda_fp16.h").is_file() and (Path(c) / "include" / "cuda_runtime.h").is_file():
-            return str(Path(c) / "include")
-    return None
-
-
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    inc = _cuda_include()
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    if inc is None or cxx is None:
-        pytest.skip(f"needs the CUDA toolkit's headers and a C++20 compiler (include: {inc}, compiler: {cxx})")
-    out = tmp_path_factory.mktemp("emu") / "liblinear_small_emu.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
-           f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{ROOT / 'tests' / 'cuda_emu'}", f"-isystem{inc}",
-           str(ROOT / "tests" / "cuda_emu" / "linear_small_emu.cpp"), str(ROOT / "tests" / "cuda_emu" / "quant_linear_emu.cpp"),
-           str(ROOT / "tests" / "cuda_emu" / "quant_emu.cpp"),
-           "-o", str(out), "-lpthread"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-4000:]
-    lib = ctypes.CDLL(str(out))
-    lib.emu_w8a8_small_workspace.restype = ctypes.c_int64
-    lib.emu_w8a8_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
-    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.emu_linear_w8a8_small.restype = i32
-    lib.emu_linear_w8a8_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, i32, i64, ptr,
-                                          i32, i64, i32, i32, ptr, i64]
-    lib.emu_quantize_rows_u8.restype = i32
-    lib.emu_quantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, i32, ptr, ptr]
-    lib.emu_dequantize_rows_u8.restype = i32
-    lib.emu_dequantize_rows_u8.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
-    lib.emu_quantize_int8.restype = i32
-    lib.emu_quantize_int8.argtypes = [ptr, i32, i64, i64, i64, i64, i64, i64, ptr, ptr, ptr]
-    lib.emu_dequantize_int8.restype = i32
-    lib.emu_dequantize_int8.argtypes = [ptr, ptr, i64, i64, i64, ptr]
-    lib.emu_half_small_workspace.restype = ctypes.c_int64
-    lib.emu_half_small_workspace.argtypes = [ctypes.c_int64, ctypes.c_int64]
-    lib.emu_linear_half_small.restype = i32
-    lib.emu_linear_half_small.argtypes = [ptr, i32, i64, i64, i64, ptr, i32, i64, i64, ptr, ptr, i32, i64, ptr, i32, i64,
-                                          i32, ptr, i64]
+def emu():
+    from tests.cuda_emu import library
+
+    lib = library()
+    if isinstance(lib, str):
+        pytest.skip(lib)
     return lib
 
 
