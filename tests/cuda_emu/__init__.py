@@ -31,23 +31,31 @@ def cuda_include() -> str | None:
     return None
 
 
-def library():
-    """The emulated kernels as a ctypes.CDLL with argument types set; a string saying why not
-    (no CUDA headers or no C++ compiler) when it cannot be built here."""
-    if _LIB:
-        return _LIB[0]
+def build(sources):
+    """``sources`` (C++ files including .cu files under PYPERFCORE_CUDA_EMULATE) as a ctypes.CDLL;
+    a string saying why not (no CUDA headers or no C++ compiler) when it cannot be built here."""
     inc = cuda_include()
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if inc is None or cxx is None:
         return f"needs the CUDA toolkit's headers and a C++20 compiler (include: {inc}, compiler: {cxx})"
     out = Path(tempfile.mkdtemp(prefix="pyperfcore-cuda-emu-")) / "libcuda_emu.so"
     cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
-           f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{HERE}", f"-isystem{inc}", *(str(HERE / s) for s in SOURCES),
+           f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{HERE}", f"-isystem{inc}", *(str(s) for s in sources),
            "-o", str(out), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError("building the emulated CUDA kernels failed:\n" + res.stderr[-4000:])
-    lib = ctypes.CDLL(str(out))
+    return ctypes.CDLL(str(out))
+
+
+def library():
+    """The project's emulated kernels (SOURCES) as a ctypes.CDLL with argument types set, built
+    once per process; a string saying why not when it cannot be built here."""
+    if _LIB:
+        return _LIB[0]
+    lib = build([HERE / s for s in SOURCES])
+    if isinstance(lib, str):
+        return lib
     i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     sig = {
         "emu_w8a8_small_workspace": (i64, [i64, i64]),

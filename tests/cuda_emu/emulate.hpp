@@ -5,6 +5,10 @@
 // __shared__ variables are function statics (blocks run one after another). Threads that return
 // drop out of their barriers, so a warp may leave early as a whole, as on the device. Only what
 // the kernels use is here; an unsupported feature fails to compile rather than run wrongly.
+// A barrier that waits longer than PFC_EMU_TIMEOUT_S seconds (default 20: a kernel whose lanes
+// do not all reach a shuffle or barrier, which is undefined on the device) breaks the launch: all
+// its waits return, and the next cudaGetLastError() reports cudaErrorLaunchTimeout, so a broken
+// kernel fails its test instead of hanging it.
 // Build with -std=c++20 -ffp-contract=off (the _rn intrinsics are plain IEEE operations then).
 #pragma once
 #include <cuda_bf16.h>
@@ -13,8 +17,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -39,13 +45,62 @@
 
 namespace pfc_emu {
 
+inline std::atomic<bool> g_broken{false};       // this launch timed out in a barrier
+inline std::atomic<int> g_pending_error{0};     // what the next cudaGetLastError() returns
+
+inline std::atomic<int> g_timeout_s{20};  // read from the environment at each launch
+
+inline int timeout_s_from_env() {
+  const char* v = std::getenv("PFC_EMU_TIMEOUT_S");
+  const int t = v ? std::atoi(v) : 0;
+  return t > 0 ? t : 20;
+}
+
+// std::barrier's arrive_and_wait / arrive_and_drop, with a time limit that breaks the launch.
+class Barrier {
+ public:
+  explicit Barrier(int n) : expected_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lk(m_);
+    if (g_broken.load()) return;
+    const uint64_t gen = gen_;
+    if (++arrived_ == expected_) {
+      arrived_ = 0;
+      ++gen_;
+      lk.unlock();  // (the woken threads need the lock)
+      cv_.notify_all();
+      return;
+    }
+    if (!cv_.wait_for(lk, std::chrono::seconds(g_timeout_s.load()), [&] { return gen_ != gen || g_broken.load(); })) {
+      g_broken.store(true);
+      cv_.notify_all();
+    }
+  }
+  void arrive_and_drop() {
+    std::lock_guard<std::mutex> lk(m_);
+    --expected_;
+    if (expected_ > 0 && arrived_ == expected_) {
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+    }
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int expected_;
+  int arrived_ = 0;
+  uint64_t gen_ = 0;
+};
+
 struct Block {
   explicit Block(int n) : nthreads(n), block_bar(n), xchg(static_cast<size_t>(n)) {
-    for (int w = 0; w * 32 < n; ++w) warp_bars.emplace_back(std::make_unique<std::barrier<>>(std::min(32, n - 32 * w)));
+    for (int w = 0; w * 32 < n; ++w) warp_bars.emplace_back(std::make_unique<Barrier>(std::min(32, n - 32 * w)));
   }
   int nthreads;
-  std::barrier<> block_bar;
-  std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+  Barrier block_bar;
+  std::vector<std::unique_ptr<Barrier>> warp_bars;
   std::vector<uint64_t> xchg;
   std::atomic<int> orv{0};
 };
@@ -184,7 +239,9 @@ inline float __int_as_float(int v) {
 }
 
 // The runtime calls the launchers make, on host memory (streams are in order; nothing to wait for).
-extern "C" inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+extern "C" inline cudaError_t cudaGetLastError(void) {
+  return static_cast<cudaError_t>(pfc_emu::g_pending_error.exchange(0));
+}
 extern "C" inline cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
   std::memset(p, value, count);
   return cudaSuccess;
@@ -220,9 +277,11 @@ namespace pfc_emu {
 template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
   const int n = static_cast<int>(block.x * block.y * block.z);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
+  g_broken.store(false);
+  g_timeout_s.store(timeout_s_from_env());
+  for (unsigned bz = 0; bz < grid.z && !g_broken.load(); ++bz)
+    for (unsigned by = 0; by < grid.y && !g_broken.load(); ++by)
+      for (unsigned bx = 0; bx < grid.x && !g_broken.load(); ++bx) {
         Block blk(n);
         std::vector<std::thread> threads;
         threads.reserve(static_cast<size_t>(n));
@@ -241,6 +300,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
           });
         for (auto& th : threads) th.join();
       }
+  if (g_broken.load()) g_pending_error.store(static_cast<int>(cudaErrorLaunchTimeout));
 }
 
 }  // namespace pfc_emu

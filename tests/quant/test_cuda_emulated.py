@@ -292,3 +292,23 @@ def test_emulated_pilot_quantize_large_channels(emu, shape, axis, rng):
     eq_l = np.empty_like(x, dtype=np.int8)
     eq_l[...] = eq
     np.testing.assert_array_equal(q, numpy_view3(eq_l, axis))
+
+
+def test_emulator_fails_a_deadlocked_launch_instead_of_hanging(monkeypatch):
+    """Lanes that never meet (half a warp in a shuffle, the other half at a block barrier) make
+    the emulated launch time out and report cudaErrorLaunchTimeout; a correct kernel after it
+    runs normally (the shuffle's values checked)."""
+    import time
+
+    from tests.cuda_emu import HERE, build
+
+    lib = build([HERE / "deadlock_emu.cpp"])
+    if isinstance(lib, str):
+        pytest.skip(lib)
+    monkeypatch.setenv("PFC_EMU_TIMEOUT_S", "1")
+    out = np.zeros(32, np.int32)
+    t0 = time.monotonic()
+    assert lib.emu_launch(1, ctypes.c_void_p(out.ctypes.data)) == 702  # cudaErrorLaunchTimeout
+    assert time.monotonic() - t0 < 15
+    assert lib.emu_launch(0, ctypes.c_void_p(out.ctypes.data)) == 0
+    np.testing.assert_array_equal(out, np.arange(32) ^ 1)
