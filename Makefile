@@ -12,7 +12,7 @@ BUILD_DIR ?= build/dev
 TORCH ?= torch==2.13.0
 TRITON ?= triton==3.7.1
 
-.PHONY: venv dev test demo bench wheel wheel-check cuda-build cpp-example stubs stubs-check device-check clean
+.PHONY: venv dev test demo bench wheel wheel-check cuda-build cpp-example stubs stubs-check device-check emu-asan clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ stubs-check: dev
 
 device-check:
 	bash benchmarks/device_check.sh
+
+# The CUDA kernels under the CPU emulation (tests/cuda_emu) built with AddressSanitizer: every
+# load and store of every kernel bounds-checked (about 3 minutes; not part of `make test`).
+emu-asan: dev
+	PFC_EMU_SANITIZE=address ASAN_OPTIONS=detect_leaks=0 \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so.6)" \
+	$(PY) -m pytest tests/quant/test_cuda_emulated.py tests/prepost/test_cuda_emulated.py -q -p no:cacheprovider
 
 clean:
 	rm -rf build dist wheelhouse $(VENV) pyperfcore-demo

@@ -39,7 +39,11 @@ def build(sources):
     if inc is None or cxx is None:
         return f"needs the CUDA toolkit's headers and a C++20 compiler (include: {inc}, compiler: {cxx})"
     out = Path(tempfile.mkdtemp(prefix="pyperfcore-cuda-emu-")) / "libcuda_emu.so"
+    # PFC_EMU_SANITIZE=address (run python with LD_PRELOAD=$(gcc -print-file-name=libasan.so) and
+    # ASAN_OPTIONS=detect_leaks=0): every load and store of the kernels bounds-checked
+    san = os.environ.get("PFC_EMU_SANITIZE")
     cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Werror",
+           *([f"-fsanitize={san}", "-fno-omit-frame-pointer"] if san else []),
            f"-I{ROOT / 'kernels' / 'cuda'}", f"-I{HERE}", f"-isystem{inc}", *(str(s) for s in sources),
            "-o", str(out), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
