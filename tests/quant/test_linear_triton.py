@@ -668,6 +668,12 @@ def test_cuda_path_needs_cuda_tensors(rng):
         pytest.skip("this checks the CPU-tensor refusal")
     with pytest.raises(ValueError, match="CUDA tensors"):
         qg.linear_w8a8(x, *args, path="cuda")
+    w16 = torch.from_numpy(rng.standard_normal((6, 8)).astype(np.float32)).half()
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        qg.linear_half(x, w16, path="cuda")
+    with pytest.raises(ValueError, match="path must be"):
+        qg.linear_half(x, w16, path="fused")
+    assert qg.linear_half(x[:0], w16, path="cuda").shape == (0, 6)  # empty: nothing to launch
     prev, qg.SMALL_M_PATH = qg.SMALL_M_PATH, "cuda"
     try:
         y = qg.linear_w8a8(x, *args)
