@@ -46,6 +46,12 @@ FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 r
 # default moves to "cuda" only once a device check has shown it faster (not yet measured: see
 # docs/quant.md).
 SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "triton")
+# FP16/BF16 weights with x already of the weight's type, M >= TMA_MIN_M, on Hopper or later: a
+# persistent kernel fed by TMA (_half_tma_kernel). "auto" (default): with autotuning on, the first
+# call of a shape times its tuned configs against the pointer kernel's tuned winner and keeps the
+# faster; with autotuning off, the pointer kernel. "1": always where it applies, "0": never.
+HALF_TMA = os.environ.get("PYPERFCORE_HALF_TMA", "auto")
+TMA_MIN_M = int(os.environ.get("PYPERFCORE_HALF_TMA_MIN_M", "128"))
 _PATHS = ("fused", "two_pass", "cuda")
 _CUDA_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _CUDA_MOD: list = []
@@ -187,9 +193,21 @@ def _half_configs():
             _cfg(64, 256, 64, 8, 4, GROUP_M=8), _cfg(256, 128, 64, 8, 3, GROUP_M=8)]
 
 
+def _half_tma_configs():
+    # The persistent TMA kernel (Hopper and later, M >= TMA_MIN_M): shared memory per stage is
+    # (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes, at most 4 stages of 48 KiB within the H100's 227 KiB.
+    if _INTERPRET:
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2)]
+    return [_cfg(128, 256, 64, 8, 3, GROUP_M=8), _cfg(128, 256, 64, 8, 4, GROUP_M=8),
+            _cfg(256, 128, 64, 8, 3, GROUP_M=8), _cfg(128, 128, 64, 8, 4, GROUP_M=8),
+            _cfg(128, 128, 128, 8, 3, GROUP_M=8), _cfg(128, 64, 128, 4, 4, GROUP_M=8),
+            _cfg(64, 128, 128, 4, 4, GROUP_M=8), _cfg(64, 64, 128, 4, 4, GROUP_M=8)]
+
+
 # More configs the interpreter tests run explicitly (the autotuned lists above hold one there).
 INTERPRETER_EXTRA = {"fused": [_cfg(16, 32, 32, 4, 1, SPLIT_K=1), _cfg(16, 64, 64, 4, 1, SPLIT_K=2)],
-                     "w8a8": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)], "half": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)]}
+                     "w8a8": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)], "half": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)],
+                     "half_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1), _cfg(16, 64, 16, 4, 1, GROUP_M=8)]}
 
 
 def _prune_by_m(configs, named_args, **_):
@@ -314,17 +332,17 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
 
 
 @triton.jit
-def _swizzle(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+def _tile_mn(tile, num_m, num_n, GROUP_M: tl.constexpr):
     # GROUP_M row-tiles share each column band of the weight while it is in L2.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
     per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
+    first_m = (tile // per_group) * GROUP_M
     gsz = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % gsz
-    pid_n = (pid % per_group) // gsz
-    return pid_m, pid_n
+    return first_m + (tile % per_group) % gsz, (tile % per_group) // gsz
+
+
+@triton.jit
+def _swizzle(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    return _tile_mn(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
 
 @triton.autotune(configs=_gemm_configs(), **_TUNE)
@@ -394,6 +412,36 @@ def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_w
     # fp32 sum here: |x| <= 65504 for fp16, and bf16-range x would need K * |x * w| > 3.4e38.)
     _epilogue_store(acc, ~(tl.abs(acc) <= _FLT_MAX), rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
                     HAS_BIAS, ACT, HAS_RES)
+
+
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _half_tma_kernel(x_desc, w_desc, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_rm, s_ym,
+                     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, DOT_F32: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                     NUM_PROGS: tl.constexpr):
+    """_half_kernel's math for x already of the weight's type, as a persistent kernel: NUM_PROGS
+    programs (one per SM) walk the output tiles in GROUP_M order; the x and weight tiles arrive
+    by TMA (tensor descriptors, block [BLOCK_M, BLOCK_K] and [BLOCK_N, BLOCK_K]; rows and columns
+    past the edges read as zeros, so a ragged K adds nothing), the epilogue is the same."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGS):
+        pid_m, pid_n = _tile_mn(tile, num_m, num_n, GROUP_M)
+        om = pid_m * BLOCK_M
+        on = pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = x_desc.load([om, ki * BLOCK_K])
+            b = w_desc.load([on, ki * BLOCK_K])
+            if DOT_F32:  # the interpreter has no bf16 matmul: the same (already rounded) values in fp32
+                acc = tl.dot(a.to(tl.float32), b.to(tl.float32).T, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b.T, acc, out_dtype=tl.float32)
+        rm = om + tl.arange(0, BLOCK_M)
+        rn = on + tl.arange(0, BLOCK_N)
+        _epilogue_store(acc, ~(tl.abs(acc) <= _FLT_MAX), rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
+                        HAS_BIAS, ACT, HAS_RES)
 
 
 # ---------------------------------------------------------------------------------- launchers
@@ -837,12 +885,26 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     act = _ACTS[activation]
     if path is None:
         path = "cuda" if SMALL_M_PATH == "cuda" and m <= FUSED_MAX_M and x.is_cuda else "triton"
-    elif path not in ("triton", "cuda"):
-        raise ValueError(f"path must be None, 'triton' or 'cuda', got {path!r}")
+    elif path not in ("triton", "cuda", "tma"):
+        raise ValueError(f"path must be None, 'triton', 'cuda' or 'tma', got {path!r}")
     if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act) is not None:
         return y  # (a NaN row is NaN; check_finite raised above)
+    meta = dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res, DOT_F32=_INTERPRET and wdt == torch.bfloat16)
+    bptr, rptr = bias if has_bias else y, r if has_res else y
+    if path == "tma":
+        why = _tma_refusal(x, weight, dev)
+        if why:
+            raise ValueError(f"linear_half path='tma': {why}")
+    if path == "tma" or (path == "triton" and m >= TMA_MIN_M and HALF_TMA != "0" and not _tma_refusal(x, weight, dev)):
+        tkey = ("half", mb, n, k, dev, wdt)
+        pick = _half_pick(tkey, path == "tma", x, weight, bptr, rptr, y, m, n, k, mb, sxm, s_rm, meta)
+        if pick is not None:
+            _half_tma_run(pick, x, weight, bptr, rptr, y, m, n, k, mb, s_rm, meta,
+                          ("half_tma", dev, mb, n, k, sxm, wdt, weight.stride(0), bias.dtype if has_bias else None,
+                           act, has_res, s_rm, y.dtype, r.dtype if has_res else None, pick))
+            return y
     s_wn, s_wk = weight.stride()
-    args = (x, weight, bias if has_bias else y, r if has_res else y, y, m, n, k, mb, sxm, s_wn, s_rm, n)
+    args = (x, weight, bptr, rptr, y, m, n, k, mb, sxm, s_wn, s_rm, n)
     dkey = ("half", dev, mb, n, k, sxm, x.dtype, wdt, s_wk, bias.dtype if has_bias else None, act,
             has_res, s_rm, AUTOTUNE, y.dtype, r.dtype if has_res else None)
     ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
@@ -850,7 +912,90 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
                                          torch._C._cuda_getCurrentRawStream(dev) if dev >= 0 else 0, args):
         return y
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    _launch(_half_kernel, ("half", mb, n, k, dev, wdt), grid, args,
-            dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res, DOT_F32=_INTERPRET and wdt == torch.bfloat16),
-            dkey if ent is None else None)
+    _launch(_half_kernel, ("half", mb, n, k, dev, wdt), grid, args, meta, dkey if ent is None else None)
     return y
+
+
+# ------------------------------------------------------------------------- FP16/BF16 TMA path
+_PICK: dict = {}  # ("half", M bucket, N, K, device, dtype) -> TMA Config, or None (pointer kernel)
+_NPROGS: dict = {}  # device -> persistent programs (SM count; 3 under the interpreter)
+
+
+def _tma_refusal(x, weight, dev) -> str | None:
+    """Why the TMA kernel cannot take this call (None: it can)."""
+    if x.dtype is not weight.dtype:
+        return f"x must already be of the weight's type ({weight.dtype}), got {x.dtype}"
+    es = x.element_size()
+    if x.shape[1] > 1 and (x.stride(1) != 1 or weight.stride(1) != 1):
+        return "x and the weight need unit column strides"
+    if (x.stride(0) * es) % 16 or (weight.stride(0) * es) % 16 or x.data_ptr() % 16 or weight.data_ptr() % 16:
+        return "TMA needs 16-byte aligned bases and row strides (K a multiple of 8 for contiguous rows)"
+    if x.is_cuda:
+        n = _NPROGS.get(dev)
+        if n is None:
+            props = torch.cuda.get_device_properties(dev)
+            n = _NPROGS[dev] = props.multi_processor_count if props.major >= 9 else 0
+        if not n:
+            return "TMA needs a Hopper or later GPU (compute capability 9.0+)"
+    elif not _INTERPRET:
+        return "CPU tensors run only under TRITON_INTERPRET=1"
+    return None
+
+
+def _tma_prune(configs, mb: int):
+    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, mb)]
+    if mb >= 1024:
+        keep = [c for c in keep if c.kwargs["BLOCK_M"] >= 128] or keep
+    return keep or configs[:1]
+
+
+def _half_tma_args(cfg, x, weight, b, r, y, m, n, k, mb, s_rm):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    bm, bn, bk = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"]
+    xd = TensorDescriptor(x, [m, k], [x.stride(0), 1], [bm, bk])
+    wd = TensorDescriptor(weight, [n, k], [weight.stride(0), 1], [bn, bk])
+    return (xd, wd, b, r, y, m, n, k, mb, s_rm, n)
+
+
+def _half_tma_run(cfg, x, weight, b, r, y, m, n, k, mb, s_rm, meta, dkey=None):
+    dev = x.get_device()
+    nprog = _NPROGS.get(dev, 3)
+    args = _half_tma_args(cfg, x, weight, b, r, y, m, n, k, mb, s_rm)
+    g0 = min(nprog, triton.cdiv(m, cfg.kwargs["BLOCK_M"]) * triton.cdiv(n, cfg.kwargs["BLOCK_N"]))
+    ent = _DIRECT.get(dkey) if FAST_LAUNCH and dkey is not None else None
+    if ent and _direct_ok(dev) and _fire(ent, g0, 1, 1, torch._C._cuda_getCurrentRawStream(dev), args):
+        return
+    kw = {**meta, "NUM_PROGS": nprog, **cfg.all_kwargs()}
+    compiled = _half_tma_kernel[(g0,)](*args, **kw)
+    if ent is None and dkey is not None and FAST_LAUNCH:
+        _record(dkey, _half_tma_kernel, compiled, args, kw, cfg.kwargs)
+
+
+def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
+    """The TMA config this shape runs with, or None for the pointer kernel: forced, chosen by
+    HALF_TMA, or (autotuning, "auto") timed once against the pointer kernel's tuned winner."""
+    cands = _tma_prune(_half_tma_kernel_configs, mb)
+    if force or HALF_TMA == "1":
+        return _PICK.get(tkey) or cands[0]
+    if tkey in _PICK:
+        return _PICK[tkey]
+    if not AUTOTUNE or not _CAN_TIME or _capturing(x):
+        return None  # (no timing: the pointer kernel, the measured default)
+    args = (x, weight, b, r, y, m, n, k, mb, sxm, weight.stride(0), s_rm, n)
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731
+    _launch(_half_kernel, tkey, grid, args, meta)  # tunes the pointer kernel (once per key)
+    best = _BEST[tkey]
+    timed = [(_bench_fast(lambda: _half_kernel.fn[grid(best.kwargs)](*args, **meta, **best.all_kwargs()), None), None)]
+    for c in cands:
+        try:
+            timed.append((_bench_fast(lambda c=c: _half_tma_run(c, x, weight, b, r, y, m, n, k, mb, s_rm, meta), None), c))
+        except Exception as e:  # a config this GPU or triton cannot build: skip it, keep the others
+            TMA_WHY[(tkey, str(c))] = f"{type(e).__name__}: {e}"
+    pick = min(timed, key=lambda t: t[0])[1]
+    _PICK[tkey] = pick
+    return pick
+
+
+TMA_WHY: dict = {}  # (tune key, config) -> why a TMA config was skipped while picking
+_CAN_TIME = not _INTERPRET  # the interpreter cannot time kernels
+_half_tma_kernel_configs = _half_tma_configs()
