@@ -18,7 +18,9 @@ figures include the host launch cost a serving process pays. Groups, one per M:
     pyperfcore_triton_fp16: fp16 weights, fp16 activations, Tensor cores, fp32 accumulation, bias +
         GELU fused, fp32 out; pyperfcore_triton_fp16_out16: the same writing fp16 (half the output
         bytes, as the peer); pyperfcore_cuda_fp16_out16 (M <= 16): the CUDA C++ small-M kernel,
-        fp16 in and out; torch_fp16_addmm+gelu: the same peer as above.
+        fp16 in and out; pyperfcore_ptr_fp16_out16 / pyperfcore_tma_fp16_out16 (M >= 128): the
+        pointer kernel and the persistent TMA kernel (Hopper) forced, fp16 out (the shipped path
+        times both on its first call and keeps the faster); torch_fp16_addmm+gelu: the same peer.
 Correctness is asserted against float64 before timing.
 Run: python -m pytest benchmarks/bench_quant_gpu.py -m gpu --benchmark-only -p no:cacheprovider
 """
@@ -129,7 +131,7 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
 @pytest.mark.parametrize("name", ["pyperfcore_triton_fp16", "pyperfcore_triton_fp16_out16", "pyperfcore_cuda_fp16_out16",
-                                  "torch_fp16_addmm+gelu"])
+                                  "pyperfcore_ptr_fp16_out16", "pyperfcore_tma_fp16_out16", "torch_fp16_addmm+gelu"])
 def test_gpu_half_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
 
@@ -137,6 +139,10 @@ def test_gpu_half_linear(benchmark, gpu_layer, name, m):
     benchmark.group = f"gpu-half-linear-{m}x{KN}x{KN}-gelu"
     if name == "pyperfcore_cuda_fp16_out16" and m > 16:
         pytest.skip("the CUDA small-M kernel is for M <= 16")
+    if name == "pyperfcore_tma_fp16_out16" and (m < qg.TMA_MIN_M or torch.cuda.get_device_capability()[0] < 9):
+        pytest.skip("the TMA kernel is for M >= TMA_MIN_M on Hopper or later")
+    if name == "pyperfcore_ptr_fp16_out16" and m < qg.TMA_MIN_M:
+        pytest.skip("below TMA_MIN_M the shipped path is the pointer kernel (pyperfcore_triton_fp16_out16)")
     x16 = _x(m).half()
     fns = {
         "pyperfcore_triton_fp16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu"),
@@ -144,6 +150,10 @@ def test_gpu_half_linear(benchmark, gpu_layer, name, m):
                                                             out_dtype=torch.float16, path="cuda"),
         "pyperfcore_triton_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
                                                               out_dtype=torch.float16),
+        "pyperfcore_ptr_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
+                                                           out_dtype=torch.float16, path="pointer"),
+        "pyperfcore_tma_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
+                                                           out_dtype=torch.float16, path="tma"),
         "torch_fp16_addmm+gelu": lambda: torch.nn.functional.gelu(torch.addmm(dev["b16"], x16, dev["w16"].T)),
     }
     with torch.no_grad():

@@ -195,19 +195,22 @@ def _half_configs():
 
 def _half_tma_configs():
     # The persistent TMA kernel (Hopper and later, M >= TMA_MIN_M): shared memory per stage is
-    # (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes, at most 4 stages of 48 KiB within the H100's 227 KiB.
+    # (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes; FLATTEN merges the tile and K loops so that the
+    # next tile's loads are issued during this tile's epilogue (+32 KiB of layout scratch). All
+    # within the H100's 227 KiB (tests/quant/test_triton_aot.py builds each for sm_90).
     if _INTERPRET:
-        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2)]
-    return [_cfg(128, 256, 64, 8, 3, GROUP_M=8), _cfg(128, 256, 64, 8, 4, GROUP_M=8),
-            _cfg(256, 128, 64, 8, 3, GROUP_M=8), _cfg(128, 128, 64, 8, 4, GROUP_M=8),
-            _cfg(128, 128, 128, 8, 3, GROUP_M=8), _cfg(128, 64, 128, 4, 4, GROUP_M=8),
-            _cfg(64, 128, 128, 4, 4, GROUP_M=8), _cfg(64, 64, 128, 4, 4, GROUP_M=8)]
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False)]
+    t = dict(GROUP_M=8, FLATTEN=True)
+    f = dict(GROUP_M=8, FLATTEN=False)
+    return [_cfg(128, 256, 64, 8, 3, **t), _cfg(128, 256, 64, 8, 4, **f), _cfg(256, 128, 64, 8, 3, **t),
+            _cfg(128, 128, 64, 8, 4, **t), _cfg(128, 128, 128, 8, 3, **f), _cfg(128, 64, 128, 4, 4, **t),
+            _cfg(64, 128, 128, 4, 4, **t), _cfg(64, 64, 128, 4, 4, **f)]
 
 
 # More configs the interpreter tests run explicitly (the autotuned lists above hold one there).
 INTERPRETER_EXTRA = {"fused": [_cfg(16, 32, 32, 4, 1, SPLIT_K=1), _cfg(16, 64, 64, 4, 1, SPLIT_K=2)],
                      "w8a8": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)], "half": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)],
-                     "half_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1), _cfg(16, 64, 16, 4, 1, GROUP_M=8)]}
+                     "half_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True), _cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=False)]}
 
 
 def _prune_by_m(configs, named_args, **_):
@@ -418,7 +421,7 @@ def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_w
 def _half_tma_kernel(x_desc, w_desc, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_rm, s_ym,
                      HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, DOT_F32: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                     NUM_PROGS: tl.constexpr):
+                     FLATTEN: tl.constexpr, NUM_PROGS: tl.constexpr):
     """_half_kernel's math for x already of the weight's type, as a persistent kernel: NUM_PROGS
     programs (one per SM) walk the output tiles in GROUP_M order; the x and weight tiles arrive
     by TMA (tensor descriptors, block [BLOCK_M, BLOCK_K] and [BLOCK_N, BLOCK_K]; rows and columns
@@ -426,7 +429,7 @@ def _half_tma_kernel(x_desc, w_desc, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_r
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGS):
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGS, flatten=FLATTEN):
         pid_m, pid_n = _tile_mn(tile, num_m, num_n, GROUP_M)
         om = pid_m * BLOCK_M
         on = pid_n * BLOCK_N
@@ -857,8 +860,10 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     accumulation and epilogue. ``out_dtype``: float32 (default), float16 or bfloat16, rounded once
     on store (cuBLAS' fp16 GEMM writes fp16 too); the residual may be of any of those types. Rows
     of x with NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises
-    instead. ``path``: None (the Triton kernel; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M
-    kernel when SMALL_M_PATH is "cuda"), "triton" or "cuda"."""
+    instead. ``path``: None (Triton; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M kernel when
+    SMALL_M_PATH is "cuda"), "triton" (the pointer kernel, or for m >= TMA_MIN_M on Hopper with x
+    of the weight's type the persistent TMA kernel when HALF_TMA picks it), "pointer", "tma"
+    (ValueError where it cannot run) or "cuda"."""
     n, k = weight.shape
     wdt = weight.dtype
     if wdt is not torch.float16 and wdt is not torch.bfloat16:
@@ -885,8 +890,8 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     act = _ACTS[activation]
     if path is None:
         path = "cuda" if SMALL_M_PATH == "cuda" and m <= FUSED_MAX_M and x.is_cuda else "triton"
-    elif path not in ("triton", "cuda", "tma"):
-        raise ValueError(f"path must be None, 'triton', 'cuda' or 'tma', got {path!r}")
+    elif path not in ("triton", "pointer", "tma", "cuda"):
+        raise ValueError(f"path must be None, 'triton', 'pointer', 'tma' or 'cuda', got {path!r}")
     if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act) is not None:
         return y  # (a NaN row is NaN; check_finite raised above)
     meta = dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res, DOT_F32=_INTERPRET and wdt == torch.bfloat16)

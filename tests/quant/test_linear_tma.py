@@ -103,7 +103,7 @@ def test_tma_path_same_bits_as_pointer_kernel_rounding(dtype, out_dtype, rng):
     bad = torch.zeros(m, dtype=torch.bool)
     bad[[3, 10]] = True
     assert torch.isnan(y32[bad]).all() and torch.isfinite(y32[~bad]).all()
-    yp = qg.linear_half(xt, wt, bt, "gelu", rt, path="triton").cpu()
+    yp = qg.linear_half(xt, wt, bt, "gelu", rt, path="pointer").cpu()
     torch.testing.assert_close(y32, yp, rtol=1e-5, atol=1e-5, equal_nan=True)
     exp = _oracle(x[~bad], w, b, "gelu", r[~bad])
     np.testing.assert_allclose(y32[~bad].numpy(), exp, rtol=1e-4, atol=1e-4)
@@ -155,7 +155,7 @@ def test_tma_pick_follows_setting(mode, rng, monkeypatch):
     qg.linear_half(xt[:20], wt, bt, "relu")  # M below TMA_MIN_M
     qg.linear_half(xt.float(), wt, bt, "relu")  # x of another type
     assert len(calls) == (1 if mode == "1" else 0)
-    yp = qg.linear_half(xt, wt, bt, "relu", path="triton" if mode != "1" else "tma")
+    yp = qg.linear_half(xt, wt, bt, "relu", path="pointer" if mode != "1" else "tma")
     torch.testing.assert_close(y, yp, rtol=1e-5, atol=1e-5)
 
 
@@ -178,8 +178,8 @@ def test_tma_pick_times_both_kernels(rng, monkeypatch):
     monkeypatch.setattr(qg, "TMA_WHY", {})
     monkeypatch.setattr(qg, "AUTOTUNE", True)
     monkeypatch.setattr(qg, "_CAN_TIME", True)  # lets _half_pick time (the kernels still interpret)
-    cfgs = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2), qg._cfg(32, 16, 64, 4, 1, GROUP_M=1),
-            qg._cfg(16, 64, 16, 4, 1, GROUP_M=8)]
+    cfgs = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False), qg._cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True),
+            qg._cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=True)]
     monkeypatch.setattr(qg, "_half_tma_kernel_configs", cfgs)
     fake = iter([5.0, 7.0, 3.0])  # pointer kernel, cfgs[0], cfgs[2] (cfgs[1] raises below)
     real_run = qg._half_tma_run
@@ -201,6 +201,50 @@ def test_tma_pick_times_both_kernels(rng, monkeypatch):
     key = ("half", 64, 24, 32, -1, torch.float16)
     assert qg._PICK[key] is cfgs[2]
     assert list(qg.TMA_WHY.values()) == ["RuntimeError: cannot build"]
-    torch.testing.assert_close(y, qg.linear_half(x, w, b, "relu", path="triton"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, qg.linear_half(x, w, b, "relu", path="pointer"), rtol=1e-5, atol=1e-5)
     fake = iter([])  # noqa: F841 (read by bench): a second call must not time again
     torch.testing.assert_close(qg.linear_half(x, w, b, "relu"), y, rtol=0, atol=0)
+
+
+def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
+    """On Hopper: after the first call of a key the TMA kernel launches directly (descriptors
+    rebuilt per call and handed to the compiled launcher), with exactly the normal path's
+    numbers; the same call replays in a CUDA graph; a different x of the same shape is read
+    through its own descriptor (not the recorded one)."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() != "cuda":
+        pytest.skip("direct launches and graphs need a GPU")
+    if not qg.FAST_LAUNCH:
+        pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
+    monkeypatch.setattr(qg, "_DIRECT", {})
+    monkeypatch.setattr(qg, "HALF_TMA", "1")
+    fired: list = []
+    real_fire = qg._fire
+    monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
+    m, n, k = 300, 136, 200
+    x, w, b, r = _case(rng, m, n, k, "float16", "float16")
+    xt, wt, bt, rt = x.cuda(), w.cuda(), b.cuda(), r.cuda()
+    monkeypatch.setattr(qg, "FAST_LAUNCH", False)
+    y_normal = qg.linear_half(xt, wt, bt, "gelu", rt, out_dtype=torch.float16)
+    monkeypatch.setattr(qg, "FAST_LAUNCH", True)
+    for _ in range(2):
+        assert torch.equal(qg.linear_half(xt, wt, bt, "gelu", rt, out_dtype=torch.float16), y_normal)
+    fired.clear()
+    assert torch.equal(qg.linear_half(xt, wt, bt, "gelu", rt, out_dtype=torch.float16), y_normal)
+    assert fired == [True], qg.DIRECT_WHY
+    assert any(key[0] == "half_tma" and ent and ent.ptrs is not None for key, ent in qg._DIRECT.items())
+    x2 = xt.flip(0).contiguous()
+    exp2 = qg.linear_half(x2, wt, bt, "gelu", rt, out_dtype=torch.float16, path="pointer")
+    torch.testing.assert_close(qg.linear_half(x2, wt, bt, "gelu", rt, out_dtype=torch.float16), exp2,
+                               rtol=2e-3, atol=2e-3)
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out = qg.linear_half(xt, wt, bt, "gelu", rt, out_dtype=torch.float16)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, y_normal)
