@@ -76,7 +76,7 @@ device-check:
 # The CUDA kernels under the CPU emulation (tests/cuda_emu) built with AddressSanitizer: every
 # load and store of every kernel bounds-checked (about 3 minutes; not part of `make test`).
 emu-asan: dev
-	PFC_EMU_SANITIZE=address ASAN_OPTIONS=detect_leaks=0 \
+	PFC_EMU_SANITIZE=address,alignment ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so.6)" \
 	$(PY) -m pytest tests/quant/test_cuda_emulated.py tests/prepost/test_cuda_emulated.py -q -p no:cacheprovider
 

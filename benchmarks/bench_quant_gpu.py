@@ -9,6 +9,8 @@ figures include the host launch cost a serving process pays. Groups, one per M:
         NaN/inf, as QuantizedLinear does).
     pyperfcore_cuda_w8a8 (M <= 16): the CUDA C++ small-M kernel (kernels/cuda/linear_small.cu):
         quantization + dp4a GEMV-style product with the epilogue, two launches from one C++ call.
+    pyperfcore_ptr_w8a8 / pyperfcore_tma_w8a8 (M >= 128): two-pass with the pointer GEMM and with
+        the persistent TMA GEMM (Hopper) forced; the shipped path times both on its first call.
     pyperfcore_triton_w8a8_fp16io: the same kernels reading fp16 x and writing fp16 y (what an fp16
         model's optimize()d layer does on CUDA), the peer's input and output types.
     torch_int_mm+epilogue: torch per-token quantization, torch._int_mm, then dequant, bias and GELU
@@ -90,8 +92,8 @@ def _time(benchmark, fn, m, y, ref64, name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
 @pytest.mark.parametrize("name", ["pyperfcore_triton_w8a8", "pyperfcore_triton_w8a8_checked",
-                                  "pyperfcore_triton_w8a8_fp16io", "pyperfcore_cuda_w8a8", "torch_int_mm+epilogue",
-                                  "torch_fp16_addmm+gelu"])
+                                  "pyperfcore_triton_w8a8_fp16io", "pyperfcore_cuda_w8a8", "pyperfcore_ptr_w8a8",
+                                  "pyperfcore_tma_w8a8", "torch_int_mm+epilogue", "torch_fp16_addmm+gelu"])
 def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
 
@@ -101,6 +103,10 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
         pytest.skip("torch._int_mm needs M > 16 on CUDA")
     if name == "pyperfcore_cuda_w8a8" and m > 16:
         pytest.skip("the CUDA small-M kernel is for M <= 16")
+    if name == "pyperfcore_tma_w8a8" and (m < qg.TMA_MIN_M or torch.cuda.get_device_capability()[0] < 9):
+        pytest.skip("the TMA GEMM is for M >= TMA_MIN_M on Hopper or later")
+    if name == "pyperfcore_ptr_w8a8" and m < qg.TMA_MIN_M:
+        pytest.skip("below TMA_MIN_M the shipped two-pass path is the pointer GEMM")
     x = _x(m)
     x16 = x.half()
     args = (dev["qweight"], dev["wscale"], dev["colsum"], dev["bias"], "gelu")
@@ -108,6 +114,8 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
         "pyperfcore_triton_w8a8": lambda: qg.linear_w8a8(x, *args),
         "pyperfcore_triton_w8a8_checked": lambda: qg.linear_w8a8(x, *args, check_finite=True),
         "pyperfcore_cuda_w8a8": lambda: qg.linear_w8a8(x, *args, path="cuda"),
+        "pyperfcore_ptr_w8a8": lambda: qg.linear_w8a8(x, *args, path="pointer"),
+        "pyperfcore_tma_w8a8": lambda: qg.linear_w8a8(x, *args, path="tma"),
         "pyperfcore_triton_w8a8_fp16io": lambda: qg.linear_w8a8(x16, *args, out_dtype=torch.float16),
         "torch_int_mm+epilogue": lambda: _int_mm_epilogue(x, dev),
         "torch_fp16_addmm+gelu": lambda: torch.nn.functional.gelu(torch.addmm(dev["b16"], x16, dev["w16"].T)),

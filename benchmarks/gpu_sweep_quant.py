@@ -292,6 +292,17 @@ def main() -> int:
                 row("w8a8 gemm cfg " + cfg_name(c), dev_ms(fn), (fn(), y)[1])
             except Exception as exc:
                 out(f"M={m:5d} w8a8 gemm cfg {cfg_name(c)} failed: {type(exc).__name__}: {exc}")
+        if m >= qg.TMA_MIN_M and (DRY or torch.cuda.get_device_capability()[0] >= 9):
+            tmeta = dict(HAS_BIAS=True, ACT=2, HAS_RES=False)
+            for c in qg._tma_prune(qg._w8a8_tma_kernel_configs, mb):  # the persistent TMA GEMM
+                if over():
+                    break
+                targs = qg._w8a8_tma_args(c, q, qw, sa, zp, badq, sw, cs, bias, y, y, m, KN, KN, mb, 0)
+                fn = lambda c=c, targs=targs: qg._w8a8_tma_run(c, targs, tmeta, -1 if DRY else torch.cuda.current_device())  # noqa: E731
+                try:
+                    row("w8a8 TMA gemm cfg " + cfg_name(c), dev_ms(fn), (fn(), y)[1])
+                except Exception as exc:
+                    out(f"M={m:5d} w8a8 TMA gemm cfg {cfg_name(c)} failed: {type(exc).__name__}: {exc}")
         for c in qg._half_kernel.configs:
             if over():
                 break
@@ -337,6 +348,14 @@ def main() -> int:
             row("fp16 cuda C++ small-M", loop_ms(fh), kind="loop")
             row("fp16 cuda C++ small-M", alone_ms(fh), kind="alone")
         row("SHIPPED w8a8 check_finite=True", alone_ms(lambda: qg.linear_w8a8(x, *a8, check_finite=True)), kind="alone")
+        if m >= qg.TMA_MIN_M and (DRY or torch.cuda.get_device_capability()[0] >= 9):
+            pick = qg._PICK.get(("w8a8", mb, KN, KN, -1 if DRY else torch.cuda.current_device()), "none")
+            out(f"M={m:5d} shipped w8a8 GEMM pick: {'pointer kernel' if pick is None else pick}")
+            for p in ("pointer", "tma"):
+                fp = lambda p=p: qg.linear_w8a8(x, *a8, path=p)  # noqa: E731
+                fp(), fp()
+                row(f"w8a8 two-pass, {p} GEMM (forced)", dev_ms(fp), fp())
+                row(f"w8a8 two-pass, {p} GEMM (forced)", loop_ms(fp), kind="loop")
         tma_ok = m >= qg.TMA_MIN_M and (DRY or torch.cuda.get_device_capability()[0] >= 9)
         if tma_ok and not over():  # the persistent TMA kernel, each config that suits M (fp16 out)
             y16 = torch.empty((m, KN), dtype=torch.float16, device=dev)

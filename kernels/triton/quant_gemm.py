@@ -46,13 +46,14 @@ FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 r
 # default moves to "cuda" only once a device check has shown it faster (not yet measured: see
 # docs/quant.md).
 SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "triton")
-# FP16/BF16 weights with x already of the weight's type, M >= TMA_MIN_M, on Hopper or later: a
-# persistent kernel fed by TMA (_half_tma_kernel). "auto" (default): with autotuning on, the first
-# call of a shape times its tuned configs against the pointer kernel's tuned winner and keeps the
-# faster; with autotuning off, the pointer kernel. "1": always where it applies, "0": never.
-HALF_TMA = os.environ.get("PYPERFCORE_HALF_TMA", "auto")
-TMA_MIN_M = int(os.environ.get("PYPERFCORE_HALF_TMA_MIN_M", "128"))
-_PATHS = ("fused", "two_pass", "cuda")
+# M >= TMA_MIN_M on Hopper or later: persistent GEMM kernels fed by TMA (_half_tma_kernel for
+# FP16/BF16 weights with x already of the weight's type, _w8a8_tma_kernel for the two-pass W8A8
+# GEMM). "auto" (default): with autotuning on, the first call of a shape times their configs
+# against the pointer kernel's tuned winner and keeps the fastest; with autotuning off, the
+# pointer kernel. "1": always where they apply, "0": never.
+TMA = os.environ.get("PYPERFCORE_TRITON_TMA", "auto")
+TMA_MIN_M = int(os.environ.get("PYPERFCORE_TRITON_TMA_MIN_M", "128"))
+_PATHS = ("fused", "two_pass", "pointer", "tma", "cuda")
 _CUDA_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _CUDA_MOD: list = []
 
@@ -207,10 +208,22 @@ def _half_tma_configs():
             _cfg(64, 128, 128, 4, 4, **t), _cfg(64, 64, 128, 4, 4, **f)]
 
 
+def _w8a8_tma_configs():
+    # int8 tiles: (BLOCK_M + BLOCK_N) * BLOCK_K bytes per stage
+    if _INTERPRET:
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False)]
+    t = dict(GROUP_M=8, FLATTEN=True)
+    f = dict(GROUP_M=8, FLATTEN=False)
+    return [_cfg(128, 256, 128, 8, 3, **t), _cfg(128, 256, 128, 8, 4, **f), _cfg(256, 128, 128, 8, 3, **t),
+            _cfg(128, 128, 128, 8, 4, **t), _cfg(128, 128, 256, 8, 3, **f), _cfg(128, 128, 128, 4, 4, **t),
+            _cfg(64, 128, 256, 4, 4, **t), _cfg(64, 64, 256, 4, 4, **f)]
+
+
 # More configs the interpreter tests run explicitly (the autotuned lists above hold one there).
 INTERPRETER_EXTRA = {"fused": [_cfg(16, 32, 32, 4, 1, SPLIT_K=1), _cfg(16, 64, 64, 4, 1, SPLIT_K=2)],
                      "w8a8": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)], "half": [_cfg(32, 64, 64, 4, 1, GROUP_M=8)],
-                     "half_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True), _cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=False)]}
+                     "half_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True), _cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=False)],
+                     "w8a8_tma": [_cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True), _cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=False)]}
 
 
 def _prune_by_m(configs, named_args, **_):
@@ -445,6 +458,36 @@ def _half_tma_kernel(x_desc, w_desc, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_r
         rn = on + tl.arange(0, BLOCK_N)
         _epilogue_store(acc, ~(tl.abs(acc) <= _FLT_MAX), rm, rn, M, N, b_ptr, r_ptr, y_ptr, s_rm, s_ym,
                         HAS_BIAS, ACT, HAS_RES)
+
+
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _w8a8_tma_kernel(q_desc, w_desc, sa_ptr, zp_ptr, bad_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET,
+                     s_rm, s_ym, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                     FLATTEN: tl.constexpr, NUM_PROGS: tl.constexpr):
+    """_w8a8_kernel's math as a persistent kernel fed by TMA (see _half_tma_kernel). Past K the
+    descriptors read zeros: the code 0 becomes -128 but meets a zero weight, adding nothing."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGS, flatten=FLATTEN):
+        pid_m, pid_n = _tile_mn(tile, num_m, num_n, GROUP_M)
+        om = pid_m * BLOCK_M
+        on = pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+        for ki in range(k_tiles):
+            a = q_desc.load([om, ki * BLOCK_K])
+            b = w_desc.load([on, ki * BLOCK_K])
+            a = (a ^ 0x80).to(tl.int8, bitcast=True)  # q - 128
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+        rm = om + tl.arange(0, BLOCK_M)
+        rn = on + tl.arange(0, BLOCK_N)
+        rmask = rm < M
+        sa = tl.load(sa_ptr + rm, mask=rmask, other=1.0)
+        zp = tl.load(zp_ptr + rm, mask=rmask, other=128)
+        bad = tl.load(bad_ptr + rm, mask=rmask, other=0)
+        _w8a8_epilogue(acc, sa, zp, bad, rm, rn, M, N, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, s_rm, s_ym, HAS_BIAS, ACT,
+                       HAS_RES)
 
 
 # ---------------------------------------------------------------------------------- launchers
@@ -717,8 +760,11 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     ``out_dtype``: float32 (default), float16 or bfloat16; the fp32 epilogue's result is rounded
     once on store, so a half-precision model needs no conversion kernels around the layer. The
     residual may be of any of those types. ``path``: None (by M: ``fused`` for m <= FUSED_MAX_M,
-    else ``two_pass``), ``fused`` or ``two_pass``. Rows of x with NaN/inf give NaN rows;
-    ``check_finite=True`` raises instead."""
+    else ``two_pass``), ``fused``, ``two_pass`` (per-token quantization, then the GEMM: the
+    pointer kernel, or for m >= TMA_MIN_M on Hopper the persistent TMA kernel when TMA picks
+    it), ``pointer`` / ``tma`` (two-pass with that GEMM; ``tma`` raises ValueError where it
+    cannot run) or ``cuda``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises
+    instead."""
     n, k = qweight.shape
     x = _check_rows(x, k, "x", floats=True)
     m = x.shape[0]
@@ -736,7 +782,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     if path is None:
         path = ("cuda" if SMALL_M_PATH == "cuda" and x.is_cuda else "fused") if m <= FUSED_MAX_M else "two_pass"
     elif path not in _PATHS:
-        raise ValueError(f"path must be None, 'fused', 'two_pass' or 'cuda', got {path!r}")
+        raise ValueError(f"path must be None, 'fused', 'two_pass', 'pointer', 'tma' or 'cuda', got {path!r}")
     if path == "cuda":
         flags = _cuda_small(x, qweight, None, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
         if flags is not None:
@@ -779,10 +825,19 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
                 dict(SYMMETRIC=bool(symmetric), HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res),
                 dkey if ent is None else None)
     else:
+        # the GEMM: the pointer kernel, or on Hopper for M >= TMA_MIN_M the persistent TMA one
+        tkey = ("w8a8", mb, n, k, dev)
+        tcfg = None
+        if path == "tma" or (m >= TMA_MIN_M and TMA != "0" and path != "pointer"):
+            why = _w8a8_tma_refusal(x, qweight, k, dev)
+            if why and path == "tma":
+                raise ValueError(f"linear_w8a8 path='tma': {why}")
+            if not why:
+                tcfg = _tma_state(tkey, path == "tma", _w8a8_tma_kernel_configs, mb, x)
         dkey = ("w8a8", dev, mb, n, k, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype,
                 colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm, x.dtype, y.dtype,
-                r.dtype if has_res else None)
-        ent = _DIRECT.get(dkey) if FAST_LAUNCH else None
+                r.dtype if has_res else None, id(tcfg))
+        ent = _DIRECT.get(dkey) if FAST_LAUNCH and tcfg is not _UNSET else None
         if ent and _direct_ok(dev):
             # scratch: codes [m, k] | scales [m] | zero points [m] | flags [m], 16-byte aligned pieces
             o_s = _a16(m * k)
@@ -791,9 +846,15 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
             sb = _scratch(x, stream, o_b + 4 * m, False, dev)
             base = sb[2]
             if _act_quant_into(x, sxm, m, k, symmetric, base, base + o_s, base + o_z, base + o_b, dev, stream):
-                args = (base, qweight, base + o_s, base + o_z, base + o_b, wscale, colsum, bias_t, res_t, y,
-                        m, n, k, mb, max(k, 1), s_wn, s_rm, n)
-                if _fire(ent, -(-m // ent.bm) * -(-n // ent.bn), 1, 1, stream, args):
+                if tcfg is None:
+                    args = (base, qweight, base + o_s, base + o_z, base + o_b, wscale, colsum, bias_t, res_t, y,
+                            m, n, k, mb, max(k, 1), s_wn, s_rm, n)
+                    g0 = -(-m // ent.bm) * -(-n // ent.bn)
+                else:
+                    args = _w8a8_tma_args(tcfg, _Addr(base, torch.uint8), qweight, base + o_s, base + o_z, base + o_b,
+                                          wscale, colsum, bias_t, res_t, y, m, n, k, mb, s_rm)
+                    g0 = _tma_grid(tcfg, m, n, dev)
+                if _fire(ent, g0, 1, 1, stream, args):
                     if check_finite:
                         _raise_if_flagged(sb[0][o_b // 4:o_b // 4 + m], x)
                     return y
@@ -803,9 +864,20 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         bad = torch.empty((m,), dtype=torch.int32, device=x.device)
         _act_quant_into(x, sxm, m, k, symmetric, q, sa, zp, bad, dev, stream)
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        _launch(_w8a8_kernel, ("w8a8", mb, n, k, dev), grid,
-                (q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb, max(k, 1), s_wn, s_rm, n),
-                dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res), dkey if ent is None else None)
+        pargs = (q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb, max(k, 1), s_wn, s_rm, n)
+        meta = dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res)
+        tma_args = (lambda c: _w8a8_tma_args(c, q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb,
+                                             s_rm))
+        if tcfg is _UNSET:  # first call of this shape: time the pointer kernel's winner and the TMA configs
+            _launch(_w8a8_kernel, tkey, grid, pargs, meta)
+            best = _BEST[tkey]
+            tcfg = _time_pick(tkey, lambda: _w8a8_kernel.fn[grid(best.kwargs)](*pargs, **meta, **best.all_kwargs()),
+                              lambda c: _w8a8_tma_run(c, tma_args(c), meta, dev), _w8a8_tma_kernel_configs, mb)
+            dkey = None  # (the next call records its direct launch under the picked key)
+        if tcfg is None:
+            _launch(_w8a8_kernel, tkey, grid, pargs, meta, dkey if ent is None else None)
+        else:
+            _w8a8_tma_run(tcfg, tma_args(tcfg), meta, dev, dkey if ent is None else None)
     if check_finite:
         _raise_if_flagged(bad, x)
     return y
@@ -862,7 +934,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     of x with NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises
     instead. ``path``: None (Triton; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M kernel when
     SMALL_M_PATH is "cuda"), "triton" (the pointer kernel, or for m >= TMA_MIN_M on Hopper with x
-    of the weight's type the persistent TMA kernel when HALF_TMA picks it), "pointer", "tma"
+    of the weight's type the persistent TMA kernel when TMA picks it), "pointer", "tma"
     (ValueError where it cannot run) or "cuda"."""
     n, k = weight.shape
     wdt = weight.dtype
@@ -900,7 +972,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
         why = _tma_refusal(x, weight, dev)
         if why:
             raise ValueError(f"linear_half path='tma': {why}")
-    if path == "tma" or (path == "triton" and m >= TMA_MIN_M and HALF_TMA != "0" and not _tma_refusal(x, weight, dev)):
+    if path == "tma" or (path == "triton" and m >= TMA_MIN_M and TMA != "0" and not _tma_refusal(x, weight, dev)):
         tkey = ("half", mb, n, k, dev, wdt)
         pick = _half_pick(tkey, path == "tma", x, weight, bptr, rptr, y, m, n, k, mb, sxm, s_rm, meta)
         if pick is not None:
@@ -922,7 +994,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
 
 
 # ------------------------------------------------------------------------- FP16/BF16 TMA path
-_PICK: dict = {}  # ("half", M bucket, N, K, device, dtype) -> TMA Config, or None (pointer kernel)
+_PICK: dict = {}  # ("half"|"w8a8", M bucket, N, K, device[, dtype]) -> TMA Config, or None (pointer kernel)
 _NPROGS: dict = {}  # device -> persistent programs (SM count; 3 under the interpreter)
 
 
@@ -976,24 +1048,30 @@ def _half_tma_run(cfg, x, weight, b, r, y, m, n, k, mb, s_rm, meta, dkey=None):
         _record(dkey, _half_tma_kernel, compiled, args, kw, cfg.kwargs)
 
 
-def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
-    """The TMA config this shape runs with, or None for the pointer kernel: forced, chosen by
-    HALF_TMA, or (autotuning, "auto") timed once against the pointer kernel's tuned winner."""
-    cands = _tma_prune(_half_tma_kernel_configs, mb)
-    if force or HALF_TMA == "1":
-        return _PICK.get(tkey) or cands[0]
+_UNSET = object()  # _tma_state: time the candidates on this call
+
+
+def _tma_state(tkey, force, configs, mb, x):
+    """The TMA config a shape runs with, None for the pointer kernel, or _UNSET when this call
+    should time them (autotuning on, TMA "auto", no pick yet for this key)."""
+    if force or TMA == "1":
+        got = _PICK.get(tkey)
+        return got if got is not None else _tma_prune(configs, mb)[0]
     if tkey in _PICK:
         return _PICK[tkey]
     if not AUTOTUNE or not _CAN_TIME or _capturing(x):
         return None  # (no timing: the pointer kernel, the measured default)
-    args = (x, weight, b, r, y, m, n, k, mb, sxm, weight.stride(0), s_rm, n)
-    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731
-    _launch(_half_kernel, tkey, grid, args, meta)  # tunes the pointer kernel (once per key)
-    best = _BEST[tkey]
-    timed = [(_bench_fast(lambda: _half_kernel.fn[grid(best.kwargs)](*args, **meta, **best.all_kwargs()), None), None)]
-    for c in cands:
+    return _UNSET
+
+
+def _time_pick(tkey, run_pointer, run_tma, configs, mb):
+    """Time the pointer kernel's tuned winner and each TMA config that suits M (same do_bench
+    settings as the autotuner), keep the fastest for tkey; a TMA config that fails to build is
+    skipped (TMA_WHY says why). Every candidate writes the same output."""
+    timed = [(_bench_fast(run_pointer, None), None)]
+    for c in _tma_prune(configs, mb):
         try:
-            timed.append((_bench_fast(lambda c=c: _half_tma_run(c, x, weight, b, r, y, m, n, k, mb, s_rm, meta), None), c))
+            timed.append((_bench_fast(lambda c=c: run_tma(c), None), c))
         except Exception as e:  # a config this GPU or triton cannot build: skip it, keep the others
             TMA_WHY[(tkey, str(c))] = f"{type(e).__name__}: {e}"
     pick = min(timed, key=lambda t: t[0])[1]
@@ -1001,6 +1079,69 @@ def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
     return pick
 
 
+def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
+    """The TMA config this FP16/BF16 shape runs with, or None for the pointer kernel."""
+    st = _tma_state(tkey, force, _half_tma_kernel_configs, mb, x)
+    if st is not _UNSET:
+        return st
+    args = (x, weight, b, r, y, m, n, k, mb, sxm, weight.stride(0), s_rm, n)
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731
+    _launch(_half_kernel, tkey, grid, args, meta)  # tunes the pointer kernel (once per key)
+    best = _BEST[tkey]
+    return _time_pick(tkey, lambda: _half_kernel.fn[grid(best.kwargs)](*args, **meta, **best.all_kwargs()),
+                      lambda c: _half_tma_run(c, x, weight, b, r, y, m, n, k, mb, s_rm, meta),
+                      _half_tma_kernel_configs, mb)
+
+
+# ------------------------------------------------------------------------------ W8A8 TMA path
+class _Addr:
+    """A device address with an element type: all a TensorDescriptor needs of its base, for the
+    direct path's codes in the scratch buffer (ints there, not tensors)."""
+    __slots__ = ("ptr", "dtype")
+
+    def __init__(self, ptr: int, dtype):
+        self.ptr, self.dtype = ptr, dtype
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+
+def _w8a8_tma_refusal(x, qweight, k, dev) -> str | None:
+    """Why the W8A8 TMA GEMM cannot take this call (None: it can). Its codes are [m, k] rows."""
+    if k == 0 or k % 16 or (k > 1 and qweight.stride(1) != 1) or qweight.stride(0) % 16 or qweight.data_ptr() % 16:
+        return "TMA needs K a multiple of 16 and 16-byte aligned weight rows"
+    if x.is_cuda:
+        nprog = _NPROGS.get(dev)
+        if nprog is None:
+            props = torch.cuda.get_device_properties(dev)
+            nprog = _NPROGS[dev] = props.multi_processor_count if props.major >= 9 else 0
+        if not nprog:
+            return "TMA needs a Hopper or later GPU (compute capability 9.0+)"
+    elif not _INTERPRET:
+        return "CPU tensors run only under TRITON_INTERPRET=1"
+    return None
+
+
+def _w8a8_tma_args(cfg, q, qweight, sa, zp, bad, sw, cs, b, r, y, m, n, k, mb, s_rm):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    bm, bn, bk = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"]
+    qd = TensorDescriptor(q, [m, k], [k, 1], [bm, bk])
+    wd = TensorDescriptor(qweight, [n, k], [qweight.stride(0), 1], [bn, bk])
+    return (qd, wd, sa, zp, bad, sw, cs, b, r, y, m, n, k, mb, s_rm, n)
+
+
+def _tma_grid(cfg, m, n, dev) -> int:
+    return min(_NPROGS.get(dev, 3), triton.cdiv(m, cfg.kwargs["BLOCK_M"]) * triton.cdiv(n, cfg.kwargs["BLOCK_N"]))
+
+
+def _w8a8_tma_run(cfg, args, meta, dev, dkey=None):
+    kw = {**meta, "NUM_PROGS": _NPROGS.get(dev, 3), **cfg.all_kwargs()}
+    compiled = _w8a8_tma_kernel[(_tma_grid(cfg, args[10], args[11], dev),)](*args, **kw)
+    if dkey is not None and FAST_LAUNCH:
+        _record(dkey, _w8a8_tma_kernel, compiled, args, kw, cfg.kwargs)
+
+
 TMA_WHY: dict = {}  # (tune key, config) -> why a TMA config was skipped while picking
 _CAN_TIME = not _INTERPRET  # the interpreter cannot time kernels
 _half_tma_kernel_configs = _half_tma_configs()
+_w8a8_tma_kernel_configs = _w8a8_tma_configs()

@@ -195,13 +195,29 @@ inline unsigned atomicMax(unsigned* p, unsigned v) {
   return old;
 }
 
+// The device faults a load whose address is not a multiple of its size (a 16-byte int4 load from
+// an 8-byte aligned address is cudaErrorMisalignedAddress), while x86 would just read it: here
+// such a load breaks the launch the same way (the next cudaGetLastError() reports it).
+namespace pfc_emu {
+template <class T>
+T checked_load(const T* p) {
+  T v{};
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(T) != 0) {
+    g_pending_error.store(static_cast<int>(cudaErrorMisalignedAddress));
+    return v;
+  }
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+}  // namespace pfc_emu
+
 template <class T>
 T __ldg(const T* p) {
-  return *p;
+  return pfc_emu::checked_load(p);
 }
 template <class T>
 T __ldcs(const T* p) {
-  return *p;
+  return pfc_emu::checked_load(p);
 }
 
 inline int __dp4a(int a, int b, int c) {

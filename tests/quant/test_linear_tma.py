@@ -134,7 +134,7 @@ def test_tma_refusals_and_empty(rng):
 
 @pytest.mark.parametrize("mode", ["0", "1", "auto"])
 def test_tma_pick_follows_setting(mode, rng, monkeypatch):
-    """HALF_TMA: "1" sends every eligible call at M >= TMA_MIN_M to the TMA kernel, "0" none,
+    """TMA: "1" sends every eligible call at M >= TMA_MIN_M to the TMA kernel, "0" none,
     "auto" without autotuning keeps the pointer kernel; calls below TMA_MIN_M or with float32 x
     never take it. Same numbers either way."""
     import torch
@@ -142,7 +142,7 @@ def test_tma_pick_follows_setting(mode, rng, monkeypatch):
     from pyperfcore.kernels import quant_gemm as qg
 
     dev = _device()
-    monkeypatch.setattr(qg, "HALF_TMA", mode)
+    monkeypatch.setattr(qg, "TMA", mode)
     monkeypatch.setattr(qg, "TMA_MIN_M", 32)
     monkeypatch.setattr(qg, "_PICK", {})
     calls = []
@@ -171,7 +171,7 @@ def test_tma_pick_times_both_kernels(rng, monkeypatch):
     dev = _device()
     if dev == "cuda":
         pytest.skip("the interpreter's pick logic; a GPU times for real in the benchmarks")
-    monkeypatch.setattr(qg, "HALF_TMA", "auto")
+    monkeypatch.setattr(qg, "TMA", "auto")
     monkeypatch.setattr(qg, "TMA_MIN_M", 32)
     monkeypatch.setattr(qg, "_PICK", {})
     monkeypatch.setattr(qg, "_BEST", {})
@@ -220,7 +220,7 @@ def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
     if not qg.FAST_LAUNCH:
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
-    monkeypatch.setattr(qg, "HALF_TMA", "1")
+    monkeypatch.setattr(qg, "TMA", "1")
     fired: list = []
     real_fire = qg._fire
     monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
@@ -245,6 +245,200 @@ def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
     with torch.cuda.stream(s):
         with torch.cuda.graph(g, stream=s):
             out = qg.linear_half(xt, wt, bt, "gelu", rt, out_dtype=torch.float16)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, y_normal)
+
+
+# ----------------------------------------------------------------------------------- W8A8 GEMM
+def _w8a8_case(rng, m, n, k, nan_rows=()):
+    import torch
+
+    from pyperfcore import quant
+
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    layer = quant.QuantizedLinear(w, b)
+    qw = torch.from_numpy(layer.qweight)
+    args = [qw, torch.from_numpy(layer.wscale), qw.to(torch.int32).sum(1).to(torch.int32), torch.from_numpy(b)]
+    x = (rng.standard_normal((m, k)) * 3 + 0.5).astype(np.float32)
+    for i in nan_rows:
+        x[i, int(rng.integers(0, k))] = np.nan if i % 2 else np.inf
+    return layer, args, x
+
+
+@given(m=st.integers(1, 70), n=st.integers(1, 70), k16=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
+       act=st.sampled_from(["none", "relu", "gelu", "silu"]), res=st.booleans(), sym=st.booleans())
+@settings(max_examples=6, deadline=None)
+def test_w8a8_tma_every_config_matches_oracle_and_pointer_kernel(m, n, k16, seed, act, res, sym):
+    """The W8A8 TMA GEMM, every config, on random shapes (M, N off every block, K a multiple of 16
+    but not of BLOCK_K, more tiles than programs): the float64 oracle within float32 epilogue
+    error, and the pointer kernel bit for bit (INT32 sums are exact, the epilogue is shared)."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    k = 16 * k16
+    rng = np.random.default_rng(seed)
+    layer, args, x = _w8a8_case(rng, m, n, k)
+    r = rng.standard_normal((m, n)).astype(np.float32) if res else None
+    exp = ref.linear_w8a8(x, layer.qweight, layer.wscale, args[3].numpy(), act, r, sym)
+    a = [t.to(dev) for t in args]
+    xt = torch.from_numpy(x).to(dev)
+    rt = None if r is None else torch.from_numpy(r).to(dev)
+    q, sa, zp, bad = qg.quantize_activations_flagged(xt, symmetric=sym)
+    yp = qg.linear_w8a8(xt, *a, act, rt, symmetric=sym, path="pointer")
+    meta = dict(HAS_BIAS=True, ACT=qg._ACTS[act], HAS_RES=rt is not None)
+    for c in qg._w8a8_tma_kernel_configs + qg.INTERPRETER_EXTRA["w8a8_tma"]:
+        y = torch.full((m, n), float("nan"), device=dev)
+        targs = qg._w8a8_tma_args(c, q, a[0], sa, zp, bad, a[1], a[2], a[3], y if rt is None else rt, y, m, n, k,
+                                  qg._bucket(m), 0 if rt is None else rt.stride(0))
+        qg._w8a8_tma_run(c, targs, meta, xt.get_device())
+        assert torch.equal(y, yp), c
+        np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=2e-5, atol=5e-6 * max(1.0, float(np.abs(exp).max())),
+                                   err_msg=str(c))
+
+
+def test_w8a8_tma_path_nan_rows_refusals_and_half_io(rng):
+    """linear_w8a8(path='tma'): NaN/inf rows come out NaN (or raise with check_finite), fp16 in
+    and out equals the pointer kernel's bits, and what it cannot take is refused by name."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    m, n, k = 41, 30, 48
+    layer, args, x = _w8a8_case(rng, m, n, k, nan_rows=(4, 7))
+    a = [t.to(dev) for t in args]
+    xt = torch.from_numpy(x).to(dev)
+    y = qg.linear_w8a8(xt, *a, "silu", path="tma")
+    assert torch.isnan(y[[4, 7]]).all() and torch.isfinite(y[[i for i in range(m) if i not in (4, 7)]]).all()
+    assert torch.equal(y.isnan(), qg.linear_w8a8(xt, *a, "silu", path="pointer").isnan())
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        qg.linear_w8a8(xt, *a, "silu", path="tma", check_finite=True)
+    x16 = torch.from_numpy(np.nan_to_num(x, nan=0.0, posinf=0.0)).half().to(dev)
+    r16 = torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).half().to(dev)
+    y16 = qg.linear_w8a8(x16, *a, "gelu", r16, path="tma", out_dtype=torch.float16)
+    assert y16.dtype == torch.float16
+    assert torch.equal(y16, qg.linear_w8a8(x16, *a, "gelu", r16, path="pointer", out_dtype=torch.float16))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        qg.linear_w8a8(xt[:, :40].contiguous(), a[0][:, :40].contiguous(), *a[1:], path="tma")
+    with pytest.raises(ValueError, match="path must be"):
+        qg.linear_w8a8(xt, *a, path="wgmma")
+    assert qg.linear_w8a8(xt[:0], *a, path="tma").shape == (0, n)
+
+
+@pytest.mark.parametrize("mode", ["0", "1", "auto"])
+def test_w8a8_tma_pick_follows_setting(mode, rng, monkeypatch):
+    """TMA "1": every eligible two-pass call at M >= TMA_MIN_M takes the TMA GEMM; "0" and "auto"
+    without autotuning: none; M below TMA_MIN_M, K not a multiple of 16 and path='pointer' never.
+    The numbers are the same bits either way."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    monkeypatch.setattr(qg, "TMA", mode)
+    monkeypatch.setattr(qg, "TMA_MIN_M", 32)
+    monkeypatch.setattr(qg, "_PICK", {})
+    calls = []
+    real = qg._w8a8_tma_run
+    monkeypatch.setattr(qg, "_w8a8_tma_run", lambda *a, **kw: (calls.append(a[0]), real(*a, **kw)))
+    _, args, x = _w8a8_case(rng, 40, 24, 32)
+    a = [t.to(dev) for t in args]
+    xt = torch.from_numpy(x).to(dev)
+    y = qg.linear_w8a8(xt, *a, "relu")
+    assert len(calls) == (1 if mode == "1" else 0)
+    qg.linear_w8a8(xt[:20], *a, "relu")  # two-pass below TMA_MIN_M
+    qg.linear_w8a8(xt, *a, "relu", path="pointer")
+    assert len(calls) == (1 if mode == "1" else 0)
+    _, args2, x2 = _w8a8_case(rng, 40, 24, 24)  # K = 24: not a multiple of 16
+    qg.linear_w8a8(torch.from_numpy(x2).to(dev), *[t.to(dev) for t in args2], "relu")
+    assert len(calls) == (1 if mode == "1" else 0)
+    assert torch.equal(y, qg.linear_w8a8(xt, *a, "relu", path="pointer"))
+
+
+def test_w8a8_tma_pick_times_both_gemms(rng, monkeypatch):
+    """Autotuning on, "auto": the first two-pass call of a shape times the pointer GEMM's winner
+    and the TMA configs (fake timer here), keeps the fastest, skips one that fails to build, and
+    computes y with the pick; later calls do not time again."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() == "cuda":
+        pytest.skip("the interpreter's pick logic; a GPU times for real in the benchmarks")
+    for name, v in [("TMA", "auto"), ("TMA_MIN_M", 32), ("_PICK", {}), ("_BEST", {}), ("TMA_WHY", {}),
+                    ("AUTOTUNE", True), ("_CAN_TIME", True)]:
+        monkeypatch.setattr(qg, name, v)
+    cfgs = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False), qg._cfg(32, 16, 64, 4, 1, GROUP_M=1, FLATTEN=True),
+            qg._cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=True)]
+    monkeypatch.setattr(qg, "_w8a8_tma_kernel_configs", cfgs)
+    fake = iter([2.0, 1.0, 4.0])  # pointer GEMM, cfgs[0], cfgs[2] (cfgs[1] raises below)
+    real_run = qg._w8a8_tma_run
+    ran = []
+
+    def run(c, *a, **kw):
+        if c is cfgs[1]:
+            raise RuntimeError("cannot build")
+        ran.append(c)
+        return real_run(c, *a, **kw)
+
+    def bench(fn, quantiles):
+        fn()
+        return next(fake)
+
+    monkeypatch.setattr(qg, "_w8a8_tma_run", run)
+    monkeypatch.setattr(qg, "_bench_fast", bench)
+    monkeypatch.setattr(qg._w8a8_kernel, "configs", [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2)])
+    _, args, x = _w8a8_case(rng, 40, 24, 32)
+    xt = torch.from_numpy(x)
+    y = qg.linear_w8a8(xt, *args, "relu")
+    assert qg._PICK[("w8a8", 64, 24, 32, -1)] is cfgs[0]
+    assert list(qg.TMA_WHY.values()) == ["RuntimeError: cannot build"]
+    assert ran[-1] is cfgs[0]  # y itself computed by the pick
+    assert torch.equal(y, qg.linear_w8a8(xt, *args, "relu", path="pointer"))
+    fake = iter([])  # noqa: F841 (read by bench): no second timing
+    assert torch.equal(qg.linear_w8a8(xt, *args, "relu"), y)
+
+
+def test_w8a8_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
+    """On Hopper: the two-pass call with the TMA GEMM launches directly after its first call (the
+    codes in the scratch buffer, read through a descriptor over that address), with the normal
+    path's bits, and replays in a CUDA graph."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() != "cuda":
+        pytest.skip("direct launches and graphs need a GPU")
+    if not qg.FAST_LAUNCH:
+        pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
+    monkeypatch.setattr(qg, "_DIRECT", {})
+    monkeypatch.setattr(qg, "TMA", "1")
+    fired: list = []
+    real_fire = qg._fire
+    monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
+    _, args, x = _w8a8_case(rng, 300, 136, 208)
+    a = [t.cuda() for t in args]
+    xt = torch.from_numpy(x).cuda()
+    monkeypatch.setattr(qg, "FAST_LAUNCH", False)
+    y_normal = qg.linear_w8a8(xt, *a, "gelu")
+    monkeypatch.setattr(qg, "FAST_LAUNCH", True)
+    for _ in range(2):
+        assert torch.equal(qg.linear_w8a8(xt, *a, "gelu"), y_normal)
+    fired.clear()
+    assert torch.equal(qg.linear_w8a8(xt, *a, "gelu"), y_normal)
+    assert fired == [True, True], qg.DIRECT_WHY  # the quantization and the TMA GEMM
+    assert any(key[0] == "w8a8" and ent and ent.ptrs is not None and key[-1] != id(None)
+               for key, ent in qg._DIRECT.items())
+    assert torch.equal(qg.linear_w8a8(xt, *a, "gelu", path="pointer"), y_normal)
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out = qg.linear_w8a8(xt, *a, "gelu")
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, y_normal)

@@ -30,6 +30,8 @@ _PTRS = {
     "half_tma": {"b_ptr": "fp32", "r_ptr": "fp16", "y_ptr": "fp16"},
     "w8a8": {"q_ptr": "u8", "w_ptr": "i8", "sa_ptr": "fp32", "zp_ptr": "i32", "bad_ptr": "i32", "sw_ptr": "fp32",
              "cs_ptr": "i32", "b_ptr": "fp32", "r_ptr": "fp32", "y_ptr": "fp32"},
+    "w8a8_tma": {"sa_ptr": "fp32", "zp_ptr": "i32", "bad_ptr": "i32", "sw_ptr": "fp32", "cs_ptr": "i32", "b_ptr": "fp32",
+                 "r_ptr": "fp16", "y_ptr": "fp16"},
     "fused": {"x_ptr": "fp32", "w_ptr": "i8", "sw_ptr": "fp32", "cs_ptr": "i32", "b_ptr": "fp32", "r_ptr": "fp32",
               "y_ptr": "fp32", "bad_ptr": "i32", "ws_ptr": "i32", "cnt_ptr": "i32"},
 }
@@ -38,6 +40,7 @@ _CONST = {
     "half_x32": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, DOT_F32=False, EVEN_K=True),
     "half_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, NUM_PROGS=132),
     "w8a8": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True),
+    "w8a8_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, NUM_PROGS=132),
     "fused": dict(SYMMETRIC=False, HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True),
 }
 _NOT_DIVISIBLE = {"M", "M_BUCKET"}
@@ -48,7 +51,8 @@ def _kernels():
 
     return {"half": (qg._half_kernel, qg._half_kernel.configs), "half_x32": (qg._half_kernel, qg._half_kernel.configs),
             "half_tma": (qg._half_tma_kernel, qg._half_tma_kernel_configs),
-            "w8a8": (qg._w8a8_kernel, qg._w8a8_kernel.configs), "fused": (qg._w8a8_fused_kernel, qg._w8a8_fused_kernel.configs)}
+            "w8a8": (qg._w8a8_kernel, qg._w8a8_kernel.configs),
+            "w8a8_tma": (qg._w8a8_tma_kernel, qg._w8a8_tma_kernel_configs), "fused": (qg._w8a8_fused_kernel, qg._w8a8_fused_kernel.configs)}
 
 
 def _jit(kernel):
@@ -86,10 +90,10 @@ def compile_one(name: str, kernel, cfg, arch: int) -> dict:
         a = p.name
         if p.is_constexpr:
             sig[a] = "constexpr"
-        elif a == "x_desc":
-            sig[a] = f"tensordesc<fp16[{kw['BLOCK_M']},{kw['BLOCK_K']}]>"
+        elif a in ("x_desc", "q_desc"):
+            sig[a] = f"tensordesc<{'fp16' if a == 'x_desc' else 'u8'}[{kw['BLOCK_M']},{kw['BLOCK_K']}]>"
         elif a == "w_desc":
-            sig[a] = f"tensordesc<fp16[{kw['BLOCK_N']},{kw['BLOCK_K']}]>"
+            sig[a] = f"tensordesc<{'fp16' if name == 'half_tma' else 'i8'}[{kw['BLOCK_N']},{kw['BLOCK_K']}]>"
         elif a.endswith("_ptr"):
             sig[a] = "*" + _PTRS[name][a]
         else:
@@ -115,7 +119,7 @@ def compile_one(name: str, kernel, cfg, arch: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", help="SM version (90, 80); default 90")
-    ap.add_argument("--kernel", action="append", help="half, half_x32 (float32 x), half_tma, w8a8, fused; default all")
+    ap.add_argument("--kernel", action="append", help="half, half_x32 (float32 x), half_tma, w8a8, w8a8_tma, fused; default all")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("run without TRITON_INTERPRET: the interpreter keeps one config per kernel", file=sys.stderr)
@@ -123,7 +127,7 @@ def main(argv=None) -> int:
     kernels = _kernels()
     for arch in a.arch or [90]:
         for name in a.kernel or list(kernels):
-            if name == "half_tma" and arch < 90:
+            if name.endswith("_tma") and arch < 90:
                 continue  # TMA: Hopper and later
             kernel, configs = kernels[name]
             for cfg in configs:
