@@ -67,23 +67,37 @@ def _rne(v):
 
 
 @triton.jit
-def _act_quant_kernel(x_ptr, q_ptr, s_ptr, z_ptr, bad_ptr, K, s_xm, s_qm, SYMMETRIC: tl.constexpr, BLOCK_K: tl.constexpr):
-    # One program per row (token): its [min, max] with 0 included, then uint8 codes.
+def _act_quant_kernel(x_ptr, q_ptr, s_ptr, z_ptr, bad_ptr, K, s_xm, s_qm, SYMMETRIC: tl.constexpr, BLOCK_K: tl.constexpr,
+                      ONE_TILE: tl.constexpr):
+    # One program per row (token): its [min, max] with 0 included, then uint8 codes. ONE_TILE
+    # (K <= BLOCK_K, every K up to 4096): the row is read once and quantized from registers;
+    # otherwise a range pass over K and a second pass that reads the row again.
     row = tl.program_id(0).to(tl.int64)
-    lo = tl.zeros([BLOCK_K], dtype=tl.float32)
-    hi = tl.zeros([BLOCK_K], dtype=tl.float32)
-    bad = tl.zeros([BLOCK_K], dtype=tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        offs = k0 + tl.arange(0, BLOCK_K)
+    if ONE_TILE:
+        offs = tl.arange(0, BLOCK_K)
         m = offs < K
         v = tl.load(x_ptr + row * s_xm + offs, mask=m, other=0.0).to(tl.float32)
         fin = tl.abs(v) <= _FLT_MAX
-        bad = tl.maximum(bad, tl.where(m & ~fin, 1, 0))
-        v = tl.where(fin, v, 0.0)
-        lo = tl.minimum(lo, v)
-        hi = tl.maximum(hi, v)
-    mn = tl.min(lo, axis=0)
-    mx = tl.max(hi, axis=0)
+        badr = tl.max(tl.where(m & ~fin, 1, 0), axis=0)
+        vf = tl.where(fin, v, 0.0)
+        mn = tl.minimum(tl.min(vf, axis=0), 0.0)
+        mx = tl.maximum(tl.max(vf, axis=0), 0.0)
+    else:
+        lo = tl.zeros([BLOCK_K], dtype=tl.float32)
+        hi = tl.zeros([BLOCK_K], dtype=tl.float32)
+        bad = tl.zeros([BLOCK_K], dtype=tl.int32)
+        for k0 in range(0, K, BLOCK_K):
+            offs = k0 + tl.arange(0, BLOCK_K)
+            m = offs < K
+            v = tl.load(x_ptr + row * s_xm + offs, mask=m, other=0.0).to(tl.float32)
+            fin = tl.abs(v) <= _FLT_MAX
+            bad = tl.maximum(bad, tl.where(m & ~fin, 1, 0))
+            v = tl.where(fin, v, 0.0)
+            lo = tl.minimum(lo, v)
+            hi = tl.maximum(hi, v)
+        mn = tl.min(lo, axis=0)
+        mx = tl.max(hi, axis=0)
+        badr = tl.max(bad, axis=0)
     if SYMMETRIC:
         amax = tl.maximum(-mn, mx)
         s = tl.math.div_rn(amax, 127.0)
@@ -98,15 +112,19 @@ def _act_quant_kernel(x_ptr, q_ptr, s_ptr, z_ptr, bad_ptr, K, s_xm, s_qm, SYMMET
         inv = tl.math.div_rn(1.0, s)
         zp = tl.minimum(tl.maximum(_rne(-mn * inv), 0.0), 255.0)
         qmin = 0.0
-    for k0 in range(0, K, BLOCK_K):
-        offs = k0 + tl.arange(0, BLOCK_K)
-        m = offs < K
-        v = tl.load(x_ptr + row * s_xm + offs, mask=m, other=0.0).to(tl.float32)
+    if ONE_TILE:
         qv = tl.minimum(tl.maximum(_rne(v * inv) + zp, qmin), 255.0)
         tl.store(q_ptr + row * s_qm + offs, qv.to(tl.int32).to(tl.uint8), mask=m)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            offs = k0 + tl.arange(0, BLOCK_K)
+            m = offs < K
+            v = tl.load(x_ptr + row * s_xm + offs, mask=m, other=0.0).to(tl.float32)
+            qv = tl.minimum(tl.maximum(_rne(v * inv) + zp, qmin), 255.0)
+            tl.store(q_ptr + row * s_qm + offs, qv.to(tl.int32).to(tl.uint8), mask=m)
     tl.store(s_ptr + row, s)
     tl.store(z_ptr + row, zp.to(tl.int32))
-    tl.store(bad_ptr + row, tl.max(bad, axis=0))
+    tl.store(bad_ptr + row, badr)
 
 
 @triton.jit
@@ -730,7 +748,7 @@ def quantize_activations_flagged(x: torch.Tensor, symmetric: bool = False):
     if m == 0:
         return q, s, z, bad
     _act_quant_kernel[(m,)](x, q, s, z, bad, k, max(x.stride(0), 1), max(q.stride(0), 1), SYMMETRIC=symmetric,
-                            BLOCK_K=_act_quant_block(k))
+                            BLOCK_K=_act_quant_block(k), ONE_TILE=k <= _act_quant_block(k))
     return q, s, z, bad
 
 
@@ -745,7 +763,7 @@ def _act_quant_into(x, sxm, m, k, symmetric, q, s, z, bad, dev, stream):
         return True
     if type(q) is int:
         return False  # the caller retries with tensors
-    meta = dict(SYMMETRIC=bool(symmetric), BLOCK_K=_act_quant_block(k))
+    meta = dict(SYMMETRIC=bool(symmetric), BLOCK_K=_act_quant_block(k), ONE_TILE=k <= _act_quant_block(k))
     compiled = _act_quant_kernel[(m,)](*args, **meta)
     if FAST_LAUNCH and ent is None:
         _record(dkey, _act_quant_kernel, compiled, args, meta, {})

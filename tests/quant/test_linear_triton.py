@@ -62,6 +62,45 @@ def test_triton_activation_quantization_exact(m, k, sym, seed):
     np.testing.assert_array_equal(z.cpu().numpy(), ez)
 
 
+
+@pytest.mark.parametrize("one_tile", [True, False])
+@given(m=st.integers(1, 6), k=st.integers(1, 200), sym=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       nonfinite=st.booleans())
+@settings(max_examples=8, deadline=None)
+def test_triton_activation_quantization_both_kernel_shapes(one_tile, m, k, sym, seed, nonfinite):
+    """The per-token quantization kernel in both of its shapes, launched directly: the row read
+    once and quantized from registers (ONE_TILE, BLOCK_K >= K: what every K up to 4096 runs) and
+    the two-pass loop over K-blocks (larger K; forced here with BLOCK_K 16..64 so that K spans
+    several blocks): exact codes, scales, zero points and NaN/inf flags, non-contiguous rows."""
+    import torch
+    import triton
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    dev = _device()
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, 2 * k)) * 7 + 1).astype(np.float32)[:, ::2]
+    if nonfinite:
+        x[rng.integers(0, m), rng.integers(0, k)] = rng.choice([np.nan, np.inf, -np.inf])
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+    xs = torch.empty((m, k + 3), device=dev)[:, :k]  # row stride k + 3
+    xs.copy_(xt)
+    block = triton.next_power_of_2(k) if one_tile else int(rng.choice([16, 32, 64]))
+    q = torch.full((m, k), 7, dtype=torch.uint8, device=dev)
+    sc = torch.empty(m, device=dev)
+    z = torch.empty(m, dtype=torch.int32, device=dev)
+    bad = torch.full((m,), -1, dtype=torch.int32, device=dev)
+    qg._act_quant_kernel[(m,)](xs, q, sc, z, bad, k, xs.stride(0), k, SYMMETRIC=sym, BLOCK_K=block,
+                               ONE_TILE=one_tile and k <= block)
+    flags = ~np.isfinite(x).all(axis=1)
+    np.testing.assert_array_equal(bad.cpu().numpy(), flags.astype(np.int32))
+    ok = ~flags
+    eq, es, ez = ref.quantize_rows_u8(np.where(np.isfinite(x), x, 0.0).astype(np.float32), sym)
+    np.testing.assert_array_equal(q.cpu().numpy()[ok], eq[ok][:, :k])  # (the oracle pads K to 4)
+    np.testing.assert_array_equal(sc.cpu().numpy(), es)  # range of the finite values (0 included)
+    np.testing.assert_array_equal(z.cpu().numpy(), ez)
+
+
 def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     """x rounded to nearest even in float16/bfloat16 (as the GPU kernel feeds the Tensor cores)."""
     import torch
