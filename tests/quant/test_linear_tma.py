@@ -61,7 +61,7 @@ def _oracle(x, w, b, act, r):
 def test_tma_every_config_matches_oracle(dtype, m, n, k8, seed, act, res):
     """Every config (the tuned list and the interpreter's extra ones) on random shapes: M and N off
     every block, K a multiple of 8 but not of BLOCK_K (the descriptor's zero fill must add
-    nothing), more tiles than programs."""
+    nothing; the NaN pads of the strided rows must not be read), more tiles than programs."""
     import torch
 
     from pyperfcore.kernels import quant_gemm as qg
@@ -73,7 +73,13 @@ def test_tma_every_config_matches_oracle(dtype, m, n, k8, seed, act, res):
     rng = np.random.default_rng(seed)
     x, w, b, r = _case(rng, m, n, k, dtype, res)
     exp = _oracle(x, w, b, act, r)
-    xt, wt, bt = x.to(dev), w.to(dev), b.to(dev)
+    # x and w as views with padded rows (strides k + 8 and k + 16: still 16-byte aligned rows); the
+    # pads hold NaN, which would poison the output if a descriptor reached past K
+    xt = torch.full((m, k + 8), float("nan"), dtype=x.dtype, device=dev)[:, :k]
+    xt.copy_(x)
+    wt = torch.full((n, k + 16), float("nan"), dtype=w.dtype, device=dev)[:, :k]
+    wt.copy_(w)
+    bt = b.to(dev)
     rt = None if r is None else r.to(dev)
     meta = dict(HAS_BIAS=True, ACT=qg._ACTS[act], HAS_RES=rt is not None, DOT_F32=qg._INTERPRET and dtype == "bfloat16")
     for c in qg._half_tma_kernel_configs + qg.INTERPRETER_EXTRA["half_tma"]:
