@@ -295,6 +295,9 @@ def test_w8a8_tma_every_config_matches_oracle_and_pointer_kernel(m, n, k16, seed
     r = rng.standard_normal((m, n)).astype(np.float32) if res else None
     exp = ref.linear_w8a8(x, layer.qweight, layer.wscale, args[3].numpy(), act, r, sym)
     a = [t.to(dev) for t in args]
+    qwp = torch.full((n, k + 16), 127, dtype=torch.int8, device=dev)[:, :k]  # weight rows with a pad
+    qwp.copy_(a[0])
+    a[0] = qwp
     xt = torch.from_numpy(x).to(dev)
     rt = None if r is None else torch.from_numpy(r).to(dev)
     q, sa, zp, bad = qg.quantize_activations_flagged(xt, symmetric=sym)
