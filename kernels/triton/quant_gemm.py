@@ -287,9 +287,13 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     row_ok = rm < M
-    # Rows/columns past the edge read a valid row/column (wrapped) and are never stored: the
-    # weight and activation loads need no row/column mask.
+    # Columns past the edge read a valid weight row (wrapped) and are never stored: no column
+    # mask. Rows of x past M are masked off (their lanes fetch nothing): at M = 1 a BLOCK_M of 16
+    # would otherwise read the one row 16 times in both passes, in every program (at K = 4096 and
+    # 256 programs, 64 MB of L2 reads for a 16 KB row). The mask is constant along K, so the loads
+    # stay vectorized.
     xrow = x_ptr + (rm % M)[:, None].to(tl.int64) * s_xm
+    xmask = row_ok[:, None]
     wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
 
     # Pass 1: each row's range over the whole K (0 included), NaN/inf flagged, as _act_quant_kernel.
@@ -301,7 +305,7 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     bad = tl.zeros([BLOCK_M, STAT_K], dtype=tl.int32)
     for k0 in range(0, K, STAT_K):
         kk = k0 + sk
-        v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0).to(tl.float32)
+        v = tl.load(xrow + kk[None, :], mask=xmask & (kk[None, :] < K), other=0.0).to(tl.float32)
         fin = (tl.abs(v) <= _FLT_MAX) | (kk[None, :] >= K)
         bad = tl.maximum(bad, tl.where(fin, 0, 1))
         v = tl.where(fin, v, 0.0)
@@ -335,10 +339,10 @@ def _w8a8_fused_kernel(x_ptr, w_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, bad_pt
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + rk
         if EVEN_K:
-            v = tl.load(xrow + kk[None, :]).to(tl.float32)
+            v = tl.load(xrow + kk[None, :], mask=xmask, other=0.0).to(tl.float32)
             b = tl.load(wcol + kk[:, None])
         else:
-            v = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0).to(tl.float32)
+            v = tl.load(xrow + kk[None, :], mask=xmask & (kk[None, :] < K), other=0.0).to(tl.float32)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
         qv = tl.minimum(tl.maximum(_rne(v * inv[:, None]) + zp[:, None], qmin), 255.0)
         a = (qv - 128.0).to(tl.int8)  # exact: an integer in [-128, 127]
