@@ -267,6 +267,12 @@ def _even_k(a):
     return a["K"] % a["BLOCK_K"] == 0
 
 
+def _row_mask(a):
+    # M (its bucket) smaller than the tile: mask x's rows past M instead of wrapping them onto
+    # valid rows, which would read the same rows BLOCK_M / M times over (from L2) in every program
+    return int(a["M_BUCKET"]) < a["BLOCK_M"]
+
+
 _TUNE = dict(key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune_by_m},
              do_bench=None if _INTERPRET else _bench_fast)
 
@@ -384,26 +390,30 @@ def _swizzle(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.con
 
 
 @triton.autotune(configs=_gemm_configs(), **_TUNE)
-@triton.heuristics({"EVEN_K": _even_k})
+@triton.heuristics({"EVEN_K": _even_k, "ROW_MASK": _row_mask})
 @triton.jit(do_not_specialize=["M", "M_BUCKET"])
 def _w8a8_kernel(q_ptr, w_ptr, sa_ptr, zp_ptr, bad_ptr, sw_ptr, cs_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET,
                  s_qm, s_wn, s_rm, s_ym, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                 EVEN_K: tl.constexpr):
+                 EVEN_K: tl.constexpr, ROW_MASK: tl.constexpr):
     pid_m, pid_n = _swizzle(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     arow = q_ptr + (rm % M)[:, None].to(tl.int64) * s_qm
     wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
+    amask = (rm < M)[:, None] if ROW_MASK else tl.full([BLOCK_M, 1], 1, tl.int1)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         if EVEN_K:
-            a = tl.load(arow + kk[None, :])
+            if ROW_MASK:  # (rows past M are never stored: any fill value; 0 keeps cp.async's zero fill)
+                a = tl.load(arow + kk[None, :], mask=amask, other=0)
+            else:
+                a = tl.load(arow + kk[None, :])
             b = tl.load(wcol + kk[:, None])
         else:
-            a = tl.load(arow + kk[None, :], mask=kk[None, :] < K, other=128)
+            a = tl.load(arow + kk[None, :], mask=amask & (kk[None, :] < K), other=128)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0)
         a = (a ^ 0x80).to(tl.int8, bitcast=True)  # q - 128 for a uint8 q, one op per byte
         acc += tl.dot(a, b, out_dtype=tl.int32)
@@ -415,26 +425,30 @@ def _w8a8_kernel(q_ptr, w_ptr, sa_ptr, zp_ptr, bad_ptr, sw_ptr, cs_ptr, b_ptr, r
 
 
 @triton.autotune(configs=_half_configs(), **_TUNE)
-@triton.heuristics({"EVEN_K": _even_k})
+@triton.heuristics({"EVEN_K": _even_k, "ROW_MASK": _row_mask})
 @triton.jit(do_not_specialize=["M", "M_BUCKET"])
 def _half_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, M, N, K, M_BUCKET, s_xm, s_wn, s_rm, s_ym,
                  HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, DOT_F32: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                 EVEN_K: tl.constexpr):
+                 EVEN_K: tl.constexpr, ROW_MASK: tl.constexpr):
     pid_m, pid_n = _swizzle(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     xrow = x_ptr + (rm % M)[:, None].to(tl.int64) * s_xm
     wcol = w_ptr + (rn % N)[None, :].to(tl.int64) * s_wn
+    xmask = (rm < M)[:, None] if ROW_MASK else tl.full([BLOCK_M, 1], 1, tl.int1)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         if EVEN_K:
-            a = tl.load(xrow + kk[None, :])
+            if ROW_MASK:
+                a = tl.load(xrow + kk[None, :], mask=xmask, other=0.0)
+            else:
+                a = tl.load(xrow + kk[None, :])
             b = tl.load(wcol + kk[:, None])
         else:
-            a = tl.load(xrow + kk[None, :], mask=kk[None, :] < K, other=0.0)
+            a = tl.load(xrow + kk[None, :], mask=xmask & (kk[None, :] < K), other=0.0)
             b = tl.load(wcol + kk[:, None], mask=kk[:, None] < K, other=0.0)
         if DOT_F32:
             # The interpreter has no bf16 matmul and truncates f32 -> bf16: round to nearest even

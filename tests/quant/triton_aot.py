@@ -36,10 +36,10 @@ _PTRS = {
               "y_ptr": "fp32", "bad_ptr": "i32", "ws_ptr": "i32", "cnt_ptr": "i32"},
 }
 _CONST = {
-    "half": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, EVEN_K=True),
-    "half_x32": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, DOT_F32=False, EVEN_K=True),
+    "half": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, EVEN_K=True, ROW_MASK=False),
+    "half_x32": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, DOT_F32=False, EVEN_K=True, ROW_MASK=True),
     "half_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, NUM_PROGS=132),
-    "w8a8": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True),
+    "w8a8": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True, ROW_MASK=True),
     "w8a8_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, NUM_PROGS=132),
     "fused": dict(SYMMETRIC=False, HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True),
 }
