@@ -73,8 +73,9 @@ stubs-check: dev
 device-check:
 	bash benchmarks/device_check.sh
 
-# The CUDA kernels under the CPU emulation (tests/cuda_emu) built with AddressSanitizer: every
-# load and store of every kernel bounds-checked (about 3 minutes; not part of `make test`).
+# The CUDA kernels under the CPU emulation (tests/cuda_emu) built with AddressSanitizer and UBSan's
+# alignment check: every load and store of every kernel bounds- and alignment-checked (about 3
+# minutes; not part of `make test`).
 emu-asan: dev
 	PFC_EMU_SANITIZE=address,alignment ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so.6)" \
