@@ -908,7 +908,8 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
             _launch(_w8a8_kernel, tkey, grid, pargs, meta)
             best = _BEST[tkey]
             tcfg = _time_pick(tkey, lambda: _w8a8_kernel.fn[grid(best.kwargs)](*pargs, **meta, **best.all_kwargs()),
-                              lambda c: _w8a8_tma_run(c, tma_args(c), meta, dev), _w8a8_tma_kernel_configs, mb)
+                              lambda c: _w8a8_tma_run(c, tma_args(c), meta, dev), _w8a8_tma_kernel_configs, mb, y,
+                              exact=True)
             dkey = None  # (the next call records its direct launch under the picked key)
         if tcfg is None:
             _launch(_w8a8_kernel, tkey, grid, pargs, meta, dkey if ent is None else None)
@@ -1100,13 +1101,35 @@ def _tma_state(tkey, force, configs, mb, x):
     return _UNSET
 
 
-def _time_pick(tkey, run_pointer, run_tma, configs, mb):
+def _same_output(y, ref, exact: bool):
+    """Whether a candidate's output y agrees with the pointer kernel's ref: the same NaN rows and,
+    where finite, the same bits (W8A8: exact INT32 sums, shared epilogue) or agreement within
+    float32 summation-order error plus one rounding of y's type (FP16/BF16)."""
+    nan = torch.isnan(ref)
+    if not torch.equal(torch.isnan(y), nan):
+        return False
+    a, b = y.float().masked_fill(nan, 0.0), ref.float().masked_fill(nan, 0.0)
+    if exact:
+        return torch.equal(a, b)
+    tol = 2.0 ** -6 if y.dtype is torch.bfloat16 else 2.0 ** -9  # two units of fp16/bf16 rounding
+    return bool(((a - b).abs() <= tol * b.abs() + 1e-3 * max(1.0, float(b.abs().max()))).all())
+
+
+def _time_pick(tkey, run_pointer, run_tma, configs, mb, y, exact):
     """Time the pointer kernel's tuned winner and each TMA config that suits M (same do_bench
-    settings as the autotuner), keep the fastest for tkey; a TMA config that fails to build is
-    skipped (TMA_WHY says why). Every candidate writes the same output."""
+    settings as the autotuner), keep the fastest for tkey. A TMA config is a candidate only if it
+    builds and its output on this call agrees with the pointer kernel's (_same_output): a config
+    the GPU or triton gets wrong is never picked. TMA_WHY says why a config was left out."""
+    run_pointer()
+    ref = y.clone()
     timed = [(_bench_fast(run_pointer, None), None)]
     for c in _tma_prune(configs, mb):
         try:
+            y.fill_(0.0)
+            run_tma(c)
+            if not _same_output(y, ref, exact):
+                TMA_WHY[(tkey, str(c))] = "output differs from the pointer kernel's: left out"
+                continue
             timed.append((_bench_fast(lambda c=c: run_tma(c), None), c))
         except Exception as e:  # a config this GPU or triton cannot build: skip it, keep the others
             TMA_WHY[(tkey, str(c))] = f"{type(e).__name__}: {e}"
@@ -1126,7 +1149,7 @@ def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
     best = _BEST[tkey]
     return _time_pick(tkey, lambda: _half_kernel.fn[grid(best.kwargs)](*args, **meta, **best.all_kwargs()),
                       lambda c: _half_tma_run(c, x, weight, b, r, y, m, n, k, mb, s_rm, meta),
-                      _half_tma_kernel_configs, mb)
+                      _half_tma_kernel_configs, mb, y, exact=False)
 
 
 # ------------------------------------------------------------------------------ W8A8 TMA path

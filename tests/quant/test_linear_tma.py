@@ -214,6 +214,80 @@ def test_tma_pick_times_both_kernels(rng, monkeypatch):
     torch.testing.assert_close(qg.linear_half(x, w, b, "relu"), y, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kernel", ["half", "w8a8"])
+@pytest.mark.parametrize("fault", ["off_by_1pct", "nan", "nothing_written", "one_ulp_w8a8"])
+def test_tma_pick_leaves_out_a_config_with_wrong_output(kernel, fault, rng, monkeypatch):
+    """The pick runs every TMA candidate once and compares its output with the pointer kernel's
+    before timing it: a config whose output is off (1% on one element, a NaN in a finite row,
+    nothing written; for W8A8, whose sums are exact, even one float32 ulp) is left out with the
+    reason in TMA_WHY, even when it would time fastest; the faster of the rest is picked."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() == "cuda":
+        pytest.skip("the interpreter's pick logic (fake timer)")
+    if fault == "one_ulp_w8a8" and kernel == "half":
+        pytest.skip("one float32 ulp is within the FP16 path's summation-order tolerance")
+    for name, v in [("TMA", "auto"), ("TMA_MIN_M", 32), ("_PICK", {}), ("_BEST", {}), ("TMA_WHY", {}),
+                    ("AUTOTUNE", True), ("_CAN_TIME", True)]:
+        monkeypatch.setattr(qg, name, v)
+    cfgs = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False), qg._cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=True)]
+    one = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2)]
+    fake = iter([5.0, 4.0, 1.0])  # pointer, cfgs[0]; cfgs[1] (wrong) would be fastest if it were timed
+
+    def bench(fn, quantiles):
+        fn()
+        return next(fake)
+
+    monkeypatch.setattr(qg, "_bench_fast", bench)
+    real_run = qg._half_tma_run if kernel == "half" else qg._w8a8_tma_run
+
+    def spoil(y):
+        if fault == "off_by_1pct":  # on the largest element (a ReLU zero would stay zero)
+            y.view(-1)[y.abs().argmax()] *= 1.01
+        elif fault == "nan":
+            y[0, 1] = float("nan")
+        elif fault == "nothing_written":
+            y.zero_()
+        else:
+            i = y.abs().argmax()
+            y.view(-1)[i] = torch.nextafter(y.view(-1)[i], torch.tensor(float("inf")))
+
+    if kernel == "half":
+        monkeypatch.setattr(qg, "_half_tma_kernel_configs", cfgs)
+        monkeypatch.setattr(qg._half_kernel, "configs", one)
+
+        def run(c, *a, **kw):
+            real_run(c, *a, **kw)
+            if c is cfgs[1]:
+                spoil(a[4])  # y
+
+        monkeypatch.setattr(qg, "_half_tma_run", run)
+        x, w, b, _ = _case(rng, 40, 24, 32, "float16")
+        y = qg.linear_half(x, w, b, "relu")
+        key = ("half", 64, 24, 32, -1, torch.float16)
+        yp = qg.linear_half(x, w, b, "relu", path="pointer")
+    else:
+        monkeypatch.setattr(qg, "_w8a8_tma_kernel_configs", cfgs)
+        monkeypatch.setattr(qg._w8a8_kernel, "configs", one)
+
+        def run(c, targs, *a, **kw):
+            real_run(c, targs, *a, **kw)
+            if c is cfgs[1]:
+                spoil(targs[9])  # y
+
+        monkeypatch.setattr(qg, "_w8a8_tma_run", run)
+        _, args, x = _w8a8_case(rng, 40, 24, 32)
+        xt = torch.from_numpy(x)
+        y = qg.linear_w8a8(xt, *args, "relu")
+        key = ("w8a8", 64, 24, 32, -1)
+        yp = qg.linear_w8a8(xt, *args, "relu", path="pointer")
+    assert qg._PICK[key] is cfgs[0]
+    assert list(qg.TMA_WHY.values()) == ["output differs from the pointer kernel's: left out"]
+    torch.testing.assert_close(y, yp, rtol=1e-5, atol=1e-5)
+
+
 def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
     """On Hopper: after the first call of a key the TMA kernel launches directly (descriptors
     rebuilt per call and handed to the compiled launcher), with exactly the normal path's
