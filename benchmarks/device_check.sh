@@ -30,7 +30,7 @@ XDIST=""
 $PY -c "import xdist" 2>/dev/null && XDIST="-n ${XDIST_WORKERS:-4}"
 
 PHASES=${PHASES:-tests,sweeps,bench}
-SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-120}
+SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-200}  # the quant sweep stops itself after 110 s (+30 s watchdog)
 tests_rc=0
 bench_rc=0
 
