@@ -52,7 +52,11 @@ SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "triton")
 # against the pointer kernel's tuned winner and keeps the fastest; with autotuning off, the
 # pointer kernel. "1": always where they apply, "0": never.
 TMA = os.environ.get("PYPERFCORE_TRITON_TMA", "auto")
-TMA_MIN_M = int(os.environ.get("PYPERFCORE_TRITON_TMA_MIN_M", "128"))
+# 512: below it the layer is short enough (~20 us at M = 128, K = N = 4096 on an H100) that the
+# TMA path's extra host work per call (two tensor descriptors, a few us on a serving CPU) can
+# cost more in a single synchronized call than a faster kernel saves; the pick itself compares
+# device times only. The benchmarks and the sweep time both kernels from M = 128 regardless.
+TMA_MIN_M = int(os.environ.get("PYPERFCORE_TRITON_TMA_MIN_M", "512"))
 _PATHS = ("fused", "two_pass", "pointer", "tma", "cuda")
 _CUDA_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _CUDA_MOD: list = []
