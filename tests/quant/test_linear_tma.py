@@ -303,6 +303,7 @@ def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
     monkeypatch.setattr(qg, "TMA", "1")
+    monkeypatch.setattr(qg, "TMA_MIN_M", 256)  # (the calls below have 300 rows)
     fired: list = []
     real_fire = qg._fire
     monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
@@ -504,6 +505,7 @@ def test_w8a8_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
     monkeypatch.setattr(qg, "TMA", "1")
+    monkeypatch.setattr(qg, "TMA_MIN_M", 256)  # (the calls below have 300 rows)
     fired: list = []
     real_fire = qg._fire
     monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
