@@ -1019,7 +1019,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
         if pick is not None:
             _half_tma_run(pick, x, weight, bptr, rptr, y, m, n, k, mb, s_rm, meta,
                           ("half_tma", dev, mb, n, k, sxm, wdt, weight.stride(0), bias.dtype if has_bias else None,
-                           act, has_res, s_rm, y.dtype, r.dtype if has_res else None, pick))
+                           act, has_res, s_rm, y.dtype, r.dtype if has_res else None, id(pick)))
             return y
     s_wn, s_wk = weight.stride()
     args = (x, weight, bptr, rptr, y, m, n, k, mb, sxm, s_wn, s_rm, n)
