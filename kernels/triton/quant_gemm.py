@@ -1036,7 +1036,19 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
 
 # ------------------------------------------------------------------------- FP16/BF16 TMA path
 _PICK: dict = {}  # ("half"|"w8a8", M bucket, N, K, device[, dtype]) -> TMA Config, or None (pointer kernel)
-_NPROGS: dict = {}  # device -> persistent programs (SM count; 3 under the interpreter)
+_SMS: dict = {}  # device -> (SM count, compute capability major)
+
+
+def _sm_info(dev: int):
+    """(programs of a persistent launch, capability major) for a device; (3, 9) for CPU tensors
+    (the interpreter: a few programs, so that each walks several tiles)."""
+    got = _SMS.get(dev)
+    if got is None:
+        if dev < 0:
+            return 3, 9
+        props = torch.cuda.get_device_properties(dev)
+        got = _SMS[dev] = (props.multi_processor_count, props.major)
+    return got
 
 
 def _tma_refusal(x, weight, dev) -> str | None:
@@ -1049,11 +1061,7 @@ def _tma_refusal(x, weight, dev) -> str | None:
     if (x.stride(0) * es) % 16 or (weight.stride(0) * es) % 16 or x.data_ptr() % 16 or weight.data_ptr() % 16:
         return "TMA needs 16-byte aligned bases and row strides (K a multiple of 8 for contiguous rows)"
     if x.is_cuda:
-        n = _NPROGS.get(dev)
-        if n is None:
-            props = torch.cuda.get_device_properties(dev)
-            n = _NPROGS[dev] = props.multi_processor_count if props.major >= 9 else 0
-        if not n:
+        if _sm_info(dev)[1] < 9:
             return "TMA needs a Hopper or later GPU (compute capability 9.0+)"
     elif not _INTERPRET:
         return "CPU tensors run only under TRITON_INTERPRET=1"
@@ -1077,7 +1085,7 @@ def _half_tma_args(cfg, x, weight, b, r, y, m, n, k, mb, s_rm):
 
 def _half_tma_run(cfg, x, weight, b, r, y, m, n, k, mb, s_rm, meta, dkey=None):
     dev = x.get_device()
-    nprog = _NPROGS.get(dev, 3)
+    nprog = _sm_info(dev)[0]
     args = _half_tma_args(cfg, x, weight, b, r, y, m, n, k, mb, s_rm)
     g0 = min(nprog, triton.cdiv(m, cfg.kwargs["BLOCK_M"]) * triton.cdiv(n, cfg.kwargs["BLOCK_N"]))
     ent = _DIRECT.get(dkey) if FAST_LAUNCH and dkey is not None else None
@@ -1174,11 +1182,7 @@ def _w8a8_tma_refusal(x, qweight, k, dev) -> str | None:
     if k == 0 or k % 16 or (k > 1 and qweight.stride(1) != 1) or qweight.stride(0) % 16 or qweight.data_ptr() % 16:
         return "TMA needs K a multiple of 16 and 16-byte aligned weight rows"
     if x.is_cuda:
-        nprog = _NPROGS.get(dev)
-        if nprog is None:
-            props = torch.cuda.get_device_properties(dev)
-            nprog = _NPROGS[dev] = props.multi_processor_count if props.major >= 9 else 0
-        if not nprog:
+        if _sm_info(dev)[1] < 9:
             return "TMA needs a Hopper or later GPU (compute capability 9.0+)"
     elif not _INTERPRET:
         return "CPU tensors run only under TRITON_INTERPRET=1"
@@ -1194,11 +1198,11 @@ def _w8a8_tma_args(cfg, q, qweight, sa, zp, bad, sw, cs, b, r, y, m, n, k, mb, s
 
 
 def _tma_grid(cfg, m, n, dev) -> int:
-    return min(_NPROGS.get(dev, 3), triton.cdiv(m, cfg.kwargs["BLOCK_M"]) * triton.cdiv(n, cfg.kwargs["BLOCK_N"]))
+    return min(_sm_info(dev)[0], triton.cdiv(m, cfg.kwargs["BLOCK_M"]) * triton.cdiv(n, cfg.kwargs["BLOCK_N"]))
 
 
 def _w8a8_tma_run(cfg, args, meta, dev, dkey=None):
-    kw = {**meta, "NUM_PROGS": _NPROGS.get(dev, 3), **cfg.all_kwargs()}
+    kw = {**meta, "NUM_PROGS": _sm_info(dev)[0], **cfg.all_kwargs()}
     compiled = _w8a8_tma_kernel[(_tma_grid(cfg, args[10], args[11], dev),)](*args, **kw)
     if dkey is not None and FAST_LAUNCH:
         _record(dkey, _w8a8_tma_kernel, compiled, args, kw, cfg.kwargs)
