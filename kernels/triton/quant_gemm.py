@@ -877,7 +877,8 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         dkey = ("w8a8", dev, mb, n, k, symmetric, has_bias, act, has_res, AUTOTUNE, qweight.dtype, wscale.dtype,
                 colsum.dtype, bias.dtype if has_bias else None, s_wn, s_wk, s_rm, x.dtype, y.dtype,
                 r.dtype if has_res else None, id(tcfg))
-        ent = _DIRECT.get(dkey) if FAST_LAUNCH and tcfg is not _UNSET else None
+        timing = tcfg is _UNSET or tcfg is _UNSET_TMA
+        ent = _DIRECT.get(dkey) if FAST_LAUNCH and not timing else None
         if ent and _direct_ok(dev):
             # scratch: codes [m, k] | scales [m] | zero points [m] | flags [m], 16-byte aligned pieces
             o_s = _a16(m * k)
@@ -908,12 +909,12 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         meta = dict(HAS_BIAS=has_bias, ACT=act, HAS_RES=has_res)
         tma_args = (lambda c: _w8a8_tma_args(c, q, qweight, sa, zp, bad, wscale, colsum, bias_t, res_t, y, m, n, k, mb,
                                              s_rm))
-        if tcfg is _UNSET:  # first call of this shape: time the pointer kernel's winner and the TMA configs
+        if timing:  # first call of this shape: time the pointer kernel's winner (unless forced) and the TMA configs
             _launch(_w8a8_kernel, tkey, grid, pargs, meta)
             best = _BEST[tkey]
             tcfg = _time_pick(tkey, lambda: _w8a8_kernel.fn[grid(best.kwargs)](*pargs, **meta, **best.all_kwargs()),
                               lambda c: _w8a8_tma_run(c, tma_args(c), meta, dev), _w8a8_tma_kernel_configs, mb, y,
-                              exact=True)
+                              exact=True, tma_only=tcfg is _UNSET_TMA)
             dkey = None  # (the next call records its direct launch under the picked key)
         if tcfg is None:
             _launch(_w8a8_kernel, tkey, grid, pargs, meta, dkey if ent is None else None)
@@ -1097,20 +1098,27 @@ def _half_tma_run(cfg, x, weight, b, r, y, m, n, k, mb, s_rm, meta, dkey=None):
         _record(dkey, _half_tma_kernel, compiled, args, kw, cfg.kwargs)
 
 
-_UNSET = object()  # _tma_state: time the candidates on this call
+_UNSET = object()  # _tma_state: time the pointer kernel and the TMA configs on this call
+_UNSET_TMA = object()  # _tma_state: TMA forced; time the TMA configs on this call
+_FORCED: dict = {}  # like _PICK, for forced TMA (path="tma" or TMA "1"): the fastest TMA config
 
 
 def _tma_state(tkey, force, configs, mb, x):
-    """The TMA config a shape runs with, None for the pointer kernel, or _UNSET when this call
-    should time them (autotuning on, TMA "auto", no pick yet for this key)."""
+    """The TMA config a shape runs with, None for the pointer kernel, or a sentinel when this
+    call should time the candidates (autotuning on, no pick yet for this key): _UNSET (TMA
+    "auto": the pointer kernel is a candidate) or _UNSET_TMA (TMA forced: only TMA configs).
+    Without timing, forced TMA takes the first config that suits M."""
+    timing = AUTOTUNE and _CAN_TIME and not _capturing(x)
     if force or TMA == "1":
         got = _PICK.get(tkey)
-        return got if got is not None else _tma_prune(configs, mb)[0]
+        if got is None:
+            got = _FORCED.get(tkey)
+        if got is not None:
+            return got
+        return _UNSET_TMA if timing else _tma_prune(configs, mb)[0]
     if tkey in _PICK:
         return _PICK[tkey]
-    if not AUTOTUNE or not _CAN_TIME or _capturing(x):
-        return None  # (no timing: the pointer kernel, the measured default)
-    return _UNSET
+    return _UNSET if timing else None  # (no timing: the pointer kernel, the measured default)
 
 
 def _same_output(y, ref, exact: bool):
@@ -1127,14 +1135,15 @@ def _same_output(y, ref, exact: bool):
     return bool(((a - b).abs() <= tol * b.abs() + 1e-3 * max(1.0, float(b.abs().max()))).all())
 
 
-def _time_pick(tkey, run_pointer, run_tma, configs, mb, y, exact):
-    """Time the pointer kernel's tuned winner and each TMA config that suits M (same do_bench
-    settings as the autotuner), keep the fastest for tkey. A TMA config is a candidate only if it
-    builds and its output on this call agrees with the pointer kernel's (_same_output): a config
-    the GPU or triton gets wrong is never picked. TMA_WHY says why a config was left out."""
+def _time_pick(tkey, run_pointer, run_tma, configs, mb, y, exact, tma_only=False):
+    """Time the pointer kernel's tuned winner (unless tma_only) and each TMA config that suits M
+    (same do_bench settings as the autotuner), keep the fastest for tkey. A TMA config is a
+    candidate only if it builds and its output on this call agrees with the pointer kernel's
+    (_same_output): a config the GPU or triton gets wrong is never picked. TMA_WHY says why a
+    config was left out; forced TMA with no candidate left raises."""
     run_pointer()
     ref = y.clone()
-    timed = [(_bench_fast(run_pointer, None), None)]
+    timed = [] if tma_only else [(_bench_fast(run_pointer, None), None)]
     for c in _tma_prune(configs, mb):
         try:
             y.fill_(0.0)
@@ -1145,15 +1154,19 @@ def _time_pick(tkey, run_pointer, run_tma, configs, mb, y, exact):
             timed.append((_bench_fast(lambda c=c: run_tma(c), None), c))
         except Exception as e:  # a config this GPU or triton cannot build: skip it, keep the others
             TMA_WHY[(tkey, str(c))] = f"{type(e).__name__}: {e}"
+    if not timed:
+        run_pointer()  # (y stays right for a caller that catches this)
+        raise RuntimeError(f"TMA forced for {tkey[:4]}, but no TMA config built and agreed with the pointer "
+                           f"kernel: {[v for (key, _), v in TMA_WHY.items() if key == tkey]}")
     pick = min(timed, key=lambda t: t[0])[1]
-    _PICK[tkey] = pick
+    (_FORCED if tma_only else _PICK)[tkey] = pick
     return pick
 
 
 def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
     """The TMA config this FP16/BF16 shape runs with, or None for the pointer kernel."""
     st = _tma_state(tkey, force, _half_tma_kernel_configs, mb, x)
-    if st is not _UNSET:
+    if st is not _UNSET and st is not _UNSET_TMA:
         return st
     args = (x, weight, b, r, y, m, n, k, mb, sxm, weight.stride(0), s_rm, n)
     grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731
@@ -1161,7 +1174,7 @@ def _half_pick(tkey, force, x, weight, b, r, y, m, n, k, mb, sxm, s_rm, meta):
     best = _BEST[tkey]
     return _time_pick(tkey, lambda: _half_kernel.fn[grid(best.kwargs)](*args, **meta, **best.all_kwargs()),
                       lambda c: _half_tma_run(c, x, weight, b, r, y, m, n, k, mb, s_rm, meta),
-                      _half_tma_kernel_configs, mb, y, exact=False)
+                      _half_tma_kernel_configs, mb, y, exact=False, tma_only=st is _UNSET_TMA)
 
 
 # ------------------------------------------------------------------------------ W8A8 TMA path

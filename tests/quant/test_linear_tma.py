@@ -288,6 +288,54 @@ def test_tma_pick_leaves_out_a_config_with_wrong_output(kernel, fault, rng, monk
     torch.testing.assert_close(y, yp, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["half", "w8a8"])
+def test_forced_tma_times_only_tma_configs(kernel, rng, monkeypatch):
+    """Forced TMA (path='tma') with autotuning on times only the TMA configs (the pointer kernel
+    still gives the reference output, not a candidate) and keeps the fastest in _FORCED, leaving
+    the auto pick alone; when every TMA config fails, the call raises and says why."""
+    import torch
+
+    from pyperfcore.kernels import quant_gemm as qg
+
+    if _device() == "cuda":
+        pytest.skip("the interpreter's pick logic (fake timer)")
+    for name, v in [("TMA", "auto"), ("_PICK", {}), ("_FORCED", {}), ("_BEST", {}), ("TMA_WHY", {}),
+                    ("AUTOTUNE", True), ("_CAN_TIME", True)]:
+        monkeypatch.setattr(qg, name, v)
+    cfgs = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False), qg._cfg(16, 64, 16, 4, 1, GROUP_M=8, FLATTEN=True)]
+    fake = iter([3.0, 1.0])  # cfgs[0], cfgs[1]: no pointer timing
+
+    def bench(fn, quantiles):
+        fn()
+        return next(fake)
+
+    monkeypatch.setattr(qg, "_bench_fast", bench)
+    one = [qg._cfg(16, 32, 32, 4, 1, GROUP_M=2)]
+    if kernel == "half":
+        monkeypatch.setattr(qg, "_half_tma_kernel_configs", cfgs)
+        monkeypatch.setattr(qg._half_kernel, "configs", one)
+        x, w, b, _ = _case(rng, 40, 24, 32, "float16")
+        call = lambda: qg.linear_half(x, w, b, "relu", path="tma")  # noqa: E731
+        ref = qg.linear_half(x, w, b, "relu", path="pointer")
+        key = ("half", 64, 24, 32, -1, torch.float16)
+    else:
+        monkeypatch.setattr(qg, "_w8a8_tma_kernel_configs", cfgs)
+        monkeypatch.setattr(qg._w8a8_kernel, "configs", one)
+        _, args, xn = _w8a8_case(rng, 40, 24, 32)
+        x = torch.from_numpy(xn)
+        call = lambda: qg.linear_w8a8(x, *args, "relu", path="tma")  # noqa: E731
+        ref = qg.linear_w8a8(x, *args, "relu", path="pointer")
+        key = ("w8a8", 64, 24, 32, -1)
+    torch.testing.assert_close(call(), ref, rtol=1e-5, atol=1e-5)
+    assert qg._FORCED[key] is cfgs[1] and key not in qg._PICK
+    torch.testing.assert_close(call(), ref, rtol=1e-5, atol=1e-5)  # no second timing (fake is spent)
+    qg._FORCED.clear()
+    monkeypatch.setattr(qg, "_half_tma_run" if kernel == "half" else "_w8a8_tma_run",
+                        lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("cannot build")))
+    with pytest.raises(RuntimeError, match="no TMA config built"):
+        call()
+
+
 def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
     """On Hopper: after the first call of a key the TMA kernel launches directly (descriptors
     rebuilt per call and handed to the compiled launcher), with exactly the normal path's
