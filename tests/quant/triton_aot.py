@@ -120,11 +120,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", help="SM version (90, 80); default 90")
     ap.add_argument("--kernel", action="append", help="half, half_x32 (float32 x), half_tma, w8a8, w8a8_tma, fused; default all")
+    ap.add_argument("--extra", action="store_true", help="also the INTERPRETER_EXTRA configs (the tests run them on a GPU)")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("run without TRITON_INTERPRET: the interpreter keeps one config per kernel", file=sys.stderr)
         return 2
     kernels = _kernels()
+    from pyperfcore.kernels import quant_gemm as qg
+
+    extra = {"half": "half", "half_tma": "half_tma", "w8a8": "w8a8", "w8a8_tma": "w8a8_tma", "fused": "fused"}
     for arch in a.arch or [90]:
         for name in a.kernel or list(kernels):
             if name.endswith("_tma") and arch < 90:
@@ -132,6 +136,9 @@ def main(argv=None) -> int:
             kernel, configs = kernels[name]
             for cfg in configs:
                 print(json.dumps(compile_one(name, kernel, cfg, arch)), flush=True)
+            if a.extra and name in extra:  # the small configs the tests also run on a GPU
+                for cfg in qg.INTERPRETER_EXTRA[extra[name]]:
+                    print(json.dumps({**compile_one(name, kernel, cfg, arch), "extra": True}), flush=True)
     return 0
 
 
