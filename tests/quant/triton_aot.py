@@ -28,6 +28,7 @@ _PTRS = {
     "half": {"x_ptr": "fp16", "w_ptr": "fp16", "b_ptr": "fp32", "r_ptr": "fp16", "y_ptr": "fp16"},
     "half_x32": {"x_ptr": "fp32", "w_ptr": "fp16", "b_ptr": "fp32", "r_ptr": "fp32", "y_ptr": "fp32"},
     "half_tma": {"b_ptr": "fp32", "r_ptr": "fp16", "y_ptr": "fp16"},
+    "half_tma_bf16": {"b_ptr": "fp32", "r_ptr": "fp32", "y_ptr": "bf16"},
     "w8a8": {"q_ptr": "u8", "w_ptr": "i8", "sa_ptr": "fp32", "zp_ptr": "i32", "bad_ptr": "i32", "sw_ptr": "fp32",
              "cs_ptr": "i32", "b_ptr": "fp32", "r_ptr": "fp32", "y_ptr": "fp32"},
     "w8a8_tma": {"sa_ptr": "fp32", "zp_ptr": "i32", "bad_ptr": "i32", "sw_ptr": "fp32", "cs_ptr": "i32", "b_ptr": "fp32",
@@ -39,6 +40,7 @@ _CONST = {
     "half": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, EVEN_K=True, ROW_MASK=False),
     "half_x32": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, DOT_F32=False, EVEN_K=True, ROW_MASK=True),
     "half_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, DOT_F32=False, NUM_PROGS=132),
+    "half_tma_bf16": dict(HAS_BIAS=True, ACT=4, HAS_RES=True, DOT_F32=False, NUM_PROGS=132),
     "w8a8": dict(HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True, ROW_MASK=True),
     "w8a8_tma": dict(HAS_BIAS=True, ACT=2, HAS_RES=True, NUM_PROGS=132),
     "fused": dict(SYMMETRIC=False, HAS_BIAS=True, ACT=2, HAS_RES=False, EVEN_K=True),
@@ -51,6 +53,7 @@ def _kernels():
 
     return {"half": (qg._half_kernel, qg._half_kernel.configs), "half_x32": (qg._half_kernel, qg._half_kernel.configs),
             "half_tma": (qg._half_tma_kernel, qg._half_tma_kernel_configs),
+            "half_tma_bf16": (qg._half_tma_kernel, qg._half_tma_kernel_configs),
             "w8a8": (qg._w8a8_kernel, qg._w8a8_kernel.configs),
             "w8a8_tma": (qg._w8a8_tma_kernel, qg._w8a8_tma_kernel_configs), "fused": (qg._w8a8_fused_kernel, qg._w8a8_fused_kernel.configs)}
 
@@ -90,10 +93,10 @@ def compile_one(name: str, kernel, cfg, arch: int) -> dict:
         a = p.name
         if p.is_constexpr:
             sig[a] = "constexpr"
-        elif a in ("x_desc", "q_desc"):
-            sig[a] = f"tensordesc<{'fp16' if a == 'x_desc' else 'u8'}[{kw['BLOCK_M']},{kw['BLOCK_K']}]>"
-        elif a == "w_desc":
-            sig[a] = f"tensordesc<{'fp16' if name == 'half_tma' else 'i8'}[{kw['BLOCK_N']},{kw['BLOCK_K']}]>"
+        elif a in ("x_desc", "q_desc", "w_desc"):
+            dt = {"half_tma": "fp16", "half_tma_bf16": "bf16"}.get(name, "u8" if a == "q_desc" else "i8")
+            rows = kw["BLOCK_N"] if a == "w_desc" else kw["BLOCK_M"]
+            sig[a] = f"tensordesc<{dt}[{rows},{kw['BLOCK_K']}]>"
         elif a.endswith("_ptr"):
             sig[a] = "*" + _PTRS[name][a]
         else:
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     extra = {"half": "half", "half_tma": "half_tma", "w8a8": "w8a8", "w8a8_tma": "w8a8_tma", "fused": "fused"}
     for arch in a.arch or [90]:
         for name in a.kernel or list(kernels):
-            if name.endswith("_tma") and arch < 90:
+            if "_tma" in name and arch < 90:
                 continue  # TMA: Hopper and later
             kernel, configs = kernels[name]
             for cfg in configs:
