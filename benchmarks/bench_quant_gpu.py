@@ -83,6 +83,14 @@ def _x(m):
 TMA_BENCH_M = 128  # the TMA variants are timed from here (the shipped path takes them from TMA_MIN_M)
 
 
+def _skip_tma_pair(name, m, tma_name, ptr_name):
+    """The forced TMA / pointer variants run side by side from M = 128, the TMA one on Hopper+."""
+    if name == tma_name and (m < TMA_BENCH_M or torch.cuda.get_device_capability()[0] < 9):
+        pytest.skip("the TMA kernel is timed from M = 128 on Hopper or later")
+    if name == ptr_name and m < TMA_BENCH_M:
+        pytest.skip("timed beside the TMA kernel from M = 128 (below, the shipped path is this kernel)")
+
+
 def _time(benchmark, fn, m, y, ref64, name):
     yd = y.double()
     cos = torch.nn.functional.cosine_similarity(yd, ref64, dim=1)
@@ -108,10 +116,7 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
         pytest.skip("torch._int_mm needs M > 16 on CUDA")
     if name == "pyperfcore_cuda_w8a8" and m > 16:
         pytest.skip("the CUDA small-M kernel is for M <= 16")
-    if name == "pyperfcore_tma_w8a8" and (m < TMA_BENCH_M or torch.cuda.get_device_capability()[0] < 9):
-        pytest.skip("the TMA GEMM is timed from M = 128 on Hopper or later")
-    if name == "pyperfcore_ptr_w8a8" and m < TMA_BENCH_M:
-        pytest.skip("timed beside the TMA GEMM from M = 128 (below, the shipped two-pass path is this GEMM)")
+    _skip_tma_pair(name, m, "pyperfcore_tma_w8a8", "pyperfcore_ptr_w8a8")
     x = _x(m)
     x16 = x.half()
     args = (dev["qweight"], dev["wscale"], dev["colsum"], dev["bias"], "gelu")
@@ -152,10 +157,7 @@ def test_gpu_half_linear(benchmark, gpu_layer, name, m):
     benchmark.group = f"gpu-half-linear-{m}x{KN}x{KN}-gelu"
     if name == "pyperfcore_cuda_fp16_out16" and m > 16:
         pytest.skip("the CUDA small-M kernel is for M <= 16")
-    if name == "pyperfcore_tma_fp16_out16" and (m < TMA_BENCH_M or torch.cuda.get_device_capability()[0] < 9):
-        pytest.skip("the TMA kernel is timed from M = 128 on Hopper or later")
-    if name == "pyperfcore_ptr_fp16_out16" and m < TMA_BENCH_M:
-        pytest.skip("timed beside the TMA kernel from M = 128 (below, the shipped path is this kernel)")
+    _skip_tma_pair(name, m, "pyperfcore_tma_fp16_out16", "pyperfcore_ptr_fp16_out16")
     x16 = _x(m).half()
     fns = {
         "pyperfcore_triton_fp16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu"),

@@ -216,29 +216,29 @@ def _half_configs():
             _cfg(64, 256, 64, 8, 4, GROUP_M=8), _cfg(256, 128, 64, 8, 3, GROUP_M=8)]
 
 
+def _tma_list(table):
+    """Configs of a persistent TMA kernel from (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages, FLATTEN)
+    rows, GROUP_M 8; under the interpreter one small config (tests run INTERPRETER_EXTRA too)."""
+    if _INTERPRET:
+        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False)]
+    return [_cfg(bm, bn, bk, w, st, GROUP_M=8, FLATTEN=fl) for bm, bn, bk, w, st, fl in table]
+
+
 def _half_tma_configs():
     # The persistent TMA kernel (Hopper and later, M >= TMA_MIN_M): shared memory per stage is
     # (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes; FLATTEN merges the tile and K loops so that the
     # next tile's loads are issued during this tile's epilogue (+32 KiB of layout scratch). All
     # within the H100's 227 KiB (tests/quant/test_triton_aot.py builds each for sm_90).
-    if _INTERPRET:
-        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False)]
-    t = dict(GROUP_M=8, FLATTEN=True)
-    f = dict(GROUP_M=8, FLATTEN=False)
-    return [_cfg(128, 256, 64, 8, 3, **t), _cfg(128, 256, 64, 8, 4, **f), _cfg(256, 128, 64, 8, 3, **t),
-            _cfg(128, 128, 64, 8, 4, **t), _cfg(128, 128, 128, 8, 3, **f), _cfg(128, 64, 128, 4, 4, **t),
-            _cfg(64, 128, 128, 4, 4, **t), _cfg(64, 64, 128, 4, 4, **f)]
+    return _tma_list([(128, 256, 64, 8, 3, True), (128, 256, 64, 8, 4, False), (256, 128, 64, 8, 3, True),
+                      (128, 128, 64, 8, 4, True), (128, 128, 128, 8, 3, False), (128, 64, 128, 4, 4, True),
+                      (64, 128, 128, 4, 4, True), (64, 64, 128, 4, 4, False)])
 
 
 def _w8a8_tma_configs():
     # int8 tiles: (BLOCK_M + BLOCK_N) * BLOCK_K bytes per stage
-    if _INTERPRET:
-        return [_cfg(16, 32, 32, 4, 1, GROUP_M=2, FLATTEN=False)]
-    t = dict(GROUP_M=8, FLATTEN=True)
-    f = dict(GROUP_M=8, FLATTEN=False)
-    return [_cfg(128, 256, 128, 8, 3, **t), _cfg(128, 256, 128, 8, 4, **f), _cfg(256, 128, 128, 8, 3, **t),
-            _cfg(128, 128, 128, 8, 4, **t), _cfg(128, 128, 256, 8, 3, **f), _cfg(128, 128, 128, 4, 4, **t),
-            _cfg(64, 128, 256, 4, 4, **t), _cfg(64, 64, 256, 4, 4, **f)]
+    return _tma_list([(128, 256, 128, 8, 3, True), (128, 256, 128, 8, 4, False), (256, 128, 128, 8, 3, True),
+                      (128, 128, 128, 8, 4, True), (128, 128, 256, 8, 3, False), (128, 128, 128, 4, 4, True),
+                      (64, 128, 256, 4, 4, True), (64, 64, 256, 4, 4, False)])
 
 
 # More configs the interpreter tests run explicitly (the autotuned lists above hold one there); the

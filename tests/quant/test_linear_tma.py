@@ -336,13 +336,9 @@ def test_forced_tma_times_only_tma_configs(kernel, rng, monkeypatch):
         call()
 
 
-def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
-    """On Hopper: after the first call of a key the TMA kernel launches directly (descriptors
-    rebuilt per call and handed to the compiled launcher), with exactly the normal path's
-    numbers; the same call replays in a CUDA graph; a different x of the same shape is read
-    through its own descriptor (not the recorded one)."""
-    import torch
-
+def _direct_tma_setup(monkeypatch):
+    """GPU direct-launch tests of the TMA kernels: skip without a GPU (or with fast launch off);
+    fresh direct-launch entries, TMA forced from 256 rows, and every _fire result recorded."""
     from pyperfcore.kernels import quant_gemm as qg
 
     if _device() != "cuda":
@@ -351,10 +347,21 @@ def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
     monkeypatch.setattr(qg, "TMA", "1")
-    monkeypatch.setattr(qg, "TMA_MIN_M", 256)  # (the calls below have 300 rows)
+    monkeypatch.setattr(qg, "TMA_MIN_M", 256)  # (the tests' calls have 300 rows)
     fired: list = []
     real_fire = qg._fire
     monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
+    return qg, fired
+
+
+def test_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
+    """On Hopper: after the first call of a key the TMA kernel launches directly (descriptors
+    rebuilt per call and handed to the compiled launcher), with exactly the normal path's
+    numbers; the same call replays in a CUDA graph; a different x of the same shape is read
+    through its own descriptor (not the recorded one)."""
+    import torch
+
+    qg, fired = _direct_tma_setup(monkeypatch)
     m, n, k = 300, 136, 200
     x, w, b, r = _case(rng, m, n, k, "float16", "float16")
     xt, wt, bt, rt = x.cuda(), w.cuda(), b.cuda(), r.cuda()
@@ -545,18 +552,7 @@ def test_w8a8_tma_direct_launch_and_graph_on_gpu(rng, monkeypatch):
     path's bits, and replays in a CUDA graph."""
     import torch
 
-    from pyperfcore.kernels import quant_gemm as qg
-
-    if _device() != "cuda":
-        pytest.skip("direct launches and graphs need a GPU")
-    if not qg.FAST_LAUNCH:
-        pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
-    monkeypatch.setattr(qg, "_DIRECT", {})
-    monkeypatch.setattr(qg, "TMA", "1")
-    monkeypatch.setattr(qg, "TMA_MIN_M", 256)  # (the calls below have 300 rows)
-    fired: list = []
-    real_fire = qg._fire
-    monkeypatch.setattr(qg, "_fire", lambda ent, *a: (fired.append(real_fire(ent, *a)), fired[-1])[1])
+    qg, fired = _direct_tma_setup(monkeypatch)
     _, args, x = _w8a8_case(rng, 300, 136, 208)
     a = [t.cuda() for t in args]
     xt = torch.from_numpy(x).cuda()
