@@ -3,8 +3,11 @@
 All marked `gpu`: they run only in the device check. Each timed call is synchronized, so small-M
 figures include the host launch cost a serving process pays. Groups, one per M:
   gpu-w8a8-linear-{M}x4096x4096-gelu
-    pyperfcore_triton_w8a8: the shipped path (M <= 16: ONE fused launch, activation quantization
-        inside; larger M: per-token quantization kernel + tuned INT8 GEMM with the epilogue).
+    pyperfcore_triton_w8a8: the Triton kernels (M <= 16: ONE fused launch, activation quantization
+        inside; larger M, the shipped path: per-token quantization kernel + tuned INT8 GEMM with the
+        epilogue).
+    pyperfcore_auto_w8a8 (M <= 16): the shipped default there (SMALL_M_PATH "auto"): the first call
+        times the Triton and the CUDA C++ kernels and keeps the faster.
     pyperfcore_triton_w8a8_checked: the same with check_finite=True (one device sync to raise on
         NaN/inf, as QuantizedLinear does).
     pyperfcore_cuda_w8a8 (M <= 16): the CUDA C++ small-M kernel (kernels/cuda/linear_small.cu):
@@ -21,7 +24,8 @@ figures include the host launch cost a serving process pays. Groups, one per M:
     pyperfcore_triton_fp16: fp16 weights, fp16 activations, Tensor cores, fp32 accumulation, bias +
         GELU fused, fp32 out; pyperfcore_triton_fp16_out16: the same writing fp16 (half the output
         bytes, as the peer); pyperfcore_cuda_fp16_out16 (M <= 16): the CUDA C++ small-M kernel,
-        fp16 in and out; pyperfcore_ptr_fp16_out16 / pyperfcore_tma_fp16_out16 (M >= 128): the
+        fp16 in and out; pyperfcore_auto_fp16_out16 (M <= 16): the shipped default, the faster of
+        the two by its first call's pick; pyperfcore_ptr_fp16_out16 / pyperfcore_tma_fp16_out16 (M >= 128): the
         pointer kernel and the persistent TMA kernel (Hopper) forced, fp16 out (from TMA_MIN_M the
         shipped path times both on its first call and keeps the faster); torch_fp16_addmm+gelu:
         the same peer.
@@ -105,7 +109,8 @@ def _time(benchmark, fn, m, y, ref64, name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
 @pytest.mark.parametrize("name", ["pyperfcore_triton_w8a8", "pyperfcore_triton_w8a8_checked",
-                                  "pyperfcore_triton_w8a8_fp16io", "pyperfcore_cuda_w8a8", "pyperfcore_ptr_w8a8",
+                                  "pyperfcore_triton_w8a8_fp16io", "pyperfcore_cuda_w8a8", "pyperfcore_auto_w8a8",
+                                  "pyperfcore_ptr_w8a8",
                                   "pyperfcore_tma_w8a8", "torch_int_mm+epilogue", "torch_fp16_addmm+gelu"])
 def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
@@ -114,19 +119,21 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
     benchmark.group = f"gpu-w8a8-linear-{m}x{KN}x{KN}-gelu"
     if name == "torch_int_mm+epilogue" and m <= 16:
         pytest.skip("torch._int_mm needs M > 16 on CUDA")
-    if name == "pyperfcore_cuda_w8a8" and m > 16:
-        pytest.skip("the CUDA small-M kernel is for M <= 16")
+    if name in ("pyperfcore_cuda_w8a8", "pyperfcore_auto_w8a8") and m > qg.FUSED_MAX_M:
+        pytest.skip("the CUDA small-M kernel (and the pick between it and Triton) is for M <= 16")
     _skip_tma_pair(name, m, "pyperfcore_tma_w8a8", "pyperfcore_ptr_w8a8")
     x = _x(m)
     x16 = x.half()
     args = (dev["qweight"], dev["wscale"], dev["colsum"], dev["bias"], "gelu")
+    tri = "fused" if m <= qg.FUSED_MAX_M else None  # (the Triton kernels, whatever SMALL_M_PATH picks)
     fns = {
-        "pyperfcore_triton_w8a8": lambda: qg.linear_w8a8(x, *args),
-        "pyperfcore_triton_w8a8_checked": lambda: qg.linear_w8a8(x, *args, check_finite=True),
+        "pyperfcore_triton_w8a8": lambda: qg.linear_w8a8(x, *args, path=tri),
+        "pyperfcore_triton_w8a8_checked": lambda: qg.linear_w8a8(x, *args, check_finite=True, path=tri),
         "pyperfcore_cuda_w8a8": lambda: qg.linear_w8a8(x, *args, path="cuda"),
+        "pyperfcore_auto_w8a8": lambda: qg.linear_w8a8(x, *args),
         "pyperfcore_ptr_w8a8": lambda: qg.linear_w8a8(x, *args, path="pointer"),
         "pyperfcore_tma_w8a8": lambda: qg.linear_w8a8(x, *args, path="tma"),
-        "pyperfcore_triton_w8a8_fp16io": lambda: qg.linear_w8a8(x16, *args, out_dtype=torch.float16),
+        "pyperfcore_triton_w8a8_fp16io": lambda: qg.linear_w8a8(x16, *args, out_dtype=torch.float16, path=tri),
         "torch_int_mm+epilogue": lambda: _int_mm_epilogue(x, dev),
         "torch_fp16_addmm+gelu": lambda: torch.nn.functional.gelu(torch.addmm(dev["b16"], x16, dev["w16"].T)),
     }
@@ -149,22 +156,25 @@ def test_gpu_w8a8_linear(benchmark, gpu_layer, name, m):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", GPU_M)
 @pytest.mark.parametrize("name", ["pyperfcore_triton_fp16", "pyperfcore_triton_fp16_out16", "pyperfcore_cuda_fp16_out16",
+                                  "pyperfcore_auto_fp16_out16",
                                   "pyperfcore_ptr_fp16_out16", "pyperfcore_tma_fp16_out16", "torch_fp16_addmm+gelu"])
 def test_gpu_half_linear(benchmark, gpu_layer, name, m):
     from pyperfcore.kernels import quant_gemm as qg
 
     _, dev = gpu_layer
     benchmark.group = f"gpu-half-linear-{m}x{KN}x{KN}-gelu"
-    if name == "pyperfcore_cuda_fp16_out16" and m > 16:
-        pytest.skip("the CUDA small-M kernel is for M <= 16")
+    if name in ("pyperfcore_cuda_fp16_out16", "pyperfcore_auto_fp16_out16") and m > qg.FUSED_MAX_M:
+        pytest.skip("the CUDA small-M kernel (and the pick between it and Triton) is for M <= 16")
     _skip_tma_pair(name, m, "pyperfcore_tma_fp16_out16", "pyperfcore_ptr_fp16_out16")
     x16 = _x(m).half()
     fns = {
-        "pyperfcore_triton_fp16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu"),
+        "pyperfcore_triton_fp16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu", path="triton"),
+        "pyperfcore_auto_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
+                                                            out_dtype=torch.float16),
         "pyperfcore_cuda_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
                                                             out_dtype=torch.float16, path="cuda"),
         "pyperfcore_triton_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
-                                                              out_dtype=torch.float16),
+                                                              out_dtype=torch.float16, path="triton"),
         "pyperfcore_ptr_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",
                                                            out_dtype=torch.float16, path="pointer"),
         "pyperfcore_tma_fp16_out16": lambda: qg.linear_half(x16, dev["w16"], dev["bias"], "gelu",

@@ -328,7 +328,8 @@ def main() -> int:
         yy = shipped()
         yy = shipped()  # (first call tunes, second records the direct launch)
         sync()
-        lab = "SHIPPED w8a8 (" + ("fused" if m <= qg.FUSED_MAX_M else "two_pass") + ")"
+        small = [v for key, v in qg._SMALL.items() if key[0] == "w8a8" and key[2] == mb and key[5] == x.dtype]
+        lab = "SHIPPED w8a8 (" + ("two_pass" if m > qg.FUSED_MAX_M else "cuda C++" if small == [True] else "fused") + ")"
         row(lab, dev_ms(shipped), yy)
         row(lab, loop_ms(shipped), kind="loop")
         row(lab, alone_ms(shipped), kind="alone")
@@ -402,6 +403,10 @@ def main() -> int:
             row("PEER _int_mm alone (pre-quantized)", dev_ms(lambda: torch._int_mm(q.view(torch.int8), w_t)))
         tuned = {k: v for k, v in qg._BEST.items() if k[1] == mb}
         out(f"M={m:5d} autotune picked: " + "; ".join(f"{k[0]}: {cfg_name(v)}" for k, v in tuned.items()))
+        if m <= qg.FUSED_MAX_M:  # SMALL_M_PATH "auto": which kernels the shipped calls took, and the times
+            out(f"M={m:5d} small-M picks ({qg.SMALL_M_PATH}): " + "; ".join(
+                f"{k[0]} x {str(k[5])[6:]}: {'cuda C++' if qg._SMALL.get(k) else 'triton'} ({v})"
+                for k, v in qg.SMALL_WHY.items() if k[2] == mb))
         summary.append((m, lab, rows))
 
     nan = float("nan")

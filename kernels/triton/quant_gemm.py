@@ -41,11 +41,14 @@ _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals used in kernels must b
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)
 _NAN_BITS = tl.constexpr(0x7FC00000)  # (a NaN global breaks triton's "global unchanged" check: nan != nan)
 FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 rows up to this: one fused launch
-# Which kernels take those rows (W8A8 and FP16/BF16 weights alike) on a GPU: "triton" (default)
-# or "cuda" (the CUDA C++ small-M kernels, launched from C++: kernels/cuda/linear_small.cu). The
-# default moves to "cuda" only once a device check has shown it faster (not yet measured: see
-# docs/quant.md).
-SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "triton")
+# Which kernels take those rows (W8A8 and FP16/BF16 weights alike) on a GPU: "triton" (the fused
+# W8A8 kernel, the FP16/BF16 pointer kernel), "cuda" (the CUDA C++ small-M kernels, launched from
+# C++: kernels/cuda/linear_small.cu) or "auto" (default): with autotuning on, the first call of a
+# shape checks the CUDA kernel's output against the Triton kernel's and times both per call, back
+# to back with the host's launch cost included (what a serving loop pays at these sizes), and
+# keeps the faster; without timing (autotuning off, CUDA graph capture) "triton", the path the
+# H100 checks measured. _SMALL holds the picks, SMALL_WHY the times or why CUDA was left out.
+SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "auto")
 # M >= TMA_MIN_M on Hopper or later: persistent GEMM kernels fed by TMA (_half_tma_kernel for
 # FP16/BF16 weights with x already of the weight's type, _w8a8_tma_kernel for the two-pass W8A8
 # GEMM). "auto" (default): with autotuning on, the first call of a shape times their configs
@@ -801,8 +804,8 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
 
     ``out_dtype``: float32 (default), float16 or bfloat16; the fp32 epilogue's result is rounded
     once on store, so a half-precision model needs no conversion kernels around the layer. The
-    residual may be of any of those types. ``path``: None (by M: ``fused`` for m <= FUSED_MAX_M,
-    else ``two_pass``), ``fused``, ``two_pass`` (per-token quantization, then the GEMM: the
+    residual may be of any of those types. ``path``: None (by M: for m <= FUSED_MAX_M ``fused``, or
+    on CUDA ``cuda`` where SMALL_M_PATH takes it; else ``two_pass``), ``fused``, ``two_pass`` (per-token quantization, then the GEMM: the
     pointer kernel, or for m >= TMA_MIN_M on Hopper the persistent TMA kernel when TMA picks
     it), ``pointer`` / ``tma`` (two-pass with that GEMM; ``tma`` raises ValueError where it
     cannot run) or ``cuda``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises
@@ -822,7 +825,12 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     s_rm = r.stride(0) if has_res else 0
     sxm = max(x.stride(0), 1)
     if path is None:
-        path = ("cuda" if SMALL_M_PATH == "cuda" and x.is_cuda else "fused") if m <= FUSED_MAX_M else "two_pass"
+        path = "two_pass" if m > FUSED_MAX_M else "fused"
+        if m <= FUSED_MAX_M and x.is_cuda and k and _small_path(
+                ("w8a8", x.get_device(), mb, n, k, x.dtype, y.dtype, has_bias, act, has_res, bool(symmetric)), x,
+                _cuda_small_refusal(qweight, None, wscale, colsum, bias),
+                lambda p: linear_w8a8(x, qweight, wscale, colsum, bias, activation, r, symmetric, False, p, y.dtype)):
+            path = "cuda"
     elif path not in _PATHS:
         raise ValueError(f"path must be None, 'fused', 'two_pass', 'pointer', 'tma' or 'cuda', got {path!r}")
     if path == "cuda":
@@ -927,6 +935,96 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     return y
 
 
+def _cuda_mod():
+    """pyperfcore._cuda, or None where it was not built (looked up once)."""
+    if not _CUDA_MOD:
+        from .._runtime import _cuda_module
+
+        _CUDA_MOD.append(_cuda_module())
+    return _CUDA_MOD[0]
+
+
+def _cuda_small_refusal(w, weight, wscale, colsum, bias) -> str | None:
+    """Why the CUDA small-M kernels cannot take these operands (None: they can): weight rows with
+    unit column stride, contiguous float32 scales / int32 column sums / float32 bias."""
+    if w.shape[1] > 1 and w.stride(1) != 1:
+        return "weight columns are not contiguous"
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        return "bias is not a contiguous float32 vector"
+    if weight is None and (w.dtype != torch.int8 or wscale.dtype != torch.float32 or not wscale.is_contiguous()
+                           or colsum.dtype != torch.int32 or not colsum.is_contiguous()):
+        return "W8A8 operands are not int8 weight, contiguous float32 scales and int32 column sums"
+    return None
+
+
+_SMALL: dict = {}  # small-M key -> True (the CUDA C++ kernel) or False (Triton): SMALL_M_PATH "auto"'s picks
+SMALL_WHY: dict = {}  # small-M key -> the per-call times of the pick, or why the CUDA kernel was left out
+
+
+def _small_path(skey, x, refusal, call) -> bool:
+    """Whether a CUDA call with at most FUSED_MAX_M rows takes the CUDA C++ small-M kernel
+    (SMALL_M_PATH; for "auto" the pick of this key, measured on its first call: ``call(path)``
+    runs the layer with "cuda" or with None/"fused"-style Triton path and returns the output)."""
+    mode = SMALL_M_PATH
+    if mode == "triton":
+        return False
+    if mode == "cuda":
+        return True
+    if mode != "auto":
+        raise ValueError(f"PYPERFCORE_SMALL_M_PATH must be 'auto', 'triton' or 'cuda', got {mode!r}")
+    got = _SMALL.get(skey)
+    if got is not None:
+        return got
+    if refusal:  # operand layouts (not in the key): Triton for this call, no pick recorded
+        SMALL_WHY[skey] = f"CUDA kernel cannot take this call: {refusal}"
+        return False
+    if _cuda_mod() is None:
+        SMALL_WHY[skey] = "pyperfcore._cuda was not built"
+        _SMALL[skey] = False
+        return False
+    if not (AUTOTUNE and _CAN_TIME) or _capturing(x):
+        return False  # the measured default; the pick waits for a call that can time
+    with torch.cuda.device(x.get_device()):  # (events and launches on x's device; -1: no-op)
+        _SMALL[skey] = _small_pick(skey, lambda: call("fused" if skey[0] == "w8a8" else "triton"),
+                                   lambda: call("cuda"))
+    return _SMALL[skey]
+
+
+def _loop_ms(fns, rounds: int = 5, calls: int = 10):
+    """Per-call milliseconds of each fn, called `calls` times back to back on the current stream
+    (CUDA events around the loop: the host's launch cost shows wherever it exceeds the kernel's),
+    median of `rounds` rounds taken in turn."""
+    per = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, f in enumerate(fns):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(calls):
+                f()
+            e.record()
+            e.synchronize()
+            per[i].append(s.elapsed_time(e) / calls)
+    return [sorted(t)[len(t) // 2] for t in per]
+
+
+def _small_pick(skey, run_triton, run_cuda, timer=None) -> bool:
+    """SMALL_M_PATH "auto": True if the CUDA small-M kernel's output agrees with the Triton path's
+    (_same_output: the W8A8 INT32 sums are exact, the epilogues' float math may differ by an
+    ulp) and it is faster per call; a CUDA kernel that raises or disagrees is never picked."""
+    ref = run_triton()
+    try:
+        out = run_cuda()
+    except Exception as e:  # (a driver or launch error on this GPU: keep Triton, say why)
+        SMALL_WHY[skey] = f"CUDA kernel raised {type(e).__name__}: {e}"
+        return False
+    if not _same_output(out, ref, exact=False):
+        SMALL_WHY[skey] = "CUDA kernel's output differs from the Triton kernel's: left out"
+        return False
+    t_tri, t_cuda = (timer or _loop_ms)([run_triton, run_cuda])
+    SMALL_WHY[skey] = f"per call: triton {t_tri * 1e3:.1f} us, cuda {t_cuda * 1e3:.1f} us"
+    return t_cuda < t_tri
+
+
 def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False):
     """The CUDA C++ small-M kernels (two launches from one C++ call, no synchronization): W8A8 with
     ``qweight`` (int8) or FP16/BF16 with ``weight``. Returns this call's per-row NaN flags (an
@@ -935,20 +1033,14 @@ def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, ac
     column stride, contiguous float32 scales / int32 column sums / float32 bias."""
     if not x.is_cuda:
         raise ValueError("path='cuda' needs CUDA tensors")
-    if not _CUDA_MOD:
-        from .._runtime import _cuda_module
-
-        _CUDA_MOD.append(_cuda_module())
-    cu = _CUDA_MOD[0]
+    cu = _cuda_mod()
     if cu is None:
         from .._errors import BackendUnavailable
 
         raise BackendUnavailable("path='cuda': pyperfcore._cuda was not built (PYPERFCORE_CUDA=OFF or no nvcc)")
-    w = qweight if weight is None else weight
-    if ((k > 1 and w.stride(1) != 1) or (bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()))
-            or (weight is None and (w.dtype != torch.int8 or wscale.dtype != torch.float32 or not wscale.is_contiguous()
-                                    or colsum.dtype != torch.int32 or not colsum.is_contiguous()))):
+    if _cuda_small_refusal(qweight if weight is None else weight, weight, wscale, colsum, bias):
         return None
+    w = qweight if weight is None else weight
     dev = x.get_device()
     if torch._C._cuda_getDevice() != dev:  # the launches go to the current device: make it x's
         with torch.cuda.device(dev):
@@ -976,8 +1068,8 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     accumulation and epilogue. ``out_dtype``: float32 (default), float16 or bfloat16, rounded once
     on store (cuBLAS' fp16 GEMM writes fp16 too); the residual may be of any of those types. Rows
     of x with NaN/inf (or, for float16, |x| > 65504) give NaN rows; ``check_finite=True`` raises
-    instead. ``path``: None (Triton; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M kernel when
-    SMALL_M_PATH is "cuda"), "triton" (the pointer kernel, or for m >= TMA_MIN_M on Hopper with x
+    instead. ``path``: None (Triton; for m <= FUSED_MAX_M on CUDA the CUDA C++ small-M kernel where
+    SMALL_M_PATH takes it), "triton" (the pointer kernel, or for m >= TMA_MIN_M on Hopper with x
     of the weight's type the persistent TMA kernel when TMA picks it), "pointer", "tma"
     (ValueError where it cannot run) or "cuda"."""
     n, k = weight.shape
@@ -1005,7 +1097,12 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
     dev = x.get_device()
     act = _ACTS[activation]
     if path is None:
-        path = "cuda" if SMALL_M_PATH == "cuda" and m <= FUSED_MAX_M and x.is_cuda else "triton"
+        path = "triton"
+        if m <= FUSED_MAX_M and x.is_cuda and _small_path(
+                ("half", dev, mb, n, k, x.dtype, wdt, y.dtype, has_bias, act, has_res), x,
+                _cuda_small_refusal(weight, weight, None, None, bias),
+                lambda p: linear_half(x, weight, bias, activation, r, False, y.dtype, p)):
+            path = "cuda"
     elif path not in ("triton", "pointer", "tma", "cuda"):
         raise ValueError(f"path must be None, 'triton', 'pointer', 'tma' or 'cuda', got {path!r}")
     if path == "cuda" and _cuda_small(x, None, weight, None, None, bias, r, y, m, n, k, sxm, act) is not None:

@@ -28,7 +28,8 @@ def test_quant_sweep_dry_run_prints_every_row_kind():
     assert out.returncode == 0, text[-4000:]
     for row in ["M=    1 SHIPPED w8a8 (fused)", "M=   32 SHIPPED w8a8 (two_pass)", "w8a8 TMA gemm cfg",
                 "w8a8 two-pass, tma GEMM (forced)", "shipped w8a8 GEMM pick", "fp16 TMA cfg",
-                "fp16 TMA kernel (pick/1st cfg), fp16 out", "shipped fp16 pick", "PEER cuBLAS fp16 addmm + gelu"]:
+                "fp16 TMA kernel (pick/1st cfg), fp16 out", "shipped fp16 pick", "PEER cuBLAS fp16 addmm + gelu",
+                "M=    1 small-M picks (auto)"]:
         assert row in text, (row, text[-3000:])
     assert " failed: " not in text, text[-3000:]
     assert "Traceback" not in text

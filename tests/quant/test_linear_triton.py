@@ -492,6 +492,7 @@ def test_triton_direct_launch_on_gpu(rng, monkeypatch):
     if not qg.FAST_LAUNCH:
         pytest.skip("PYPERFCORE_TRITON_FAST_LAUNCH=0")
     monkeypatch.setattr(qg, "_DIRECT", {})
+    monkeypatch.setattr(qg, "SMALL_M_PATH", "triton")  # (the default path at small M: Triton's, not a pick)
     assert qg._direct_ok(torch.cuda.current_device()), qg.DIRECT_WHY  # no profiler hooks installed here
     fired: list = []
     real_fire = qg._fire
