@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from tests import reference as ref
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.triton
 
 
 @pytest.fixture
