@@ -21,6 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _check_interpreter
+
+_check_interpreter()
+
 _INF = tl.constexpr(float("inf"))
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)
 MAX_TOPK_CLASSES = 32768  # one program holds a whole row in registers

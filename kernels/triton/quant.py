@@ -5,6 +5,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _check_interpreter
+
+_check_interpreter()
+
 _FLT_MAX = tl.constexpr(3.4028234663852886e38)  # globals in kernels must be constexpr
 _FLT_MIN = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32
 

@@ -34,6 +34,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _check_interpreter
+
+_check_interpreter()
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _INTERP = tl.constexpr(_INTERPRET)
 _ACTS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}

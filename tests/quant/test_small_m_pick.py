@@ -197,3 +197,39 @@ def test_auto_pick_on_a_gpu(qg, kind, m, rng):
     g.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, fn(), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------- the interpreter's versions
+@pytest.mark.parametrize("tv,nv,interp,bad", [("3.6.0", "2.4.6", True, True), ("3.2.0", "2.4.0", True, True),
+                                              ("3.6.0", "2.3.5", True, False), ("3.7.1", "2.4.6", True, False),
+                                              ("3.6.0", "2.4.6", False, False), ("3.10.0+git1a2b", "3.0.0rc1", True, False),
+                                              ("3.6.0rc1", "2.4.0.dev0", True, True)])
+def test_interpreter_version_problem_is_named(tv, nv, interp, bad):
+    """Triton 3.6 and older cannot interpret our kernels with NumPy 2.4+ (checked by hand: triton
+    3.6.0 fails with numpy 2.4.6 and runs with 2.3.5); importing a kernel module warns then,
+    naming the fix, instead of leaving an interpreter TypeError to the first call."""
+    from pyperfcore.kernels import interpreter_problem
+
+    why = interpreter_problem(tv, nv, interp)
+    assert (why is not None) is bad
+    if bad:
+        assert f"triton {tv} and numpy {nv}" in why and "numpy<2.4 or triton>=3.7" in why
+
+
+def test_interpreter_check_warns_once(monkeypatch):
+    import numpy
+    import triton
+
+    from pyperfcore import kernels
+
+    monkeypatch.setattr(kernels, "_CHECKED", [])
+    monkeypatch.setattr(triton, "__version__", "3.5.1")
+    monkeypatch.setattr(numpy, "__version__", "2.4.1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.warns(RuntimeWarning, match="numpy<2.4 or triton>=3.7"):
+        kernels._check_interpreter()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernels._check_interpreter()  # once per process
