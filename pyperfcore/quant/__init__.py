@@ -15,6 +15,8 @@
   report (:mod:`~pyperfcore.quant.pruning`); :func:`distill`: a knowledge-distillation loop
   (temperature-scaled KL, or MSE/cosine for embeddings) for a smaller student
   (:mod:`~pyperfcore.quant.distillation`).
+- :func:`warmup`: calls a model at each batch size before it serves, so that GPU autotuning,
+  kernel picks and CPU weight packing happen there and not on a request.
 
 ``import pyperfcore.quant`` never imports torch.
 """
@@ -54,6 +56,7 @@ __all__ = [
     "SparsityReport",
     "distill",
     "distillation_loss",
+    "warmup",
 ]
 
 
@@ -106,3 +109,11 @@ def load(module: Any, path: Any) -> Any:
     from .io import load as _load
 
     return _load(module, path)
+
+
+def warmup(model: Any, example: Any, batch_sizes: Any = None, **kwargs: Any) -> Any:
+    """Call a model at each batch size before it serves (GPU autotuning and picks, CPU packing);
+    see :func:`pyperfcore.quant.warming.warmup`."""
+    from .warming import warmup as _warmup
+
+    return _warmup(model, example, batch_sizes, **kwargs)
