@@ -254,12 +254,13 @@ def test_auto_hands_a_costly_model_to_the_workers_which_batch():
     where = []
     sizes = []
 
-    def model(xs):  # holds the GIL for 300 us per batch: callers running it alone would get batches of one
+    def model(xs):  # 300 us of CPU per batch: callers running it alone would get batches of one
         where.append(threading.current_thread().name)
         sizes.append(len(xs))
         end = time.perf_counter() + 300e-6
         while time.perf_counter() < end:
-            pass
+            time.sleep(0)  # (lets the GIL go, as a native model does, so callers can queue meanwhile;
+            # a loop that held it for the whole batch made the batch sizes depend on the scheduler)
         return [x - 1 for x in xs]
 
     with B.Batcher(model, max_batch_size=16, max_delay_ms=0, driver="thread", caller_runs="auto") as b:
