@@ -43,7 +43,7 @@ class WarmupReport:
         for b, f, s in zip(self.batch_sizes, self.first_ms, self.steady_ms):
             ratio = f"{f / s:.1f}x" if s > 0 else "-"
             out.append(f"{b:>7}  {f:>10.3f}  {s:>10.3f}  {ratio:>12}")
-        if self.gpu_state:
+        if any(self.gpu_state.values()):
             out.append("GPU kernel state added: " + ", ".join(f"{k} {v}" for k, v in self.gpu_state.items()))
         return "\n".join(out)
 

@@ -42,8 +42,11 @@ def test_numpy_model_every_size_first_then_steady(rng):
     assert all(t > 0 for t in rep.first_ms + rep.steady_ms)
     data = json.loads(rep.to_json())
     assert data["batch_sizes"] == [1, 2, 4, 6] and len(data["steady_ms"]) == 4
+    rep.gpu_state = {k: 0 for k in rep.gpu_state}  # (other tests may have loaded the GPU kernels)
     lines = rep.table().splitlines()
     assert lines[0] == "warm-up on cpu" and len(lines) == 2 + 4 and lines[-1].split()[0] == "6"
+    rep.gpu_state = {"autotuned": 3, "direct_launches": 0}
+    assert rep.table().splitlines()[-1] == "GPU kernel state added: autotuned 3, direct_launches 0"
 
 
 def test_batches_cycle_the_example_rows(rng):
