@@ -250,11 +250,12 @@ __global__ void round_rows_kernel(const T* __restrict__ x, int64_t k, int64_t kq
   const T* xr = x + row * ldx;
   W* qr = q + row * kq;
   int b = 0;
-  for (int64_t j = threadIdx.x; j < kq; j += blockDim.x) {
-    const W h = to_w(j < k ? detail::to_f32(xr[j]) : 0.f, W{});
+  detail::for_row(xr, k, [&](int64_t j, float v) {
+    const W h = to_w(v, W{});
     if (!(fabsf(detail::to_f32(h)) <= 3.402823466e38f)) b = 1;
     qr[j] = h;
-  }
+  });
+  for (int64_t j = k + threadIdx.x; j < kq; j += blockDim.x) qr[j] = to_w(0.f, W{});
   const int bad = __syncthreads_or(b);
   if (threadIdx.x == 0) row_bad[row] = bad;
 }

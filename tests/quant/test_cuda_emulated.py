@@ -64,7 +64,7 @@ def _weights(rng, n, k, pad, offset):
     return layer, qw
 
 
-@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([16, 48, 128, 160])),
+@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([16, 48, 128, 160, 2051, 4112])),
        n=st.integers(1, 70), pad=st.sampled_from([0, 0, 1, 4, 16]), offset=st.sampled_from([0, 0, 1, 4]),
        act=st.sampled_from(list(_ACT)), sym=st.booleans(), x_dtype=st.sampled_from(list(_DT)),
        res_dtype=st.sampled_from([None, *_DT]), y_dtype=st.sampled_from(["float16", "bfloat16"]),
@@ -141,7 +141,8 @@ def _run_half(lib, x, w, bias, res, act, y_dtype):
     return rc, y, ws
 
 
-@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([8, 16, 64, 136])), n=st.integers(1, 60),
+@given(m=st.integers(1, 34), k=st.one_of(st.integers(0, 70), st.sampled_from([8, 16, 64, 136, 2049, 4104])),
+       n=st.integers(1, 60),
        wdt=st.sampled_from(["float16", "bfloat16"]), pad=st.sampled_from([0, 0, 1, 2, 8]), offset=st.sampled_from([0, 0, 1, 2]),
        act=st.sampled_from(list(_ACT)), x_dtype=st.sampled_from(list(_DT)), res_dtype=st.sampled_from([None, *_DT]),
        y_dtype=st.sampled_from(["float16", "bfloat16"]), nan_row=st.booleans(), seed=st.integers(0, 2**32 - 1))
@@ -193,8 +194,8 @@ def test_emulated_small_half_flags_values_beyond_float16(emu):
         assert torch.isfinite(y[1]).all() and float(y[1, 0]) == 3.0
 
 
-@given(m=st.integers(0, 12), k=st.integers(0, 300), extra=st.integers(0, 5), sym=st.booleans(), nan=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
+@given(m=st.integers(0, 12), k=st.one_of(st.integers(0, 300), st.integers(1790, 4700)), extra=st.integers(0, 5),
+       sym=st.booleans(), nan=st.booleans(), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None)
 def test_emulated_activation_quantization_exact(emu, m, k, extra, sym, nan, seed):
     """quantize_rows_u8 (the launcher the CUDA backend of quant.quantize_activations calls):
@@ -226,6 +227,31 @@ def test_emulated_activation_quantization_exact(emu, m, k, extra, sym, nan, seed
     assert emu.emu_dequantize_rows_u8(q.ctypes.data, m, k, ldq, s.ctypes.data, z.ctypes.data, out.ctypes.data) == 0
     exp = (q[:m, :k].astype(np.int32) - z[:m, None]).astype(np.float32) * s[:m, None]
     np.testing.assert_array_equal(out, exp)
+
+
+@pytest.mark.parametrize("k", [1792, 1793, 2048, 4100])  # 256 threads x 8 loads in flight: the unrolled loop + tail
+@pytest.mark.parametrize("where", [None, "unrolled", "tail"])
+def test_emulated_activation_quantization_long_rows(emu, k, where):
+    """Rows long enough for the prep kernels' unrolled loop (8 loads per thread in flight, then a
+    tail): codes, scales and zero points bit for bit the oracle's, and a NaN found in either part."""
+    rng = np.random.default_rng(k)
+    m = 3
+    x = (rng.standard_normal((m, k)) * 4 + 0.5).astype(np.float32)
+    x[1, int(rng.integers(k))] = -37.5  # a lone extreme value sets one row's range
+    if where:
+        x[2, 5 if where == "unrolled" else k - 1] = np.nan
+    kp = -(-k // 4) * 4
+    q = np.full((m, kp), 7, dtype=np.uint8)
+    s, z, flag, bad = np.zeros(m, np.float32), np.zeros(m, np.int32), np.zeros(1, np.int32), ctypes.c_int(-1)
+    for sym in (False, True):
+        assert emu.emu_quantize_rows_u8(x.ctypes.data, m, k, k, q.ctypes.data, kp, s.ctypes.data, z.ctypes.data,
+                                        int(sym), flag.ctypes.data, ctypes.byref(bad)) == 0
+        assert bad.value == (1 if where else 0)
+        ok = 2 if where else 3
+        eq, es, ez = ref.quantize_rows_u8(x[:ok], sym)
+        np.testing.assert_array_equal(q[:ok], eq[:, :kp])
+        np.testing.assert_array_equal(s[:ok], es)
+        np.testing.assert_array_equal(z[:ok], ez)
 
 
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), data=st.data(), half=st.booleans(),
