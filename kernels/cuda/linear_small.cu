@@ -189,19 +189,39 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const SmallAr
 #pragma unroll
     for (int r = 0; r < MT; ++r) acc[c][r] = Acc(0);
 
-  for (int64_t kk = static_cast<int64_t>(lane) * STEP; kk < a.k; kk += 32 * STEP) {
-    Raw<B> wv[kCols];
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) wv[c].load_stream(wrow[c] + kk * E);
+  // The weight stream: U steps of the warp's K walk are loaded before any is used (U x kCols
+  // loads in flight per lane; the sm_90 build of a one-step loop issued the next step's loads
+  // only after this step's products, one memory round trip per 32 x STEP elements of K). Each
+  // lane still sums its K positions in increasing order, so the results are unchanged.
+  constexpr int U = MT >= 8 ? 2 : 4;
+  auto step = [&](const Raw<B>(&wv)[kCols], int64_t kk) {
 #pragma unroll
     for (int r = 0; r < MT; ++r) {
-      if (r < rows) {
+      // (row 0 always exists: written unconditionally so that the weight loads are used on
+      // every path; behind a branch, ptxas sank them into it, one step at a time again)
+      if (r == 0 || r < rows) {
         Raw<B> av;
         av.load(xrow + (r * a.ldq + kk) * E);
 #pragma unroll
         for (int c = 0; c < kCols; ++c) acc[c][r] = Op::dot(wv[c], av, acc[c][r]);
       }
     }
+  };
+  int64_t kk = static_cast<int64_t>(lane) * STEP;
+  for (; kk + (U - 1) * 32 * STEP < a.k; kk += U * 32 * STEP) {
+    Raw<B> wv[U][kCols];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) wv[u][c].load_stream(wrow[c] + (kk + u * 32 * STEP) * E);
+#pragma unroll
+    for (int u = 0; u < U; ++u) step(wv[u], kk + u * 32 * STEP);
+  }
+  for (; kk < a.k; kk += 32 * STEP) {
+    Raw<B> wv[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) wv[c].load_stream(wrow[c] + kk * E);
+    step(wv, kk);
   }
   // every lane ends with every (column, row) total
 #pragma unroll

@@ -182,6 +182,31 @@ def test_emulated_small_half_matches_oracle(emu, m, k, n, wdt, pad, offset, act,
     torch.testing.assert_close(yh, y.to(yh.dtype), rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 16, 21])  # every row-group size (1, 2, 4, 8, 16 and two groups)
+@pytest.mark.parametrize("kind,k", [("w8a8", 4112), ("w8a8", 2052), ("w8a8", 2051), ("half", 4104), ("half", 2050),
+                                    ("half", 2049)])  # 16-, 4- and 1/2-byte loads
+def test_emulated_small_long_rows(emu, kind, k, m):
+    """Rows long enough for the product kernel's unrolled weight stream (several steps' loads in
+    flight, then the one-step tail) at every row-group size and load width, against the oracle."""
+    rng = np.random.default_rng(k * 31 + m)
+    n = 6
+    x = torch.from_numpy((rng.standard_normal((m, k)) * 2 + 0.25).astype(np.float32))
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    if kind == "w8a8":
+        layer, qw = _weights(rng, n, k, 0, 0)
+        colsum = qw.to(torch.int32).sum(1).to(torch.int32)
+        rc, y, _ = _run(emu, x, qw, torch.from_numpy(layer.wscale), colsum, bias, None, "gelu", False, "float32")
+        exp = ref.linear_w8a8(x.numpy(), layer.qweight, layer.wscale, bias.numpy(), "gelu")
+        tol = 2e-5
+    else:
+        w = torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)).half()
+        rc, y, _ = _run_half(emu, x, w, bias, None, "gelu", "float32")
+        exp = ref.linear_half(x.half().double().numpy(), w.double().numpy(), bias.numpy(), "gelu")
+        tol = 1e-5
+    assert rc == 0
+    np.testing.assert_allclose(y.numpy(), exp, rtol=tol, atol=tol * max(1.0, float(np.abs(exp).max())))
+
+
 def test_emulated_small_half_flags_values_beyond_float16(emu):
     """A finite float32 activation that rounds to inf in float16 poisons its row (never a wrong
     finite answer); the same value is finite in bfloat16."""
