@@ -129,3 +129,12 @@ def test_gpu_warmup_tunes_before_serving():
     assert rep.gpu_state["autotuned"] > 0 and rep.gpu_state["direct_launches"] > 0, rep.gpu_state
     again = quant.warmup(mod, torch.randn(3, 96, device="cuda"), max_batch=32, repeats=1)
     assert all(v == 0 for v in again.gpu_state.values()), again.gpu_state
+
+
+def test_list_batches_for_a_batcher_function():
+    """A Batcher's fn takes a list of requests: a callable example returning a list passes it as
+    the one argument."""
+    seen = []
+    rep = quant.warmup(lambda xs: seen.append(len(xs)) or [x + 1 for x in xs], lambda b: [7] * b, max_batch=4,
+                       repeats=1)
+    assert rep.batch_sizes == [1, 2, 4] and seen == [1, 1, 2, 2, 4, 4]
