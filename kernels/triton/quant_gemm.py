@@ -837,7 +837,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         path = "two_pass" if m > FUSED_MAX_M else "fused"
         if m <= FUSED_MAX_M and x.is_cuda and k and _small_path(
                 ("w8a8", x.get_device(), mb, n, k, x.dtype, y.dtype, has_bias, act, has_res, bool(symmetric)), x,
-                _cuda_small_refusal(qweight, None, wscale, colsum, bias),
+                lambda: _cuda_small_refusal(qweight, None, wscale, colsum, bias),
                 lambda p: linear_w8a8(x, qweight, wscale, colsum, bias, activation, r, symmetric, False, p, y.dtype)):
             path = "cuda"
     elif path not in _PATHS:
@@ -973,7 +973,8 @@ SMALL_WHY: dict = {}  # small-M key -> the per-call times of the pick, or why th
 def _small_path(skey, x, refusal, call) -> bool:
     """Whether a CUDA call with at most FUSED_MAX_M rows takes the CUDA C++ small-M kernel
     (SMALL_M_PATH; for "auto" the pick of this key, measured on its first call: ``call(path)``
-    runs the layer with "cuda" or with None/"fused"-style Triton path and returns the output)."""
+    runs the layer with "cuda" or with the Triton path and returns the output; ``refusal()`` says
+    why the CUDA kernel cannot take these operands, or None; both run only when picking)."""
     mode = SMALL_M_PATH
     if mode == "triton":
         return False
@@ -984,8 +985,9 @@ def _small_path(skey, x, refusal, call) -> bool:
     got = _SMALL.get(skey)
     if got is not None:
         return got
-    if refusal:  # operand layouts (not in the key): Triton for this call, no pick recorded
-        SMALL_WHY[skey] = f"CUDA kernel cannot take this call: {refusal}"
+    why = refusal()
+    if why:  # operand layouts (not in the key): Triton for this call, no pick recorded
+        SMALL_WHY[skey] = f"CUDA kernel cannot take this call: {why}"
         return False
     if _cuda_mod() is None:
         SMALL_WHY[skey] = "pyperfcore._cuda was not built"
@@ -1109,7 +1111,7 @@ def linear_half(x, weight, bias=None, activation="none", residual=None, check_fi
         path = "triton"
         if m <= FUSED_MAX_M and x.is_cuda and _small_path(
                 ("half", dev, mb, n, k, x.dtype, wdt, y.dtype, has_bias, act, has_res), x,
-                _cuda_small_refusal(weight, weight, None, None, bias),
+                lambda: _cuda_small_refusal(weight, weight, None, None, bias),
                 lambda p: linear_half(x, weight, bias, activation, r, False, y.dtype, p)):
             path = "cuda"
     elif path not in ("triton", "pointer", "tma", "cuda"):

@@ -57,15 +57,15 @@ def test_auto_keeps_the_faster_kernel_and_times_once(qg, monkeypatch, t_tri, t_c
     monkeypatch.setattr(qg, "_loop_ms", _timer(t_tri, t_cuda, seen))
     x = torch.zeros(3, 8)
     key = ("w8a8", -1, 4, 5, 8)
-    assert qg._small_path(key, x, None, runs) is want
+    assert qg._small_path(key, x, lambda: None, runs) is want
     assert qg._SMALL[key] is want and seen == [2]
     assert runs.calls[:2] == ["fused", "cuda"]  # the check, before any timing
     assert qg.SMALL_WHY[key] == f"per call: triton {t_tri * 1e3:.1f} us, cuda {t_cuda * 1e3:.1f} us"
     runs.calls.clear()
-    assert qg._small_path(key, x, None, runs) is want  # later calls: the recorded pick, nothing run
+    assert qg._small_path(key, x, lambda: None, runs) is want  # later calls: the recorded pick, nothing run
     assert runs.calls == [] and seen == [2]
     half = ("half", -1, 4, 5, 8)
-    assert qg._small_path(half, x, None, runs) is want
+    assert qg._small_path(half, x, lambda: None, runs) is want
     assert runs.calls[0] == "triton"  # FP16/BF16 layers: the Triton path is called "triton"
 
 
@@ -79,7 +79,7 @@ def test_auto_never_picks_a_cuda_kernel_that_is_wrong(qg, monkeypatch, fault):
     seen = []
     monkeypatch.setattr(qg, "_loop_ms", _timer(1.0, 0.001, seen))  # CUDA "faster" by far
     key = ("w8a8", -1, 4, 6, 8)
-    assert qg._small_path(key, torch.zeros(4, 8), None, _Runs(y, bad)) is False
+    assert qg._small_path(key, torch.zeros(4, 8), lambda: None, _Runs(y, bad)) is False
     assert qg._SMALL[key] is False and seen == []
     assert ("raised RuntimeError: launch failed" if fault == "raises" else "differs") in qg.SMALL_WHY[key]
 
@@ -88,7 +88,7 @@ def test_nan_rows_agree_when_both_kernels_poison_them(qg, monkeypatch):
     y = torch.randn(3, 4)
     y[1] = float("nan")
     monkeypatch.setattr(qg, "_loop_ms", _timer(0.02, 0.01, []))
-    assert qg._small_path(("half", -1, 4, 4, 8), torch.zeros(3, 8), None, _Runs(y, y.clone())) is True
+    assert qg._small_path(("half", -1, 4, 4, 8), torch.zeros(3, 8), lambda: None, _Runs(y, y.clone())) is True
 
 
 def test_settings_refusals_and_no_timing(qg, monkeypatch):
@@ -99,20 +99,20 @@ def test_settings_refusals_and_no_timing(qg, monkeypatch):
     x = torch.zeros(1, 8)
     for mode, want in (("triton", False), ("cuda", True)):
         monkeypatch.setattr(qg, "SMALL_M_PATH", mode)
-        assert qg._small_path(("w8a8", -1, 1, 2, 8), x, "any refusal", runs) is want
+        assert qg._small_path(("w8a8", -1, 1, 2, 8), x, lambda: "any refusal", runs) is want
     monkeypatch.setattr(qg, "SMALL_M_PATH", "fast")
     with pytest.raises(ValueError, match="PYPERFCORE_SMALL_M_PATH must be 'auto', 'triton' or 'cuda', got 'fast'"):
-        qg._small_path(("w8a8", -1, 1, 2, 8), x, None, runs)
+        qg._small_path(("w8a8", -1, 1, 2, 8), x, lambda: None, runs)
     monkeypatch.setattr(qg, "SMALL_M_PATH", "auto")
     key = ("w8a8", -1, 1, 2, 8)
-    assert qg._small_path(key, x, "bias is not a contiguous float32 vector", runs) is False
+    assert qg._small_path(key, x, lambda: "bias is not a contiguous float32 vector", runs) is False
     assert key not in qg._SMALL and "bias" in qg.SMALL_WHY[key]
     monkeypatch.setattr(qg, "AUTOTUNE", False)
-    assert qg._small_path(key, x, None, runs) is False and key not in qg._SMALL
+    assert qg._small_path(key, x, lambda: None, runs) is False and key not in qg._SMALL
     assert runs.calls == []
     monkeypatch.setattr(qg, "_CUDA_MOD", [None])  # a build without the CUDA module: Triton, for good
     monkeypatch.setattr(qg, "AUTOTUNE", True)
-    assert qg._small_path(key, x, None, runs) is False and qg._SMALL[key] is False and runs.calls == []
+    assert qg._small_path(key, x, lambda: None, runs) is False and qg._SMALL[key] is False and runs.calls == []
 
 
 def test_cuda_small_refusal_names_the_operand(qg):
