@@ -48,9 +48,9 @@ FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 r
 # Which kernels take those rows (W8A8 and FP16/BF16 weights alike) on a GPU: "triton" (the fused
 # W8A8 kernel, the FP16/BF16 pointer kernel), "cuda" (the CUDA C++ small-M kernels, launched from
 # C++: kernels/cuda/linear_small.cu) or "auto" (default): with autotuning on, the first call of a
-# shape checks the CUDA kernel's output against the Triton kernel's and times both per call, back
-# to back with the host's launch cost included (what a serving loop pays at these sizes), and
-# keeps the faster; without timing (autotuning off, CUDA graph capture) "triton", the path the
+# shape checks the CUDA kernel's output against the Triton kernel's, times both per call (host
+# submission and cold device time, the larger of the two being what a model's forward pays at
+# these sizes) and keeps the faster; without timing (autotuning off, CUDA graph capture) "triton", the path the
 # H100 checks measured. _SMALL holds the picks, SMALL_WHY the times or why CUDA was left out.
 SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "auto")
 # M >= TMA_MIN_M on Hopper or later: persistent GEMM kernels fed by TMA (_half_tma_kernel for
@@ -1001,27 +1001,41 @@ def _small_path(skey, x, refusal, call) -> bool:
     return _SMALL[skey]
 
 
-def _loop_ms(fns, rounds: int = 5, calls: int = 10):
-    """Per-call milliseconds of each fn, called `calls` times back to back on the current stream
-    (CUDA events around the loop: the host's launch cost shows wherever it exceeds the kernel's),
-    median of `rounds` rounds taken in turn."""
-    per = [[] for _ in fns]
+def _call_times(fns, rounds: int = 5, calls: int = 10):
+    """(host_ms, device_ms) per call of each fn, medians over `rounds` rounds taken in turn:
+    host, the submission cost of `calls` calls back to back (nothing synchronizes them; the
+    launch queue does not fill in 10 calls); device, one call timed between CUDA events after
+    the L2 cache is flushed (as triton's do_bench flushes it: a layer's weights are not in L2
+    when a model runs its other layers in between)."""
+    import time
+
+    flush = triton.runtime.driver.active.get_empty_cache_for_benchmark()
+    host = [[] for _ in fns]
+    dev = [[] for _ in fns]
     for _ in range(rounds):
         for i, f in enumerate(fns):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
             for _ in range(calls):
                 f()
+            host[i].append((time.perf_counter() - t0) * 1e3 / calls)
+            flush.zero_()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            f()
             e.record()
             e.synchronize()
-            per[i].append(s.elapsed_time(e) / calls)
-    return [sorted(t)[len(t) // 2] for t in per]
+            dev[i].append(s.elapsed_time(e))
+    med = lambda t: sorted(t)[len(t) // 2]  # noqa: E731
+    return [(med(h), med(d)) for h, d in zip(host, dev)]
 
 
-def _small_pick(skey, run_triton, run_cuda, timer=None) -> bool:
+def _small_pick(skey, run_triton, run_cuda) -> bool:
     """SMALL_M_PATH "auto": True if the CUDA small-M kernel's output agrees with the Triton path's
     (_same_output: the W8A8 INT32 sums are exact, the epilogues' float math may differ by an
-    ulp) and it is faster per call; a CUDA kernel that raises or disagrees is never picked."""
+    ulp) and it costs less per call; a CUDA kernel that raises or disagrees is never picked.
+    A call's cost is max(host submission, cold device time): a model's layers overlap one's host
+    work with the previous one's kernels, so whichever is longer sets the pace at these sizes."""
     ref = run_triton()
     try:
         out = run_cuda()
@@ -1031,9 +1045,14 @@ def _small_pick(skey, run_triton, run_cuda, timer=None) -> bool:
     if not _same_output(out, ref, exact=False):
         SMALL_WHY[skey] = "CUDA kernel's output differs from the Triton kernel's: left out"
         return False
-    t_tri, t_cuda = (timer or _loop_ms)([run_triton, run_cuda])
-    SMALL_WHY[skey] = f"per call: triton {t_tri * 1e3:.1f} us, cuda {t_cuda * 1e3:.1f} us"
-    return t_cuda < t_tri
+    try:
+        (h_tri, d_tri), (h_cu, d_cu) = _call_times([run_triton, run_cuda])
+    except Exception as e:  # (timing is a choice, never a failure of the call: keep Triton)
+        SMALL_WHY[skey] = f"timing failed, Triton kept: {type(e).__name__}: {e}"
+        return False
+    SMALL_WHY[skey] = (f"per call (host / device us): triton {h_tri * 1e3:.1f} / {d_tri * 1e3:.1f}, "
+                       f"cuda {h_cu * 1e3:.1f} / {d_cu * 1e3:.1f}")
+    return max(h_cu, d_cu) < max(h_tri, d_tri)
 
 
 def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False):

@@ -41,6 +41,7 @@ class _Runs:
 
 
 def _timer(t_tri, t_cuda, seen):
+    """Fake _call_times: (host ms, device ms) per candidate, Triton first."""
     def timer(fns):
         for f in fns:  # (the real timer calls each candidate many times)
             f()
@@ -49,18 +50,24 @@ def _timer(t_tri, t_cuda, seen):
     return timer
 
 
-@pytest.mark.parametrize("t_tri,t_cuda,want", [(0.030, 0.021, True), (0.020, 0.029, False)])
+@pytest.mark.parametrize("t_tri,t_cuda,want", [
+    ((0.012, 0.030), (0.012, 0.021), True),   # device-bound: CUDA's kernel is faster
+    ((0.012, 0.020), (0.012, 0.029), False),  # device-bound: Triton's is
+    ((0.010, 0.030), (0.035, 0.005), False),  # CUDA's kernel is faster but its host cost sets the pace
+    ((0.040, 0.010), (0.015, 0.012), True),   # host-bound Triton launch against a cheaper CUDA call
+])
 def test_auto_keeps_the_faster_kernel_and_times_once(qg, monkeypatch, t_tri, t_cuda, want):
     y = torch.randn(3, 5)
     runs = _Runs(y, y + 1e-7)  # the epilogues' float math may differ by an ulp
     seen = []
-    monkeypatch.setattr(qg, "_loop_ms", _timer(t_tri, t_cuda, seen))
+    monkeypatch.setattr(qg, "_call_times", _timer(t_tri, t_cuda, seen))
     x = torch.zeros(3, 8)
     key = ("w8a8", -1, 4, 5, 8)
     assert qg._small_path(key, x, lambda: None, runs) is want
     assert qg._SMALL[key] is want and seen == [2]
     assert runs.calls[:2] == ["fused", "cuda"]  # the check, before any timing
-    assert qg.SMALL_WHY[key] == f"per call: triton {t_tri * 1e3:.1f} us, cuda {t_cuda * 1e3:.1f} us"
+    assert qg.SMALL_WHY[key] == (f"per call (host / device us): triton {t_tri[0] * 1e3:.1f} / {t_tri[1] * 1e3:.1f}, "
+                                 f"cuda {t_cuda[0] * 1e3:.1f} / {t_cuda[1] * 1e3:.1f}")
     runs.calls.clear()
     assert qg._small_path(key, x, lambda: None, runs) is want  # later calls: the recorded pick, nothing run
     assert runs.calls == [] and seen == [2]
@@ -77,7 +84,7 @@ def test_auto_never_picks_a_cuda_kernel_that_is_wrong(qg, monkeypatch, fault):
     bad = {"off_by_1pct": y * 1.01, "nan_row": y.clone().index_fill_(0, torch.tensor([2]), float("nan")),
            "nothing_written": torch.zeros_like(y), "raises": RuntimeError("launch failed")}[fault]
     seen = []
-    monkeypatch.setattr(qg, "_loop_ms", _timer(1.0, 0.001, seen))  # CUDA "faster" by far
+    monkeypatch.setattr(qg, "_call_times", _timer((1.0, 1.0), (0.001, 0.001), seen))  # CUDA "faster" by far
     key = ("w8a8", -1, 4, 6, 8)
     assert qg._small_path(key, torch.zeros(4, 8), lambda: None, _Runs(y, bad)) is False
     assert qg._SMALL[key] is False and seen == []
@@ -87,8 +94,21 @@ def test_auto_never_picks_a_cuda_kernel_that_is_wrong(qg, monkeypatch, fault):
 def test_nan_rows_agree_when_both_kernels_poison_them(qg, monkeypatch):
     y = torch.randn(3, 4)
     y[1] = float("nan")
-    monkeypatch.setattr(qg, "_loop_ms", _timer(0.02, 0.01, []))
+    monkeypatch.setattr(qg, "_call_times", _timer((0.02, 0.02), (0.01, 0.01), []))
     assert qg._small_path(("half", -1, 4, 4, 8), torch.zeros(3, 8), lambda: None, _Runs(y, y.clone())) is True
+
+
+def test_a_timing_failure_keeps_triton(qg, monkeypatch):
+    """Timing is a choice, never a failure of the call: if it raises, Triton stays, and why."""
+    def broken(fns):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(qg, "_call_times", broken)
+    y = torch.randn(2, 3)
+    key = ("half", -1, 2, 3, 8)
+    assert qg._small_path(key, torch.zeros(2, 8), lambda: None, _Runs(y, y.clone())) is False
+    assert qg._SMALL[key] is False and qg.SMALL_WHY[key] == (
+        "timing failed, Triton kept: RuntimeError: CUDA error: out of memory")
 
 
 def test_settings_refusals_and_no_timing(qg, monkeypatch):
@@ -173,7 +193,7 @@ def test_auto_pick_on_a_gpu(qg, kind, m, rng):
         tol = 1e-3
     y = fn()
     (key, picked), = qg._SMALL.items()
-    assert key[0] == kind and qg.SMALL_WHY[key].startswith("per call: triton"), qg.SMALL_WHY
+    assert key[0] == kind and qg.SMALL_WHY[key].startswith("per call (host / device us): triton"), qg.SMALL_WHY
     np.testing.assert_allclose(y.cpu().numpy(), exp, rtol=tol, atol=tol * max(1.0, float(np.abs(exp).max())))
     torch.testing.assert_close(fn(), y, rtol=0, atol=0)
     assert qg._SMALL == {key: picked}
