@@ -50,8 +50,9 @@ FUSED_MAX_M = int(os.environ.get("PYPERFCORE_W8A8_FUSED_MAX_M", "16"))  # W8A8 r
 # C++: kernels/cuda/linear_small.cu) or "auto" (default): with autotuning on, the first call of a
 # shape checks the CUDA kernel's output against the Triton kernel's, times both per call (host
 # submission and cold device time, the larger of the two being what a model's forward pays at
-# these sizes) and keeps the faster; without timing (autotuning off, CUDA graph capture) "triton", the path the
-# H100 checks measured. _SMALL holds the picks, SMALL_WHY the times or why CUDA was left out.
+# these sizes) and keeps the faster; without timing (autotuning off, CUDA graph capture)
+# "triton", the path the H100 checks measured. _SMALL holds the picks, SMALL_WHY the times or
+# why CUDA was left out.
 SMALL_M_PATH = os.environ.get("PYPERFCORE_SMALL_M_PATH", "auto")
 # M >= TMA_MIN_M on Hopper or later: persistent GEMM kernels fed by TMA (_half_tma_kernel for
 # FP16/BF16 weights with x already of the weight's type, _w8a8_tma_kernel for the two-pass W8A8
@@ -814,10 +815,10 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
     ``out_dtype``: float32 (default), float16 or bfloat16; the fp32 epilogue's result is rounded
     once on store, so a half-precision model needs no conversion kernels around the layer. The
     residual may be of any of those types. ``path``: None (by M: for m <= FUSED_MAX_M ``fused``, or
-    on CUDA ``cuda`` where SMALL_M_PATH takes it; else ``two_pass``), ``fused``, ``two_pass`` (per-token quantization, then the GEMM: the
-    pointer kernel, or for m >= TMA_MIN_M on Hopper the persistent TMA kernel when TMA picks
-    it), ``pointer`` / ``tma`` (two-pass with that GEMM; ``tma`` raises ValueError where it
-    cannot run) or ``cuda``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises
+    on CUDA ``cuda`` where SMALL_M_PATH takes it; else ``two_pass``), ``fused``, ``two_pass``
+    (per-token quantization, then the GEMM: the pointer kernel, or for m >= TMA_MIN_M on Hopper
+    the persistent TMA kernel when TMA picks it), ``pointer`` / ``tma`` (two-pass with that GEMM;
+    ``tma`` raises ValueError where it cannot run) or ``cuda``. Rows of x with NaN/inf give NaN rows; ``check_finite=True`` raises
     instead."""
     n, k = qweight.shape
     x = _check_rows(x, k, "x", floats=True)
