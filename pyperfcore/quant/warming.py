@@ -30,13 +30,16 @@ _GPU_STATE = {"autotuned": "_BEST", "tma_picks": "_PICK", "tma_forced": "_FORCED
 @dataclass
 class WarmupReport:
     """Per batch size: the first call's and the steady (median of ``repeats``) wall time in ms,
-    synchronized on CUDA; ``gpu_state``: entries the GPU kernels added during the warm-up."""
+    synchronized on CUDA; ``gpu_state``: entries the GPU kernels added during the warm-up;
+    ``picks``: the kernel choices made during it (autotuned configs, TMA and small-M picks with
+    the times that decided them), one line each."""
 
     batch_sizes: list[int]
     first_ms: list[float]
     steady_ms: list[float]
     device: str
     gpu_state: dict[str, int] = field(default_factory=dict)
+    picks: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         out = [f"warm-up on {self.device}", f"{'batch':>7}  {'first ms':>10}  {'steady ms':>10}  {'first/steady':>12}"]
@@ -45,6 +48,7 @@ class WarmupReport:
             out.append(f"{b:>7}  {f:>10.3f}  {s:>10.3f}  {ratio:>12}")
         if any(self.gpu_state.values()):
             out.append("GPU kernel state added: " + ", ".join(f"{k} {v}" for k, v in self.gpu_state.items()))
+        out += [f"  {p}" for p in self.picks]
         return "\n".join(out)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -78,8 +82,10 @@ def _batch_maker(example: Any) -> Callable[[int], Any]:
     an array, or a dict / tuple of them sharing the first dimension)."""
     if callable(example) and not is_torch_tensor(example):
         return example
-    parts = list(example.values()) if isinstance(example, dict) else list(example) if isinstance(example, (tuple, list)) \
-        else [example]
+    if isinstance(example, dict):
+        parts = list(example.values())
+    else:
+        parts = list(example) if isinstance(example, (tuple, list)) else [example]
     sized = [p for p in parts if is_torch_tensor(p) or isinstance(p, np.ndarray)]
     if not sized:
         raise TypeError("example must be a tensor, an array, a dict/tuple of them, or a callable batch_size -> input; "
@@ -116,11 +122,40 @@ def _on_cuda(inp: Any) -> bool:
     return any(is_torch_tensor(v) and v.is_cuda for v in vals)
 
 
-def _gpu_counts() -> dict[str, int]:
+def _gpu_keys() -> dict[str, set]:
     qg = sys.modules.get("pyperfcore.kernels.quant_gemm")  # (never imported here: no triton for CPU users)
     if qg is None:
         return {}
-    return {name: len(getattr(qg, attr, {})) for name, attr in _GPU_STATE.items()}
+    return {name: set(getattr(qg, attr, {})) for name, attr in _GPU_STATE.items()}
+
+
+def _shape(key: tuple, at: int) -> str:
+    """'M<=16 N=4096 K=4096' from a kernel key holding (M bucket, N, K) from index `at`."""
+    return f"M<={key[at]} N={key[at + 1]} K={key[at + 2]}"
+
+
+def _order(key: tuple) -> list:
+    return [(0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in key]  # numbers as numbers
+
+
+def _describe(before: dict[str, set]) -> list[str]:
+    """The kernel choices added since `before`, readable: what was picked for which shape, why."""
+    qg = sys.modules.get("pyperfcore.kernels.quant_gemm")
+    if qg is None:
+        return []
+    lines = []
+    for key in sorted(set(qg._BEST) - before.get("autotuned", set()), key=_order):  # (kind, M bucket, N, K, dev, ...)
+        lines.append(f"autotuned {key[0]} {_shape(key, 1)}: {qg._BEST[key]}")
+    for attr, what in (("_PICK", "TMA pick"), ("_FORCED", "TMA forced")):
+        for key in sorted(set(getattr(qg, attr)) - before.get("tma_picks" if attr == "_PICK" else "tma_forced", set()),
+                          key=_order):
+            got = getattr(qg, attr)[key]
+            lines.append(f"{what} {key[0]} {_shape(key, 1)}: {'pointer kernel' if got is None else got}")
+    # small-M keys: (kind, device, M bucket, N, K, ...)
+    for key in sorted(set(qg._SMALL) - before.get("small_m_picks", set()), key=_order):
+        lines.append(f"small-M {key[0]} {_shape(key, 2)}: {'cuda C++' if qg._SMALL[key] else 'triton'} "
+                     f"({qg.SMALL_WHY.get(key, '')})")
+    return lines
 
 
 def warmup(model: Callable[..., Any], example: Any, batch_sizes: Any = None, *, max_batch: int = 32,
@@ -159,7 +194,7 @@ def warmup(model: Callable[..., Any], example: Any, batch_sizes: Any = None, *, 
 
         if isinstance(model, torch.nn.Module):
             grad_off = torch.no_grad
-    before = _gpu_counts()
+    before = _gpu_keys()
     first, steady, device = [], [], "cpu"
     for b in sizes:
         inp = make(b)
@@ -187,6 +222,7 @@ def warmup(model: Callable[..., Any], example: Any, batch_sizes: Any = None, *, 
             times.append((time.perf_counter() - t0) * 1e3)
         first.append(times[0])
         steady.append(float(np.median(times[1:])))
-    after = _gpu_counts()
-    added = {k: after[k] - before.get(k, 0) for k in after}
-    return WarmupReport(batch_sizes=sizes, first_ms=first, steady_ms=steady, device=device, gpu_state=added)
+    after = _gpu_keys()
+    added = {k: len(after[k] - before.get(k, set())) for k in after}
+    return WarmupReport(batch_sizes=sizes, first_ms=first, steady_ms=steady, device=device, gpu_state=added,
+                        picks=_describe(before))

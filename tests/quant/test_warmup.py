@@ -138,3 +138,41 @@ def test_list_batches_for_a_batcher_function():
     rep = quant.warmup(lambda xs: seen.append(len(xs)) or [x + 1 for x in xs], lambda b: [7] * b, max_batch=4,
                        repeats=1)
     assert rep.batch_sizes == [1, 2, 4] and seen == [1, 1, 2, 2, 4, 4]
+
+
+def test_the_report_names_the_kernel_choices_made_during_it(monkeypatch, rng):
+    """What the GPU kernels chose while warming (autotuned configs, TMA and small-M picks with
+    their times) is listed in the report; choices that existed before are not. The kernels'
+    state is simulated here by a model that records choices as the GPU launchers would."""
+    pytest.importorskip("triton")
+    from pyperfcore.kernels import quant_gemm as qg
+
+    for attr in ("_BEST", "_PICK", "_FORCED", "_SMALL", "_DIRECT", "SMALL_WHY"):
+        monkeypatch.setattr(qg, attr, {})
+    qg._BEST[("half", 1, 64, 64, 0)] = "old config"  # before the warm-up: not reported
+
+    def model(x):
+        mb = 1 << (x.shape[0] - 1).bit_length()
+        qg._BEST[("w8a8", mb, 4096, 1024, 0)] = f"BLOCK_M: {max(16, mb)}"
+        if mb >= 512:
+            qg._PICK[("half", mb, 4096, 1024, 0, "float16")] = None
+        else:
+            key = ("w8a8", 0, mb, 4096, 1024, "float32")
+            qg._SMALL[key] = mb == 2
+            qg.SMALL_WHY[key] = f"per call (host / device us): triton 9.0 / {mb}.0, cuda 8.0 / 7.0"
+
+    rep = quant.warmup(model, rng.standard_normal((2, 3)), [1, 2, 600], repeats=1)
+    assert rep.gpu_state == {"autotuned": 3, "tma_picks": 1, "tma_forced": 0, "small_m_picks": 2, "direct_launches": 0}
+    assert rep.picks == [
+        "autotuned w8a8 M<=1 N=4096 K=1024: BLOCK_M: 16",
+        "autotuned w8a8 M<=2 N=4096 K=1024: BLOCK_M: 16",
+        "autotuned w8a8 M<=1024 N=4096 K=1024: BLOCK_M: 1024",
+        "TMA pick half M<=1024 N=4096 K=1024: pointer kernel",
+        "small-M w8a8 M<=1 N=4096 K=1024: triton (per call (host / device us): triton 9.0 / 1.0, cuda 8.0 / 7.0)",
+        "small-M w8a8 M<=2 N=4096 K=1024: cuda C++ (per call (host / device us): triton 9.0 / 2.0, cuda 8.0 / 7.0)",
+    ]
+    table = rep.table().splitlines()
+    assert table[-7] == ("GPU kernel state added: autotuned 3, tma_picks 1, tma_forced 0, small_m_picks 2, "
+                         "direct_launches 0")
+    assert table[-6:] == [f"  {p}" for p in rep.picks]
+    assert json.loads(rep.to_json())["picks"] == rep.picks
