@@ -847,7 +847,7 @@ def linear_w8a8(x, qweight, wscale, colsum, bias=None, activation="none", residu
         flags = _cuda_small(x, qweight, None, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric)
         if flags is not None:
             if check_finite:
-                _raise_if_flagged(flags, x)
+                _raise_if_flagged(flags[0][flags[1]:flags[1] + m], x)
             return y
         path = "fused"  # operand layouts the CUDA kernel does not take (checked in _cuda_small)
     if k == 0:  # no K loop: the sums are 0 (fused kernel's wrapped loads need K > 0 too)
@@ -1058,8 +1058,9 @@ def _small_pick(skey, run_triton, run_cuda) -> bool:
 
 def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, act, symmetric=False):
     """The CUDA C++ small-M kernels (two launches from one C++ call, no synchronization): W8A8 with
-    ``qweight`` (int8) or FP16/BF16 with ``weight``. Returns this call's per-row NaN flags (an
-    int32 [m] view of its workspace, read only after the launches in stream order), or None
+    ``qweight`` (int8) or FP16/BF16 with ``weight``. Returns where this call's per-row NaN flags
+    are, (int32 workspace, offset of the m flags), to be read only after the launches in stream
+    order (a view is made only when they are read: a slice costs a microsecond a call), or None
     (nothing launched) when an operand is not in the layout they take: weight rows with unit
     column stride, contiguous float32 scales / int32 column sums / float32 bias."""
     if not x.is_cuda:
@@ -1088,8 +1089,7 @@ def _cuda_small(x, qweight, weight, wscale, colsum, bias, r, y, m, n, k, sxm, ac
                              bool(symmetric), sb[2], sb[1], stream)
     else:
         cu.linear_half_small(*xa, w.data_ptr(), _CUDA_DT[w.dtype], n, max(w.stride(0), 1), *tail, sb[2], sb[1], stream)
-    off = (nbytes - _a16(4 * m)) // 4  # the per-row NaN flags end the workspace (int32 [m])
-    return sb[0][off:off + m]
+    return sb[0], (nbytes - _a16(4 * m)) // 4  # the per-row NaN flags end the workspace (int32 [m])
 
 
 def linear_half(x, weight, bias=None, activation="none", residual=None, check_finite=False, out_dtype=None,
