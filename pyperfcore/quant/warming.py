@@ -118,7 +118,7 @@ def _call(model: Callable[..., Any], inp: Any) -> Any:
 
 
 def _on_cuda(inp: Any) -> bool:
-    vals = inp.values() if isinstance(inp, dict) else inp if isinstance(inp, tuple) else [inp]
+    vals = inp.values() if isinstance(inp, dict) else inp if isinstance(inp, (tuple, list)) else [inp]
     return any(is_torch_tensor(v) and v.is_cuda for v in vals)
 
 
