@@ -245,3 +245,44 @@ def test_interpreter_check_warns_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kernels._check_interpreter()  # once per process
+
+
+def test_call_times_host_then_cold_device(qg, monkeypatch):
+    """_call_times (GPU-only; its CUDA calls are faked here so that its logic runs everywhere):
+    per round and candidate, `calls` unsynchronized calls timed on the host, then the L2 flush,
+    then one call between two events; medians per candidate, Triton's first."""
+    import triton
+
+    log = []
+
+    class Flush:
+        def zero_(self):
+            log.append("flush")
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self):
+            log.append("record")
+
+        def synchronize(self):
+            log.append("sync-event")
+
+        def elapsed_time(self, end):  # the call timed: [..., "flush", "record", <fn>, "record", "sync-event"]
+            return 0.030 if log[-3] == "a" else 0.010
+
+    class Driver:
+        def get_empty_cache_for_benchmark(self):
+            return Flush()
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: log.append("sync"))
+    monkeypatch.setattr(triton.runtime.driver, "_active", Driver())  # (what `active` returns once set)
+    a = lambda: log.append("a")  # noqa: E731
+    b = lambda: log.append("b")  # noqa: E731
+    (ha, da), (hb, db) = qg._call_times([a, b], rounds=3, calls=4)
+    one = ["sync"] + ["a"] * 4 + ["flush", "record", "a", "record", "sync-event"]
+    assert log == (one + [x.replace("a", "b") if x == "a" else x for x in one]) * 3
+    assert (da, db) == (0.030, 0.010)
+    assert ha > 0 and hb > 0
